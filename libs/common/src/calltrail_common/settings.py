@@ -1,0 +1,114 @@
+"""The one typed settings model every Calltrail process reads (contract section 2).
+
+Every variable is documented in `.env.example` at the repo root. Each process builds
+`Settings()` once in its entry point and passes it down; nothing reads the environment
+anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_ENCRYPTION_KEY_LENGTH = 32
+
+
+class SettingsError(Exception):
+    """A setting a process needs is missing or invalid; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Connections.
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/calltrail"
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Prefix of every exchange and queue name, so tests and benchmarks never touch a
+    # running stack on the same broker.
+    amqp_prefix: str = "calltrail"
+
+    # Secrets.
+    encryption_key: SecretStr | None = None
+    encryption_key_previous: SecretStr | None = None
+    vapi_webhook_secret: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+
+    # Vapi.
+    vapi_api_base_url: str = "https://api.vapi.ai"
+
+    # Ingest.
+    ingest_host: str = "0.0.0.0"  # noqa: S104 - a server listens on every interface by default
+    ingest_port: int = 8000
+    ingest_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    spool_dir: Path = Path("./var/spool")
+    # How long ingest waits for the broker's confirm before it spools the event instead.
+    ingest_confirm_timeout_seconds: float = Field(default=3.0, gt=0)
+    # How often ingest reloads per-organization endpoint secrets from Postgres.
+    ingest_endpoint_refresh_seconds: float = Field(default=10.0, gt=0)
+
+    # Api.
+    api_host: str = "0.0.0.0"  # noqa: S104
+    api_port: int = 8001
+    public_base_url: str = "http://localhost:8000"
+
+    # Metrics-sync.
+    sync_interval_seconds: int = Field(default=300, gt=0)
+
+    # Call processor.
+    event_retention_days: int = Field(default=30, gt=0)
+
+    # Logging.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("vapi_webhook_secret", mode="before")
+    @classmethod
+    def _split_secret_list(cls, value: object) -> object:
+        # A comma-separated list, so a secret can be rotated without downtime.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("public_base_url", "vapi_api_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def require_encryption_key(self) -> tuple[bytes, ...]:
+        """The current key first, then the previous one (during a rotation)."""
+        keys = [self.encryption_key, self.encryption_key_previous]
+        if self.encryption_key is None:
+            raise SettingsError("ENCRYPTION_KEY is required here and is not set")
+        found = []
+        for name, key in zip(("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS"), keys, strict=True):
+            if key is None or not key.get_secret_value():
+                continue
+            if len(key.get_secret_value()) < MIN_ENCRYPTION_KEY_LENGTH:
+                raise SettingsError(
+                    f"{name} must be at least {MIN_ENCRYPTION_KEY_LENGTH} characters long"
+                )
+            found.append(key.get_secret_value().encode())
+        return tuple(found)
+
+    def webhook_secrets(self) -> tuple[bytes, ...]:
+        return tuple(s.get_secret_value().encode() for s in self.vapi_webhook_secret)
+
+
+def load_settings() -> Settings:
+    """Read the environment (and `.env`); turn validation errors into one clear message."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

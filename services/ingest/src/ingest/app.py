@@ -1,0 +1,205 @@
+"""The ingest HTTP app (contract section 3): authenticate, make durable, answer.
+
+The hot path is: look the endpoint up in memory, read the body within the limit, verify
+the credential over the raw bytes, read `message.type`, publish with a confirm (or fsync to
+the spool), answer. Nothing on it touches Postgres, and the body is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from calltrail_common.logging import get_logger
+from calltrail_common.settings import Settings
+from calltrail_common.topology import (
+    HEADER_DEDUPE_KEY,
+    HEADER_ENDPOINT_ID,
+    HEADER_MESSAGE_TYPE,
+    HEADER_ORG_ID,
+    HEADER_RECEIVED_AT,
+    SHARED_ENDPOINT,
+    Topology,
+    event_routing_key,
+)
+from ingest.auth import verify_credentials
+from ingest.broker import BrokerPublisher
+from ingest.endpoints import EndpointDirectory
+from ingest.errors import IngestError, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+from ingest.metrics import IngestMetrics
+from ingest.outbox import Outbox
+from ingest.payload import AcceptedEvent, read_envelope
+from ingest.spool import claim_slot
+
+log = get_logger("ingest")
+
+# Types whose sender waits for a reply body. They belong to the customer's own tool or
+# assistant server; Calltrail records them and answers an empty object.
+REPLY_EXPECTED_TYPES = frozenset({
+    "assistant-request", "tool-calls", "transfer-destination-request",
+    "knowledge-base-request", "handoff-destination-request", "campaign.predial",
+})
+_OK = b'{"ok":true}'
+_EMPTY_REPLY = b"{}"
+_JSON = "application/json"
+
+
+@dataclass
+class IngestState:
+    settings: Settings
+    outbox: Outbox
+    endpoints: EndpointDirectory
+    metrics: IngestMetrics
+
+
+def _json_media_type(content_type: str | None) -> bool:
+    # No Content-Type at all is read as JSON rather than lose an event over a header.
+    if not content_type:
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == _JSON or (media_type.startswith("application/")
+                                   and media_type.endswith("+json"))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing it as soon as it exceeds `limit` bytes while streaming."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(error: IngestError) -> Response:
+    content: dict[str, str] = {"error": error.code}
+    if isinstance(error, InvalidPayload) and error.args:
+        content["detail"] = str(error.args[0])
+    return Response(orjson.dumps(content), status_code=error.status_code, media_type=_JSON)
+
+
+async def _receive(request: Request, endpoint_id: str | None) -> Response:
+    state: IngestState = request.state.ingest
+    settings = state.settings
+    try:
+        if endpoint_id is None:
+            secrets, org_id = settings.webhook_secrets(), None
+        else:
+            endpoint = state.endpoints.lookup(endpoint_id)
+            secrets, org_id = endpoint.secrets, endpoint.org_id
+        body = await _read_body(request, settings.ingest_max_body_bytes)
+        verify_credentials(request.headers, body, secrets, now=time.time())
+        if not _json_media_type(request.headers.get("content-type")):
+            raise UnsupportedMediaType
+        envelope = read_envelope(body)
+        headers: dict[str, str | int] = {
+            HEADER_RECEIVED_AT: int(time.time() * 1000),
+            HEADER_ENDPOINT_ID: endpoint_id or SHARED_ENDPOINT,
+            HEADER_MESSAGE_TYPE: envelope.message_type,
+        }
+        if org_id is not None:
+            headers[HEADER_ORG_ID] = org_id
+        if envelope.dedupe_key is not None:
+            headers[HEADER_DEDUPE_KEY] = envelope.dedupe_key
+        event = AcceptedEvent(
+            message_id=uuid.uuid4().hex,
+            routing_key=event_routing_key(envelope.message_type),
+            headers=headers,
+            body=body,
+        )
+        kept = await state.outbox.keep(event)
+    except IngestError as error:
+        state.metrics.requests.labels(str(error.status_code)).inc()
+        log.info("webhook_refused", status=error.status_code, error=error.code,
+                 endpoint=endpoint_id or SHARED_ENDPOINT)
+        return _error(error)
+    state.metrics.requests.labels("200").inc()
+    state.metrics.events.labels(kept.value).inc()
+    log.debug("webhook_accepted", message_id=event.message_id, type=envelope.message_type,
+              dedupe_key=envelope.dedupe_key, kept=kept.value)
+    reply = _EMPTY_REPLY if envelope.message_type in REPLY_EXPECTED_TYPES else _OK
+    return Response(reply, media_type=_JSON)
+
+
+async def shared_webhook(request: Request) -> Response:
+    return await _receive(request, None)
+
+
+async def organization_webhook(request: Request) -> Response:
+    return await _receive(request, request.path_params["endpoint_id"])
+
+
+async def healthz(request: Request) -> Response:
+    return Response(_OK, media_type=_JSON)
+
+
+async def readyz(request: Request) -> Response:
+    state: IngestState = request.state.ingest
+    if state.outbox.ready():
+        return Response(_OK, media_type=_JSON)
+    return Response(b'{"ok":false}', status_code=503, media_type=_JSON)
+
+
+async def metrics(request: Request) -> Response:
+    state: IngestState = request.state.ingest
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ingest app; its broker, spool and endpoint directory start with its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, IngestState]]:
+        spool_root = settings.spool_dir
+        spool = claim_slot(spool_root)
+        ingest_metrics = IngestMetrics()
+        broker = BrokerPublisher(
+            settings.amqp_url.get_secret_value(),
+            Topology(settings.amqp_prefix),
+            confirm_timeout=settings.ingest_confirm_timeout_seconds,
+            observe_publish=ingest_metrics.publish_seconds.observe,
+        )
+        outbox = Outbox(broker, spool, spool_root)
+        ingest_metrics.spool_depth.set_function(lambda: outbox.spool_depth)
+        endpoints = EndpointDirectory(
+            settings.database_url, spool_root / "endpoints.json",
+            settings.ingest_endpoint_refresh_seconds)
+        broker.start()
+        outbox.start()
+        endpoints.start()
+        log.info("ingest_started", spool_slot=spool.directory.name, spool_backlog=spool.backlog)
+        try:
+            yield {"ingest": IngestState(settings, outbox, endpoints, ingest_metrics)}
+        finally:
+            # uvicorn has already let in-flight requests finish: every 200 is durable.
+            await endpoints.close()
+            await outbox.close()
+            await broker.close()
+            spool.close()
+            log.info("ingest_stopped", spool_backlog=spool.backlog)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/vapi", shared_webhook, methods=["POST"]),
+            Route("/webhooks/vapi/{endpoint_id}", organization_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

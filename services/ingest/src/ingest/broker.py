@@ -1,0 +1,132 @@
+"""Ingest's side of RabbitMQ: one connection, one confirm channel, kept up in the background.
+
+`publish` never waits for a connection: when there is none, or the broker does not confirm
+within the timeout, it raises `BrokerUnavailable` at once and the outbox spools the event.
+The connection loop declares the topology on every (re)connect, so ingest starts and takes
+webhooks even while the broker is unreachable, and recreates what an operator deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+from calltrail_common.logging import get_logger
+from calltrail_common.topology import Topology, declare_topology
+from ingest.payload import AcceptedEvent
+
+log = get_logger(__name__)
+
+_BACKOFF_INITIAL_SECONDS = 0.2
+_BACKOFF_MAX_SECONDS = 5.0
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not take the event: not connected, refused, returned, or too slow."""
+
+
+class BrokerPublisher:
+    def __init__(
+        self,
+        amqp_url: str,
+        topology: Topology,
+        *,
+        confirm_timeout: float,
+        observe_publish: Callable[[float], None] | None = None,
+    ) -> None:
+        self._url = amqp_url
+        self._topology = topology
+        self._confirm_timeout = confirm_timeout
+        # Called after every (re)connect; the outbox sets it to start draining the spool.
+        self.on_connected: Callable[[], None] | None = None
+        self._observe_publish = observe_publish
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reconnect = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._exchange is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_connected(), name="broker-connection")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_connection()
+
+    async def publish(self, event: AcceptedEvent) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            raise BrokerUnavailable("not connected")
+        message = aio_pika.Message(
+            event.body,
+            headers=event.headers,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.message_id,
+        )
+        started = time.perf_counter()
+        try:
+            await exchange.publish(message, event.routing_key, mandatory=True,
+                                   timeout=self._confirm_timeout)
+        except TimeoutError:
+            # A broker that stops confirming may be half-dead: reconnect to find out.
+            self._reconnect.set()
+            raise BrokerUnavailable("no confirm in time") from None
+        except (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError,
+                ConnectionError, RuntimeError) as error:
+            raise BrokerUnavailable(type(error).__name__) from None
+        if self._observe_publish is not None:
+            self._observe_publish(time.perf_counter() - started)
+
+    async def _keep_connected(self) -> None:
+        backoff = _BACKOFF_INITIAL_SECONDS
+        while True:
+            try:
+                self._connection = await aio_pika.connect(self._url, timeout=5)
+                self._channel = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                self._exchange = await declare_topology(self._channel, self._topology)
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError,
+                    aiormq.exceptions.AMQPError) as error:
+                log.warning("broker_connect_failed", error=type(error).__name__,
+                            retry_in=round(backoff, 2))
+                await self._drop_connection()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+                continue
+            backoff = _BACKOFF_INITIAL_SECONDS
+            self._reconnect.clear()
+            log.info("broker_connected")
+            if self.on_connected is not None:
+                self.on_connected()
+            reconnect = asyncio.ensure_future(self._reconnect.wait())
+            await asyncio.wait(
+                [asyncio.ensure_future(self._connection.closed()),
+                 asyncio.ensure_future(self._channel.closed()), reconnect],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            reconnect.cancel()
+            log.warning("broker_connection_lost")
+            await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        self._exchange = None
+        self._channel = None
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)

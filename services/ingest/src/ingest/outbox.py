@@ -1,0 +1,128 @@
+"""Making an accepted webhook durable: the broker's confirm, or else an fsync in the spool.
+
+Rule: while the spool holds events not yet re-published, new events are spooled too, so the
+broker receives everything in the order ingest accepted it. The replayer drains the spool
+(this process's slot first, then slots left behind by dead processes) whenever the broker
+is connected, committing its read position only after the broker confirmed each batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from pathlib import Path
+
+from calltrail_common.logging import get_logger
+from ingest.broker import BrokerPublisher, BrokerUnavailable
+from ingest.errors import Unavailable
+from ingest.payload import AcceptedEvent
+from ingest.spool import Spool, SpoolUnavailable, adopt_orphans
+
+log = get_logger(__name__)
+
+_REPLAY_BATCH = 256
+_REPLAY_IDLE_SECONDS = 1.0
+_ORPHAN_SCAN_SECONDS = 10.0
+
+
+class Kept(enum.Enum):
+    PUBLISHED = "published"
+    SPOOLED = "spooled"
+
+
+class Outbox:
+    def __init__(self, broker: BrokerPublisher, spool: Spool, spool_root: Path) -> None:
+        self._broker = broker
+        self._spool = spool
+        self._spool_root = spool_root
+        self._orphans: list[Spool] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        broker.on_connected = self.wake
+
+    @property
+    def spool_depth(self) -> int:
+        return self._spool.backlog + sum(o.backlog for o in self._orphans)
+
+    def ready(self) -> bool:
+        return self._broker.connected or self._spool.is_writable()
+
+    async def keep(self, event: AcceptedEvent) -> Kept:
+        """Return once `event` is durable; raise `Unavailable` when it cannot be made so."""
+        if self._spool.backlog == 0 and self._broker.connected:
+            try:
+                await self._broker.publish(event)
+                return Kept.PUBLISHED
+            except BrokerUnavailable as error:
+                log.warning("publish_failed_spooling", reason=str(error),
+                            message_id=event.message_id)
+        try:
+            await self._spool.append(event)
+        except SpoolUnavailable as error:
+            log.error("event_not_durable", reason=str(error), message_id=event.message_id)
+            raise Unavailable from None
+        self._wake.set()
+        return Kept.SPOOLED
+
+    def wake(self) -> None:
+        """The broker (re)connected: drain now rather than at the next tick."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._replay_forever(), name="spool-replay")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for orphan in self._orphans:
+            orphan.close()
+        self._orphans.clear()
+
+    async def _replay_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_orphan_scan = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _REPLAY_IDLE_SECONDS)
+            self._wake.clear()
+            if loop.time() >= next_orphan_scan:
+                next_orphan_scan = loop.time() + _ORPHAN_SCAN_SECONDS
+                try:
+                    self._orphans.extend(adopt_orphans(self._spool_root, self._spool))
+                except OSError as error:
+                    log.warning("spool_orphan_scan_failed", error=str(error))
+            if not self._broker.connected:
+                continue
+            try:
+                await self._drain(self._spool)
+                for orphan in list(self._orphans):
+                    await self._drain(orphan)
+                    self._orphans.remove(orphan)
+                    orphan.close()
+                    log.info("spool_orphan_drained", slot=orphan.directory.name)
+            except BrokerUnavailable as error:
+                log.warning("spool_replay_paused", reason=str(error))
+            except OSError as error:
+                log.error("spool_replay_failed", error=str(error))
+
+    async def _drain(self, spool: Spool) -> None:
+        while spool.backlog > 0:
+            events, position = spool.read_batch(_REPLAY_BATCH)
+            if not events:
+                # Appends in flight are not readable until their fsync returns.
+                await asyncio.sleep(0.005)
+                continue
+            # Publishes issued in order reach the channel in order; their confirms overlap.
+            results = await asyncio.gather(
+                *(self._broker.publish(event) for event in events), return_exceptions=True
+            )
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure if isinstance(failure, BrokerUnavailable) \
+                    else BrokerUnavailable(repr(failure))
+            spool.commit(len(events), position)
+            log.info("spool_replayed", events=len(events), backlog=spool.backlog,
+                     slot=spool.directory.name)
