@@ -7,6 +7,7 @@ import sys
 import uvicorn
 
 from calltrail_common.logging import configure_logging
+from calltrail_common.process import exit_zero_after_graceful_sigterm
 from calltrail_common.settings import SettingsError, load_settings
 from ingest.app import create_app
 
@@ -17,6 +18,7 @@ def main() -> None:
     except SettingsError as error:
         sys.exit(f"calltrail-ingest: {error}")
     configure_logging(settings)
+    exit_zero_after_graceful_sigterm()
     uvicorn.run(
         create_app(settings),
         host=settings.ingest_host,

@@ -176,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         outbox = Outbox(broker, spool, spool_root)
         ingest_metrics.spool_depth.set_function(lambda: outbox.spool_depth)
+        ingest_metrics.broker_connected.set_function(lambda: float(broker.connected))
         endpoints = EndpointDirectory(
             settings.database_url, spool_root / "endpoints.json",
             settings.ingest_endpoint_refresh_seconds)

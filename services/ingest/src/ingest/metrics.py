@@ -19,6 +19,9 @@ class IngestMetrics:
             "Time from publish to the broker's confirm.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry)
+        self.broker_connected = Gauge(
+            "calltrail_ingest_broker_connected", "1 while the broker connection is up.",
+            registry=self.registry)
         self.spool_depth = Gauge(
             "calltrail_ingest_spool_depth", "Events in the spool not yet re-published.",
             registry=self.registry)

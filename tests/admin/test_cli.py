@@ -1,0 +1,87 @@
+"""The `calltrail` admin command, run as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import orjson
+
+from calltrail_common import db
+from calltrail_common.organizations import token_digest
+
+
+def calltrail(*args: str, database_url: str, stdin: str = "",
+              **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "admin", *args], input=stdin, capture_output=True, text=True,
+        env={**os.environ, "DATABASE_URL": database_url, **env}, timeout=60, check=False)
+
+
+async def test_org_create_prints_credentials_and_stores_only_a_token_digest(
+        database_url: str) -> None:
+    result = calltrail("org", "create", "--name", "Acme Roofing", database_url=database_url,
+                       PUBLIC_BASE_URL="https://hooks.example.com/")
+    assert result.returncode == 0, result.stderr
+    created = orjson.loads(result.stdout)
+    assert set(created) == {"orgId", "apiToken", "webhookUrl", "webhookSecret"}
+    assert created["webhookUrl"].startswith("https://hooks.example.com/webhooks/vapi/ep_")
+    connection = await db.connect(database_url)
+    try:
+        assert await connection.fetchval("SELECT name FROM organizations WHERE id = $1",
+                                         created["orgId"]) == "Acme Roofing"
+        stored = await connection.fetchval("SELECT token_sha256 FROM api_tokens")
+        assert stored == token_digest(created["apiToken"])
+        endpoint_id = created["webhookUrl"].rsplit("/", 1)[1]
+        assert await connection.fetchval(
+            "SELECT secret FROM webhook_endpoints WHERE id = $1", endpoint_id
+        ) == created["webhookSecret"]
+    finally:
+        await connection.close()
+
+
+async def test_token_create_and_revoke(database_url: str) -> None:
+    org = orjson.loads(calltrail("org", "create", "--name", "T", database_url=database_url)
+                       .stdout)
+    created = calltrail("token", "create", "--org", org["orgId"], database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    token_id = orjson.loads(created.stdout)["tokenId"]
+    assert calltrail("token", "revoke", token_id, database_url=database_url).returncode == 0
+    connection = await db.connect(database_url)
+    try:
+        assert await connection.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE id = $1", token_id)
+    finally:
+        await connection.close()
+
+
+def test_bad_input_exits_non_zero_with_one_line(database_url: str) -> None:
+    for args in (["token", "revoke", "not-an-id"],
+                 ["token", "create", "--org", "00000000-0000-0000-0000-000000000000"],
+                 ["org", "create", "--name", "  "]):
+        result = calltrail(*args, database_url=database_url)
+        assert result.returncode != 0
+        assert result.stderr.startswith("calltrail: ")
+        assert result.stderr.count("\n") == 1
+
+
+async def test_migrate_twice_and_concurrently_applies_each_migration_once(
+        template_database: str) -> None:
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    name = "calltrail_test_migrate_" + os.urandom(4).hex()
+    url = f"{POSTGRES_ADMIN_URL}/{name}"
+    try:
+        runs = await asyncio.gather(*(asyncio.to_thread(calltrail, "migrate", database_url=url)
+                                      for _ in range(3)))
+        assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+        applied = [orjson.loads(r.stdout)["applied"] for r in runs]
+        assert sorted(len(a) for a in applied) == [0, 0, len(db.bundled_migrations())]
+        again = calltrail("migrate", database_url=url)
+        assert orjson.loads(again.stdout) == {"databaseCreated": False, "applied": []}
+    finally:
+        connection = await db.connect(f"{POSTGRES_ADMIN_URL}/postgres")
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.close()

@@ -1,0 +1,212 @@
+"""Real PostgreSQL and RabbitMQ for every test, each test on its own names.
+
+- PostgreSQL: one template database per run, migrated once; each test that asks for a
+  database gets `CREATE DATABASE ... TEMPLATE` of it (real and fast), dropped afterwards.
+- RabbitMQ: each test gets its own `AMQP_PREFIX`; its exchanges and queues are deleted after.
+- Ingest runs in-process on a real socket (uvicorn) or as a real subprocess when a test must
+  kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from calltrail_common import db
+from calltrail_common.settings import Settings
+from calltrail_common.topology import Topology, delete_topology
+from ingest.app import create_app
+from tests.support.tcp_proxy import TcpProxy
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REPO = Path(__file__).resolve().parent.parent
+WEBHOOK_SECRET = "test-shared-secret-" + uuid.uuid4().hex[:8]
+
+
+def _run(coro):  # noqa: ANN001, ANN202 - a sync fixture driving one coroutine
+    return asyncio.run(coro)
+
+
+async def _admin_execute(sql: str) -> None:
+    connection = await asyncpg.connect(f"{POSTGRES_ADMIN_URL}/postgres")
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    name = f"calltrail_test_tmpl_{uuid.uuid4().hex[:8]}"
+    _run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    _run(db.migrate(f"{POSTGRES_ADMIN_URL}/{name}"))
+    yield name
+    _run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(template_database: str) -> AsyncIterator[str]:
+    name = f"calltrail_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield f"{POSTGRES_ADMIN_URL}/{name}"
+    await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    topology = Topology(f"test-{uuid.uuid4().hex[:10]}")
+    yield topology
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        await delete_topology(await connection.channel(), topology)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def make_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "amqp_url": AMQP_URL,
+        "vapi_webhook_secret": WEBHOOK_SECRET,
+        "ingest_confirm_timeout_seconds": 1.0,
+        "ingest_endpoint_refresh_seconds": 0.5,
+        "log_level": "debug",
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class RunningIngest:
+    url: str
+    client: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def serve_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
+    """Run the real ingest app with uvicorn on a free loopback port in this event loop."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+        assert time.monotonic() < deadline, "ingest did not start"
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        try:
+            yield RunningIngest(url, client)
+        finally:
+            server.should_exit = True
+            await task
+            sock.close()
+
+
+@pytest.fixture
+async def broker_proxy() -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def proxied_amqp_url(proxy: TcpProxy) -> str:
+    return f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class IngestProcess:
+    """`calltrail-ingest` as a real process, as an operator runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = {**os.environ, **env, "INGEST_HOST": "127.0.0.1",
+                     "INGEST_PORT": str(self.port)}
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        with self._log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingest"], env=self._env, stdout=log, stderr=log,
+                cwd=self._log_path.parent)
+        deadline = time.monotonic() + 20
+        async with httpx.AsyncClient(timeout=1) as client:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.logs()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise AssertionError("ingest process did not become healthy:\n" + self.logs())
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def logs(self) -> str:
+        return self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def ingest_process_factory(tmp_path: Path) -> Iterator:
+    started: list[IngestProcess] = []
+
+    def factory(**env: str) -> IngestProcess:
+        base = {
+            "AMQP_URL": AMQP_URL,
+            "VAPI_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "debug",
+            "INGEST_CONFIRM_TIMEOUT_SECONDS": "1",
+        }
+        process = IngestProcess({**base, **env}, tmp_path / f"ingest-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:
+        process.stop()
