@@ -43,3 +43,12 @@ def test_invalid_values_give_one_clear_message(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(SettingsError) as error:
         load_settings()
     assert "INGEST_PORT" in str(error.value) and "LOG_FORMAT" in str(error.value)
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    documented = {line.split("=", 1)[0].strip() for line in example.read_text().splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")}
+    assert documented == {name.upper() for name in Settings.model_fields}

@@ -1,0 +1,40 @@
+# Calltrail. `make up` starts the stack, `make test` runs every test; see README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+# uv from PATH, else bootstrapped into .tools/ with the machine's python3.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: help install services migrate up down test bench lint
+
+help:
+	@echo "make up | down | test | bench | lint | migrate"
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --frozen --quiet
+
+services:  ## start local PostgreSQL and RabbitMQ when installed but stopped
+	deploy/ensure-services.sh
+
+migrate: install services
+	$(VENV)/bin/calltrail migrate
+
+up: install
+	deploy/stack.sh up
+
+down:
+	deploy/stack.sh down
+
+test: install services
+	$(VENV)/bin/pytest
+
+bench: install services
+	$(VENV)/bin/python -m bench.ingest
+
+lint: install
+	$(VENV)/bin/ruff check .
