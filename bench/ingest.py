@@ -75,7 +75,11 @@ WEBHOOK_PATH = "/webhooks/vapi"
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-DEFAULT_SAMPLES = REPO_ROOT.parent / "shared" / "vapi-samples"
+# shared/ sits beside the repo (as in CI); the tests keep a copy of the same samples.
+DEFAULT_SAMPLES = next(
+    (path for path in (REPO_ROOT.parent / "shared" / "vapi-samples",
+                       REPO_ROOT / "tests" / "fixtures" / "vapi") if path.is_dir()),
+    REPO_ROOT.parent / "shared" / "vapi-samples")
 LUA_SCRIPT = BENCH_DIR / "webhooks.lua"
 RESULTS_DIR = BENCH_DIR / "results"
 

@@ -7,6 +7,7 @@ migrate` twice, or from several processes at once, applies each file exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -56,25 +57,34 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 
 async def create_database_if_missing(dsn: str) -> bool:
-    """Create the database `dsn` names when it does not exist; True when it was created."""
+    """Create the database `dsn` names when it does not exist; True when this call created it.
+
+    Safe from several processes at once: a concurrent CREATE DATABASE fails with a duplicate
+    (the other won) or with template1 busy (try again).
+    """
     name = urlsplit(dsn).path.lstrip("/")
     if not name or '"' in name:
         raise ValueError("the database URL must name a database")
-    try:
-        connection = await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        pass
-    else:
-        await connection.close()
-        return False
-    admin = await asyncpg.connect(dsn, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    except asyncpg.DuplicateDatabaseError:
-        return False  # another process created it first
-    finally:
-        await admin.close()
-    return True
+    for _ in range(50):
+        try:
+            connection = await asyncpg.connect(dsn)
+        except asyncpg.InvalidCatalogNameError:
+            pass
+        else:
+            await connection.close()
+            return False
+        admin = await asyncpg.connect(dsn, database="postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return False
+        except asyncpg.ObjectInUseError:
+            await asyncio.sleep(0.1)  # template1 is being copied by a concurrent CREATE
+            continue
+        finally:
+            await admin.close()
+        return True
+    raise TimeoutError(f"could not create database {name!r}: template1 stayed busy")
 
 
 async def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[str]:
