@@ -29,6 +29,7 @@ def main() -> None:
         access_log=False,  # ingest logs one line per refused request itself, never bodies
         log_level="warning",
         server_header=False,
+        proxy_headers=False,  # ingest never uses the client's address
     )
 
 

@@ -25,3 +25,10 @@ class IngestMetrics:
         self.spool_depth = Gauge(
             "calltrail_ingest_spool_depth", "Events in the spool not yet re-published.",
             registry=self.registry)
+        # Bound once: the hot path should not look label values up per request.
+        self._accepted = self.requests.labels("200")
+        self._kept = {kept: self.events.labels(kept) for kept in ("published", "spooled")}
+
+    def accepted(self, kept: str) -> None:
+        self._accepted.inc()
+        self._kept[kept].inc()
