@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "test-shared-secret-" + uuid.uuid4().hex[:8]
 
 
-def _run(coro):  # noqa: ANN001, ANN202 - a sync fixture driving one coroutine
+def _run(coro):  # a sync fixture driving one coroutine
     return asyncio.run(coro)
 
 

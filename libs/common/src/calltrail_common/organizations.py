@@ -15,7 +15,7 @@ import asyncpg
 _CREATE_ORGANIZATION = "INSERT INTO organizations (id, name) VALUES ($1, $2)"
 _CREATE_ENDPOINT = "INSERT INTO webhook_endpoints (id, org_id, secret) VALUES ($1, $2, $3)"
 _CREATE_TOKEN = "INSERT INTO api_tokens (id, org_id, token_sha256) VALUES ($1, $2, $3)"  # noqa: S105 - SQL, not a secret
-_REVOKE_TOKEN = (  # noqa: S105 - SQL, not a secret
+_REVOKE_TOKEN = (
     "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id"  # noqa: S105
 )
 _ACTIVE_ENDPOINTS = """

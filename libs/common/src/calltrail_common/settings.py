@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     # Call processor.
     event_retention_days: int = Field(default=30, gt=0)
+    # Events applied per transaction, and how long a batch waits to fill up.
+    processor_batch_size: int = Field(default=200, gt=0, le=5000)
+    processor_batch_wait_ms: int = Field(default=20, ge=0)
 
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
 
+import aio_pika
 import asyncpg
 import orjson
+import phonenumbers
 
-from calltrail_common import db
+from admin.broker import confirmed_channel, dead_letters, republish
+from calltrail_common import db, phone_numbers
 from calltrail_common.organizations import (
     create_organization,
     create_token,
@@ -22,6 +26,7 @@ from calltrail_common.organizations import (
     webhook_url,
 )
 from calltrail_common.settings import Settings, SettingsError, load_settings
+from calltrail_common.topology import Topology
 
 
 class CommandError(Exception):
@@ -85,6 +90,81 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
     _print_json({"tokenId": str(token_id), "revoked": True})
 
 
+def _e164(raw: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        raise CommandError(f"--number must be an E.164 number like +14155550123: {raw!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org")
+    number = _e164(args.number)
+    connection = await db.connect(settings.database_url)
+    try:
+        try:
+            created = await phone_numbers.register(connection, org_id, number, args.vapi_id)
+        except asyncpg.ForeignKeyViolationError:
+            raise CommandError(f"no organization {org_id}") from None
+        except phone_numbers.NumberTaken as taken:
+            raise CommandError(str(taken)) from None
+        waiting = await phone_numbers.unassigned_matching(connection, number, args.vapi_id)
+    finally:
+        await connection.close()
+    # Hand the events this number now matches back to the processor, which assigns them.
+    topology = Topology(settings.amqp_prefix)
+    async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
+        requeued = await republish(channel, topology, waiting)
+    _print_json({"orgId": str(org_id), "number": number, "vapiPhoneNumberId": args.vapi_id,
+                 "created": created, "unassignedEventsRequeued": requeued})
+
+
+async def _unassigned_list(settings: Settings, args: argparse.Namespace) -> None:
+    connection = await db.connect(settings.database_url)
+    try:
+        rows = await phone_numbers.unassigned(connection, args.limit)
+    finally:
+        await connection.close()
+    _print_json([{
+        "messageId": r["message_id"], "receivedAt": r["received_at"].isoformat(),
+        "type": r["message_type"], "callId": r["call_id"],
+        "phoneNumberId": r["phone_number_id"], "dialledNumber": r["dialled_number"],
+        "vapiOrgId": r["vapi_org_id"], "metadataOrgIds": list(r["metadata_org_ids"]),
+    } for r in rows])
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
+    topology = Topology(settings.amqp_prefix)
+    async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
+        letters = await dead_letters(channel, topology, replay=args.dlq_command == "replay")
+    listed = [{"messageId": d.message_id, "reason": d.reason, "type": d.message_type,
+               "dedupeKey": d.dedupe_key} for d in letters]
+    _print_json({"replayed": len(listed)} if args.dlq_command == "replay" else listed)
+
+
+async def _events_replay(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org")
+    try:
+        since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since \
+            else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    except ValueError:
+        raise CommandError(f"--since is not an ISO 8601 time: {args.since!r}") from None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    connection = await db.connect(settings.database_url)
+    try:
+        events = await phone_numbers.archived_for(connection, org_id, since)
+    finally:
+        await connection.close()
+    topology = Topology(settings.amqp_prefix)
+    async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
+        replayed = await republish(channel, topology, events, org_id=str(org_id))
+    _print_json({"orgId": str(org_id), "replayed": replayed})
+
+
 Command = Callable[[Settings, argparse.Namespace], Awaitable[None]]
 
 
@@ -109,6 +189,35 @@ def _parser() -> argparse.ArgumentParser:
     token_revoke = token.add_parser("revoke", help="revoke an API token")
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(run=_token_revoke)
+
+    phone = commands.add_parser("phone-number", help="phone numbers").add_subparsers(
+        dest="phone_command", required=True)
+    phone_add = phone.add_parser(
+        "add", help="register a number; events it matches are processed now")
+    phone_add.add_argument("--org", required=True)
+    phone_add.add_argument("--number", required=True, help="E.164, e.g. +14155550123")
+    phone_add.add_argument("--vapi-id", help="Vapi's id of the phone number")
+    phone_add.set_defaults(run=_phone_number_add)
+
+    unassigned = commands.add_parser(
+        "unassigned", help="events no organization matched").add_subparsers(
+        dest="unassigned_command", required=True)
+    unassigned_list = unassigned.add_parser("list")
+    unassigned_list.add_argument("--limit", type=int, default=1000)
+    unassigned_list.set_defaults(run=_unassigned_list)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="dlq_command", required=True)
+    dlq.add_parser("list", help="show dead letters and their reasons").set_defaults(run=_dlq)
+    dlq.add_parser("replay", help="hand every dead letter back to the processor"
+                   ).set_defaults(run=_dlq)
+
+    events = commands.add_parser("events", help="archived events").add_subparsers(
+        dest="events_command", required=True)
+    events_replay = events.add_parser("replay", help="reprocess an organization's events")
+    events_replay.add_argument("--org", required=True)
+    events_replay.add_argument("--since", help="ISO 8601 time; default: all retained")
+    events_replay.set_defaults(run=_events_replay)
     return parser
 
 
@@ -122,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"calltrail: {error}")
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(f"calltrail: database error: {type(error).__name__}: {error}")
+    except aio_pika.exceptions.AMQPError as error:
+        sys.exit(f"calltrail: broker error: {type(error).__name__}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The admin CLI's side of RabbitMQ: hand events back to the call processor, read dead letters.
+
+Events go straight to the processor's queue (default exchange), persistent and confirmed,
+with the headers ingest gave them and their original message id, so the archive does not
+grow a second copy and processing stays idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+from calltrail_common.phone_numbers import StoredEvent
+from calltrail_common.topology import (
+    CALL_PROCESSOR,
+    HEADER_DEAD_LETTER_REASON,
+    HEADER_DEDUPE_KEY,
+    HEADER_ENDPOINT_ID,
+    HEADER_MESSAGE_TYPE,
+    HEADER_ORG_ID,
+    HEADER_RECEIVED_AT,
+    Topology,
+    declare_topology,
+)
+
+# Headers a replay drops: they describe the failed attempt, not the event.
+_ATTEMPT_HEADERS = {HEADER_DEAD_LETTER_REASON, "x-retries", "x-death", "x-first-death-exchange",
+                    "x-first-death-queue", "x-first-death-reason", "x-original-routing-key",
+                    "x-delivery-count"}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str | None
+    reason: str
+    message_type: str | None
+    dedupe_key: str | None
+
+
+@contextlib.asynccontextmanager
+async def confirmed_channel(amqp_url: str, topology: Topology) -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect(amqp_url, timeout=10)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await declare_topology(channel, topology)
+        yield channel
+    finally:
+        await connection.close()
+
+
+async def republish(channel: AbstractChannel, topology: Topology,
+                    events: Sequence[StoredEvent], org_id: str | None = None) -> int:
+    for event in events:
+        headers: dict[str, Any] = {
+            HEADER_RECEIVED_AT: int(event.received_at.timestamp() * 1000),
+            HEADER_MESSAGE_TYPE: event.message_type,
+            HEADER_ENDPOINT_ID: event.endpoint_id or "shared",
+        }
+        if event.dedupe_key:
+            headers[HEADER_DEDUPE_KEY] = event.dedupe_key
+        if org_id is not None:
+            headers[HEADER_ORG_ID] = org_id
+        await channel.default_exchange.publish(
+            aio_pika.Message(event.body, headers=headers, content_type="application/json",
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             message_id=event.message_id),
+            routing_key=topology.queue(CALL_PROCESSOR), mandatory=True)
+    return len(events)
+
+
+def _reason(headers: dict[str, Any]) -> str:
+    if HEADER_DEAD_LETTER_REASON in headers:
+        return str(headers[HEADER_DEAD_LETTER_REASON])
+    deaths = headers.get("x-death") or []
+    if deaths and isinstance(deaths[0], dict):  # dead-lettered by the broker itself
+        return f"broker: {deaths[0].get('reason')}"
+    return "unknown"
+
+
+async def dead_letters(channel: AbstractChannel, topology: Topology, *, replay: bool
+                       ) -> list[DeadLetter]:
+    """Every message in the dead-letter queue; with `replay`, each is handed back to the
+    processor and removed once the broker confirmed the copy. Without it, all stay."""
+    queue = await channel.get_queue(topology.dead_letter_queue(CALL_PROCESSOR), ensure=False)
+    seen: list[DeadLetter] = []
+    held = []
+    while (message := await queue.get(no_ack=False, fail=False)) is not None:
+        headers = dict(message.headers or {})
+        seen.append(DeadLetter(message.message_id, _reason(headers),
+                               headers.get(HEADER_MESSAGE_TYPE),
+                               headers.get(HEADER_DEDUPE_KEY)))
+        if replay:
+            clean = {k: v for k, v in headers.items() if k not in _ATTEMPT_HEADERS}
+            await channel.default_exchange.publish(
+                aio_pika.Message(message.body, headers=clean, content_type="application/json",
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                 message_id=message.message_id),
+                routing_key=topology.queue(CALL_PROCESSOR), mandatory=True)
+            await message.ack()
+        else:
+            held.append(message)
+    for message in held:  # listing only: put every one back
+        await message.nack(requeue=True)
+    return seen

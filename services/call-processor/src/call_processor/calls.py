@@ -1,0 +1,176 @@
+"""Pure rules for a call's state (contract section 5). No I/O here.
+
+A call's state converges whatever order events arrive in, and however often:
+
+- every field is a last-writer-wins register whose version is (authority, event time,
+  canonical value): an end-of-call-report (REPORT) outranks a status-update or a call
+  snapshot (SNAPSHOT); among equals the later event wins; a tie falls to the larger value.
+  `merge` is therefore commutative, associative and idempotent.
+- status is a max-register on `status_rank`: it only moves forward, `ended` is final, an
+  unknown status never moves it, and an end-of-call-report alone ends a call.
+- a field an event does not carry never erases a value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+SNAPSHOT = 1  # status-update fields and any call snapshot (identity fields)
+REPORT = 2  # the end-of-call-report's own top-level fields: the authority on final values
+
+STATUS_ORDER = ("scheduled", "queued", "ringing", "in-progress", "forwarding", "ended")
+_STATUS_RANK = {status: rank for rank, status in enumerate(STATUS_ORDER, start=1)}
+
+# Every call field a register holds, in one list (the repository maps them to columns).
+CALL_FIELDS = (
+    "direction", "created_at", "started_at", "ended_at", "ended_reason", "cost",
+    "cost_breakdown", "costs", "customer_number", "customer_name", "customer_email",
+    "phone_number_id", "assistant_id", "transcript", "summary", "structured_data",
+    "success_evaluation", "recording_url", "stereo_recording_url", "metadata",
+)
+
+
+def status_rank(status: str | None) -> int:
+    """Rank of a known status; 0 for an unknown or missing one (it never moves a call)."""
+    return _STATUS_RANK.get(status or "", 0)
+
+
+def canonical(value: Any) -> bytes:
+    """A total order among values of one field, identical for a value read back from SQL."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+Version = tuple[int, int, bytes]  # (authority, event time in ms, canonical value)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one event says about one call: fields with the authority they are said with."""
+
+    call_id: str
+    event_ms: int  # the event's own timestamp (ms); 0 when it has none
+    status: str | None
+    is_report: bool
+    values: Mapping[str, tuple[Any, int]]  # field -> (value, authority)
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    call_id: str
+    status: str | None = None
+    report_received: bool = False
+    last_event_ms: int = 0
+    values: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        return self.values.get(name)
+
+    @property
+    def duration_seconds(self) -> Decimal | None:
+        started, ended = self.values.get("started_at"), self.values.get("ended_at")
+        if started is None or ended is None:
+            return None
+        delta = ended - started
+        return Decimal(delta.days * 86_400 + delta.seconds) + Decimal(delta.microseconds) / \
+            Decimal(1_000_000)
+
+    @property
+    def last_event_at(self) -> dt.datetime | None:
+        if not self.last_event_ms:
+            return None
+        return dt.datetime.fromtimestamp(self.last_event_ms / 1000, tz=dt.UTC)
+
+
+def _version_of(state: CallState, name: str) -> Version | None:
+    stored = state.versions.get(name)
+    if stored is None:
+        return None
+    return (stored[0], stored[1], canonical(state.values.get(name)))
+
+
+def merge(state: CallState, observation: Observation) -> CallState:
+    """The state after also knowing `observation` (order-free, duplicate-free)."""
+    values = dict(state.values)
+    versions = dict(state.versions)
+    for name, (value, authority) in observation.values.items():
+        if value is None:
+            continue  # absent: never erases
+        candidate: Version = (authority, observation.event_ms, canonical(value))
+        current = _version_of(state, name)
+        if current is None or candidate > current:
+            values[name] = value
+            versions[name] = (authority, observation.event_ms)
+    status = state.status
+    incoming = "ended" if observation.is_report else observation.status
+    if status_rank(incoming) > status_rank(status):
+        status = incoming
+    return replace(
+        state,
+        status=status,
+        report_received=state.report_received or observation.is_report,
+        last_event_ms=max(state.last_event_ms, observation.event_ms),
+        values=values,
+        versions=versions,
+    )
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+DIRECTION_COLUMNS = {"inboundPhoneCall": "inbound", "outboundPhoneCall": "outbound",
+                     "webCall": "web"}
+
+
+@dataclass(frozen=True, slots=True)
+class DayContribution:
+    """What one call adds to its organization's statistics for one UTC day."""
+
+    day: dt.date
+    calls: int = 0
+    inbound: int = 0
+    outbound: int = 0
+    web: int = 0
+    duration_seconds: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+
+    def negated(self) -> DayContribution:
+        return DayContribution(self.day, -self.calls, -self.inbound, -self.outbound,
+                               -self.web, -self.duration_seconds, -self.cost)
+
+
+def stats_day(state: CallState) -> dt.date | None:
+    """The UTC day a call counts on: when Vapi created it (else started, ended, last heard)."""
+    for name in ("created_at", "started_at", "ended_at"):
+        moment = state.values.get(name)
+        if moment is not None:
+            return moment.astimezone(dt.UTC).date()
+    at = state.last_event_at
+    return at.date() if at is not None else None
+
+
+def contribution(state: CallState | None) -> DayContribution | None:
+    if state is None:
+        return None
+    day = stats_day(state)
+    if day is None:
+        return None
+    column = DIRECTION_COLUMNS.get(state.values.get("direction") or "")
+    return DayContribution(
+        day=day,
+        calls=1,
+        inbound=int(column == "inbound"),
+        outbound=int(column == "outbound"),
+        web=int(column == "web"),
+        duration_seconds=state.duration_seconds or Decimal(0),
+        cost=state.values.get("cost") or Decimal(0),
+    )
+
+
+def is_inbound(state: CallState) -> bool:
+    return state.values.get("direction") == "inboundPhoneCall"

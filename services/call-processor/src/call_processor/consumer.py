@@ -1,0 +1,256 @@
+"""The call processor's consumer: batches from the quorum queue, and what becomes of each.
+
+Acknowledgement policy, in full:
+- applied (or kept aside as unassigned): acknowledged after the transaction commits;
+- can never be processed (bad JSON, call event without call id, call id of another
+  organization): published to the dead-letter queue with its reason, then acknowledged;
+- the database is unreachable or the transaction hit a deadlock or serialization
+  failure: nothing is acknowledged, the batch is retried in place with back-off (processing
+  pauses; nothing is lost, nothing spins);
+- any other failure: the batch is re-run one message at a time to find the one at fault; that
+  message goes to a retry queue (1 s, 5 s, 30 s, 2 min) and, after the last, to the
+  dead-letter queue with the error as its reason.
+If the process dies, unacknowledged messages return to the queue; the quorum queue's
+delivery limit dead-letters a message that keeps killing its consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import aio_pika
+import aiormq
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+
+from call_processor.handlers import BatchOutcome, Delivery, process_batch
+from call_processor.repository import prune_events
+from calltrail_common.logging import get_logger
+from calltrail_common.topology import (
+    CALL_PROCESSOR,
+    HEADER_DEAD_LETTER_REASON,
+    Topology,
+    declare_topology,
+)
+
+log = get_logger("call_processor")
+
+HEADER_RETRIES = "x-retries"
+HEADER_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+TRANSIENT_DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+_PAUSE_MAX_SECONDS = 30.0
+_PRUNE_EVERY_SECONDS = 3600.0
+
+
+class CallProcessor:
+    def __init__(self, *, database_url: str, amqp_url: str, topology: Topology,
+                 batch_size: int, batch_wait_seconds: float, retention_days: int) -> None:
+        self._database_url = database_url
+        self._amqp_url = amqp_url
+        self._topology = topology
+        self._batch_size = batch_size
+        self._batch_wait = batch_wait_seconds
+        self._retention_days = retention_days
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until `stop()`; reconnect to the broker whenever the connection drops."""
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._consume_once()
+                backoff = 0.2
+            except (OSError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError,
+                    ConnectionError) as error:
+                log.warning("broker_unavailable", error=type(error).__name__,
+                            retry_in=round(backoff, 2))
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _database(self) -> asyncpg.Pool:
+        while self._pool is None:
+            try:
+                from calltrail_common.db import create_pool
+
+                self._pool = await create_pool(self._database_url, min_size=1, max_size=2)
+            except TRANSIENT_DATABASE_ERRORS as error:
+                log.warning("database_unavailable", error=type(error).__name__)
+                await asyncio.sleep(1)
+        return self._pool
+
+    async def _consume_once(self) -> None:
+        connection = await aio_pika.connect(self._amqp_url, timeout=10)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await declare_topology(channel, self._topology)
+            await channel.set_qos(prefetch_count=self._batch_size * 2)
+            dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
+            queue = await channel.get_queue(self._topology.queue(CALL_PROCESSOR), ensure=False)
+            self._inbox = asyncio.Queue()
+            tag = await queue.consume(self._inbox.put)
+            log.info("consuming", queue=queue.name)
+            pruner = asyncio.create_task(self._prune_forever())
+            closed = asyncio.ensure_future(connection.closed())
+            try:
+                while not self._stopping.is_set() and not closed.done():
+                    batch = await self._next_batch(closed)
+                    if batch:
+                        await self._handle(channel, dead_letters, batch)
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+            finally:
+                pruner.cancel()
+                closed.cancel()
+        finally:
+            # Unacknowledged messages (buffered, not yet processed) return to the queue.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 5)
+        if not self._stopping.is_set():
+            raise ConnectionError("broker connection closed")
+
+    async def _next_batch(self, closed: asyncio.Future) -> list[AbstractIncomingMessage]:
+        stop = asyncio.ensure_future(self._stopping.wait())
+        first = asyncio.ensure_future(self._inbox.get())
+        try:
+            await asyncio.wait([first, stop, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not first.done():
+            first.cancel()
+            return []
+        batch = [first.result()]
+        deadline = time.monotonic() + self._batch_wait
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._inbox.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._inbox.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _handle(self, channel: AbstractChannel, dead_letters: AbstractExchange,
+                      messages: Sequence[AbstractIncomingMessage]) -> None:
+        started = time.perf_counter()
+        outcome = await self._apply_with_retries(channel, messages)
+        by_tag = {m.delivery_tag: m for m in messages}
+        for tag, reason in outcome.dead.items():
+            await self._dead_letter(dead_letters, by_tag[tag], reason)
+        for tag in (*outcome.applied, *outcome.unassigned):
+            with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
+                await by_tag[tag].ack()
+        log.info("batch_applied", events=len(messages), applied=len(outcome.applied),
+                 unassigned=len(outcome.unassigned), dead_lettered=len(outcome.dead),
+                 ms=round((time.perf_counter() - started) * 1000, 1))
+
+    async def _apply_with_retries(self, channel: AbstractChannel,
+                                  messages: Sequence[AbstractIncomingMessage]) -> BatchOutcome:
+        deliveries = [Delivery(m.delivery_tag or 0, _message_id(m), m.headers or {}, m.body)
+                      for m in messages]
+        attempt = 0
+        while True:
+            pool = await self._database()
+            try:
+                async with pool.acquire() as connection:
+                    return await process_batch(connection, deliveries)
+            except TRANSIENT_DATABASE_ERRORS as error:
+                attempt += 1
+                pause = min(0.25 * 2 ** attempt, _PAUSE_MAX_SECONDS)
+                log.warning("batch_paused", error=type(error).__name__, attempt=attempt,
+                            retry_in=pause, events=len(deliveries))
+                await asyncio.sleep(pause)
+            except Exception as error:
+                if len(messages) > 1:
+                    log.warning("batch_failed_isolating", error=type(error).__name__,
+                                events=len(messages))
+                    return await self._apply_one_by_one(channel, messages)
+                await self._retry_later(channel, messages[0], error)
+                return BatchOutcome()
+
+    async def _apply_one_by_one(self, channel: AbstractChannel,
+                                messages: Sequence[AbstractIncomingMessage]) -> BatchOutcome:
+        total = BatchOutcome()
+        for message in messages:
+            outcome = await self._apply_with_retries(channel, [message])
+            total.applied += outcome.applied
+            total.unassigned += outcome.unassigned
+            total.dead.update(outcome.dead)
+        return total
+
+    async def _retry_later(self, channel: AbstractChannel, message: AbstractIncomingMessage,
+                           error: Exception) -> None:
+        retries = int((message.headers or {}).get(HEADER_RETRIES, 0) or 0)
+        delays = CALL_PROCESSOR.retry_delays_ms
+        reason = f"{type(error).__name__}: {error}"[:500]
+        if retries >= len(delays):
+            dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
+            await self._dead_letter(dead_letters, message, reason)
+            return
+        retry_queue = self._topology.retry_queue(CALL_PROCESSOR, delays[retries])
+        headers = {**(message.headers or {}), HEADER_RETRIES: retries + 1}
+        await channel.default_exchange.publish(
+            _copy(message, headers), routing_key=retry_queue, mandatory=True)
+        await message.ack()
+        log.warning("event_retry_scheduled", message_id=_message_id(message),
+                    retries=retries + 1, delay_ms=delays[retries], error=type(error).__name__)
+
+    async def _dead_letter(self, dead_letters: AbstractExchange,
+                           message: AbstractIncomingMessage, reason: str) -> None:
+        headers = {**(message.headers or {}), HEADER_DEAD_LETTER_REASON: reason,
+                   HEADER_ORIGINAL_ROUTING_KEY: message.routing_key or ""}
+        await dead_letters.publish(_copy(message, headers),
+                                   routing_key=self._topology.queue(CALL_PROCESSOR),
+                                   mandatory=True)
+        await message.ack()
+        log.warning("event_dead_lettered", message_id=_message_id(message), reason=reason)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                pool = await self._database()
+                async with pool.acquire() as connection:
+                    deleted = await prune_events(connection, self._retention_days)
+                if deleted:
+                    log.info("events_pruned", deleted=deleted)
+            except TRANSIENT_DATABASE_ERRORS as error:
+                log.warning("prune_failed", error=type(error).__name__)
+            await asyncio.sleep(_PRUNE_EVERY_SECONDS)
+
+
+def _message_id(message: AbstractIncomingMessage) -> str:
+    return message.message_id or f"tag-{message.delivery_tag}"
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
+    return aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            message_id=message.message_id)

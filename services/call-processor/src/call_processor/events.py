@@ -1,0 +1,214 @@
+"""Parse a webhook message at the edge into typed values; refuse what can never be processed.
+
+Vapi's shapes vary (vapi.md): timestamps in epoch ms or ISO strings, end-of-call-report
+fields under `artifact`/`analysis` or, in older payloads, at the top level, metadata in
+several places. All of that is read here, once; the rules in `calls.py` see only values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from call_processor.calls import REPORT, SNAPSHOT, Observation
+from call_processor.phones import to_e164
+
+CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report"})
+
+
+class PoisonMessage(Exception):
+    """A message that can never be processed; the reason goes with it to the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What an event offers to find its organization by (contract section 5, in order)."""
+
+    metadata_org_ids: tuple[str, ...]
+    phone_number_id: str | None
+    dialled_number: str | None
+    vapi_org_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    message_type: str
+    message: Mapping[str, Any]
+    routing: Routing
+    observation: Observation | None  # None for chatter: archived, not applied to a call
+    call_id: str | None
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """ISO 8601 text or epoch milliseconds, as an aware UTC datetime; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _epoch_ms(value: Any) -> int:
+    moment = parse_time(value)
+    return int(moment.timestamp() * 1000) if moment is not None else 0
+
+
+def _money(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _evaluation(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return _text(value)
+
+
+def _metadata(message: Mapping[str, Any], call: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Merged metadata; on a key in several places the earlier place wins (vapi.md order)."""
+    merged: dict[str, Any] = {}
+    for source in (_dict(_dict(message.get("assistant")).get("metadata")),
+                   _dict(call.get("metadata")),
+                   _dict(_dict(call.get("assistantOverrides")).get("metadata"))):
+        merged.update(source)
+    return merged
+
+
+def _metadata_org_ids(message: Mapping[str, Any], call: Mapping[str, Any]) -> tuple[str, ...]:
+    ids: list[str] = []
+    for source in (_dict(_dict(call.get("assistantOverrides")).get("metadata")),
+                   _dict(call.get("metadata")),
+                   _dict(_dict(message.get("assistant")).get("metadata"))):
+        for key in ("orgId", "organizationId"):
+            value = _text(source.get(key))
+            if value is not None and value not in ids:
+                ids.append(value)
+    return tuple(ids)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[str, Any],
+                 call_id: str) -> Observation:
+    is_report = message_type == "end-of-call-report"
+    customer = {**_dict(message.get("customer")), **_dict(call.get("customer"))}
+    number_raw = _text(customer.get("number"))
+    metadata = _metadata(message, call)
+    values: dict[str, tuple[Any, int]] = {
+        "direction": (_text(call.get("type")), SNAPSHOT),
+        "created_at": (parse_time(call.get("createdAt")), SNAPSHOT),
+        "customer_number": (to_e164(number_raw) or number_raw, SNAPSHOT),
+        "customer_name": (_text(customer.get("name")), SNAPSHOT),
+        "customer_email": (_text(customer.get("email")), SNAPSHOT),
+        "phone_number_id": (_text(call.get("phoneNumberId")), SNAPSHOT),
+        "assistant_id": (_text(call.get("assistantId")), SNAPSHOT),
+        "metadata": (metadata or None, SNAPSHOT),
+        # What the call snapshot itself says; a report's top level outranks it below.
+        "started_at": (parse_time(call.get("startedAt")), SNAPSHOT),
+        "ended_at": (parse_time(call.get("endedAt")), SNAPSHOT),
+        "ended_reason": (_text(call.get("endedReason")), SNAPSHOT),
+        "cost": (_money(call.get("cost")), SNAPSHOT),
+        "cost_breakdown": (call.get("costBreakdown") or None, SNAPSHOT),
+        "costs": (call.get("costs") or None, SNAPSHOT),
+    }
+    if message_type == "status-update":
+        values["ended_reason"] = (_first(_text(message.get("endedReason")),
+                                         _text(call.get("endedReason"))), SNAPSHOT)
+    if is_report:
+        artifact = _dict(message.get("artifact"))
+        analysis = _dict(message.get("analysis"))
+        recording = _dict(artifact.get("recording"))
+        report_values = {
+            "ended_reason": _text(message.get("endedReason")),
+            "started_at": parse_time(message.get("startedAt")),
+            "ended_at": parse_time(message.get("endedAt")),
+            "cost": _money(message.get("cost")),
+            "cost_breakdown": message.get("costBreakdown") or None,
+            "costs": message.get("costs") or None,
+            "transcript": _first(_text(artifact.get("transcript")),
+                                 _text(message.get("transcript"))),
+            "summary": _first(_text(analysis.get("summary")), _text(message.get("summary"))),
+            "structured_data": _first(analysis.get("structuredData") or None,
+                                      message.get("structuredData") or None),
+            "success_evaluation": _first(_evaluation(analysis.get("successEvaluation")),
+                                         _evaluation(message.get("successEvaluation"))),
+            "recording_url": _first(_text(artifact.get("recordingUrl")),
+                                    _text(_dict(recording.get("mono")).get("combinedUrl")),
+                                    _text(message.get("recordingUrl"))),
+            "stereo_recording_url": _first(_text(artifact.get("stereoRecordingUrl")),
+                                           _text(recording.get("stereoUrl")),
+                                           _text(message.get("stereoRecordingUrl"))),
+        }
+        for name, value in report_values.items():
+            if value is not None:
+                values[name] = (value, REPORT)
+    return Observation(
+        call_id=call_id,
+        event_ms=_epoch_ms(message.get("timestamp")),
+        status=_text(message.get("status")) if message_type == "status-update" else None,
+        is_report=is_report,
+        values={name: pair for name, pair in values.items() if pair[0] is not None},
+    )
+
+
+def parse_event(body: bytes) -> WebhookEvent:
+    """The event in `body`; raise `PoisonMessage` for one that can never be processed."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise PoisonMessage("body is not valid JSON") from None
+    message = _dict(_dict(document).get("message"))
+    message_type = _text(message.get("type"))
+    if message_type is None:
+        raise PoisonMessage("message.type is missing")
+    call = _dict(message.get("call"))
+    call_id = _text(call.get("id"))
+    routing = Routing(
+        metadata_org_ids=_metadata_org_ids(message, call),
+        phone_number_id=_text(call.get("phoneNumberId")),
+        dialled_number=to_e164(_text(_dict(message.get("phoneNumber")).get("number"))),
+        vapi_org_id=_text(call.get("orgId")),
+    )
+    observation = None
+    if message_type in CALL_EVENT_TYPES:
+        if call_id is None:
+            raise PoisonMessage(f"{message_type} without call.id")
+        observation = _observation(message_type, message, call, call_id)
+    return WebhookEvent(message_type, message, routing, observation, call_id)

@@ -1,0 +1,296 @@
+"""The call processor's SQL, each statement named and visible here, and nothing else.
+
+Lock order inside a batch's transaction, the same in every replica: calls (by id), then
+leads (by organization and number), then daily_stats (by organization and day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from call_processor.calls import CALL_FIELDS, CallState, DayContribution
+from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
+
+ORGANIZATIONS_BY_ID = "SELECT id FROM organizations WHERE id = ANY($1::uuid[])"
+ORGANIZATIONS_BY_PHONE_NUMBER_ID = """
+    SELECT vapi_phone_number_id, org_id FROM phone_numbers
+    WHERE vapi_phone_number_id = ANY($1::text[])"""
+ORGANIZATIONS_BY_NUMBER = """
+    SELECT number, org_id FROM phone_numbers WHERE number = ANY($1::text[])"""
+ORGANIZATIONS_BY_VAPI_ORG = """
+    SELECT vapi_org_id, org_id FROM vapi_accounts
+    WHERE vapi_org_id = ANY($1::text[]) AND status = 'connected'"""
+
+ARCHIVE_EVENTS = """
+    INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
+                        endpoint_id, body)
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::bytea[])
+    ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
+        WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL"""
+KEEP_UNASSIGNED = """
+    INSERT INTO unassigned_events (message_id, received_at, phone_number_id, dialled_number,
+                                   vapi_org_id, metadata_org_ids)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (message_id) DO NOTHING"""
+FORGET_UNASSIGNED = "DELETE FROM unassigned_events WHERE message_id = ANY($1::text[])"
+HOLD_ASSIGNMENT_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
+
+CLAIM_CALLS = """
+    INSERT INTO calls (id, org_id)
+    SELECT id, org_id FROM unnest($1::text[], $2::uuid[]) AS claim (id, org_id) ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id"""
+LOCK_CALLS = "SELECT * FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+_COLUMNS = (*CALL_FIELDS, "status", "duration_seconds", "report_received", "last_event_at",
+            "stats_day", "field_versions")
+# Built from the constant field list so that CALL_FIELDS stays the one list of call fields;
+# a changed customer number unlinks the call from its old lead (the link step relinks it).
+SAVE_CALL = (
+    "UPDATE calls SET "  # noqa: S608 - column names are code constants, values parameters
+    + ", ".join(f"{column} = ${i}" for i, column in enumerate(_COLUMNS, start=2))
+    + ", lead_id = CASE WHEN customer_number IS DISTINCT FROM $"
+    + str(1 + 1 + CALL_FIELDS.index("customer_number"))
+    + " THEN NULL ELSE lead_id END, updated_at = now() WHERE id = $1"
+)
+
+CREATE_LEADS = """
+    INSERT INTO leads (id, org_id, phone_number)
+    SELECT gen_random_uuid(), org_id, number
+    FROM unnest($1::uuid[], $2::text[]) AS caller (org_id, number) ORDER BY org_id, number
+    ON CONFLICT (org_id, phone_number) DO NOTHING"""
+LINK_CALLS_TO_LEADS = """
+    UPDATE calls c SET lead_id = l.id
+    FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
+    WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
+      AND c.org_id = l.org_id AND c.customer_number = l.phone_number
+      AND c.lead_id IS DISTINCT FROM l.id"""
+# A lead is derived from its calls: counts and times, and name and email from the newest
+# call that has them (customer object first, then the analysis' structured data).
+REFRESH_LEADS = """
+    WITH target AS (
+        SELECT l.id, l.first_inbound_at AS old_first_inbound_at
+        FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
+        WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
+        ORDER BY l.id FOR UPDATE OF l
+    ), linked AS (
+        SELECT c.* FROM calls c JOIN target t ON c.lead_id = t.id
+    ), totals AS (
+        SELECT lead_id, count(*) AS call_count,
+               min(coalesce(started_at, created_at)) AS first_call_at,
+               max(coalesce(started_at, created_at)) AS last_call_at,
+               min(coalesce(created_at, started_at))
+                   FILTER (WHERE direction = 'inboundPhoneCall') AS first_inbound_at
+        FROM linked GROUP BY lead_id
+    ), named AS (
+        SELECT DISTINCT ON (lead_id) lead_id,
+               coalesce(customer_name, structured_data ->> 'name') AS name
+        FROM linked WHERE coalesce(customer_name, structured_data ->> 'name') IS NOT NULL
+        ORDER BY lead_id, (customer_name IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+    ), mailed AS (
+        SELECT DISTINCT ON (lead_id) lead_id,
+               coalesce(customer_email, structured_data ->> 'email') AS email
+        FROM linked WHERE coalesce(customer_email, structured_data ->> 'email') IS NOT NULL
+        ORDER BY lead_id, (customer_email IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+    )
+    UPDATE leads l SET
+        call_count = coalesce(totals.call_count, 0),
+        first_call_at = totals.first_call_at,
+        last_call_at = totals.last_call_at,
+        first_inbound_at = totals.first_inbound_at,
+        name = named.name,
+        email = mailed.email,
+        updated_at = now()
+    FROM target
+    LEFT JOIN totals ON totals.lead_id = target.id
+    LEFT JOIN named ON named.lead_id = target.id
+    LEFT JOIN mailed ON mailed.lead_id = target.id
+    WHERE l.id = target.id
+    RETURNING l.org_id, target.old_first_inbound_at, l.first_inbound_at"""
+
+ADD_TO_DAILY_STATS = """
+    INSERT INTO daily_stats AS s (org_id, day, calls, inbound, outbound, web, new_leads,
+                                  duration_seconds, cost)
+    SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[], $4::int[], $5::int[], $6::int[],
+                         $7::int[], $8::numeric[], $9::numeric[])
+    ORDER BY 1, 2
+    ON CONFLICT (org_id, day) DO UPDATE SET
+        calls = s.calls + EXCLUDED.calls,
+        inbound = s.inbound + EXCLUDED.inbound,
+        outbound = s.outbound + EXCLUDED.outbound,
+        web = s.web + EXCLUDED.web,
+        new_leads = s.new_leads + EXCLUDED.new_leads,
+        duration_seconds = s.duration_seconds + EXCLUDED.duration_seconds,
+        cost = s.cost + EXCLUDED.cost"""
+
+PRUNE_EVENTS = """
+    DELETE FROM events WHERE message_id IN (
+        SELECT e.message_id FROM events e
+        WHERE e.received_at < now() - make_interval(days => $1)
+          AND NOT EXISTS (SELECT 1 FROM unassigned_events u WHERE u.message_id = e.message_id)
+        LIMIT $2)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedEvent:
+    message_id: str
+    org_id: uuid.UUID | None
+    received_at: dt.datetime
+    message_type: str
+    call_id: str | None
+    dedupe_key: str | None
+    endpoint_id: str | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    org_id: uuid.UUID
+    state: CallState | None  # None: the row was claimed by this transaction, still empty
+
+
+@dataclass
+class StatsDelta:
+    calls: int = 0
+    inbound: int = 0
+    outbound: int = 0
+    web: int = 0
+    new_leads: int = 0
+    duration_seconds: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+
+    def add(self, part: DayContribution) -> None:
+        self.calls += part.calls
+        self.inbound += part.inbound
+        self.outbound += part.outbound
+        self.web += part.web
+        self.duration_seconds += part.duration_seconds
+        self.cost += part.cost
+
+    def is_zero(self) -> bool:
+        return not (self.calls or self.inbound or self.outbound or self.web or self.new_leads
+                    or self.duration_seconds or self.cost)
+
+
+def _state_from_row(row: asyncpg.Record) -> CallState:
+    versions = {name: (int(v[0]), int(v[1])) for name, v in row["field_versions"].items()}
+    return CallState(
+        call_id=row["id"],
+        status=row["status"],
+        report_received=row["report_received"],
+        last_event_ms=int(row["last_event_at"].timestamp() * 1000) if row["last_event_at"]
+        else 0,
+        values={name: row[name] for name in versions},
+        versions=versions,
+    )
+
+
+class CallRepository:
+    """Everything one batch does, on the connection of its transaction."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def existing_organizations(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not ids:
+            return set()
+        return {r["id"] for r in await self._db.fetch(ORGANIZATIONS_BY_ID, list(ids))}
+
+    async def organizations_by(self, query: str, keys: Iterable[str]) -> dict[str, uuid.UUID]:
+        keys = sorted(set(keys))
+        if not keys:
+            return {}
+        return {r[0]: r[1] for r in await self._db.fetch(query, keys)}
+
+    async def hold_assignment_lock(self) -> None:
+        """Shared with every processor; `phone-number add` takes it exclusively, so that an
+        event found unmatched here is committed before the CLI looks for unmatched events."""
+        await self._db.execute(HOLD_ASSIGNMENT_LOCK, ASSIGNMENT_LOCK_KEY)
+
+    async def archive(self, events: Sequence[ArchivedEvent]) -> None:
+        if not events:
+            return
+        columns = list(zip(*((e.message_id, e.org_id, e.received_at, e.message_type,
+                              e.call_id, e.dedupe_key, e.endpoint_id, e.body)
+                             for e in events), strict=True))
+        await self._db.execute(ARCHIVE_EVENTS, *[list(c) for c in columns])
+
+    async def keep_unassigned(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            await self._db.executemany(KEEP_UNASSIGNED, rows)
+
+    async def forget_unassigned(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self._db.execute(FORGET_UNASSIGNED, list(message_ids))
+
+    async def lock_calls(self, claims: dict[str, uuid.UUID]) -> dict[str, StoredCall]:
+        """Claim unseen call ids for their organization, lock every row, return them."""
+        ids = sorted(claims)
+        claimed = {r["id"] for r in await self._db.fetch(
+            CLAIM_CALLS, ids, [claims[i] for i in ids])}
+        stored = {}
+        for row in await self._db.fetch(LOCK_CALLS, ids):
+            state = None if row["id"] in claimed else _state_from_row(row)
+            stored[row["id"]] = StoredCall(row["org_id"], state)
+        return stored
+
+    async def save_calls(self, states: Sequence[CallState], days: dict[str, dt.date | None]
+                         ) -> None:
+        rows = []
+        for state in sorted(states, key=lambda s: s.call_id):
+            values = [state.values.get(name) for name in CALL_FIELDS]
+            rows.append((state.call_id, *values, state.status, state.duration_seconds,
+                         state.report_received, state.last_event_at, days[state.call_id],
+                         {name: list(v) for name, v in state.versions.items()}))
+        if rows:
+            await self._db.executemany(SAVE_CALL, rows)
+
+    async def refresh_leads(self, inbound_callers: set[tuple[uuid.UUID, str]],
+                            callers: set[tuple[uuid.UUID, str]]
+                            ) -> list[tuple[uuid.UUID, dt.datetime | None, dt.datetime | None]]:
+        """Create leads for inbound callers, link calls, recompute each touched lead.
+
+        Returns (org, first inbound call before, after) per touched lead, for statistics.
+        """
+        if inbound_callers:
+            orgs, numbers = zip(*sorted(inbound_callers), strict=True)
+            await self._db.execute(CREATE_LEADS, list(orgs), list(numbers))
+        if not callers:
+            return []
+        orgs, numbers = zip(*sorted(callers), strict=True)
+        await self._db.execute(LINK_CALLS_TO_LEADS, list(orgs), list(numbers))
+        rows = await self._db.fetch(REFRESH_LEADS, list(orgs), list(numbers))
+        return [(r["org_id"], r["old_first_inbound_at"], r["first_inbound_at"]) for r in rows]
+
+    async def add_to_daily_stats(self, deltas: dict[tuple[uuid.UUID, dt.date], StatsDelta]
+                                 ) -> None:
+        keys = sorted(k for k, d in deltas.items() if not d.is_zero())
+        if not keys:
+            return
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for org_id, day in keys:
+            d = deltas[(org_id, day)]
+            for column, value in zip(columns, (org_id, day, d.calls, d.inbound, d.outbound,
+                                               d.web, d.new_leads, d.duration_seconds,
+                                               d.cost), strict=True):
+                column.append(value)
+        await self._db.execute(ADD_TO_DAILY_STATS, *columns)
+
+
+async def prune_events(connection: asyncpg.Connection, retention_days: int,
+                       batch: int = 5000) -> int:
+    """Delete archived events past retention (never unassigned ones); how many were."""
+    total = 0
+    while True:
+        result = await connection.execute(PRUNE_EVENTS, retention_days, batch)
+        deleted = int(result.split()[-1])
+        total += deleted
+        if deleted < batch:
+            return total

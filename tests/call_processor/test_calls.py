@@ -1,0 +1,114 @@
+"""The pure call rules: forward-only status, report authority, no erasing, order-freedom."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from call_processor.calls import (
+    REPORT,
+    SNAPSHOT,
+    STATUS_ORDER,
+    CallState,
+    Observation,
+    contribution,
+    merge,
+    stats_day,
+    status_rank,
+)
+
+T0 = dt.datetime(2026, 11, 3, 15, 4, 5, tzinfo=dt.UTC)
+
+
+def obs(status=None, ms=0, report=False, **values) -> Observation:
+    return Observation(
+        call_id="c1", event_ms=ms, status=status, is_report=report,
+        values={k: v if isinstance(v, tuple) else (v, REPORT if report else SNAPSHOT)
+                for k, v in values.items()})
+
+
+def fold(*observations: Observation) -> CallState:
+    state = CallState(call_id="c1")
+    for o in observations:
+        state = merge(state, o)
+    return state
+
+
+def test_status_only_moves_forward_for_every_pair() -> None:
+    for earlier, later in itertools.product(STATUS_ORDER, repeat=2):
+        state = fold(obs(status=earlier, ms=1), obs(status=later, ms=2))
+        expected = max(earlier, later, key=status_rank)
+        assert state.status == expected, (earlier, later)
+
+
+def test_ended_is_final_and_unknown_statuses_never_move_a_call() -> None:
+    assert fold(obs(status="ended", ms=1), obs(status="in-progress", ms=9)).status == "ended"
+    assert fold(obs(status="ringing", ms=1), obs(status="not-found", ms=2)).status == "ringing"
+    assert fold(obs(status="deletion-failed")).status is None
+    assert status_rank("not-found") == 0 and status_rank(None) == 0
+
+
+def test_an_end_of_call_report_alone_ends_a_call() -> None:
+    state = fold(obs(report=True, ms=5, ended_reason="customer-ended-call"))
+    assert state.status == "ended" and state.report_received
+
+
+def test_the_report_is_authoritative_whatever_the_order() -> None:
+    status_ended = obs(status="ended", ms=9_000, ended_reason="silence-timed-out")
+    report = obs(report=True, ms=5_000, ended_reason="customer-ended-call",
+                 cost=Decimal("0.21"))
+    for order in ((status_ended, report), (report, status_ended)):
+        state = fold(*order)
+        assert state.get("ended_reason") == "customer-ended-call"
+        assert state.get("cost") == Decimal("0.21")
+
+
+def test_a_field_an_event_does_not_carry_never_erases_a_value() -> None:
+    state = fold(obs(ms=1, customer_name="Ana", assistant_id="a1"), obs(ms=2, assistant_id="a2"))
+    assert state.get("customer_name") == "Ana"
+    assert state.get("assistant_id") == "a2"  # the later snapshot wins among equals
+
+
+def test_duration_is_ended_minus_started() -> None:
+    state = fold(obs(report=True, ms=1, started_at=T0,
+                     ended_at=T0 + dt.timedelta(seconds=95, milliseconds=500)))
+    assert state.duration_seconds == Decimal("95.5")
+    assert fold(obs(report=True, ms=1, started_at=T0)).duration_seconds is None
+
+
+def test_contribution_counts_direction_cost_and_duration_on_the_created_day() -> None:
+    state = fold(obs(ms=1, direction="inboundPhoneCall", created_at=T0),
+                 obs(report=True, ms=2, cost=Decimal("0.5"), started_at=T0,
+                     ended_at=T0 + dt.timedelta(seconds=60)))
+    part = contribution(state)
+    assert part is not None
+    assert (part.day, part.calls, part.inbound, part.outbound, part.web) == (
+        T0.date(), 1, 1, 0, 0)
+    assert (part.duration_seconds, part.cost) == (Decimal(60), Decimal("0.5"))
+    assert stats_day(CallState(call_id="x")) is None
+    assert contribution(None) is None
+
+
+_values = st.fixed_dictionaries({}, optional={
+    "ended_reason": st.sampled_from(["a", "b", "c"]),
+    "assistant_id": st.sampled_from(["x", "y"]),
+    "cost": st.sampled_from([Decimal("0.1"), Decimal("0.25")]),
+    "metadata": st.sampled_from([{"k": 1}, {"k": 2, "j": [1]}]),
+})
+_observations = st.builds(
+    lambda status, ms, report, values: obs(status=status, ms=ms, report=report, **values),
+    st.sampled_from([*STATUS_ORDER, "not-found", None]), st.integers(0, 5), st.booleans(),
+    _values)
+
+
+@given(st.lists(_observations, min_size=1, max_size=6), st.randoms(use_true_random=False),
+       st.lists(st.integers(0, 5), max_size=4))
+def test_merge_is_order_free_and_duplicate_free(observations, rng, duplicates) -> None:
+    reference = fold(*observations)
+    delivered = list(observations) + [observations[i % len(observations)] for i in duplicates]
+    rng.shuffle(delivered)
+    assert fold(*delivered) == reference

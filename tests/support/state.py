@@ -1,0 +1,67 @@
+"""The observable state of calls, leads and statistics, and the invariants between them."""
+
+from __future__ import annotations
+
+import asyncpg
+
+CALL_COLUMNS = """id, org_id, direction, status, ended_reason, created_at, started_at, ended_at,
+    duration_seconds, cost, cost_breakdown, costs, customer_number, customer_name,
+    customer_email, phone_number_id, assistant_id, transcript, summary, structured_data,
+    success_evaluation, recording_url, stereo_recording_url, metadata, report_received,
+    last_event_at, stats_day"""
+_QUALIFIED = ", ".join(f"calls.{c.strip()}" for c in CALL_COLUMNS.split(","))
+
+
+async def snapshot(connection: asyncpg.Connection) -> dict:
+    """Everything a user can see, with random ids replaced by what they stand for."""
+    calls = await connection.fetch(
+        f"SELECT {_QUALIFIED}, l.phone_number AS lead_number FROM calls "  # noqa: S608
+        "LEFT JOIN leads l ON l.id = calls.lead_id ORDER BY calls.id")
+    leads = await connection.fetch(
+        "SELECT org_id, phone_number, name, email, first_call_at, last_call_at, call_count,"
+        " first_inbound_at FROM leads ORDER BY org_id, phone_number")
+    stats = await connection.fetch(
+        "SELECT * FROM daily_stats WHERE calls <> 0 OR new_leads <> 0 OR cost <> 0"
+        " OR duration_seconds <> 0 ORDER BY org_id, day")
+    return {"calls": [dict(r) for r in calls], "leads": [dict(r) for r in leads],
+            "stats": [dict(r) for r in stats]}
+
+
+STATS_FROM_AGGREGATES = """
+    WITH by_calls AS (
+        SELECT org_id, stats_day AS day, count(*) AS calls,
+               count(*) FILTER (WHERE direction = 'inboundPhoneCall') AS inbound,
+               count(*) FILTER (WHERE direction = 'outboundPhoneCall') AS outbound,
+               count(*) FILTER (WHERE direction = 'webCall') AS web,
+               coalesce(sum(duration_seconds), 0) AS duration_seconds,
+               coalesce(sum(cost), 0) AS cost
+        FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2
+    ), by_leads AS (
+        SELECT org_id, (first_inbound_at AT TIME ZONE 'UTC')::date AS day, count(*) AS new_leads
+        FROM leads WHERE first_inbound_at IS NOT NULL GROUP BY 1, 2
+    )
+    SELECT coalesce(c.org_id, l.org_id) AS org_id, coalesce(c.day, l.day) AS day,
+           coalesce(c.calls, 0) AS calls, coalesce(c.inbound, 0) AS inbound,
+           coalesce(c.outbound, 0) AS outbound, coalesce(c.web, 0) AS web,
+           coalesce(l.new_leads, 0) AS new_leads,
+           coalesce(c.duration_seconds, 0) AS duration_seconds, coalesce(c.cost, 0) AS cost
+    FROM by_calls c FULL JOIN by_leads l ON l.org_id = c.org_id AND l.day = c.day
+    ORDER BY 1, 2"""
+
+
+async def assert_invariants(connection: asyncpg.Connection) -> None:
+    """Statistics equal the aggregates; leads agree with their calls; links are right."""
+    expected = [dict(r) for r in await connection.fetch(STATS_FROM_AGGREGATES)]
+    assert (await snapshot(connection))["stats"] == expected
+    wrong_counts = await connection.fetch(
+        "SELECT l.id FROM leads l WHERE l.call_count <>"
+        " (SELECT count(*) FROM calls c WHERE c.lead_id = l.id)")
+    assert not wrong_counts
+    unlinked = await connection.fetch(
+        "SELECT c.id FROM calls c JOIN leads l ON l.org_id = c.org_id"
+        " AND l.phone_number = c.customer_number WHERE c.lead_id IS DISTINCT FROM l.id")
+    assert not unlinked
+    lead_without_inbound = await connection.fetch(
+        "SELECT l.id FROM leads l WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE"
+        " c.lead_id = l.id AND c.direction = 'inboundPhoneCall')")
+    assert not lead_without_inbound
