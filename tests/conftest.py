@@ -69,15 +69,19 @@ async def database_url(template_database: str) -> AsyncIterator[str]:
     await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-async def topology() -> AsyncIterator[Topology]:
-    topology = Topology(f"test-{uuid.uuid4().hex[:10]}")
-    yield topology
+async def _delete_topology(topology: Topology) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         await delete_topology(await connection.channel(), topology)
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    topology = Topology(f"test-{uuid.uuid4().hex[:10]}")
+    yield topology
+    await _delete_topology(topology)
 
 
 @pytest.fixture
@@ -128,6 +132,14 @@ async def serve_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
             server.should_exit = True
             await task
             sock.close()
+
+
+async def wait_for_broker(client: httpx.AsyncClient, timeout: float = 15.0) -> None:
+    """Until ingest's broker connection is up (its metrics say so)."""
+    deadline = time.monotonic() + timeout
+    while "calltrail_ingest_broker_connected 1.0" not in (await client.get("/metrics")).text:
+        assert time.monotonic() < deadline, "ingest never connected to the broker"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

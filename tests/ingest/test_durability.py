@@ -24,6 +24,7 @@ from tests.conftest import (
     make_settings,
     proxied_amqp_url,
     serve_ingest,
+    wait_for_broker,
 )
 from tests.support.broker import drain_queue
 from tests.support.tcp_proxy import TcpProxy
@@ -52,7 +53,7 @@ async def test_broker_outage_spools_and_replays_everything_in_order(
     settings = make_settings(amqp_prefix=topology.prefix, spool_dir=spool_dir,
                              amqp_url=proxied_amqp_url(broker_proxy))
     async with serve_ingest(settings) as ingest:
-        await _wait_for_ready(ingest.client)
+        await wait_for_broker(ingest.client)
         for n in range(5):  # broker up: published directly
             assert (await ingest.client.post("/webhooks/vapi", content=numbered(n),
                                              headers=AUTH)).status_code == 200
@@ -73,14 +74,6 @@ async def test_broker_outage_spools_and_replays_everything_in_order(
         messages += await drain_queue(AMQP_URL, topology, expect=5)
     assert sequence_of(messages) == list(range(50))
     assert not list(spool_dir.glob("slot-*/*.seg"))
-
-
-async def _wait_for_ready(client: httpx.AsyncClient) -> None:
-    for _ in range(200):
-        if "calltrail_ingest_broker_connected 1.0" in (await client.get("/metrics")).text:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("ingest never connected to the broker")
 
 
 async def test_ingest_started_while_the_broker_is_unreachable_takes_webhooks(

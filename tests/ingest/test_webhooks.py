@@ -14,7 +14,13 @@ import pytest
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
-from tests.conftest import AMQP_URL, WEBHOOK_SECRET, make_settings, serve_ingest
+from tests.conftest import (
+    AMQP_URL,
+    WEBHOOK_SECRET,
+    make_settings,
+    serve_ingest,
+    wait_for_broker,
+)
 from tests.support.broker import drain_queue
 from tests.support.samples import sample_bytes, webhook_samples
 
@@ -198,6 +204,7 @@ async def test_an_organization_created_while_running_is_accepted_without_restart
 
 async def test_health_readiness_and_metrics(settings) -> None:
     async with serve_ingest(settings) as ingest:
+        await wait_for_broker(ingest.client)  # else the event is (rightly) spooled
         assert (await ingest.client.get("/healthz")).status_code == 200
         assert (await ingest.client.get("/readyz")).status_code == 200
         await ingest.client.post("/webhooks/vapi", content=b'{"message":{"type":"hang"}}',
@@ -208,3 +215,13 @@ async def test_health_readiness_and_metrics(settings) -> None:
     assert 'calltrail_ingest_requests_total{status="400"} 1.0' in text
     assert "calltrail_ingest_publish_seconds_count 1.0" in text
     assert "calltrail_ingest_spool_depth 0.0" in text
+
+
+async def test_other_methods_and_paths_under_webhooks(settings) -> None:
+    async with serve_ingest(settings) as ingest:
+        get = await ingest.client.get("/webhooks/vapi")
+        assert (get.status_code, get.json()) == (405, {"error": "method_not_allowed"})
+        nested = await ingest.client.post("/webhooks/vapi/ep_x/extra", content=b"{}",
+                                          headers=AUTH)
+        assert (nested.status_code, nested.json()) == (404, {"error": "not_found"})
+        assert (await ingest.client.get("/nowhere")).status_code == 404

@@ -51,6 +51,7 @@ class BrokerPublisher:
         self._exchange: AbstractExchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._reconnect = asyncio.Event()
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -60,10 +61,14 @@ class BrokerPublisher:
         self._task = asyncio.create_task(self._keep_connected(), name="broker-connection")
 
     async def close(self) -> None:
+        # A cancelled connect can surface as a connection error rather than a cancellation,
+        # so the loop also checks this flag; and shutdown never waits on it for long.
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError,
+                                     asyncio.TimeoutError):
+                await asyncio.wait_for(self._task, 5)
         await self._drop_connection()
 
     async def publish(self, event: AcceptedEvent) -> None:
@@ -93,7 +98,7 @@ class BrokerPublisher:
 
     async def _keep_connected(self) -> None:
         backoff = _BACKOFF_INITIAL_SECONDS
-        while True:
+        while not self._closing:
             try:
                 self._connection = await aio_pika.connect(self._url, timeout=5)
                 self._channel = await self._connection.channel(

@@ -43,6 +43,7 @@ class EndpointDirectory:
         self._endpoints: dict[str, Endpoint] | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def loaded(self) -> bool:
@@ -63,10 +64,12 @@ class EndpointDirectory:
         self._task = asyncio.create_task(self._refresh_forever(), name="endpoint-refresh")
 
     async def close(self) -> None:
+        self._closing = True  # see BrokerPublisher.close: cancellation may be swallowed
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError,
+                                     asyncio.TimeoutError):
+                await asyncio.wait_for(self._task, 5)
 
     async def refresh_now(self) -> None:
         """Reload once (tests and the CLI-free start-up path use this)."""
@@ -115,7 +118,7 @@ class EndpointDirectory:
 
     async def _refresh_forever(self) -> None:
         backoff = 0.5
-        while True:
+        while not self._closing:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await connect(self._database_url)
