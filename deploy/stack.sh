@@ -10,6 +10,7 @@ LOG_DIR=var/log
 # Each service: name, console script, health URL (empty: none).
 SERVICES=(
   "ingest calltrail-ingest http://127.0.0.1:${INGEST_PORT:-8000}/healthz"
+  "call-processor calltrail-processor"
 )
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
@@ -20,6 +21,7 @@ native_up() {
   .venv/bin/calltrail migrate >/dev/null
   for entry in "${SERVICES[@]}"; do
     read -r name script health <<<"$entry"
+    health=${health:-}
     pidfile="$RUN_DIR/$name.pid"
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       echo "$name already running (pid $(cat "$pidfile"))"; continue
@@ -32,6 +34,9 @@ native_up() {
         kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "$name failed to start; see $LOG_DIR/$name.log" >&2; exit 1; }
         sleep 0.1
       done
+    else
+      sleep 1
+      kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "$name failed to start; see $LOG_DIR/$name.log" >&2; exit 1; }
     fi
     echo "$name started (pid $(cat "$pidfile"), log $LOG_DIR/$name.log)"
   done

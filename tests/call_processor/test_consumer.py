@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 
@@ -21,7 +22,7 @@ from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
 from tests.admin.test_cli import calltrail
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, free_port
 from tests.support.processor import eventually, publish, queue_depth, running_processor
 from tests.support.samples import sample
 from tests.support.state import assert_invariants, snapshot
@@ -257,10 +258,11 @@ async def test_postgres_down_mid_stream_pauses_and_loses_nothing(
         await connection.close()
 
 
-def _processor_process(database_url: str, topology: Topology, log: Path) -> subprocess.Popen:
+def _processor_process(database_url: str, topology: Topology, log: Path,
+                       metrics_port: int = 0) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url, "AMQP_URL": AMQP_URL,
            "AMQP_PREFIX": topology.prefix, "PROCESSOR_BATCH_SIZE": "20",
-           "LOG_LEVEL": "info"}
+           "LOG_LEVEL": "info", "PROCESSOR_METRICS_PORT": str(metrics_port)}
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "call_processor"], env=env,
                                 stdout=out, stderr=out)
@@ -279,11 +281,21 @@ async def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
         first.wait(10)
         processed_before_kill = await fetchval(database_url, "SELECT count(*) FROM events")
         assert processed_before_kill < len(bodies), "killed too late to prove anything"
-        second = _processor_process(database_url, topology, tmp_path / "p2.log")
+        port = free_port()
+        second = _processor_process(database_url, topology, tmp_path / "p2.log", port)
         try:
             await eventually(lambda: fetchval(
                 database_url, "SELECT count(*) = 150 FROM calls WHERE report_received"), 90)
             await eventually(lambda: _is_zero(queue_depth(AMQP_URL, topology)), 60)
+            async with httpx.AsyncClient() as client:
+                metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert "calltrail_processor_broker_connected 1.0" in metrics
+            applied = next(float(line.split()[-1]) for line in metrics.splitlines()
+                           if line.startswith(
+                               'calltrail_processor_events_total{outcome="applied"}'))
+            # The second process applied what the first had not committed (and maybe a
+            # redelivered batch or two again): never less than what was left.
+            assert applied >= len(bodies) - processed_before_kill
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(20) == 0

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # Events applied per transaction, and how long a batch waits to fill up.
     processor_batch_size: int = Field(default=200, gt=0, le=5000)
     processor_batch_wait_ms: int = Field(default=20, ge=0)
+    # Prometheus metrics of the processor (0: none). Replicas on one host: one gets it.
+    processor_metrics_port: int = Field(default=9101, ge=0)
 
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"

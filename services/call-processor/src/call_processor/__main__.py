@@ -7,6 +7,7 @@ import signal
 import sys
 
 from call_processor.consumer import CallProcessor
+from call_processor.metrics import ProcessorMetrics
 from calltrail_common.logging import configure_logging, get_logger
 from calltrail_common.settings import SettingsError, load_settings
 from calltrail_common.topology import Topology
@@ -15,6 +16,8 @@ from calltrail_common.topology import Topology
 async def _run() -> None:
     settings = load_settings()
     configure_logging(settings)
+    metrics = ProcessorMetrics()
+    metrics.serve(settings.processor_metrics_port)
     processor = CallProcessor(
         database_url=settings.database_url,
         amqp_url=settings.amqp_url.get_secret_value(),
@@ -22,6 +25,7 @@ async def _run() -> None:
         batch_size=settings.processor_batch_size,
         batch_wait_seconds=settings.processor_batch_wait_ms / 1000,
         retention_days=settings.event_retention_days,
+        metrics=metrics,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from call_processor.handlers import BatchOutcome, Delivery, process_batch
+from call_processor.metrics import ProcessorMetrics
 from call_processor.repository import prune_events
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import (
@@ -59,7 +60,8 @@ _PRUNE_EVERY_SECONDS = 3600.0
 
 class CallProcessor:
     def __init__(self, *, database_url: str, amqp_url: str, topology: Topology,
-                 batch_size: int, batch_wait_seconds: float, retention_days: int) -> None:
+                 batch_size: int, batch_wait_seconds: float, retention_days: int,
+                 metrics: ProcessorMetrics | None = None) -> None:
         self._database_url = database_url
         self._amqp_url = amqp_url
         self._topology = topology
@@ -69,6 +71,7 @@ class CallProcessor:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
+        self.metrics = metrics or ProcessorMetrics()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -112,6 +115,7 @@ class CallProcessor:
             self._inbox = asyncio.Queue()
             tag = await queue.consume(self._inbox.put)
             log.info("consuming", queue=queue.name)
+            self.metrics.broker_connected.set(1)
             pruner = asyncio.create_task(self._prune_forever())
             closed = asyncio.ensure_future(connection.closed())
             try:
@@ -122,6 +126,7 @@ class CallProcessor:
                 with contextlib.suppress(Exception):
                     await queue.cancel(tag)
             finally:
+                self.metrics.broker_connected.set(0)
                 pruner.cancel()
                 closed.cancel()
         finally:
@@ -168,6 +173,12 @@ class CallProcessor:
         for tag in (*outcome.applied, *outcome.unassigned):
             with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
                 await by_tag[tag].ack()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        for outcome_name, count in (("applied", len(outcome.applied)),
+                                    ("unassigned", len(outcome.unassigned)),
+                                    ("dead_lettered", len(outcome.dead))):
+            if count:
+                self.metrics.events.labels(outcome_name).inc(count)
         log.info("batch_applied", events=len(messages), applied=len(outcome.applied),
                  unassigned=len(outcome.unassigned), dead_lettered=len(outcome.dead),
                  ms=round((time.perf_counter() - started) * 1000, 1))
@@ -181,8 +192,11 @@ class CallProcessor:
             pool = await self._database()
             try:
                 async with pool.acquire() as connection:
-                    return await process_batch(connection, deliveries)
+                    outcome = await process_batch(connection, deliveries)
+                self.metrics.paused.set(0)
+                return outcome
             except TRANSIENT_DATABASE_ERRORS as error:
+                self.metrics.paused.set(1)
                 attempt += 1
                 pause = min(0.25 * 2 ** attempt, _PAUSE_MAX_SECONDS)
                 log.warning("batch_paused", error=type(error).__name__, attempt=attempt,
@@ -220,6 +234,7 @@ class CallProcessor:
         await channel.default_exchange.publish(
             _copy(message, headers), routing_key=retry_queue, mandatory=True)
         await message.ack()
+        self.metrics.events.labels("retried").inc()
         log.warning("event_retry_scheduled", message_id=_message_id(message),
                     retries=retries + 1, delay_ms=delays[retries], error=type(error).__name__)
 
