@@ -6,10 +6,10 @@ VENV := .venv
 # uv from PATH, else bootstrapped into .tools/ with the machine's python3.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help install services migrate up down test bench lint
+.PHONY: help install services migrate up down test demo bench lint
 
 help:
-	@echo "make up | down | test | bench | lint | migrate"
+	@echo "make up | down | test | demo | bench | lint | migrate"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -32,6 +32,9 @@ down:
 
 test: install services
 	$(VENV)/bin/pytest
+
+demo: install
+	$(VENV)/bin/python deploy/demo.py
 
 bench: install services
 	$(VENV)/bin/python -m bench.ingest
