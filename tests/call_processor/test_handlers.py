@@ -1,0 +1,163 @@
+"""Named cases of contract section 5, through the real handler into real Postgres."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from call_processor.handlers import Delivery, process_batch
+from calltrail_common import db
+from calltrail_common.organizations import create_organization
+from tests.support.samples import sample
+from tests.support.state import assert_invariants
+
+_tags = itertools.count(1)
+
+
+@pytest.fixture
+async def connection(database_url: str):
+    connection = await db.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def org_id(connection) -> uuid.UUID:
+    return (await create_organization(connection, "Acme")).org_id
+
+
+def event(name: str, *, call_id: str | None = None, number: str | None = None,
+          **message_changes) -> dict:
+    body = copy.deepcopy(sample(name))
+    message = body["message"]
+    if call_id is not None:
+        message["call"]["id"] = call_id
+    if number is not None:
+        message["call"]["customer"] = {"number": number}
+        message["customer"] = {"number": number}
+    message.update(message_changes)
+    return body
+
+
+async def apply(connection, org_id, *bodies: dict) -> None:
+    deliveries = [Delivery(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
+                           orjson.dumps(b)) for b in bodies]
+    outcome = await process_batch(connection, deliveries)
+    assert not outcome.dead
+    await assert_invariants(connection)
+
+
+async def test_two_spellings_of_one_number_are_one_lead(connection, org_id) -> None:
+    await apply(connection, org_id,
+                event("inbound-2-status-in-progress", call_id="a", number="+14155550123"),
+                event("inbound-2-status-in-progress", call_id="b", number="+1 (415) 555-0123"))
+    assert await connection.fetchval("SELECT count(*) FROM leads") == 1
+    assert await connection.fetchval("SELECT call_count FROM leads") == 2
+    assert await connection.fetchval(
+        "SELECT count(DISTINCT lead_id) FROM calls WHERE lead_id IS NOT NULL") == 1
+
+
+async def test_calls_stored_before_the_lead_existed_are_linked_to_it(connection,
+                                                                     org_id) -> None:
+    outbound = event("outbound-2-status-ringing", call_id="out-1", number="+14155550123")
+    await apply(connection, org_id, outbound)
+    assert await connection.fetchval("SELECT count(*) FROM leads") == 0  # outbound: no lead
+    await apply(connection, org_id,
+                event("inbound-1-status-ringing", call_id="in-1", number="+14155550123"))
+    lead = await connection.fetchrow("SELECT id, call_count FROM leads")
+    assert lead["call_count"] == 2
+    assert await connection.fetchval("SELECT lead_id FROM calls WHERE id = 'out-1'") == lead["id"]
+
+
+async def test_structured_data_fills_what_the_customer_object_lacks(connection,
+                                                                    org_id) -> None:
+    report = event("inbound-7-end-of-call-report", call_id="c1")
+    report["message"]["call"]["customer"] = {"number": "+14155550123"}  # no name, no email
+    report["message"]["analysis"]["structuredData"] = {"name": "From Form",
+                                                       "email": "form@example.com"}
+    await apply(connection, org_id, report)
+    assert dict(await connection.fetchrow("SELECT name, email FROM leads")) == {
+        "name": "From Form", "email": "form@example.com"}
+    named = event("inbound-1-status-ringing", call_id="c2")  # customer name "Ana Ruiz"
+    await apply(connection, org_id, named)
+    assert dict(await connection.fetchrow("SELECT name, email FROM leads")) == {
+        "name": "Ana Ruiz", "email": "form@example.com"}
+
+
+async def test_web_calls_without_numbers_are_calls_but_never_leads(connection,
+                                                                   org_id) -> None:
+    await apply(connection, org_id, sample("webcall-end-of-call-report"))
+    row = await connection.fetchrow("SELECT direction, status, customer_number, lead_id,"
+                                    " duration_seconds FROM calls")
+    assert dict(row) == {"direction": "webCall", "status": "ended", "customer_number": None,
+                         "lead_id": None, "duration_seconds": Decimal("95.5")}
+    assert await connection.fetchval("SELECT web FROM daily_stats") == 1
+    assert await connection.fetchval("SELECT count(*) FROM leads") == 0
+
+
+async def test_the_legacy_report_shape_fills_the_same_fields(connection, org_id) -> None:
+    await apply(connection, org_id, sample("legacy-end-of-call-report"))
+    row = await connection.fetchrow("SELECT transcript, summary, recording_url, cost,"
+                                    " ended_reason, status FROM calls")
+    assert row["transcript"].startswith("AI: schedule estimate")
+    assert row["summary"].startswith("Caller asked")
+    assert row["recording_url"].endswith("-mono.wav")
+    assert (row["cost"], row["ended_reason"], row["status"]) == (
+        Decimal("0.2134"), "customer-ended-call", "ended")
+
+
+async def test_an_unknown_or_late_status_never_moves_a_call_back(connection, org_id) -> None:
+    await apply(connection, org_id, event("inbound-6-status-ended", call_id="c1"))
+    await apply(connection, org_id,
+                event("inbound-2-status-in-progress", call_id="c1"),
+                event("inbound-2-status-in-progress", call_id="c1", status="not-found"))
+    assert await connection.fetchval("SELECT status FROM calls") == "ended"
+
+
+async def test_iso_timestamps_and_missing_ones_are_accepted(connection, org_id) -> None:
+    iso = event("inbound-2-status-in-progress", call_id="c1",
+                timestamp="2026-11-03T15:04:06.000Z")
+    missing = event("inbound-6-status-ended", call_id="c1")
+    del missing["message"]["timestamp"]
+    await apply(connection, org_id, iso, missing)
+    row = await connection.fetchrow("SELECT status, last_event_at FROM calls")
+    assert row["status"] == "ended"
+    assert row["last_event_at"].isoformat() == "2026-11-03T15:04:06+00:00"
+
+
+async def test_every_event_is_archived_once_with_its_organization(connection,
+                                                                  org_id) -> None:
+    chatter = sample("inbound-4-conversation-update")
+    body = orjson.dumps(chatter)
+    delivery = Delivery(1, "m-1", {"x-org-id": str(org_id), "x-dedupe-key": "k"}, body)
+    await process_batch(connection, [delivery, Delivery(2, "m-1", delivery.headers, body)])
+    rows = await connection.fetch("SELECT message_id, org_id, message_type, dedupe_key, body"
+                                  " FROM events")
+    assert [(r["message_id"], r["org_id"], r["message_type"], r["dedupe_key"])
+            for r in rows] == [("m-1", org_id, "conversation-update", "k")]
+    assert bytes(rows[0]["body"]) == body  # the raw bytes, for audit and replay
+
+
+async def test_retention_prunes_old_events_but_never_unassigned_ones(connection,
+                                                                     org_id) -> None:
+    from call_processor.repository import prune_events
+
+    old = {"x-received-at": 1_600_000_000_000}  # 2020
+    unmatched = event("inbound-1-status-ringing", call_id="lost")
+    unmatched["message"]["phoneNumber"] = {"number": "+15550009999"}
+    del unmatched["message"]["call"]["phoneNumberId"]
+    unmatched["message"]["call"]["orgId"] = "nobody"
+    await process_batch(connection, [
+        Delivery(1, "old-assigned", {**old, "x-org-id": str(org_id)},
+                 orjson.dumps(sample("inbound-3-speech-update"))),
+        Delivery(2, "old-unassigned", old, orjson.dumps(unmatched)),
+        Delivery(3, "recent", {"x-org-id": str(org_id)},
+                 orjson.dumps(sample("inbound-3-speech-update")))])
+    assert await prune_events(connection, retention_days=30) == 1
+    assert [r["message_id"] for r in await connection.fetch(
+        "SELECT message_id FROM events ORDER BY message_id")] == ["old-unassigned", "recent"]
