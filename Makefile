@@ -37,7 +37,7 @@ demo: install
 	$(VENV)/bin/python deploy/demo.py
 
 bench: install services
-	$(VENV)/bin/python -m bench.ingest
+	$(VENV)/bin/python -m bench
 
 lint: install
 	$(VENV)/bin/ruff check .

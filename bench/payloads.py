@@ -1,10 +1,18 @@
 """Realistic Vapi webhook request bodies for the ingest benchmark, built from the samples.
 
 Each body is one of the shared samples (`shared/vapi-samples`) with its identity varied
-(call id, organization id, timestamps), its status varied, and its conversation grown to a
-target size, so that the set spans 1-20 KB the way real traffic does: short status and
-speech updates, longer conversation updates, and end-of-call reports whose transcript
-grows with the call. Bodies are serialized compactly, as an HTTP client sends them.
+(call id, organization, customer number, timestamps), its status varied, and its
+conversation grown to a target size, so that the set spans 1-20 KB the way real traffic
+does: short status and speech updates, longer conversation updates, and end-of-call reports
+whose transcript grows with the call. Bodies are serialized compactly, as an HTTP client
+sends them.
+
+Each call belongs to one of the given organizations, and its bodies say which the way a
+shared endpoint learns it: `call.assistantOverrides.metadata.orgId` (about 60 % of calls,
+and always for web calls, which dial no number), otherwise the organization's number as the
+dialled `message.phoneNumber.number`. So the direct-write baseline resolves every body to a
+real organization and really does its writes. Customer numbers come from a small pool per
+organization, so callers come back.
 
 Every body gets one credential, cycling through the three Vapi sends: `X-Vapi-Secret`,
 `Authorization: Bearer` and `X-Vapi-Signature: sha256=<hmac>` over the raw body (no
@@ -19,6 +27,7 @@ import hmac
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +57,18 @@ _ENDED_REASONS = ("customer-ended-call", "assistant-ended-call", "customer-busy"
 _WORDS = ("roof", "repair", "estimate", "quote", "tuesday", "morning", "address", "window",
           "insurance", "schedule", "price", "thanks", "gutter", "leak", "afternoon", "crew")
 AUTH_MODES = ("x-vapi-secret", "bearer", "signature")
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who a call is: the same in every body of the call."""
+
+    call_id: str
+    org_id: str  # the organization's id, as the metadata names it
+    vapi_org_id: str  # its Vapi account, as `call.orgId`
+    dialled_number: str  # its number, what inbound customers dial
+    customer_number: str
+    by_metadata: bool  # the organization is named in the metadata, not by the number
 
 
 @dataclass(frozen=True)
@@ -130,13 +151,25 @@ def _fit(template: dict, rng_seed: int, target: int) -> bytes:
     return body
 
 
-def _vary(sample: dict, rng: random.Random, call_id: str, org_id: str, now_ms: int) -> dict:
+def _vary(sample: dict, rng: random.Random, who: _Identity, now_ms: int) -> dict:
     document = copy.deepcopy(sample)
     message = document["message"]
-    call = message.get("call") or {}
+    call = message.setdefault("call", {})
     old_id = call.get("id", "")
+    call_id = who.call_id
     call["id"] = call_id
-    call["orgId"] = org_id
+    call["orgId"] = who.vapi_org_id
+    metadata = call.setdefault("assistantOverrides", {}).setdefault("metadata", {})
+    if who.by_metadata or "phoneNumber" not in message:
+        metadata["orgId"] = who.org_id
+    else:
+        metadata.pop("orgId", None)
+        message["phoneNumber"]["number"] = who.dialled_number
+    if not metadata:
+        del call["assistantOverrides"]
+    for holder in (call, message):
+        if isinstance(holder.get("customer"), dict):
+            holder["customer"]["number"] = who.customer_number
     message["timestamp"] = now_ms - rng.randint(0, 3_600_000)
     if message["type"] == "status-update":
         status = rng.choice(_CALL_STATUSES)
@@ -166,14 +199,26 @@ def _credential(mode: str, body: bytes, secret: str) -> tuple[str, str]:
     return "X-Vapi-Signature", f"sha256={digest}"
 
 
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
 def build_requests(
     samples_dir: Path, secret: str, *, count: int, seed: int, now_ms: int,
-    calls: int = 120, organizations: int = 4,
+    organizations: Sequence[tuple[str, str]], calls: int = 120, customers_per_org: int = 20,
 ) -> list[WebhookRequest]:
-    """`count` webhook requests, reproducible for a given `seed` (and `now_ms`)."""
+    """`count` webhook requests, reproducible for a given `seed` (and `now_ms`), for calls
+    of `organizations`: (organization id, its dialled number) pairs."""
     rng = random.Random(seed)
-    call_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(calls)]
-    org_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(organizations)]
+    vapi_org_ids = [_uuid(rng) for _ in organizations]
+    customers = [[f"+1628555{rng.randint(0, 9999):04d}" for _ in range(customers_per_org)]
+                 for _ in organizations]
+    identities = []
+    for _ in range(calls):
+        org = rng.randrange(len(organizations))
+        org_id, number = organizations[org]
+        identities.append(_Identity(_uuid(rng), org_id, vapi_org_ids[org], number,
+                                    rng.choice(customers[org]), rng.random() < 0.6))
     samples = {name: json.loads((samples_dir / name).read_text())
                for files, _, _ in _KINDS.values() for name in files}
     kinds = list(_KINDS)
@@ -182,8 +227,7 @@ def build_requests(
     for index in range(count):
         kind = rng.choices(kinds, weights)[0]
         files, _, (low, high) = _KINDS[kind]
-        varied = _vary(samples[rng.choice(files)], rng, rng.choice(call_ids),
-                       rng.choice(org_ids), now_ms)
+        varied = _vary(samples[rng.choice(files)], rng, rng.choice(identities), now_ms)
         body = _fit(varied, rng.getrandbits(32), rng.randint(low, high))
         header_name, header_value = _credential(AUTH_MODES[index % len(AUTH_MODES)],
                                                 body, secret)

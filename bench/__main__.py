@@ -1,0 +1,46 @@
+"""Every benchmark in sequence, each with its defaults: `python -m bench`.
+
+    ingest      bench.ingest: ingest vs the stack's ceiling vs a direct-write function
+    processor   bench.processor: events/s from a full queue into Postgres, 1 and 2 consumers
+    end_to_end  bench.end_to_end: webhook sent -> call row visible at 500 events/s
+
+Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails
+is reported and the others still run. The exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import end_to_end, ingest, processor
+from bench.ingest import REPO_ROOT
+
+BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
+    ("ingest", ingest.main),
+    ("processor", processor.main),
+    ("end_to_end", end_to_end.main),
+)
+
+
+def main() -> int:
+    written: dict[str, str] = {}
+    for name, run in BENCHMARKS:
+        print(f"\n=== bench.{name} ===", flush=True)
+        try:
+            path = run([])
+        except (Exception, SystemExit):  # report it (e.g. no wrk), and still run the others
+            traceback.print_exc()
+            written[name] = "FAILED"
+        else:
+            written[name] = str(path.relative_to(REPO_ROOT))
+    print("\nresults:")
+    for name, where in written.items():
+        print(f"  {name:<11} {where}")
+    return 1 if "FAILED" in written.values() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

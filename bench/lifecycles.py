@@ -1,0 +1,387 @@
+"""Realistic Vapi call lifecycles, for the processor and end-to-end benchmarks.
+
+A call here is every webhook Vapi sends for it with its default `serverMessages`
+(`shared/vapi.md`): the status-updates (outbound: queued, ringing, in-progress, ended;
+inbound: ringing, in-progress, ended; web: in-progress, ended), the chatter of each turn of
+the conversation (a speech-update when the speaker starts and stops, a conversation-update
+with the conversation so far, now and then a user-interrupted), and the end-of-call-report.
+Most of the traffic is therefore chatter, and calls are built from the status-updates and
+the report.
+
+What varies, reproducibly for a seed: the call id, the direction (about 55 % inbound, 35 %
+outbound, 10 % web), the customer's number (drawn from a small pool per organization, so
+leads repeat across calls), the length of the conversation (so bodies span 1-20 KB as in
+`bench.payloads`: short speech-updates, growing conversation-updates, reports with the
+whole transcript), outbound calls nobody answers (no conversation), and, in about one call
+in ten, the `ended` status-update arriving after the report (Vapi promises no order).
+Bodies are built from the shared samples and serialized compactly, as Vapi sends them.
+
+Each call goes either to its organization's own endpoint (ingest sets `x-org-id`) or, for
+a share of calls, to the shared endpoint with `call.assistantOverrides.metadata.orgId` set
+to the organization's id, which the processor resolves.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+MAX_BODY_BYTES = 20 * 1024
+_WORDS = ("roof", "repair", "estimate", "quote", "tuesday", "morning", "address", "window",
+          "insurance", "schedule", "price", "thanks", "gutter", "leak", "afternoon", "crew",
+          "shingle", "warranty", "inspection", "deposit", "friday", "siding", "attic")
+_NAMES = ("Ana Ruiz", "Ben Okafor", "Chloe Martin", "Dev Patel", "Emma Novak", "Farid Haddad",
+          "Grace Lee", "Hugo Silva", "Ines Moreau", "Jonas Berg", None, None)
+_ANSWERED_REASONS = ("customer-ended-call", "assistant-ended-call", "silence-timed-out",
+                     "customer-ended-call", "assistant-said-end-call-phrase")
+_UNANSWERED_REASONS = ("customer-busy", "customer-did-not-answer", "voicemail")
+_SAMPLES = {
+    "inbound-status": "inbound-1-status-ringing.json",
+    "outbound-status": "outbound-1-status-queued.json",
+    "speech": "inbound-3-speech-update.json",
+    "conversation": "inbound-4-conversation-update.json",
+    "interrupted": "inbound-5-user-interrupted.json",
+    "inbound-report": "inbound-7-end-of-call-report.json",
+    "outbound-report": "outbound-5-end-of-call-report.json",
+    "web-report": "webcall-end-of-call-report.json",
+}
+INBOUND, OUTBOUND, WEB = "inboundPhoneCall", "outboundPhoneCall", "webCall"
+
+
+@dataclass(frozen=True)
+class Organization:
+    """A Calltrail organization as the benchmarks use it."""
+
+    org_id: str  # Calltrail's organization id
+    endpoint_id: str  # its webhook endpoint, `POST /webhooks/vapi/{endpoint_id}`
+    webhook_secret: str
+    vapi_org_id: str  # the organization's Vapi account, as `call.orgId`
+    phone_number: str  # its Vapi number (E.164), what inbound customers dial
+    phone_number_id: str  # that number's Vapi id
+
+
+@dataclass(frozen=True)
+class Event:
+    call_id: str
+    message_type: str
+    body: bytes
+    org: Organization
+    shared: bool  # sent to the shared endpoint (organization in the metadata), not the org's
+    first: bool  # the call's first event: the one that creates its row
+
+
+@dataclass(frozen=True)
+class Call:
+    call_id: str
+    org: Organization
+    direction: str
+    shared: bool
+    events: tuple[Event, ...]
+
+
+def load_templates(samples_dir: Path) -> dict[str, dict[str, Any]]:
+    return {kind: json.loads((samples_dir / name).read_text())["message"]
+            for kind, name in _SAMPLES.items()}
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def _sentence(rng: random.Random) -> str:
+    return " ".join(rng.choices(_WORDS, k=rng.randint(5, 22))).capitalize() + "."
+
+
+def _customer_pool(rng: random.Random, size: int) -> list[tuple[str, str | None]]:
+    """(E.164 number, name or None); a few UK numbers among US ones."""
+    pool = []
+    for _ in range(size):
+        if rng.random() < 0.2:
+            number = f"+4420{rng.randint(10_000_000, 99_999_999)}"
+        else:
+            area = rng.choice(('415', '628', '510', '650'))
+            number = f"+1{area}{rng.randint(2_000_000, 9_999_999)}"
+        pool.append((number, rng.choice(_NAMES)))
+    return pool
+
+
+class _CallBuilder:
+    """The bodies of one call, from the templates and the call's own snapshot."""
+
+    def __init__(self, templates: dict[str, dict[str, Any]], rng: random.Random, *,
+                 org: Organization, assistant: dict[str, Any], direction: str, shared: bool,
+                 customer: tuple[str, str | None], created_ms: int) -> None:
+        self.templates = templates
+        self.assistant = assistant
+        self.rng = rng
+        self.org = org
+        self.direction = direction
+        self.shared = shared
+        self.call_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        self.number, self.name = customer
+        self.created_ms = created_ms
+        self.email = (f"{self.name.split()[0].lower()}@example.com"
+                      if self.name and rng.random() < 0.5 else None)
+        self.messages: list[dict[str, Any]] = []
+
+    def snapshot(self, status: str | None, at_ms: int) -> dict[str, Any]:
+        call: dict[str, Any] = {
+            "id": self.call_id,
+            "orgId": self.org.vapi_org_id,
+            "type": self.direction,
+            "createdAt": _iso(self.created_ms),
+            "updatedAt": _iso(at_ms),
+            "assistantId": "57740511-ea3d-4be7-b6a0-0758cb138653",
+        }
+        if self.direction != WEB:
+            call.update({"phoneNumberId": self.org.phone_number_id, "phoneCallProvider": "twilio",
+                         "phoneCallTransport": "pstn",
+                         "customer": {"number": self.number,
+                                      **({"name": self.name} if self.name else {})}})
+        metadata: dict[str, Any] = {"campaign": "spring"} if self.direction == OUTBOUND else {}
+        if self.shared:
+            metadata["orgId"] = self.org.org_id
+        if metadata:
+            call["assistantOverrides"] = {"metadata": metadata}
+        if status is not None:
+            call["status"] = status
+        return call
+
+    def message(self, kind: str, at_ms: int, status: str | None = None) -> dict[str, Any]:
+        message = copy.deepcopy(self.templates[kind])
+        message["call"] = self.snapshot(status, at_ms)
+        message["timestamp"] = at_ms
+        message["assistant"] = self.assistant
+        if self.direction == WEB:
+            message.pop("phoneNumber", None)
+            message.pop("customer", None)
+        else:
+            message["phoneNumber"] = {"provider": "twilio", "number": self.org.phone_number,
+                                      "name": "Main line"}
+            message["customer"] = {"number": self.number}
+        return message
+
+    def body(self, message: dict[str, Any]) -> bytes:
+        return orjson.dumps({"message": message})
+
+    def status_update(self, status: str, at_ms: int, ended_reason: str | None = None) -> bytes:
+        kind = "outbound-status" if self.direction == OUTBOUND else "inbound-status"
+        message = self.message(kind, at_ms, status)
+        message["status"] = status
+        message.pop("endedReason", None)
+        if ended_reason is not None:
+            message["endedReason"] = ended_reason
+            message["call"]["endedReason"] = ended_reason
+        return self.body(message)
+
+    def _openai(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        return [{"role": "assistant" if m["role"] == "bot" else "user",
+                 "content": m["message"]} for m in messages]
+
+    def say(self, role: str, at_ms: int) -> int:
+        """Append one turn; when it ends."""
+        duration = self.rng.randint(800, 7000)
+        started = self.messages[0]["time"] if self.messages else at_ms
+        self.messages.append({"role": role, "message": _sentence(self.rng), "time": at_ms,
+                              "endTime": at_ms + duration,
+                              "secondsFromStart": round((at_ms - started) / 1000, 2),
+                              "duration": duration})
+        return at_ms + duration
+
+    def speech_update(self, role: str, state: str, at_ms: int) -> bytes:
+        message = self.message("speech", at_ms)
+        message.update({"status": state, "role": "assistant" if role == "bot" else "user",
+                        "turn": len(self.messages)})
+        recent = self.messages[-4:]
+        message["artifact"] = {"messages": recent, "messagesOpenAIFormatted": self._openai(recent)}
+        return self.body(message)
+
+    def user_interrupted(self, at_ms: int) -> bytes:
+        message = self.message("interrupted", at_ms)
+        recent = self.messages[-4:]
+        message["artifact"] = {"messages": recent, "messagesOpenAIFormatted": self._openai(recent)}
+        return self.body(message)
+
+    def conversation_update(self, at_ms: int) -> bytes:
+        message = self.message("conversation", at_ms)
+        # The whole conversation so far; the oldest turns give way past 20 KB.
+        for start in range(len(self.messages)):
+            kept = self.messages[start:]
+            message["messages"] = kept
+            message["messagesOpenAIFormatted"] = self._openai(kept)
+            body = self.body(message)
+            if len(body) <= MAX_BODY_BYTES:
+                return body
+        return body
+
+    def report(self, at_ms: int, started_ms: int | None, ended_ms: int, reason: str) -> bytes:
+        kind = {INBOUND: "inbound-report", OUTBOUND: "outbound-report"}.get(
+            self.direction, "web-report")
+        message = self.message(kind, at_ms)
+        seconds = max(ended_ms - (started_ms or ended_ms), 0) / 1000
+        minutes = round(seconds / 60, 4)
+        cost = round(0.02 + minutes * self.rng.uniform(0.09, 0.15), 4)
+        transcript_lines = [f"{'AI' if m['role'] == 'bot' else 'User'}: {m['message']}"
+                            for m in self.messages]
+        recording = f"https://storage.vapi.ai/{self.call_id}"
+        message.update({
+            "endedReason": reason,
+            "startedAt": _iso(started_ms) if started_ms else None,
+            "endedAt": _iso(ended_ms),
+            "cost": cost,
+            "costs": [{"type": "vapi", "subType": "normal", "minutes": minutes,
+                       "cost": round(cost * 0.6, 4)},
+                      {"type": "transport", "provider": "twilio", "minutes": minutes,
+                       "cost": round(cost * 0.1, 4)}],
+            "analysis": {
+                "summary": f"Caller asked about a repair estimate ({self.call_id[:8]}).",
+                "structuredData": {k: v for k, v in (("name", self.name),
+                                                     ("email", self.email)) if v},
+                "successEvaluation": "true" if self.messages else "false",
+            },
+        })
+        if message["startedAt"] is None:
+            del message["startedAt"]
+        for start in range(max(len(self.messages), 1)):
+            kept = self.messages[start:]
+            message["artifact"] = {
+                "transcript": "\n".join(transcript_lines[start:]),
+                "messages": kept,
+                "recordingUrl": f"{recording}-mono.wav",
+                "stereoRecordingUrl": f"{recording}-stereo.wav",
+                "recording": {"mono": {"combinedUrl": f"{recording}-mono.wav"},
+                              "stereoUrl": f"{recording}-stereo.wav"},
+            }
+            body = self.body(message)
+            if len(body) <= MAX_BODY_BYTES:
+                break
+        return body
+
+
+def assistant_config(rng: random.Random, name: str) -> dict[str, Any]:
+    """An assistant as Vapi includes it in server messages: its prompt sets the base size."""
+    prompt = " ".join(_sentence(rng) for _ in range(rng.randint(3, 14)))
+    return {
+        "name": name,
+        "firstMessage": "Hi, thanks for calling. How can I help?",
+        "model": {"provider": "openai", "model": "gpt-4o", "temperature": 0.4,
+                  "messages": [{"role": "system", "content": prompt}]},
+        "voice": {"provider": "11labs", "voiceId": "burt"},
+        "transcriber": {"provider": "deepgram", "model": "nova-2", "language": "en"},
+        "endCallPhrases": ["goodbye", "talk soon"],
+        "serverMessages": ["conversation-update", "end-of-call-report", "function-call",
+                           "hang", "speech-update", "status-update", "tool-calls",
+                           "transfer-destination-request", "handoff-destination-request",
+                           "user-interrupted", "assistant.started"],
+    }
+
+
+def build_call(templates: dict[str, dict[str, Any]], rng: random.Random, *,
+               org: Organization, assistant: dict[str, Any], customer: tuple[str, str | None],
+               shared: bool, created_ms: int) -> Call:
+    """One call's webhooks, in the order Vapi sends them."""
+    roll = rng.random()
+    direction = INBOUND if roll < 0.55 else OUTBOUND if roll < 0.9 else WEB
+    b = _CallBuilder(templates, rng, org=org, assistant=assistant, direction=direction,
+                     shared=shared, customer=customer, created_ms=created_ms)
+    events: list[tuple[str, bytes]] = []
+    at = created_ms + rng.randint(50, 400)
+    if direction == OUTBOUND:
+        events.append(("status-update", b.status_update("queued", at)))
+        at += rng.randint(300, 2000)
+    if direction != WEB:
+        events.append(("status-update", b.status_update("ringing", at)))
+        at += rng.randint(2000, 15_000)
+    answered = direction != OUTBOUND or rng.random() > 0.12
+    started_ms: int | None = None
+    if answered:
+        started_ms = at
+        events.append(("status-update", b.status_update("in-progress", at)))
+        # Most calls are short; one in seven runs long (its bodies reach 20 KB).
+        turns = rng.randint(3, 20) if rng.random() < 0.85 else rng.randint(21, 45)
+        for turn in range(turns):
+            role = "bot" if turn % 2 == 0 else "user"
+            at += rng.randint(200, 1500)
+            events.append(("speech-update", b.speech_update(role, "started", at)))
+            if role == "user" and rng.random() < 0.15:
+                events.append(("user-interrupted", b.user_interrupted(at + 300)))
+            at = b.say(role, at)
+            events.append(("speech-update", b.speech_update(role, "stopped", at)))
+            events.append(("conversation-update", b.conversation_update(at + 50)))
+        reason = rng.choice(_ANSWERED_REASONS)
+    else:
+        reason = rng.choice(_UNANSWERED_REASONS)
+    at += rng.randint(200, 1500)
+    ended = ("status-update", b.status_update("ended", at, reason))
+    report = ("end-of-call-report", b.report(at + rng.randint(2000, 9000), started_ms, at,
+                                             reason))
+    # Vapi promises no order: now and then the ended status arrives after the report.
+    events.extend([report, ended] if rng.random() < 0.1 else [ended, report])
+    return Call(b.call_id, org, direction, shared, tuple(
+        Event(b.call_id, kind, body, org, shared, index == 0)
+        for index, (kind, body) in enumerate(events)))
+
+
+class CallFactory:
+    """Calls across organizations, with customers that come back (leads repeat)."""
+
+    def __init__(self, samples_dir: Path, organizations: Sequence[Organization], *,
+                 seed: int, now_ms: int, shared_share: float = 0.2,
+                 customers_per_org: int = 150) -> None:
+        self.templates = load_templates(samples_dir)
+        self.rng = random.Random(seed)
+        self.organizations = list(organizations)
+        self.now_ms = now_ms
+        self.shared_share = shared_share
+        self.customers = {org.org_id: _customer_pool(self.rng, customers_per_org)
+                          for org in self.organizations}
+        self.assistants = {org.org_id: assistant_config(self.rng, f"Front desk {index + 1}")
+                           for index, org in enumerate(self.organizations)}
+
+    def call(self, *, created_ms: int | None = None) -> Call:
+        org = self.rng.choice(self.organizations)
+        return build_call(
+            self.templates, self.rng, org=org, assistant=self.assistants[org.org_id],
+            customer=self.rng.choice(self.customers[org.org_id]),
+            shared=self.rng.random() < self.shared_share,
+            created_ms=created_ms if created_ms is not None
+            else self.now_ms - self.rng.randint(60_000, 6 * 3_600_000))
+
+    def calls(self, count: int) -> list[Call]:
+        return [self.call() for _ in range(count)]
+
+
+def interleave(calls: Iterable[Call], rng: random.Random, concurrency: int) -> Iterator[Event]:
+    """Every event of `calls`, each call in its own order, with `concurrency` calls under way
+    at once (as many calls overlap in time on a busy account)."""
+    pending = iter(calls)
+    active: list[Iterator[Event]] = []
+    while True:
+        while len(active) < concurrency:
+            call = next(pending, None)
+            if call is None:
+                break
+            active.append(iter(call.events))
+        if not active:
+            return
+        index = rng.randrange(len(active))
+        event = next(active[index], None)
+        if event is None:
+            active[index] = active[-1]
+            active.pop()
+            continue
+        yield event
+
+
+def fake_uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))

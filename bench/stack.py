@@ -1,0 +1,219 @@
+"""What the processor and end-to-end benchmarks share: their own broker prefix and database,
+organizations, the services as processes, and events published exactly as ingest does.
+
+`BenchStack` creates `AMQP_PREFIX=bench-<id>` (the whole topology) and the database
+`calltrail_bench_<id>` (migrated with `calltrail_common.db.migrate`), and removes both on
+exit, with the processes it started and its temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from bench.ingest import AMQP_URL, HOST, POSTGRES_URL, Server, admin_execute, free_port
+from bench.lifecycles import Event, Organization, fake_uuid
+from calltrail_common.db import connect, migrate
+from calltrail_common.organizations import create_organization
+from calltrail_common.phone_numbers import register
+from calltrail_common.topology import (
+    CALL_PROCESSOR,
+    HEADER_DEDUPE_KEY,
+    HEADER_ENDPOINT_ID,
+    HEADER_MESSAGE_TYPE,
+    HEADER_ORG_ID,
+    HEADER_RECEIVED_AT,
+    SHARED_ENDPOINT,
+    Topology,
+    declare_topology,
+    delete_topology,
+    event_routing_key,
+)
+from ingest.payload import read_envelope
+
+PUBLISH_WINDOW = 500  # publishes awaiting their confirm at once
+
+
+def event_headers(event: Event, received_ms: int) -> dict[str, Any]:
+    """The headers ingest puts on this event (ingest's own envelope reader for the key)."""
+    envelope = read_envelope(event.body)
+    headers: dict[str, Any] = {
+        HEADER_RECEIVED_AT: received_ms,
+        HEADER_ENDPOINT_ID: SHARED_ENDPOINT if event.shared else event.org.endpoint_id,
+        HEADER_MESSAGE_TYPE: envelope.message_type,
+    }
+    if not event.shared:
+        headers[HEADER_ORG_ID] = event.org.org_id
+    if envelope.dedupe_key is not None:
+        headers[HEADER_DEDUPE_KEY] = envelope.dedupe_key
+    return headers
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a live process has used so far."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    return None
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class BenchStack:
+    """Prefix, database, organizations and processes of one benchmark invocation."""
+
+    def __init__(self) -> None:
+        bench_id = uuid.uuid4().hex[:8]
+        self.prefix = f"bench-{bench_id}"
+        self.database = f"calltrail_bench_{bench_id}"
+        self.database_url = f"{POSTGRES_URL}/{self.database}"
+        self.topology = Topology(self.prefix)
+        self.workdir = Path(tempfile.mkdtemp(prefix="calltrail-bench-"))
+        self.servers: list[Server] = []
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+        self._exit = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> BenchStack:
+        self._exit.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+        self._connection = await aio_pika.connect(AMQP_URL, timeout=10)
+        self._exit.push_async_callback(self._delete_topology)
+        self.channel = await self._connection.channel(publisher_confirms=True)
+        await declare_topology(self.channel, self.topology)
+        await admin_execute(f'CREATE DATABASE "{self.database}"')
+        self._exit.push_async_callback(
+            admin_execute, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        await migrate(self.database_url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for server in self.servers:
+            server.stop()
+        await self._exit.aclose()
+
+    async def _delete_topology(self) -> None:
+        assert self._connection is not None
+        try:
+            channel = await self._connection.channel()
+            await delete_topology(channel, self.topology)
+        finally:
+            await self._connection.close()
+
+    # -- database ------------------------------------------------------------------------
+
+    async def create_organizations(self, count: int) -> list[Organization]:
+        """Organizations with their endpoint, secret and a registered Vapi number each."""
+        connection = await connect(self.database_url)
+        organizations = []
+        try:
+            for index in range(count):
+                created = await create_organization(connection, f"Bench roofing {index + 1}")
+                number, number_id = f"+1415555{1000 + index:04d}", str(uuid.uuid4())
+                await register(connection, created.org_id, number, number_id)
+                organizations.append(Organization(
+                    org_id=str(created.org_id), endpoint_id=created.endpoint_id,
+                    webhook_secret=created.webhook_secret,
+                    vapi_org_id=fake_uuid(random.Random(index)),
+                    phone_number=number, phone_number_id=number_id))
+        finally:
+            await connection.close()
+        return organizations
+
+    async def db(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url, timeout=10)
+
+    # -- broker --------------------------------------------------------------------------
+
+    async def queue_depth(self, name: str | None = None) -> int:
+        """Ready messages in a queue (the call-processor queue unless named)."""
+        assert self.channel is not None
+        queue = await self.channel.declare_queue(
+            name or self.topology.queue(CALL_PROCESSOR), passive=True)
+        return queue.declaration_result.message_count or 0
+
+    async def dead_letters(self) -> dict[str, int]:
+        """Messages in the dead-letter queue and in each retry queue."""
+        names = [self.topology.dead_letter_queue(CALL_PROCESSOR),
+                 *(self.topology.retry_queue(CALL_PROCESSOR, d)
+                   for d in CALL_PROCESSOR.retry_delays_ms)]
+        return {name: await self.queue_depth(name) for name in names}
+
+    async def purge_all(self) -> None:
+        assert self.channel is not None
+        for name in self.topology.all_queues():
+            await (await self.channel.declare_queue(name, passive=True)).purge()
+
+    async def publish(self, events: Sequence[Event], run_tag: str) -> float:
+        """Publish every event as ingest would (persistent, confirmed); seconds it took."""
+        assert self.channel is not None
+        exchange = await self.channel.get_exchange(self.topology.events_exchange)
+        started = time.perf_counter()
+
+        async def one(index: int, event: Event) -> None:
+            headers = event_headers(event, int(time.time() * 1000))
+            await exchange.publish(
+                aio_pika.Message(event.body, headers=headers,
+                                 message_id=f"{run_tag}-{index:06d}",
+                                 content_type="application/json",
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=event_routing_key(headers[HEADER_MESSAGE_TYPE]), mandatory=True)
+
+        for start in range(0, len(events), PUBLISH_WINDOW):
+            await asyncio.gather(*(one(start + offset, event) for offset, event
+                                   in enumerate(events[start:start + PUBLISH_WINDOW])))
+        return time.perf_counter() - started
+
+    # -- processes -----------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
+                "HOME": os.environ.get("HOME", str(self.workdir)),
+                "DATABASE_URL": self.database_url, "AMQP_URL": AMQP_URL,
+                "AMQP_PREFIX": self.prefix, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+
+    def processor(self, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:
+        """A `calltrail-processor` process, not started (run in the temp dir: no `.env`)."""
+        env = {**self._env(), "PROCESSOR_BATCH_SIZE": str(batch_size),
+               "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)}
+        server = Server(name, [str(Path(sys.executable).parent / "calltrail-processor")], env,
+                        self.workdir, 0, self.workdir / f"{name}.log")
+        self.servers.append(server)
+        return server
+
+    def ingest(self, *, shared_secret: str) -> Server:
+        """A `calltrail-ingest` process on a free port, not started."""
+        port = free_port()
+        env = {**self._env(), "INGEST_HOST": HOST, "INGEST_PORT": str(port),
+               "VAPI_WEBHOOK_SECRET": shared_secret,
+               "SPOOL_DIR": str(self.workdir / "spool")}
+        server = Server("ingest", [str(Path(sys.executable).parent / "calltrail-ingest")], env,
+                        self.workdir, port, self.workdir / "ingest.log")
+        self.servers.append(server)
+        return server
