@@ -82,20 +82,26 @@ async def test_poison_goes_to_the_dead_letters_with_its_reason_and_the_next_is_p
     no_call_id = copy.deepcopy(sample("inbound-1-status-ringing"))
     del no_call_id["message"]["call"]["id"]
     async with running_processor(database_url, AMQP_URL, topology):
-        await publish(AMQP_URL, topology, [b"{not json", no_call_id,
-                                           sample("inbound-2-status-in-progress")], org.org_id)
+        # A corrupted call event on an organization's endpoint, and garbage on the shared one
+        # (ingest refuses non-JSON; only another producer could send these).
+        await publish(AMQP_URL, topology, [b"{not json"], org.org_id,
+                      message_type="status-update")
+        await publish(AMQP_URL, topology, [b"\xff garbage"])
+        await publish(AMQP_URL, topology, [no_call_id, sample("inbound-2-status-in-progress")],
+                      org.org_id)
         await eventually(lambda: fetchval(database_url, "SELECT count(*) = 1 FROM calls"))
-        await eventually(lambda: _equals(queue_depth(AMQP_URL, topology, dead=True), 2))
+        await eventually(lambda: _equals(queue_depth(AMQP_URL, topology, dead=True), 3))
     env = {"AMQP_PREFIX": topology.prefix, "AMQP_URL": AMQP_URL}
     listed = calltrail("dlq", "list", database_url=database_url, **env)
     assert listed.returncode == 0, listed.stderr
     reasons = sorted(d["reason"] for d in orjson.loads(listed.stdout))
-    assert reasons == ["body is not valid JSON", "status-update without call.id"]
-    assert await queue_depth(AMQP_URL, topology, dead=True) == 2  # listing removes nothing
+    assert reasons == ["body is not valid JSON", "body is not valid JSON",
+                       "status-update without call.id"]
+    assert await queue_depth(AMQP_URL, topology, dead=True) == 3  # listing removes nothing
     replayed = calltrail("dlq", "replay", database_url=database_url, **env)
-    assert orjson.loads(replayed.stdout) == {"replayed": 2}
+    assert orjson.loads(replayed.stdout) == {"replayed": 3}
     assert await queue_depth(AMQP_URL, topology, dead=True) == 0
-    assert await queue_depth(AMQP_URL, topology) == 2  # back with the processor
+    assert await queue_depth(AMQP_URL, topology) == 3  # back with the processor
 
 
 async def _equals(depth, expected: int) -> bool:

@@ -161,3 +161,16 @@ async def test_retention_prunes_old_events_but_never_unassigned_ones(connection,
     assert await prune_events(connection, retention_days=30) == 1
     assert [r["message_id"] for r in await connection.fetch(
         "SELECT message_id FROM events ORDER BY message_id")] == ["old-unassigned", "recent"]
+
+
+async def test_chatter_from_an_organization_endpoint_is_archived_from_its_headers(
+        connection, org_id) -> None:
+    body = orjson.dumps(sample("inbound-3-speech-update"))
+    headers = {"x-org-id": str(org_id), "x-message-type": "speech-update",
+               "x-dedupe-key": "db5b5fab-8f4d-4e27-9da1-494c73cf256d:speech-update:started"}
+    outcome = await process_batch(connection, [Delivery(1, "m-chat", headers, body)])
+    assert outcome.applied == [1]
+    row = await connection.fetchrow("SELECT org_id, message_type, call_id FROM events")
+    assert dict(row) == {"org_id": org_id, "message_type": "speech-update",
+                         "call_id": "db5b5fab-8f4d-4e27-9da1-494c73cf256d"}
+    assert await connection.fetchval("SELECT count(*) FROM calls") == 0

@@ -36,8 +36,8 @@ async def running_processor(database_url: str, amqp_url: str, topology: Topology
 
 
 async def publish(amqp_url: str, topology: Topology, bodies: Sequence[dict | bytes],
-                  org_id: object | None = None, *, message_ids: Sequence[str] | None = None
-                  ) -> list[str]:
+                  org_id: object | None = None, *, message_ids: Sequence[str] | None = None,
+                  message_type: str | None = None) -> list[str]:
     """Publish webhook bodies to the events exchange exactly as ingest would."""
     connection = await aio_pika.connect(amqp_url)
     ids = []
@@ -46,13 +46,15 @@ async def publish(amqp_url: str, topology: Topology, bodies: Sequence[dict | byt
         exchange = await declare_topology(channel, topology)
         for index, body in enumerate(bodies):
             raw = body if isinstance(body, bytes) else orjson.dumps(body)
-            try:
-                message_type = orjson.loads(raw)["message"]["type"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message_type = "unknown"
+            kind = message_type
+            if kind is None:
+                try:
+                    kind = orjson.loads(raw)["message"]["type"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    kind = "unknown"
             headers: dict[str, Any] = {"x-received-at": int(time.time() * 1000),
                                        "x-endpoint-id": "shared",
-                                       "x-message-type": message_type}
+                                       "x-message-type": kind}
             if org_id is not None:
                 headers["x-org-id"] = str(org_id)
                 headers["x-endpoint-id"] = "ep_test"
@@ -62,7 +64,7 @@ async def publish(amqp_url: str, topology: Topology, bodies: Sequence[dict | byt
                 aio_pika.Message(raw, headers=headers, message_id=message_id,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                  content_type="application/json"),
-                routing_key=event_routing_key(message_type))
+                routing_key=event_routing_key(kind))
     finally:
         await connection.close()
     return ids

@@ -56,6 +56,7 @@ TRANSIENT_DATABASE_ERRORS = (
 )
 _PAUSE_MAX_SECONDS = 30.0
 _PRUNE_EVERY_SECONDS = 3600.0
+_BATCHES_IN_FLIGHT = 2
 
 
 class CallProcessor:
@@ -98,7 +99,8 @@ class CallProcessor:
             try:
                 from calltrail_common.db import create_pool
 
-                self._pool = await create_pool(self._database_url, min_size=1, max_size=2)
+                self._pool = await create_pool(self._database_url, min_size=1,
+                                               max_size=_BATCHES_IN_FLIGHT + 1)
             except TRANSIENT_DATABASE_ERRORS as error:
                 log.warning("database_unavailable", error=type(error).__name__)
                 await asyncio.sleep(1)
@@ -118,14 +120,29 @@ class CallProcessor:
             self.metrics.broker_connected.set(1)
             pruner = asyncio.create_task(self._prune_forever())
             closed = asyncio.ensure_future(connection.closed())
+            in_flight: set[asyncio.Task[None]] = set()
             try:
                 while not self._stopping.is_set() and not closed.done():
                     batch = await self._next_batch(closed)
-                    if batch:
-                        await self._handle(channel, dead_letters, batch)
+                    if not batch:
+                        continue
+                    # Two batches in flight: one is parsed while the other waits on Postgres.
+                    # They are two transactions, exactly as two consumers would be.
+                    while len(in_flight) >= _BATCHES_IN_FLIGHT:
+                        done, in_flight = await asyncio.wait(
+                            in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            task.result()  # a broker failure ends this connection
+                    in_flight.add(asyncio.create_task(
+                        self._handle(channel, dead_letters, batch)))
                 with contextlib.suppress(Exception):
                     await queue.cancel(tag)
+                for task in asyncio.as_completed(in_flight):
+                    await task  # finish (commit, ack) what is in hand
+                in_flight.clear()
             finally:
+                for task in in_flight:
+                    task.cancel()
                 self.metrics.broker_connected.set(0)
                 pruner.cancel()
                 closed.cancel()

@@ -16,7 +16,13 @@ from typing import Any
 import asyncpg
 
 from call_processor.calls import CallState, contribution, is_inbound, merge, stats_day
-from call_processor.events import PoisonMessage, WebhookEvent, parse_event
+from call_processor.events import (
+    CALL_EVENT_TYPES,
+    PoisonMessage,
+    WebhookEvent,
+    archived_chatter,
+    parse_event,
+)
 from call_processor.repository import (
     ORGANIZATIONS_BY_NUMBER,
     ORGANIZATIONS_BY_PHONE_NUMBER_ID,
@@ -28,6 +34,7 @@ from call_processor.repository import (
 from calltrail_common.topology import (
     HEADER_DEDUPE_KEY,
     HEADER_ENDPOINT_ID,
+    HEADER_MESSAGE_TYPE,
     HEADER_ORG_ID,
     HEADER_RECEIVED_AT,
 )
@@ -62,6 +69,8 @@ class _Parsed:
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
+    if value is None:
+        return None
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -112,13 +121,18 @@ async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Del
     outcome = BatchOutcome()
     parsed: list[_Parsed] = []
     for delivery in deliveries:
+        header_org = _as_uuid(delivery.headers.get(HEADER_ORG_ID))
+        header_type = delivery.headers.get(HEADER_MESSAGE_TYPE)
         try:
-            event = parse_event(delivery.body)
+            if header_org is not None and isinstance(header_type, str) and header_type \
+                    and header_type not in CALL_EVENT_TYPES:
+                event = archived_chatter(header_type, delivery.headers.get(HEADER_DEDUPE_KEY))
+            else:
+                event = parse_event(delivery.body, route=header_org is None)
         except PoisonMessage as poison:
             outcome.dead[delivery.tag] = str(poison)
             continue
-        parsed.append(_Parsed(delivery, event, _received_at(delivery.headers),
-                              _as_uuid(delivery.headers.get(HEADER_ORG_ID))))
+        parsed.append(_Parsed(delivery, event, _received_at(delivery.headers), header_org))
     if not parsed:
         return outcome
 
