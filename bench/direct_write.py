@@ -11,13 +11,21 @@ request, as a plain function would do it:
 3. Resolve the organization with a query: `call.assistantOverrides.metadata.orgId` looked
    up in `bench_organizations`, else the dialled number (`message.phoneNumber.number`) in
    `bench_phone_numbers`.
-4. For a status-update or end-of-call-report of a resolved call, in one transaction: upsert
-   the call row (`bench_calls`; status only moves forward, the report sets the final
-   values), upsert the lead (`bench_leads`) for an inbound call with a customer number and
-   link the call to it, and add to the organization's row for the day
-   (`bench_daily_stats`: a new call, its direction, a new lead, an ended call's duration
-   and cost, and one call event). Chatter (every other type) does only the lookup.
-5. Answer 200 `{"ok":true}` (also for an event no organization matches: it is dropped).
+4. Archive the raw event (`bench_events`), as Calltrail archives every event it accepts.
+5. For a status-update or end-of-call-report of a resolved call: upsert the call row
+   (`bench_calls`; status only moves forward, the report sets the final values), upsert
+   the lead (`bench_leads`) for an inbound call with a customer number and link the call to
+   it, and add to the organization's row for the day (`bench_daily_stats`: a new call, its
+   direction, a new lead, an ended call's duration and cost, and one call event).
+6. Answer 200 `{"ok":true}` (also for an event no organization matches: it is dropped).
+
+Each write is its own statement and its own commit, the way a function calling the
+database's REST API (supabase-js / PostgREST) or an ORM without an explicit transaction
+writes: that is the design Calltrail replaces, and the reason it double-counts when it
+fails half-way. No latency is added between the handler and the database: here it is on
+loopback, which flatters this baseline compared with a function calling a managed database.
+(With steps 4-5 wrapped in one transaction, one commit per request, ingest measured 1.23x
+its throughput in one run; with a commit per write, 1.93x.)
 
 All on a warm asyncpg pool of 10 connections (a typical setting), in one uvicorn worker
 (uvloop, httptools, access log off). `GET /counts` returns what the handler answered and
@@ -100,6 +108,13 @@ CREATE TABLE IF NOT EXISTS bench_calls (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS bench_calls_org_created ON bench_calls (org_id, created_at DESC);
+CREATE TABLE IF NOT EXISTS bench_events (
+    id bigserial PRIMARY KEY,
+    org_id uuid,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    message_type text NOT NULL,
+    body bytea NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bench_daily_stats (
     org_id uuid NOT NULL REFERENCES bench_organizations (id),
     day date NOT NULL,
@@ -117,6 +132,7 @@ CREATE TABLE IF NOT EXISTS bench_daily_stats (
 """
 
 ORGANIZATION_BY_ID = "SELECT id FROM bench_organizations WHERE id = $1"
+ARCHIVE_EVENT = "INSERT INTO bench_events (org_id, message_type, body) VALUES ($1, $2, $3)"
 ORGANIZATION_BY_NUMBER = "SELECT org_id FROM bench_phone_numbers WHERE number = $1"
 
 # Returns whether the row is new and whether this event ended the call (for the stats).
@@ -182,7 +198,8 @@ SELECT (SELECT count(*) FROM bench_organizations) AS organizations,
        (SELECT count(*) FROM bench_leads) AS leads,
        (SELECT count(*) FROM bench_daily_stats) AS daily_stats_rows,
        (SELECT coalesce(sum(calls), 0) FROM bench_daily_stats) AS daily_stats_calls,
-       (SELECT coalesce(sum(events), 0) FROM bench_daily_stats) AS daily_stats_events
+       (SELECT coalesce(sum(events), 0) FROM bench_daily_stats) AS daily_stats_events,
+       (SELECT count(*) FROM bench_events) AS events_archived
 """
 
 
@@ -276,7 +293,8 @@ async def resolve_organization(connection: asyncpg.Connection, message: dict,
 
 async def write_call_event(connection: asyncpg.Connection, org_id: uuid.UUID, message: dict,
                            call: dict) -> None:
-    """Upsert the call, the lead (inbound callers) and the day's statistics: one transaction."""
+    """Upsert the call, the lead (inbound callers) and the day's statistics, each write its
+    own statement and commit."""
     is_report = message["type"] == "end-of-call-report"
     status = "ended" if is_report else _text(message.get("status"))
     rank = _STATUS_ORDER.index(status) + 1 if status in _STATUS_ORDER else 0
@@ -296,24 +314,23 @@ async def write_call_event(connection: asyncpg.Connection, org_id: uuid.UUID, me
         summary = _text(analysis.get("summary")) or _text(message.get("summary"))
         recording = _text(artifact.get("recordingUrl")) or _text(message.get("recordingUrl"))
     ended_reason = _text(message.get("endedReason"))
-    async with connection.transaction():
-        row = await connection.fetchrow(
-            UPSERT_CALL, call["id"], org_id, direction, status, rank, ended_reason, number,
-            name, created_at, started_at, ended_at, duration, cost, transcript, summary,
-            recording, is_report)
-        new_call = row["inserted"]
-        new_lead = False
-        if direction == "inboundPhoneCall" and number and number.startswith("+"):
-            lead = await connection.fetchrow(UPSERT_LEAD, org_id, number, name,
-                                             created_at or event_at, int(new_call))
-            new_lead = lead["inserted"]
-            if row["lead_id"] != lead["id"]:
-                await connection.execute(LINK_CALL, call["id"], lead["id"])
-        column = _DIRECTIONS.get(direction or "") if new_call else None
-        await connection.execute(
-            ADD_TO_DAILY_STATS, org_id, (created_at or event_at).astimezone(dt.UTC).date(),
-            int(new_call), int(column == "inbound"), int(column == "outbound"),
-            int(column == "web"), int(new_lead), int(is_report), duration or 0, cost or 0)
+    row = await connection.fetchrow(
+        UPSERT_CALL, call["id"], org_id, direction, status, rank, ended_reason, number,
+        name, created_at, started_at, ended_at, duration, cost, transcript, summary,
+        recording, is_report)
+    new_call = row["inserted"]
+    new_lead = False
+    if direction == "inboundPhoneCall" and number and number.startswith("+"):
+        lead = await connection.fetchrow(UPSERT_LEAD, org_id, number, name,
+                                         created_at or event_at, int(new_call))
+        new_lead = lead["inserted"]
+        if row["lead_id"] != lead["id"]:
+            await connection.execute(LINK_CALL, call["id"], lead["id"])
+    column = _DIRECTIONS.get(direction or "") if new_call else None
+    await connection.execute(
+        ADD_TO_DAILY_STATS, org_id, (created_at or event_at).astimezone(dt.UTC).date(),
+        int(new_call), int(column == "inbound"), int(column == "outbound"),
+        int(column == "web"), int(new_lead), int(is_report), duration or 0, cost or 0)
 
 
 def create_app(dsn: str, secret: bytes) -> Starlette:
@@ -342,6 +359,7 @@ def create_app(dsn: str, secret: bytes) -> Starlette:
         pool: asyncpg.Pool = request.app.state.pool
         async with pool.acquire() as connection:
             org_id = await resolve_organization(connection, message, call)
+            await connection.execute(ARCHIVE_EVENT, org_id, message_type, body)
             if org_id is None:
                 counts["unresolved"] += 1
             elif message_type in CALL_EVENT_TYPES and _text(call.get("id")):
