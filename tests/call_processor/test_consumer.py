@@ -308,6 +308,10 @@ async def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(
     finally:
         if first.poll() is None:
             first.kill()
+    logs = (tmp_path / "p1.log").read_text() + (tmp_path / "p2.log").read_text()
+    assert "batch_applied" in logs  # logging did happen...
+    for personal in ("+14155550123", "Ana Ruiz", "dana@example.com", "schedule estimate"):
+        assert personal not in logs  # ...with ids and counts, never callers' data
     connection = await db.connect(database_url)
     try:
         await assert_invariants(connection)

@@ -244,7 +244,8 @@ class CallProcessor:
         reason = f"{type(error).__name__}: {error}"[:500]
         if retries >= len(delays):
             dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
-            await self._dead_letter(dead_letters, message, reason)
+            await self._dead_letter(dead_letters, message, reason,
+                                    log_reason=type(error).__name__)
             return
         retry_queue = self._topology.retry_queue(CALL_PROCESSOR, delays[retries])
         headers = {**(message.headers or {}), HEADER_RETRIES: retries + 1}
@@ -256,14 +257,18 @@ class CallProcessor:
                     retries=retries + 1, delay_ms=delays[retries], error=type(error).__name__)
 
     async def _dead_letter(self, dead_letters: AbstractExchange,
-                           message: AbstractIncomingMessage, reason: str) -> None:
+                           message: AbstractIncomingMessage, reason: str,
+                           log_reason: str | None = None) -> None:
+        """Publish to the DLQ with `reason` (for operators), then ack. The log gets
+        `log_reason` when the reason may quote data (a database error can quote a value)."""
         headers = {**(message.headers or {}), HEADER_DEAD_LETTER_REASON: reason,
                    HEADER_ORIGINAL_ROUTING_KEY: message.routing_key or ""}
         await dead_letters.publish(_copy(message, headers),
                                    routing_key=self._topology.queue(CALL_PROCESSOR),
                                    mandatory=True)
         await message.ack()
-        log.warning("event_dead_lettered", message_id=_message_id(message), reason=reason)
+        log.warning("event_dead_lettered", message_id=_message_id(message),
+                    reason=log_reason or reason)
 
     async def _prune_forever(self) -> None:
         while True:
