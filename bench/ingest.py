@@ -246,6 +246,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 @dataclass
 class Server:
     name: str
@@ -657,6 +666,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                       args.connections)
         runs = await bench.run(args.runs)
 
+        peak_rss = {server.name: peak_rss_mib(server.process.pid) for server in servers
+                    if server.process is not None}
         for server in servers:
             server.stop()
         logs = {server.name: server.log_summary() for server in servers}
@@ -677,6 +688,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": ratios,
         "goals": goals(ratios),
         "direct_write_tables": direct_tables,
+        "peak_rss_mib": peak_rss,
         "server_logs": logs,
     }
 
@@ -706,6 +718,8 @@ def main(argv: list[str] | None = None) -> Path:
           f"{tables['calls']} calls ({tables['calls_reported']} reported), {tables['leads']} "
           f"leads, {tables['daily_stats_rows']} daily_stats rows holding "
           f"{tables['daily_stats_calls']} calls and {tables['daily_stats_events']} call events")
+    print("peak RSS under this load (MiB): " + ", ".join(
+        f"{name} {rss}" for name, rss in results["peak_rss_mib"].items()))
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS_DIR / f"ingest-{stamp}.json"

@@ -24,7 +24,15 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from bench.ingest import AMQP_URL, HOST, POSTGRES_URL, Server, admin_execute, free_port
+from bench.ingest import (  # noqa: F401 - peak_rss_mib is re-exported for the others
+    AMQP_URL,
+    HOST,
+    POSTGRES_URL,
+    Server,
+    admin_execute,
+    free_port,
+    peak_rss_mib,
+)
 from bench.lifecycles import Event, Organization, fake_uuid
 from calltrail_common.db import connect, migrate
 from calltrail_common.organizations import create_organization
@@ -60,15 +68,6 @@ def event_headers(event: Event, received_ms: int) -> dict[str, Any]:
     if envelope.dedupe_key is not None:
         headers[HEADER_DEDUPE_KEY] = envelope.dedupe_key
     return headers
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM (peak resident set) of a live process, in MiB."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
 
 
 def cpu_seconds(pid: int) -> float | None:
