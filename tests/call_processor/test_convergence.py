@@ -35,7 +35,7 @@ def deliveries_for(calls, org_ids) -> list[Delivery]:
     return out
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=traffic(), data=st.data())
 async def test_any_order_and_duplicates_converge_to_one_in_order_delivery(

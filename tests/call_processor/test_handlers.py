@@ -174,3 +174,19 @@ async def test_chatter_from_an_organization_endpoint_is_archived_from_its_header
     assert dict(row) == {"org_id": org_id, "message_type": "speech-update",
                          "call_id": "db5b5fab-8f4d-4e27-9da1-494c73cf256d"}
     assert await connection.fetchval("SELECT count(*) FROM calls") == 0
+
+
+async def test_a_lead_goes_when_its_only_inbound_call_changes_number(connection,
+                                                                     org_id) -> None:
+    await apply(connection, org_id,
+                event("outbound-2-status-ringing", call_id="out", number="+14155550123"),
+                event("inbound-1-status-ringing", call_id="in", number="+14155550123"))
+    assert await connection.fetchval("SELECT call_count FROM leads") == 2
+    # A later, more authoritative snapshot says the caller was someone else.
+    corrected = event("inbound-7-end-of-call-report", call_id="in", number="+442071838750")
+    corrected["message"]["timestamp"] += 60_000
+    await apply(connection, org_id, corrected)  # invariants: stats follow, links follow
+    assert [r["phone_number"] for r in await connection.fetch(
+        "SELECT phone_number FROM leads")] == ["+442071838750"]
+    assert await connection.fetchval("SELECT lead_id FROM calls WHERE id = 'out'") is None
+    assert await connection.fetchval("SELECT sum(new_leads) FROM daily_stats") == 1

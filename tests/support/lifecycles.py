@@ -56,7 +56,12 @@ def lifecycle(draw, call_id: str) -> list[dict]:
         started = created + dt.timedelta(seconds=2)
         ended = started + dt.timedelta(seconds=draw(st.integers(1, 900)),
                                        milliseconds=draw(st.integers(0, 999)))
-        message.update({"call": call, "customer": customer,
+        report_call, report_customer = call, customer
+        if customer and draw(st.integers(0, 2)) == 0:
+            # Now and then the report corrects who the caller was: leads must follow.
+            report_customer = {**customer, "number": draw(st.sampled_from(CALLERS))}
+            report_call = {**call, "customer": report_customer}
+        message.update({"call": report_call, "customer": report_customer,
                         "startedAt": _iso(started), "endedAt": _iso(ended),
                         "cost": draw(st.sampled_from([0.2134, 0.05, 1.1, 0])),
                         "timestamp": int((ended.timestamp() + 5) * 1000)})

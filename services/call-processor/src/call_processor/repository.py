@@ -113,7 +113,11 @@ REFRESH_LEADS = """
     LEFT JOIN named ON named.lead_id = target.id
     LEFT JOIN mailed ON mailed.lead_id = target.id
     WHERE l.id = target.id
-    RETURNING l.org_id, target.old_first_inbound_at, l.first_inbound_at"""
+    RETURNING l.id, l.org_id, target.old_first_inbound_at, l.first_inbound_at"""
+# A lead exists while an inbound call has its number: one whose last inbound call changed
+# number goes (its calls are unlinked by the foreign key), and stops counting as new.
+DROP_LEADS_WITHOUT_INBOUND_CALLS = """
+    DELETE FROM leads WHERE id = ANY($1::uuid[]) AND first_inbound_at IS NULL"""
 
 ADD_TO_DAILY_STATS = """
     INSERT INTO daily_stats AS s (org_id, day, calls, inbound, outbound, web, new_leads,
@@ -255,7 +259,8 @@ class CallRepository:
     async def refresh_leads(self, inbound_callers: set[tuple[uuid.UUID, str]],
                             callers: set[tuple[uuid.UUID, str]]
                             ) -> list[tuple[uuid.UUID, dt.datetime | None, dt.datetime | None]]:
-        """Create leads for inbound callers, link calls, recompute each touched lead.
+        """Create leads for inbound callers, link calls, recompute each touched lead, and drop
+        a lead no inbound call has any more.
 
         Returns (org, first inbound call before, after) per touched lead, for statistics.
         """
@@ -267,6 +272,9 @@ class CallRepository:
         orgs, numbers = zip(*sorted(callers), strict=True)
         await self._db.execute(LINK_CALLS_TO_LEADS, list(orgs), list(numbers))
         rows = await self._db.fetch(REFRESH_LEADS, list(orgs), list(numbers))
+        orphaned = [r["id"] for r in rows if r["first_inbound_at"] is None]
+        if orphaned:
+            await self._db.execute(DROP_LEADS_WITHOUT_INBOUND_CALLS, orphaned)
         return [(r["org_id"], r["old_first_inbound_at"], r["first_inbound_at"]) for r in rows]
 
     async def add_to_daily_stats(self, deltas: dict[tuple[uuid.UUID, dt.date], StatsDelta]
