@@ -1,7 +1,8 @@
 """Every benchmark in sequence, each with its defaults: `python -m bench`.
 
     ingest      bench.ingest: ingest vs the stack's ceiling vs a direct-write function
-    processor   bench.processor: events/s from a full queue into Postgres, 1 and 2 consumers
+    processor   bench.processor: events/s from a full queue into Postgres, default and
+                call-only mixes, 1 and 2 consumers and the bare (archive-only) consumer
     end_to_end  bench.end_to_end: webhook sent -> call row visible at 500 events/s
 
 Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails

@@ -19,6 +19,12 @@ Bodies are built from the shared samples and serialized compactly, as Vapi sends
 Each call goes either to its organization's own endpoint (ingest sets `x-org-id`) or, for
 a share of calls, to the shared endpoint with `call.assistantOverrides.metadata.orgId` set
 to the organization's id, which the processor resolves.
+
+Two mixes (`MIXES`): `default`, the above; `call-only`, what an assistant whose
+`serverMessages` is just `status-update` and `end-of-call-report` sends: the same
+status-updates and a report whose transcript is 1-10 KB (answered calls; the report then
+carries the whole conversation, up to about 35 KB), and no chatter, so nearly every event
+changes a call.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ from typing import Any
 import orjson
 
 MAX_BODY_BYTES = 20 * 1024
+DEFAULT_MIX, CALL_ONLY_MIX = "default", "call-only"
+MIXES = (DEFAULT_MIX, CALL_ONLY_MIX)
+CALL_EVENT_TYPES = ("status-update", "end-of-call-report")
+CALL_ONLY_TRANSCRIPT_BYTES = (1024, 10 * 1024)
+CALL_ONLY_MAX_BODY_BYTES = 64 * 1024  # never reached: the report keeps its whole transcript
 _WORDS = ("roof", "repair", "estimate", "quote", "tuesday", "morning", "address", "window",
           "insurance", "schedule", "price", "thanks", "gutter", "leak", "afternoon", "crew",
           "shingle", "warranty", "inspection", "deposit", "friday", "siding", "attic")
@@ -133,6 +144,7 @@ class _CallBuilder:
         self.email = (f"{self.name.split()[0].lower()}@example.com"
                       if self.name and rng.random() < 0.5 else None)
         self.messages: list[dict[str, Any]] = []
+        self.max_body_bytes = MAX_BODY_BYTES
 
     def snapshot(self, status: str | None, at_ms: int) -> dict[str, Any]:
         call: dict[str, Any] = {
@@ -220,7 +232,7 @@ class _CallBuilder:
             message["messages"] = kept
             message["messagesOpenAIFormatted"] = self._openai(kept)
             body = self.body(message)
-            if len(body) <= MAX_BODY_BYTES:
+            if len(body) <= self.max_body_bytes:
                 return body
         return body
 
@@ -263,9 +275,13 @@ class _CallBuilder:
                               "stereoUrl": f"{recording}-stereo.wav"},
             }
             body = self.body(message)
-            if len(body) <= MAX_BODY_BYTES:
+            if len(body) <= self.max_body_bytes:
                 break
         return body
+
+    def transcript_bytes(self) -> int:
+        """About the length of the report's transcript so far ("AI: ..." lines)."""
+        return sum(len(m["message"]) + 6 for m in self.messages)
 
 
 def assistant_config(rng: random.Random, name: str) -> dict[str, Any]:
@@ -288,12 +304,15 @@ def assistant_config(rng: random.Random, name: str) -> dict[str, Any]:
 
 def build_call(templates: dict[str, dict[str, Any]], rng: random.Random, *,
                org: Organization, assistant: dict[str, Any], customer: tuple[str, str | None],
-               shared: bool, created_ms: int) -> Call:
-    """One call's webhooks, in the order Vapi sends them."""
+               shared: bool, created_ms: int, mix: str = DEFAULT_MIX) -> Call:
+    """One call's webhooks of `mix`, in the order Vapi sends them."""
+    call_only = mix == CALL_ONLY_MIX
     roll = rng.random()
     direction = INBOUND if roll < 0.55 else OUTBOUND if roll < 0.9 else WEB
     b = _CallBuilder(templates, rng, org=org, assistant=assistant, direction=direction,
                      shared=shared, customer=customer, created_ms=created_ms)
+    if call_only:
+        b.max_body_bytes = CALL_ONLY_MAX_BODY_BYTES
     events: list[tuple[str, bytes]] = []
     at = created_ms + rng.randint(50, 400)
     if direction == OUTBOUND:
@@ -307,8 +326,14 @@ def build_call(templates: dict[str, dict[str, Any]], rng: random.Random, *,
     if answered:
         started_ms = at
         events.append(("status-update", b.status_update("in-progress", at)))
-        # Most calls are short; one in seven runs long (its bodies reach 20 KB).
-        turns = rng.randint(3, 20) if rng.random() < 0.85 else rng.randint(21, 45)
+        if call_only:  # no chatter is sent: the conversation only fills the report
+            target = rng.randint(*CALL_ONLY_TRANSCRIPT_BYTES)
+            while b.transcript_bytes() < target:
+                at = b.say("bot" if len(b.messages) % 2 == 0 else "user",
+                           at + rng.randint(200, 1500))
+            turns = 0
+        else:  # most calls are short; one in seven runs long (its bodies reach 20 KB)
+            turns = rng.randint(3, 20) if rng.random() < 0.85 else rng.randint(21, 45)
         for turn in range(turns):
             role = "bot" if turn % 2 == 0 else "user"
             at += rng.randint(200, 1500)
@@ -327,6 +352,8 @@ def build_call(templates: dict[str, dict[str, Any]], rng: random.Random, *,
                                              reason))
     # Vapi promises no order: now and then the ended status arrives after the report.
     events.extend([report, ended] if rng.random() < 0.1 else [ended, report])
+    if call_only:
+        events = [(kind, body) for kind, body in events if kind in CALL_EVENT_TYPES]
     return Call(b.call_id, org, direction, shared, tuple(
         Event(b.call_id, kind, body, org, shared, index == 0)
         for index, (kind, body) in enumerate(events)))
@@ -337,8 +364,9 @@ class CallFactory:
 
     def __init__(self, samples_dir: Path, organizations: Sequence[Organization], *,
                  seed: int, now_ms: int, shared_share: float = 0.2,
-                 customers_per_org: int = 150) -> None:
+                 customers_per_org: int = 150, mix: str = DEFAULT_MIX) -> None:
         self.templates = load_templates(samples_dir)
+        self.mix = mix
         self.rng = random.Random(seed)
         self.organizations = list(organizations)
         self.now_ms = now_ms
@@ -355,7 +383,7 @@ class CallFactory:
             customer=self.rng.choice(self.customers[org.org_id]),
             shared=self.rng.random() < self.shared_share,
             created_ms=created_ms if created_ms is not None
-            else self.now_ms - self.rng.randint(60_000, 6 * 3_600_000))
+            else self.now_ms - self.rng.randint(60_000, 6 * 3_600_000), mix=self.mix)
 
     def calls(self, count: int) -> list[Call]:
         return [self.call() for _ in range(count)]

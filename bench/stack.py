@@ -28,6 +28,7 @@ from bench.ingest import (  # noqa: F401 - peak_rss_mib is re-exported for the o
     AMQP_URL,
     HOST,
     POSTGRES_URL,
+    REPO_ROOT,
     Server,
     admin_execute,
     free_port,
@@ -203,6 +204,15 @@ class BenchStack:
                "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)}
         server = Server(name, [str(Path(sys.executable).parent / "calltrail-processor")], env,
                         self.workdir, 0, self.workdir / f"{name}.log")
+        self.servers.append(server)
+        return server
+
+    def bare_consumer(self, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:
+        """The processor's ceiling (`bench.bare_consumer`), not started, with the same env."""
+        env = {**self._env(), "PROCESSOR_BATCH_SIZE": str(batch_size),
+               "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)}
+        server = Server(name, [sys.executable, "-m", "bench.bare_consumer"], env, REPO_ROOT, 0,
+                        self.workdir / f"{name}.log")
         self.servers.append(server)
         return server
 
