@@ -15,7 +15,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
-import pytest
 
 from call_processor.handlers import FOREIGN_CALL
 from calltrail_common import db
@@ -44,15 +43,6 @@ async def fetchval(database_url: str, query: str, *args):
     connection = await asyncpg.connect(database_url)
     try:
         return await connection.fetchval(query, *args)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def org(database_url: str):
-    connection = await db.connect(database_url)
-    try:
-        return await create_organization(connection, "Acme")
     finally:
         await connection.close()
 

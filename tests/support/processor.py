@@ -23,10 +23,11 @@ from calltrail_common.topology import (
 
 @contextlib.asynccontextmanager
 async def running_processor(database_url: str, amqp_url: str, topology: Topology,
-                            batch_size: int = 50) -> AsyncIterator[CallProcessor]:
+                            batch_size: int = 50, heartbeat_seconds: int = 3
+                            ) -> AsyncIterator[CallProcessor]:
     processor = CallProcessor(database_url=database_url, amqp_url=amqp_url, topology=topology,
                               batch_size=batch_size, batch_wait_seconds=0.01,
-                              retention_days=30)
+                              retention_days=30, heartbeat_seconds=heartbeat_seconds)
     task = asyncio.create_task(processor.run())
     try:
         yield processor

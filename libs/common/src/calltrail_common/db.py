@@ -44,14 +44,24 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+# A statement or a connect that takes longer than this is treated as a lost connection:
+# without a bound, a half-open connection (a peer gone without a FIN) hangs its caller.
+DEFAULT_COMMAND_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      command_timeout: float = DEFAULT_COMMAND_TIMEOUT_SECONDS) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+        command_timeout=command_timeout, timeout=CONNECT_TIMEOUT_SECONDS,
     )
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    connection = await asyncpg.connect(dsn)
+async def connect(dsn: str, *, command_timeout: float = DEFAULT_COMMAND_TIMEOUT_SECONDS
+                  ) -> asyncpg.Connection:
+    connection = await asyncpg.connect(dsn, command_timeout=command_timeout,
+                                       timeout=CONNECT_TIMEOUT_SECONDS)
     await _init_connection(connection)
     return connection
 

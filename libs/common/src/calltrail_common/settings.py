@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     # Prefix of every exchange and queue name, so tests and benchmarks never touch a
     # running stack on the same broker.
     amqp_prefix: str = "calltrail"
+    # AMQP heartbeat asked for by every service: a half-open broker connection is found
+    # within about 3x this (the client) or 2x (the broker), then reconnected.
+    amqp_heartbeat_seconds: int = Field(default=3, ge=1, le=60)
+    # Longest a single Postgres statement may take before it counts as a lost connection
+    # (a half-open connection would otherwise hang a consumer for ever).
+    database_command_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Secrets.
     encryption_key: SecretStr | None = None
@@ -61,8 +67,13 @@ class Settings(BaseSettings):
     # Events applied per transaction, and how long a batch waits to fill up.
     processor_batch_size: int = Field(default=200, gt=0, le=5000)
     processor_batch_wait_ms: int = Field(default=20, ge=0)
-    # Prometheus metrics of the processor (0: none). Replicas on one host: one gets it.
+    # The processor's /healthz, /readyz and /metrics (port 0: none). Replicas on one host:
+    # one gets the port.
+    processor_host: str = "0.0.0.0"  # noqa: S104
     processor_metrics_port: int = Field(default=9101, ge=0)
+    # On SIGTERM, how long the processor waits for the batches in hand to commit and be
+    # acknowledged; past it they are handed back unacknowledged (redelivered, idempotent).
+    processor_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"

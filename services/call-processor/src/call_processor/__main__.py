@@ -9,6 +9,7 @@ import sys
 from call_processor.consumer import CallProcessor
 from call_processor.metrics import ProcessorMetrics
 from calltrail_common.logging import configure_logging, get_logger
+from calltrail_common.probes import ProbeServer
 from calltrail_common.settings import SettingsError, load_settings
 from calltrail_common.topology import Topology
 
@@ -17,7 +18,6 @@ async def _run() -> None:
     settings = load_settings()
     configure_logging(settings)
     metrics = ProcessorMetrics()
-    metrics.serve(settings.processor_metrics_port)
     processor = CallProcessor(
         database_url=settings.database_url,
         amqp_url=settings.amqp_url.get_secret_value(),
@@ -25,14 +25,23 @@ async def _run() -> None:
         batch_size=settings.processor_batch_size,
         batch_wait_seconds=settings.processor_batch_wait_ms / 1000,
         retention_days=settings.event_retention_days,
+        heartbeat_seconds=settings.amqp_heartbeat_seconds,
+        command_timeout_seconds=settings.database_command_timeout_seconds,
+        shutdown_grace_seconds=settings.processor_shutdown_grace_seconds,
         metrics=metrics,
     )
+    probes = ProbeServer(metrics.registry, processor.not_ready)
+    if settings.processor_metrics_port:
+        await probes.start(settings.processor_host, settings.processor_metrics_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Finish the batch in hand (commit, ack), hand back the rest, then exit.
         loop.add_signal_handler(sig, processor.stop)
     get_logger("call_processor").info("processor_started")
-    await processor.run()
+    try:
+        await processor.run()
+    finally:
+        await probes.close()
     get_logger("call_processor").info("processor_stopped")
 
 

@@ -22,13 +22,14 @@ import time
 from collections.abc import Sequence
 
 import aio_pika
-import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from call_processor.handlers import BatchOutcome, Delivery, process_batch
 from call_processor.metrics import ProcessorMetrics
 from call_processor.repository import prune_events
+from calltrail_common import broker
+from calltrail_common.db import create_pool
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import (
     CALL_PROCESSOR,
@@ -54,14 +55,21 @@ TRANSIENT_DATABASE_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
-_PAUSE_MAX_SECONDS = 30.0
+# Pauses stay short so that processing resumes within seconds of an outage's end.
+_PAUSE_MAX_SECONDS = 5.0
+_RECONNECT_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
 _BATCHES_IN_FLIGHT = 2
+# Bounds on every wait on the broker: a peer that is gone never holds the consumer.
+_BROKER_CALL_TIMEOUT_SECONDS = 10.0
+_POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
 
 
 class CallProcessor:
     def __init__(self, *, database_url: str, amqp_url: str, topology: Topology,
                  batch_size: int, batch_wait_seconds: float, retention_days: int,
+                 heartbeat_seconds: int = 3, command_timeout_seconds: float = 30.0,
+                 shutdown_grace_seconds: float = 10.0,
                  metrics: ProcessorMetrics | None = None) -> None:
         self._database_url = database_url
         self._amqp_url = amqp_url
@@ -69,95 +77,133 @@ class CallProcessor:
         self._batch_size = batch_size
         self._batch_wait = batch_wait_seconds
         self._retention_days = retention_days
+        self._heartbeat = heartbeat_seconds
+        self._command_timeout = command_timeout_seconds
+        self._shutdown_grace = shutdown_grace_seconds
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
+        self._consuming = False
+        self._database_paused = False
         self.metrics = metrics or ProcessorMetrics()
 
     def stop(self) -> None:
         self._stopping.set()
 
+    def not_ready(self) -> list[str]:
+        """Why this consumer cannot do its work now; empty when it can (`/readyz`)."""
+        reasons = []
+        if not self._consuming:
+            reasons.append("not consuming from the broker")
+        if self._database_paused:
+            reasons.append("database unreachable: processing paused")
+        return reasons
+
     async def run(self) -> None:
-        """Consume until `stop()`; reconnect to the broker whenever the connection drops."""
+        """Consume until `stop()`; reconnect with back-off whenever the link is lost.
+
+        Whatever ends a connection (reset, broker restart, missed heartbeats, a channel the
+        broker closed, a cancelled consumer, an unexpected error) ends in a reconnect, never
+        in an idle or dead consumer: the unacknowledged messages return to the queue.
+        """
         backoff = 0.2
         while not self._stopping.is_set():
             try:
                 await self._consume_once()
                 backoff = 0.2
-            except (OSError, aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError,
-                    ConnectionError) as error:
-                log.warning("broker_unavailable", error=type(error).__name__,
+            except Exception as error:
+                log.warning("broker_link_lost", error=type(error).__name__,
                             retry_in=round(backoff, 2))
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, _RECONNECT_MAX_SECONDS)
         if self._pool is not None:
-            await self._pool.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pool.close(), 5)
 
     async def _database(self) -> asyncpg.Pool:
+        backoff = 0.25
         while self._pool is None:
             try:
-                from calltrail_common.db import create_pool
-
                 self._pool = await create_pool(self._database_url, min_size=1,
-                                               max_size=_BATCHES_IN_FLIGHT + 1)
+                                               max_size=_BATCHES_IN_FLIGHT + 1,
+                                               command_timeout=self._command_timeout)
             except TRANSIENT_DATABASE_ERRORS as error:
-                log.warning("database_unavailable", error=type(error).__name__)
-                await asyncio.sleep(1)
+                self._set_paused(True)
+                log.warning("database_unavailable", error=type(error).__name__,
+                            retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _PAUSE_MAX_SECONDS)
         return self._pool
 
+    def _set_paused(self, paused: bool) -> None:
+        self._database_paused = paused
+        self.metrics.paused.set(int(paused))
+
     async def _consume_once(self) -> None:
-        connection = await aio_pika.connect(self._amqp_url, timeout=10)
+        connection = await broker.connect(self._amqp_url, heartbeat_seconds=self._heartbeat)
+        in_flight: set[asyncio.Task[None]] = set()
+        lost: asyncio.Future[str] | None = None
+        pruner: asyncio.Task[None] | None = None
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_topology(channel, self._topology)
             await channel.set_qos(prefetch_count=self._batch_size * 2)
             dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
             queue = await channel.get_queue(self._topology.queue(CALL_PROCESSOR), ensure=False)
+            lost = await broker.watch(connection, channel)
             self._inbox = asyncio.Queue()
             tag = await queue.consume(self._inbox.put)
-            log.info("consuming", queue=queue.name)
+            self._consuming = True
             self.metrics.broker_connected.set(1)
+            log.info("consuming", queue=queue.name)
             pruner = asyncio.create_task(self._prune_forever())
-            closed = asyncio.ensure_future(connection.closed())
-            in_flight: set[asyncio.Task[None]] = set()
-            try:
-                while not self._stopping.is_set() and not closed.done():
-                    batch = await self._next_batch(closed)
-                    if not batch:
-                        continue
-                    # Two batches in flight: one is parsed while the other waits on Postgres.
-                    # They are two transactions, exactly as two consumers would be.
-                    while len(in_flight) >= _BATCHES_IN_FLIGHT:
-                        done, in_flight = await asyncio.wait(
-                            in_flight, return_when=asyncio.FIRST_COMPLETED)
-                        for task in done:
-                            task.result()  # a broker failure ends this connection
-                    in_flight.add(asyncio.create_task(
-                        self._handle(channel, dead_letters, batch)))
-                with contextlib.suppress(Exception):
-                    await queue.cancel(tag)
-                for task in asyncio.as_completed(in_flight):
-                    await task  # finish (commit, ack) what is in hand
-                in_flight.clear()
-            finally:
-                for task in in_flight:
-                    task.cancel()
-                self.metrics.broker_connected.set(0)
-                pruner.cancel()
-                closed.cancel()
-        finally:
-            # Unacknowledged messages (buffered, not yet processed) return to the queue.
+            while not self._stopping.is_set() and not lost.done():
+                batch = await self._next_batch(lost)
+                if not batch:
+                    continue
+                # Two batches in flight: one is parsed while the other waits on Postgres.
+                # They are two transactions, exactly as two consumers would be.
+                while len(in_flight) >= _BATCHES_IN_FLIGHT and not lost.done():
+                    done, _ = await asyncio.wait(
+                        [*in_flight, lost], return_when=asyncio.FIRST_COMPLETED)
+                    for task in in_flight & done:
+                        in_flight.discard(task)
+                        task.result()  # a broker failure ends this connection
+                if lost.done():
+                    break
+                in_flight.add(asyncio.create_task(
+                    self._handle(channel, dead_letters, batch)))
+            self._consuming = False
+            if lost.done():
+                raise ConnectionError(f"broker link lost: {lost.result()}")
+            # Stopping: no more deliveries; finish (commit, ack) what is in hand, within
+            # the grace period; what is left is handed back unacknowledged.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 5)
-        if not self._stopping.is_set():
-            raise ConnectionError("broker connection closed")
+                await asyncio.wait_for(queue.cancel(tag), _BROKER_CALL_TIMEOUT_SECONDS)
+            if in_flight:
+                finishing = asyncio.gather(*in_flight, return_exceptions=True)
+                await asyncio.wait([finishing, lost], timeout=self._shutdown_grace,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._consuming = False
+            self.metrics.broker_connected.set(0)
+            # Batches still running are abandoned: their messages are redelivered (the
+            # channel is gone or about to be) and applying them again is idempotent.
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            if pruner is not None:
+                pruner.cancel()
+            if lost is not None:
+                lost.cancel()
+            await broker.close_quietly(connection, 5)
 
-    async def _next_batch(self, closed: asyncio.Future) -> list[AbstractIncomingMessage]:
+    async def _next_batch(self, lost: asyncio.Future[str]) -> list[AbstractIncomingMessage]:
         stop = asyncio.ensure_future(self._stopping.wait())
         first = asyncio.ensure_future(self._inbox.get())
         try:
-            await asyncio.wait([first, stop, closed], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([first, stop, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
         if not first.done():
@@ -189,7 +235,7 @@ class CallProcessor:
             await self._dead_letter(dead_letters, by_tag[tag], reason)
         for tag in (*outcome.applied, *outcome.unassigned):
             with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
-                await by_tag[tag].ack()
+                await _ack(by_tag[tag])
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         for outcome_name, count in (("applied", len(outcome.applied)),
                                     ("unassigned", len(outcome.unassigned)),
@@ -208,12 +254,12 @@ class CallProcessor:
         while True:
             pool = await self._database()
             try:
-                async with pool.acquire() as connection:
+                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
                     outcome = await process_batch(connection, deliveries)
-                self.metrics.paused.set(0)
+                self._set_paused(False)
                 return outcome
             except TRANSIENT_DATABASE_ERRORS as error:
-                self.metrics.paused.set(1)
+                self._set_paused(True)
                 attempt += 1
                 pause = min(0.25 * 2 ** attempt, _PAUSE_MAX_SECONDS)
                 log.warning("batch_paused", error=type(error).__name__, attempt=attempt,
@@ -239,7 +285,7 @@ class CallProcessor:
 
     async def _retry_later(self, channel: AbstractChannel, message: AbstractIncomingMessage,
                            error: Exception) -> None:
-        retries = int((message.headers or {}).get(HEADER_RETRIES, 0) or 0)
+        retries = _retries(message)
         delays = CALL_PROCESSOR.retry_delays_ms
         reason = f"{type(error).__name__}: {error}"[:500]
         if retries >= len(delays):
@@ -250,8 +296,9 @@ class CallProcessor:
         retry_queue = self._topology.retry_queue(CALL_PROCESSOR, delays[retries])
         headers = {**(message.headers or {}), HEADER_RETRIES: retries + 1}
         await channel.default_exchange.publish(
-            _copy(message, headers), routing_key=retry_queue, mandatory=True)
-        await message.ack()
+            _copy(message, headers), routing_key=retry_queue, mandatory=True,
+            timeout=_BROKER_CALL_TIMEOUT_SECONDS)
+        await _ack(message)
         self.metrics.events.labels("retried").inc()
         log.warning("event_retry_scheduled", message_id=_message_id(message),
                     retries=retries + 1, delay_ms=delays[retries], error=type(error).__name__)
@@ -265,8 +312,8 @@ class CallProcessor:
                    HEADER_ORIGINAL_ROUTING_KEY: message.routing_key or ""}
         await dead_letters.publish(_copy(message, headers),
                                    routing_key=self._topology.queue(CALL_PROCESSOR),
-                                   mandatory=True)
-        await message.ack()
+                                   mandatory=True, timeout=_BROKER_CALL_TIMEOUT_SECONDS)
+        await _ack(message)
         log.warning("event_dead_lettered", message_id=_message_id(message),
                     reason=log_reason or reason)
 
@@ -274,7 +321,7 @@ class CallProcessor:
         while True:
             try:
                 pool = await self._database()
-                async with pool.acquire() as connection:
+                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
                     deleted = await prune_events(connection, self._retention_days)
                 if deleted:
                     log.info("events_pruned", deleted=deleted)
@@ -285,6 +332,16 @@ class CallProcessor:
 
 def _message_id(message: AbstractIncomingMessage) -> str:
     return message.message_id or f"tag-{message.delivery_tag}"
+
+
+def _retries(message: AbstractIncomingMessage) -> int:
+    """How often the message went through a retry queue (a header nobody else should set)."""
+    value = (message.headers or {}).get(HEADER_RETRIES, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    await asyncio.wait_for(message.ack(), _BROKER_CALL_TIMEOUT_SECONDS)
 
 
 def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:

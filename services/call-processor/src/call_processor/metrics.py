@@ -1,12 +1,8 @@
-"""The call processor's Prometheus metrics, served on PROCESSOR_METRICS_PORT."""
+"""The call processor's Prometheus metrics, served with its probes on PROCESSOR_METRICS_PORT."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from calltrail_common.logging import get_logger
-
-log = get_logger("call_processor")
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ProcessorMetrics:
@@ -25,11 +21,3 @@ class ProcessorMetrics:
         self.paused = Gauge(
             "calltrail_processor_paused", "1 while the database is unreachable.",
             registry=self.registry)
-
-    def serve(self, port: int) -> None:
-        if not port:
-            return
-        try:
-            start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
-        except OSError as error:  # another replica on this host has the port: run without
-            log.warning("metrics_port_unavailable", port=port, error=str(error))

@@ -198,6 +198,7 @@ def create_app(settings: Settings) -> ASGIApp:
             settings.amqp_url.get_secret_value(),
             Topology(settings.amqp_prefix),
             confirm_timeout=settings.ingest_confirm_timeout_seconds,
+            heartbeat_seconds=settings.amqp_heartbeat_seconds,
             observe_publish=ingest_metrics.publish_seconds.observe,
         )
         outbox = Outbox(broker, spool, spool_root)

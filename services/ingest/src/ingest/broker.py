@@ -4,6 +4,9 @@
 within the timeout, it raises `BrokerUnavailable` at once and the outbox spools the event.
 The connection loop declares the topology on every (re)connect, so ingest starts and takes
 webhooks even while the broker is unreachable, and recreates what an operator deleted.
+It reconnects whenever the link is lost however it was lost (`calltrail_common.broker.watch`:
+reset, broker restart, missed heartbeats, a channel the broker closed) and after any failed
+publish, so a half-dead or misconfigured link is replaced rather than trusted.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import time
 from collections.abc import Callable
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
+from calltrail_common import broker
+from calltrail_common.broker import BROKER_ERRORS
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology, declare_topology
 from ingest.payload import AcceptedEvent
@@ -38,9 +42,11 @@ class BrokerPublisher:
         topology: Topology,
         *,
         confirm_timeout: float,
+        heartbeat_seconds: int = 3,
         observe_publish: Callable[[float], None] | None = None,
     ) -> None:
         self._url = amqp_url
+        self._heartbeat = heartbeat_seconds
         self._topology = topology
         self._confirm_timeout = confirm_timeout
         # Called after every (re)connect; the outbox sets it to start draining the spool.
@@ -90,8 +96,9 @@ class BrokerPublisher:
             # A broker that stops confirming may be half-dead: reconnect to find out.
             self._reconnect.set()
             raise BrokerUnavailable("no confirm in time") from None
-        except (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError,
-                ConnectionError, RuntimeError) as error:
+        except BROKER_ERRORS as error:
+            # Refused, returned (a binding gone: the reconnect declares it again) or closed.
+            self._reconnect.set()
             raise BrokerUnavailable(type(error).__name__) from None
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
@@ -100,13 +107,14 @@ class BrokerPublisher:
         backoff = _BACKOFF_INITIAL_SECONDS
         while not self._closing:
             try:
-                self._connection = await aio_pika.connect(self._url, timeout=5)
+                self._connection = await broker.connect(
+                    self._url, heartbeat_seconds=self._heartbeat, connect_timeout_seconds=5)
                 self._channel = await self._connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                self._exchange = await declare_topology(self._channel, self._topology)
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError,
-                    aiormq.exceptions.AMQPError) as error:
+                exchange = await declare_topology(self._channel, self._topology)
+                lost = await broker.watch(self._connection, self._channel)
+            except BROKER_ERRORS as error:
                 log.warning("broker_connect_failed", error=type(error).__name__,
                             retry_in=round(backoff, 2))
                 await self._drop_connection()
@@ -115,23 +123,23 @@ class BrokerPublisher:
                 continue
             backoff = _BACKOFF_INITIAL_SECONDS
             self._reconnect.clear()
+            self._exchange = exchange
             log.info("broker_connected")
             if self.on_connected is not None:
                 self.on_connected()
             reconnect = asyncio.ensure_future(self._reconnect.wait())
-            await asyncio.wait(
-                [asyncio.ensure_future(self._connection.closed()),
-                 asyncio.ensure_future(self._channel.closed()), reconnect],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            reconnect.cancel()
-            log.warning("broker_connection_lost")
+            try:
+                await asyncio.wait([lost, reconnect], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                reconnect.cancel()
+                lost.cancel()
+            log.warning("broker_connection_lost",
+                        reason=lost.result() if lost.done() and not lost.cancelled()
+                        else "reconnect requested")
             await self._drop_connection()
 
     async def _drop_connection(self) -> None:
         self._exchange = None
         self._channel = None
         connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=2)
+        await broker.close_quietly(connection)

@@ -1,0 +1,90 @@
+"""RabbitMQ connections that notice when they are gone, for every service.
+
+aio-pika's `Connection.closed()` resolves only after an explicit `close()`: a connection
+reset by the network, a broker restart or missed heartbeats leave it pending for ever, and a
+consumer waiting on it stays idle for good. So no service waits on it. Each opens its
+connection with `connect` (heartbeats on, so a half-open connection is found within a few
+seconds) and waits on `watch(...)`, which resolves with a reason as soon as the connection
+or any watched channel closes, however it closed, or the broker cancels a consumer (a
+deleted queue). The service then drops everything and reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+# Every error that means "the broker or the link to it is gone or refused us": reconnect.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    RuntimeError,  # aio-pika: "Connection was not opened", "Channel was not opened"
+)
+
+
+def with_heartbeat(url: str, heartbeat_seconds: int) -> str:
+    """`url` asking for `heartbeat_seconds` heartbeats, unless it names its own."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "heartbeat" for name, _ in query):
+        return url
+    query.append(("heartbeat", str(heartbeat_seconds)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def connect(url: str, *, heartbeat_seconds: int,
+                  connect_timeout_seconds: float = 10.0) -> AbstractConnection:
+    """A plain (not robust) connection: the caller owns reconnecting, with `watch`."""
+    return await aio_pika.connect(with_heartbeat(url, heartbeat_seconds),
+                                  timeout=connect_timeout_seconds)
+
+
+async def watch(connection: AbstractConnection, *channels: AbstractChannel
+                ) -> asyncio.Future[str]:
+    """A future that resolves, with why, when the link is no longer usable.
+
+    It resolves when `connection` or any of `channels` closes (reset, heartbeat timeout,
+    broker shutdown, a channel closed by the broker for a protocol error) or when the broker
+    cancels a consumer on one of `channels`. Never cancelled by the callbacks it registers;
+    the caller cancels it when done.
+    """
+    lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def mark(reason: str) -> None:
+        if not lost.done():
+            lost.set_result(reason)
+
+    def on_connection_close(_sender: Any, error: BaseException | None = None) -> None:
+        mark(f"connection closed ({type(error).__name__ if error else 'no error'})")
+
+    def on_channel_close(_sender: Any, error: BaseException | None = None) -> None:
+        mark(f"channel closed ({type(error).__name__ if error else 'no error'})")
+
+    def on_consumer_cancel(_frame: Any) -> None:
+        mark("consumer cancelled by the broker")
+
+    connection.close_callbacks.add(on_connection_close)
+    for channel in channels:
+        channel.close_callbacks.add(on_channel_close)
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(on_consumer_cancel)
+    if connection.is_closed or any(channel.is_closed for channel in channels):
+        mark("closed before it was watched")
+    return lost
+
+
+async def close_quietly(connection: AbstractConnection | None,
+                        wait_seconds: float = 2.0) -> None:
+    """Close `connection` if it is open, waiting at most `wait_seconds`; never raises (a
+    link that is already gone is what we wanted)."""
+    if connection is None or connection.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), wait_seconds)
