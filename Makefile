@@ -39,5 +39,6 @@ demo: install
 bench: install services
 	$(VENV)/bin/python -m bench
 
-lint: install
+lint: install  ## ruff, and mypy (strict on the domain rules: see pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -69,7 +70,8 @@ async def register(connection: asyncpg.Connection, org_id: uuid.UUID, number: st
     return True
 
 
-async def unassigned(connection: asyncpg.Connection, limit: int = 1000) -> list[dict]:
+async def unassigned(connection: asyncpg.Connection, limit: int = 1000
+                     ) -> list[dict[str, Any]]:
     return [dict(r) for r in await connection.fetch(UNASSIGNED, limit)]
 
 

@@ -10,7 +10,8 @@ import asyncio
 import datetime as dt
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -165,7 +166,7 @@ async def _events_replay(settings: Settings, args: argparse.Namespace) -> None:
     _print_json({"orgId": str(org_id), "replayed": replayed})
 
 
-Command = Callable[[Settings, argparse.Namespace], Awaitable[None]]
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]
 
 
 def _parser() -> argparse.ArgumentParser:

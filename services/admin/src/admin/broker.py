@@ -73,6 +73,10 @@ async def republish(channel: AbstractChannel, topology: Topology,
     return len(events)
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _reason(headers: dict[str, Any]) -> str:
     if HEADER_DEAD_LETTER_REASON in headers:
         return str(headers[HEADER_DEAD_LETTER_REASON])
@@ -92,8 +96,8 @@ async def dead_letters(channel: AbstractChannel, topology: Topology, *, replay: 
     while (message := await queue.get(no_ack=False, fail=False)) is not None:
         headers = dict(message.headers or {})
         seen.append(DeadLetter(message.message_id, _reason(headers),
-                               headers.get(HEADER_MESSAGE_TYPE),
-                               headers.get(HEADER_DEDUPE_KEY)))
+                               _text(headers.get(HEADER_MESSAGE_TYPE)),
+                               _text(headers.get(HEADER_DEDUPE_KEY))))
         if replay:
             clean = {k: v for k, v in headers.items() if k not in _ATTEMPT_HEADERS}
             await channel.default_exchange.publish(

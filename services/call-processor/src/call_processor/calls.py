@@ -148,7 +148,7 @@ def stats_day(state: CallState) -> dt.date | None:
     """The UTC day a call counts on: when Vapi created it (else started, ended, last heard)."""
     for name in ("created_at", "started_at", "ended_at"):
         moment = state.values.get(name)
-        if moment is not None:
+        if isinstance(moment, dt.datetime):
             return moment.astimezone(dt.UTC).date()
     at = state.last_event_at
     return at.date() if at is not None else None

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -165,8 +166,8 @@ class CallProcessor:
                 # Two batches in flight: one is parsed while the other waits on Postgres.
                 # They are two transactions, exactly as two consumers would be.
                 while len(in_flight) >= _BATCHES_IN_FLIGHT and not lost.done():
-                    done, _ = await asyncio.wait(
-                        [*in_flight, lost], return_when=asyncio.FIRST_COMPLETED)
+                    waiting: list[asyncio.Future[Any]] = [*in_flight, lost]
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     for task in in_flight & done:
                         in_flight.discard(task)
                         task.result()  # a broker failure ends this connection
@@ -182,7 +183,8 @@ class CallProcessor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(queue.cancel(tag), _BROKER_CALL_TIMEOUT_SECONDS)
             if in_flight:
-                finishing = asyncio.gather(*in_flight, return_exceptions=True)
+                finishing: asyncio.Future[Any] = asyncio.gather(*in_flight,
+                                                                return_exceptions=True)
                 await asyncio.wait([finishing, lost], timeout=self._shutdown_grace,
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -200,8 +202,8 @@ class CallProcessor:
             await broker.close_quietly(connection, 5)
 
     async def _next_batch(self, lost: asyncio.Future[str]) -> list[AbstractIncomingMessage]:
-        stop = asyncio.ensure_future(self._stopping.wait())
-        first = asyncio.ensure_future(self._inbox.get())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
+        first: asyncio.Future[Any] = asyncio.ensure_future(self._inbox.get())
         try:
             await asyncio.wait([first, stop, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -106,8 +106,9 @@ async def _resolve(repo: CallRepository, items: Sequence[_Parsed]
             resolved[p.delivery.message_id] = p.header_org
             continue
         routing = p.event.routing
-        candidates = [u for i in routing.metadata_org_ids
-                      if (u := _as_uuid(i)) is not None and u in known_orgs]
+        candidates: list[uuid.UUID | None] = [
+            u for i in routing.metadata_org_ids
+            if (u := _as_uuid(i)) is not None and u in known_orgs]
         candidates += [by_phone_id.get(routing.phone_number_id or ""),
                        by_number.get(routing.dialled_number or ""),
                        by_vapi_org.get(routing.vapi_org_id or "")]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
+from aiormq.abc import FieldValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -109,7 +110,7 @@ async def accept_webhook(state: IngestState, endpoint_id: str | None,
         if not _json_media_type(headers.get("content-type")):
             raise UnsupportedMediaType
         envelope = read_envelope(body)
-        event_headers: dict[str, str | int] = {
+        event_headers: dict[str, FieldValue] = {
             HEADER_RECEIVED_AT: int(time.time() * 1000),
             HEADER_ENDPOINT_ID: endpoint_id or SHARED_ENDPOINT,
             HEADER_MESSAGE_TYPE: envelope.message_type,

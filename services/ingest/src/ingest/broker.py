@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
@@ -127,7 +128,7 @@ class BrokerPublisher:
             log.info("broker_connected")
             if self.on_connected is not None:
                 self.on_connected()
-            reconnect = asyncio.ensure_future(self._reconnect.wait())
+            reconnect: asyncio.Future[Any] = asyncio.ensure_future(self._reconnect.wait())
             try:
                 await asyncio.wait([lost, reconnect], return_when=asyncio.FIRST_COMPLETED)
             finally:

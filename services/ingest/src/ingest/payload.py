@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+from aiormq.abc import FieldValue
 
 from ingest.errors import InvalidPayload
 
@@ -18,7 +19,7 @@ class AcceptedEvent:
 
     message_id: str
     routing_key: str
-    headers: dict[str, str | int]
+    headers: dict[str, FieldValue]
     body: bytes
 
 

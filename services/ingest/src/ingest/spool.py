@@ -306,7 +306,7 @@ def claim_slot(root: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> Spo
 
 def adopt_orphans(root: Path, own: Spool) -> list[Spool]:
     """Lock every other slot whose owner is gone and that still holds events."""
-    adopted = []
+    adopted: list[Spool] = []
     if not root.is_dir():
         return adopted
     for entry in sorted(os.listdir(root)):
