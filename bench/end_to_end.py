@@ -178,6 +178,19 @@ class RunState:
     sending: bool = True
 
 
+async def read_answer(reader: asyncio.StreamReader, seconds: float) -> int:
+    """Read one HTTP/1.1 answer (head and Content-Length body); its status code."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), seconds)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await asyncio.wait_for(reader.readexactly(length), seconds)
+    return int(head[9:12])
+
+
 async def send(pool: ConnectionPool, state: RunState, request: Request, scheduled: float,
                measured: bool) -> None:
     try:
@@ -193,16 +206,9 @@ async def send(pool: ConnectionPool, state: RunState, request: Request, schedule
         state.outstanding.add(request.event.call_id)
     try:
         writer.write(request.raw)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length:
-            await asyncio.wait_for(reader.readexactly(length), REQUEST_TIMEOUT_SECONDS)
+        status = await read_answer(reader, REQUEST_TIMEOUT_SECONDS)
         state.answer_seconds.append(time.perf_counter() - sent)
-        state.statuses[int(head[9:12])] += 1
+        state.statuses[status] += 1
         pool.put(connection)
     except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError) as error:

@@ -270,7 +270,8 @@ class Server:
         return f"http://{HOST}:{self.port}{WEBHOOK_PATH}"
 
     def start(self) -> None:
-        with self.log_path.open("wb") as log:
+        # Appended: a server restarted by the fault suite keeps the log of its earlier life.
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd,
                                             stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT)

@@ -89,8 +89,9 @@ def machine_cpu_ticks() -> tuple[int, int]:
 class BenchStack:
     """Prefix, database, organizations and processes of one benchmark invocation."""
 
-    def __init__(self) -> None:
+    def __init__(self, amqp_url: str = AMQP_URL) -> None:
         bench_id = uuid.uuid4().hex[:8]
+        self.amqp_url = amqp_url  # the fault suite runs on a RabbitMQ node of its own
         self.prefix = f"bench-{bench_id}"
         self.database = f"calltrail_bench_{bench_id}"
         self.database_url = f"{POSTGRES_URL}/{self.database}"
@@ -103,7 +104,7 @@ class BenchStack:
 
     async def __aenter__(self) -> BenchStack:
         self._exit.callback(shutil.rmtree, self.workdir, ignore_errors=True)
-        self._connection = await aio_pika.connect(AMQP_URL, timeout=10)
+        self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
         self._exit.push_async_callback(self._delete_topology)
         self.channel = await self._connection.channel(publisher_confirms=True)
         await declare_topology(self.channel, self.topology)
@@ -117,6 +118,15 @@ class BenchStack:
         for server in self.servers:
             server.stop()
         await self._exit.aclose()
+
+    async def reconnect(self) -> None:
+        """A new broker connection and channel (after the broker was restarted)."""
+        old = self._connection
+        self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
+        self.channel = await self._connection.channel(publisher_confirms=True)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 2)
 
     async def _delete_topology(self) -> None:
         assert self._connection is not None
@@ -195,7 +205,7 @@ class BenchStack:
     def _env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
                 "HOME": os.environ.get("HOME", str(self.workdir)),
-                "DATABASE_URL": self.database_url, "AMQP_URL": AMQP_URL,
+                "DATABASE_URL": self.database_url, "AMQP_URL": self.amqp_url,
                 "AMQP_PREFIX": self.prefix, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
 
     def processor(self, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:

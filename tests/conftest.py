@@ -28,11 +28,11 @@ import httpx
 import pytest
 import uvicorn
 
+from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology, delete_topology
 from ingest.app import create_app
-from tests.support.tcp_proxy import TcpProxy
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
@@ -27,7 +28,6 @@ from tests.conftest import (
     wait_for_broker,
 )
 from tests.support.broker import drain_queue
-from tests.support.tcp_proxy import TcpProxy
 
 AUTH = {"x-vapi-secret": WEBHOOK_SECRET, "content-type": "application/json"}
 

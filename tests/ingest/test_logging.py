@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
 from tests.conftest import WEBHOOK_SECRET, proxied_amqp_url
 from tests.support.samples import sample_bytes, webhook_samples
-from tests.support.tcp_proxy import TcpProxy
 
 PERSONAL_DATA = ["+14155550123", "Ana Ruiz", "dana@example.com", "+442071838750",
                  "schedule estimate price", "storage.vapi.ai"]

@@ -1,0 +1,177 @@
+"""A RabbitMQ node of the fault suite's own, so that it can be stopped and started for real.
+
+The machine's node (`rabbit@localhost`, port 5672) is shared and never touched: this one
+has its own node name, AMQP and distribution ports (loopback only), data and log
+directories under a temp dir, an empty plugin list, and its own Erlang cookie (a `HOME` of
+its own), so `rabbitmqctl` run from here cannot even authenticate to the shared node.
+`/etc/rabbitmq/rabbitmq-env.conf` is not read (`RABBITMQ_CONF_ENV_FILE` points to an empty
+file): it pins the node name.
+
+Run as root, the node and `rabbitmqctl` run as the `rabbitmq` user (`runuser`), as the
+distribution's scripts do; its directories are chowned to it. `stop()` halts the node and
+waits for the process to exit; `start()` again reuses the same data directory, so durable
+quorum queues keep their messages across a real restart. `destroy()` stops it and removes
+the directory; it is registered with `atexit` too, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HOST = "127.0.0.1"
+SBIN = Path("/usr/lib/rabbitmq/bin")  # Debian's real scripts (/usr/sbin wraps them in su)
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+CTL_TIMEOUT_SECONDS = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _program(name: str) -> str:
+    found = SBIN / name
+    if found.exists():
+        return str(found)
+    on_path = shutil.which(name)
+    if on_path is None:
+        raise RuntimeError(f"{name} not found: install rabbitmq-server")
+    return on_path
+
+
+class RabbitNode:
+    def __init__(self) -> None:
+        self.name = f"calltrail-chaos-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = _free_port()
+        self.dist_port = _free_port()
+        self.base = Path(tempfile.mkdtemp(prefix="calltrail-rabbit-"))
+        self._user = "rabbitmq" if os.geteuid() == 0 else None
+        self._running = False
+        self._prepared = False
+        atexit.register(self.destroy)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{HOST}:{self.port}/"
+
+    def _prepare(self) -> None:
+        home = self.base / "home"
+        for directory in (home, self.base / "mnesia", self.base / "log"):
+            directory.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16))
+        cookie.chmod(0o400)
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = {HOST}:{self.port}\nloopback_users = none\n")
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq-env.conf").write_text("")
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            for path in [self.base, *self.base.rglob("*")]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._prepared = True
+
+    def _env(self) -> list[str]:
+        return [f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", "LANG=C.UTF-8",
+                f"HOME={self.base / 'home'}",
+                f"RABBITMQ_CONF_ENV_FILE={self.base / 'rabbitmq-env.conf'}",
+                f"RABBITMQ_CONFIG_FILE={self.base / 'rabbitmq.conf'}",
+                f"RABBITMQ_NODENAME={self.name}",
+                f"RABBITMQ_DIST_PORT={self.dist_port}",
+                f"RABBITMQ_MNESIA_BASE={self.base / 'mnesia'}",
+                f"RABBITMQ_LOG_BASE={self.base / 'log'}",
+                f"RABBITMQ_PID_FILE={self.base / 'node.pid'}",
+                f"RABBITMQ_ENABLED_PLUGINS_FILE={self.base / 'enabled_plugins'}",
+                "ERL_EPMD_ADDRESS=127.0.0.1",
+                "ERL_FLAGS=-kernel inet_dist_use_interface {127,0,0,1}"]
+
+    def _run(self, program: str, *args: str,
+             timeout: float = CTL_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
+        command = ["env", "-i", *self._env(), _program(program), *args]
+        if self._user is not None:
+            command = ["runuser", "-u", self._user, "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              cwd=self.base, check=False)
+
+    def _ctl(self, *args: str, timeout: float = CTL_TIMEOUT_SECONDS) -> bool:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self._run("rabbitmqctl", "-n", self.name, *args,
+                             timeout=timeout).returncode == 0
+        return False
+
+    def _accepts(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1):
+            return True
+        return False
+
+    def start(self) -> float:
+        """Start the node (data kept from a previous start); seconds until it takes AMQP."""
+        if not self._prepared:
+            self._prepare()
+        started = time.monotonic()
+        result = self._run("rabbitmq-server", "-detached")
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmq-server -detached failed: {result.stderr[-2000:]}")
+        self._running = True
+        deadline = started + START_TIMEOUT_SECONDS
+        # await_startup fails at once until the node has registered with epmd: poll it.
+        while not (self._ctl("await_startup", "--timeout", "10", timeout=15)
+                   and self._accepts()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RabbitMQ node {self.name} did not start in "
+                                   f"{START_TIMEOUT_SECONDS} s:\n{self.log_tail()}")
+            time.sleep(0.3)
+        return time.monotonic() - started
+
+    def stop(self) -> float:
+        """Stop the node for real and wait for its process to exit; seconds it took."""
+        started = time.monotonic()
+        if self._running:
+            # Given the pid file, `stop` returns only once the OS process has exited.
+            if not self._ctl("stop", str(self.base / "node.pid"),
+                             timeout=STOP_TIMEOUT_SECONDS):
+                self._kill_by_pid()
+            self._running = False
+        return time.monotonic() - started
+
+    def _kill_by_pid(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.base / "node.pid").read_text().strip())
+            os.kill(pid, 9)
+
+    def destroy(self) -> None:
+        """Stop the node if it runs and remove everything it had; safe to call twice."""
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+        atexit.unregister(self.destroy)
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            log = self.base / "log" / f"{self.name}.log"
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def __enter__(self) -> RabbitNode:
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
