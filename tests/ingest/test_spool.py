@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.payload import AcceptedEvent
-from ingest.spool import adopt_orphans, claim_slot, encode_frame
+from ingest.spool import SpoolUnavailable, adopt_orphans, claim_slot, encode_frame
 
 
 def event(n: int, size: int = 10) -> AcceptedEvent:
@@ -98,3 +102,44 @@ async def test_any_mix_of_appends_replays_and_crashes_loses_and_reorders_nothing
     spool.close()
     assert replayed == appended
     assert not [p for p in os.listdir(spool.directory) if p.endswith(".seg")]
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size_kib: int) -> Iterator[Path]:
+    """A tmpfs of `size_kib` KiB: a disk that really fills up (root only; CI runs as root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs",
+                    str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+async def test_a_full_disk_refuses_events_and_once_space_is_back_every_accepted_one_replays(
+        tmp_path: Path) -> None:
+    with small_disk(tmp_path, 256) as disk:
+        spool = claim_slot(disk / "spool")
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (256 * 1024 - 24 * 1024))  # leave about 24 KiB
+        accepted, refused = [], 0
+        for n in range(40):  # ~2 KiB each: the disk fills part-way through a group
+            try:
+                await spool.append(event(n, size=2000))
+                accepted.append(f"m{n}")
+            except SpoolUnavailable:
+                refused += 1
+        assert refused and accepted, (accepted, refused)
+        assert spool.backlog == len(accepted)
+        assert not spool.is_writable()  # ingest's /readyz says so while the disk is full
+        filler.unlink()  # an operator frees space
+        for n in range(100, 105):
+            await spool.append(event(n, size=2000))
+            accepted.append(f"m{n}")
+        # Nothing refused comes back, nothing accepted is missing, order is kept, and the
+        # replay is not stuck behind a torn frame the full disk left in a segment.
+        assert [e.message_id for e in replay_all(spool, batch=7)] == accepted
+        spool.close()
+

@@ -43,6 +43,9 @@ _META_LENGTH = struct.Struct(">I")
 _SEGMENT_NAME = re.compile(r"^(\d{12})\.seg$")
 _SLOT_NAME = re.compile(r"^slot-(\d+)$")
 DEFAULT_SEGMENT_BYTES = 32 * 1024 * 1024
+# Below this much free space the spool reports itself unwritable (readiness), before appends
+# start failing: the room for a few large webhooks.
+_MIN_FREE_BYTES = 1024 * 1024
 
 
 class SpoolUnavailable(Exception):
@@ -178,7 +181,7 @@ class Spool:
                 try:
                     await loop.run_in_executor(self._executor, self._write_and_sync, frames)
                 except OSError as error:
-                    self._close_file()
+                    self._abandon_segment()
                     for _, future in batch:
                         future.set_exception(SpoolUnavailable(str(error)))
                     log.error("spool_write_failed", error=str(error), events=len(batch))
@@ -210,6 +213,19 @@ class Spool:
             written += os.write(self._file, data[written:])
         os.fsync(self._file)
         self._write_size += len(data)
+
+    def _abandon_segment(self) -> None:
+        """After a failed write (disk full, read-only, I/O error) the segment may end in part
+        of a frame: it is cut back where it can be, and in any case nothing more is appended
+        to it. Readers stop at its last durable byte; the next append opens a new segment, so
+        no later frame sits behind a torn one where the replay could never reach it."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file, self._write_size)
+        self._close_file()
+        self._durable_size.setdefault(self._write_segment, self._write_size)
+        self._write_segment += 1
+        self._write_size = 0
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -273,7 +289,16 @@ class Spool:
         os.replace(tmp, self.directory / "cursor")
 
     def is_writable(self) -> bool:
-        return self.writable and os.access(self.directory, os.W_OK) and self.directory.is_dir()
+        """Whether an append can succeed now: a writable directory (not a read-only mount)
+        with room for at least one more large event."""
+        if not (self.writable and self.directory.is_dir()
+                and os.access(self.directory, os.W_OK)):
+            return False
+        try:
+            stats = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize >= _MIN_FREE_BYTES
 
     def close(self) -> None:
         self._close_file()
