@@ -1,7 +1,8 @@
 """Making an accepted webhook durable: the broker's confirm, or else an fsync in the spool.
 
 Rule: while the spool holds events not yet re-published, new events are spooled too, so the
-broker receives everything in the order ingest accepted it. The replayer drains the spool
+broker receives everything in the order ingest accepted it; only when the spool cannot take
+an event is it published directly, out of order, rather than refused. The replayer drains the spool
 (this process's slot first, then slots left behind by dead processes) whenever the broker
 is connected, committing its read position only after the broker confirmed each batch.
 """
@@ -60,6 +61,12 @@ class Outbox:
         try:
             await self._spool.append(event)
         except SpoolUnavailable as error:
+            # The spool is full or broken while it still holds a backlog: a broker that takes
+            # the event now beats a 503 (the processor does not depend on order).
+            if self._broker.connected:
+                with contextlib.suppress(BrokerUnavailable):
+                    await self._broker.publish(event)
+                    return Kept.PUBLISHED
             log.error("event_not_durable", reason=str(error), message_id=event.message_id)
             raise Unavailable from None
         self._wake.set()
