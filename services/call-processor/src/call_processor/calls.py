@@ -88,11 +88,20 @@ class CallState:
         return dt.datetime.fromtimestamp(self.last_event_ms / 1000, tz=dt.UTC)
 
 
-def _version_of(state: CallState, name: str) -> Version | None:
+def _wins(state: CallState, name: str, value: Any, authority: int, event_ms: int) -> bool:
+    """Whether (authority, event_ms, canonical(value)) outranks the field's current version.
+
+    The value is only encoded on a tie of (authority, event time): that is rare except for
+    a duplicate, and a transcript is many kilobytes.
+    """
     stored = state.versions.get(name)
     if stored is None:
-        return None
-    return (stored[0], stored[1], canonical(state.values.get(name)))
+        return True
+    key = (authority, event_ms)
+    if key != stored:
+        return key > stored
+    current: Version = (stored[0], stored[1], canonical(state.values.get(name)))
+    return (authority, event_ms, canonical(value)) > current
 
 
 def merge(state: CallState, observation: Observation) -> CallState:
@@ -102,9 +111,7 @@ def merge(state: CallState, observation: Observation) -> CallState:
     for name, (value, authority) in observation.values.items():
         if value is None:
             continue  # absent: never erases
-        candidate: Version = (authority, observation.event_ms, canonical(value))
-        current = _version_of(state, name)
-        if current is None or candidate > current:
+        if _wins(state, name, value, authority, observation.event_ms):
             values[name] = value
             versions[name] = (authority, observation.event_ms)
     status = state.status

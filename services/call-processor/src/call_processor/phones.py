@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 
+# Callers come back and every event of a call repeats its numbers: parsing is the costly part.
+@functools.lru_cache(maxsize=8192)
 def to_e164(raw: str | None) -> str | None:
     """`raw` as E.164 ("+14155550123"), or None when it is not a phone number.
 
