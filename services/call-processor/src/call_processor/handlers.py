@@ -1,26 +1,30 @@
 """Apply a batch of webhook events to calls, leads and statistics, in one transaction.
 
 `process_batch` decides, per delivery, one of: applied (commit, then ack), dead letter
-(a reason it can never be processed), or, by raising, that the whole batch is retried.
+(a reason it can never be processed), or, by raising, that the whole batch is retried. It is
+`prepare_batch` (parsing, no I/O) then `apply_batch` (the transaction), which a consumer may
+call apart: one batch is parsed while another is applied.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from call_processor.calls import CallState, contribution, is_inbound, merge, stats_day
+from call_processor.calls import CallState, Observation, contribution, is_inbound, merge
 from call_processor.events import (
     CALL_EVENT_TYPES,
     PoisonMessage,
     WebhookEvent,
     archived_chatter,
+    header_text,
     parse_event,
 )
 from call_processor.repository import (
@@ -28,6 +32,7 @@ from call_processor.repository import (
     ORGANIZATIONS_BY_PHONE_NUMBER_ID,
     ORGANIZATIONS_BY_VAPI_ORG,
     ArchivedEvent,
+    CallChange,
     CallRepository,
     StatsDelta,
 )
@@ -80,7 +85,8 @@ def _as_uuid(value: Any) -> uuid.UUID | None:
 def _received_at(headers: Mapping[str, Any]) -> dt.datetime:
     value = headers.get(HEADER_RECEIVED_AT)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+        with contextlib.suppress(OverflowError, ValueError, OSError):  # NaN, past year 9999
+            return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
     return dt.datetime.now(dt.UTC)
 
 
@@ -116,24 +122,95 @@ async def _resolve(repo: CallRepository, items: Sequence[_Parsed]
     return resolved
 
 
+def _merged(state: CallState | None, call_id: str, org: uuid.UUID,
+            observed: Sequence[tuple[uuid.UUID, Observation]]) -> CallState:
+    """`state` with every observation made for `org` (one for another is dead-lettered)."""
+    merged = state or CallState(call_id=call_id)
+    for observation_org, observation in observed:
+        if observation_org == org:
+            merged = merge(merged, observation)
+    return merged
+
+
+async def _apply_to_calls(repo: CallRepository,
+                          observed: Mapping[str, Sequence[tuple[uuid.UUID, Observation]]]
+                          ) -> dict[str, CallChange]:
+    """Lock the stored calls and merge into them; insert the others, merged, for the
+    organization of their first event."""
+    changes: dict[str, CallChange] = {}
+    pending = list(observed)
+    while pending:
+        for call_id, row in (await repo.lock_calls(pending)).items():
+            changes[call_id] = CallChange(row.org_id, row.state, _merged(
+                row.state, call_id, row.org_id, observed[call_id]))
+        new = {call_id: (observed[call_id][0][0], _merged(
+                   None, call_id, observed[call_id][0][0], observed[call_id]))
+               for call_id in pending if call_id not in changes}
+        if not new:
+            break
+        for call_id in await repo.insert_calls(new):
+            org, state = new[call_id]
+            changes[call_id] = CallChange(org, None, state)
+        pending = [call_id for call_id in new if call_id not in changes]  # inserted meanwhile
+    return changes
+
+
+# What a call's lead and its link to it are computed from (repository.REFRESH_LEADS).
+_LEAD_FIELDS = ("direction", "created_at", "started_at", "customer_number", "customer_name",
+                "customer_email", "structured_data")
+
+
+def _changed(before: CallState, after: CallState, names: Iterable[str]) -> bool:
+    """Whether `merge` replaced any of these fields (it keeps the very value otherwise)."""
+    return any(after.values.get(name) is not before.values.get(name) for name in names)
+
+
+def _unchanged(before: CallState, after: CallState) -> bool:
+    return (before.status == after.status and before.report_received == after.report_received
+            and before.last_event_ms == after.last_event_ms
+            and before.versions == after.versions and not _changed(before, after, after.values))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """Deliveries parsed at the edge: the poison among them, and the events of the others."""
+
+    poison: Mapping[int, str]  # delivery tag -> reason
+    parsed: Sequence[_Parsed]
+
+
 async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Delivery]
                         ) -> BatchOutcome:
     """Apply `deliveries` in one transaction; raise to have the whole batch retried."""
-    outcome = BatchOutcome()
+    return await apply_batch(connection, prepare_batch(deliveries))
+
+
+def prepare_batch(deliveries: Sequence[Delivery]) -> PreparedBatch:
+    poison: dict[int, str] = {}
     parsed: list[_Parsed] = []
     for delivery in deliveries:
         header_org = _as_uuid(delivery.headers.get(HEADER_ORG_ID))
-        header_type = delivery.headers.get(HEADER_MESSAGE_TYPE)
+        header_type = header_text(delivery.headers.get(HEADER_MESSAGE_TYPE))
         try:
-            if header_org is not None and isinstance(header_type, str) and header_type \
+            if "\x00" in delivery.message_id:  # the archive's key: Postgres text refuses NUL
+                raise PoisonMessage("message id holds NUL")
+            if header_org is not None and header_type is not None \
                     and header_type not in CALL_EVENT_TYPES:
-                event = archived_chatter(header_type, delivery.headers.get(HEADER_DEDUPE_KEY))
+                event = archived_chatter(header_type,
+                                         header_text(delivery.headers.get(HEADER_DEDUPE_KEY)))
             else:
                 event = parse_event(delivery.body, route=header_org is None)
-        except PoisonMessage as poison:
-            outcome.dead[delivery.tag] = str(poison)
+        except PoisonMessage as reason:
+            poison[delivery.tag] = str(reason)
             continue
         parsed.append(_Parsed(delivery, event, _received_at(delivery.headers), header_org))
+    return PreparedBatch(poison, parsed)
+
+
+async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> BatchOutcome:
+    """Apply a prepared batch in one transaction (again, if it raised the time before)."""
+    outcome = BatchOutcome(dead=dict(batch.poison))
+    parsed = batch.parsed
     if not parsed:
         return outcome
 
@@ -146,27 +223,18 @@ async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Del
             orgs.update(await _resolve(repo, [p for p in parsed
                                               if orgs[p.delivery.message_id] is None]))
 
-        # Calls: claim and lock every touched row, merge all of this batch's observations.
-        claims: dict[str, uuid.UUID] = {}
-        for p in parsed:
-            org = orgs[p.delivery.message_id]
-            if org is not None and p.event.observation is not None:
-                claims.setdefault(p.event.observation.call_id, org)
-        stored = await repo.lock_calls(claims) if claims else {}
-        before: dict[str, CallState | None] = {}
-        after: dict[str, CallState] = {}
+        # Calls: lock or insert every touched row, merge all of this batch's observations.
+        observed: dict[str, list[tuple[uuid.UUID, Observation]]] = defaultdict(list)
         for p in parsed:
             org, observation = orgs[p.delivery.message_id], p.event.observation
-            if org is None or observation is None:
-                continue
-            row = stored[observation.call_id]
-            if row.org_id != org:
+            if org is not None and observation is not None:
+                observed[observation.call_id].append((org, observation))
+        changes = await _apply_to_calls(repo, observed)
+        for p in parsed:
+            org, observation = orgs[p.delivery.message_id], p.event.observation
+            if org is not None and observation is not None \
+                    and changes[observation.call_id].org_id != org:
                 outcome.dead[p.delivery.tag] = FOREIGN_CALL
-                continue
-            if observation.call_id not in after:
-                before[observation.call_id] = row.state
-                after[observation.call_id] = row.state or CallState(call_id=observation.call_id)
-            after[observation.call_id] = merge(after[observation.call_id], observation)
 
         archived: dict[str, ArchivedEvent] = {}  # by message id: a redelivery is one event
         unassigned_rows = []
@@ -184,7 +252,7 @@ async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Del
             archived[message_id] = ArchivedEvent(
                 message_id, org, p.received_at, p.event.message_type, p.event.call_id,
                 p.delivery.headers.get(HEADER_DEDUPE_KEY),
-                p.delivery.headers.get(HEADER_ENDPOINT_ID), p.delivery.body)
+                header_text(p.delivery.headers.get(HEADER_ENDPOINT_ID)), p.delivery.body)
             if org is None:
                 routing = p.event.routing
                 unassigned_rows.append((message_id, p.received_at, routing.phone_number_id,
@@ -194,27 +262,31 @@ async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Del
         await repo.keep_unassigned(unassigned_rows)
         await repo.forget_unassigned([m for m, e in archived.items() if e.org_id is not None])
 
-        days = {call_id: stats_day(state) for call_id, state in after.items()}
-        await repo.save_calls(list(after.values()), days)
+        await repo.save_calls([c for c in changes.values()
+                               if c.before is not None and not _unchanged(c.before, c.after)])
 
         deltas: dict[tuple[uuid.UUID, dt.date], StatsDelta] = defaultdict(StatsDelta)
         callers: set[tuple[uuid.UUID, str]] = set()
         inbound_callers: set[tuple[uuid.UUID, str]] = set()
-        for call_id, state in after.items():
-            org = stored[call_id].org_id
-            for part, sign in ((contribution(before[call_id]), -1), (contribution(state), 1)):
+        relinked: list[str] = []
+        for call_id, change in changes.items():
+            org, old, state = change.org_id, change.before, change.after
+            for part, sign in ((contribution(old), -1), (contribution(state), 1)):
                 if part is not None:
                     deltas[(org, part.day)].add(part if sign > 0 else part.negated())
+            if old is not None and not _changed(old, state, _LEAD_FIELDS):
+                continue  # its lead and its link are as they were
             number = state.get("customer_number")
             if number and number.startswith("+"):
                 callers.add((org, number))
+                relinked.append(call_id)
                 if is_inbound(state):
                     inbound_callers.add((org, number))
-            old = before[call_id]
             old_number = old.get("customer_number") if old is not None else None
             if old_number and old_number != number and old_number.startswith("+"):
                 callers.add((org, old_number))  # its old lead loses this call
-        for org, old_first, new_first in await repo.refresh_leads(inbound_callers, callers):
+        for org, old_first, new_first in await repo.refresh_leads(inbound_callers, callers,
+                                                                  relinked):
             if old_first is not None:
                 deltas[(org, old_first.astimezone(dt.UTC).date())].new_leads -= 1
             if new_first is not None:

@@ -14,8 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
-from call_processor.calls import CALL_FIELDS, CallState, DayContribution
+from call_processor.calls import CALL_FIELDS, CallState, DayContribution, stats_day
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
 
 ORGANIZATIONS_BY_ID = "SELECT id FROM organizations WHERE id = ANY($1::uuid[])"
@@ -43,34 +44,74 @@ KEEP_UNASSIGNED = """
 FORGET_UNASSIGNED = "DELETE FROM unassigned_events WHERE message_id = ANY($1::text[])"
 HOLD_ASSIGNMENT_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
 
-CLAIM_CALLS = """
-    INSERT INTO calls (id, org_id)
-    SELECT id, org_id FROM unnest($1::text[], $2::uuid[]) AS claim (id, org_id) ORDER BY id
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id"""
-LOCK_CALLS = "SELECT * FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-_COLUMNS = (*CALL_FIELDS, "status", "duration_seconds", "report_received", "last_event_at",
-            "stats_day", "field_versions")
-# Built from the constant field list so that CALL_FIELDS stays the one list of call fields;
-# a changed customer number unlinks the call from its old lead (the link step relinks it).
-SAVE_CALL = (
-    "UPDATE calls SET "  # noqa: S608 - column names are code constants, values parameters
-    + ", ".join(f"{column} = ${i}" for i, column in enumerate(_COLUMNS, start=2))
-    + ", lead_id = CASE WHEN customer_number IS DISTINCT FROM $"
-    + str(1 + 1 + CALL_FIELDS.index("customer_number"))
-    + " THEN NULL ELSE lead_id END, updated_at = now() WHERE id = $1"
-)
+# The statements on calls are built from the constant field list so that CALL_FIELDS stays
+# the one list of call fields; each column goes as one array: one round trip per batch.
+_FIELD_TYPES = {
+    "direction": "text", "created_at": "timestamptz", "started_at": "timestamptz",
+    "ended_at": "timestamptz", "ended_reason": "text", "cost": "numeric",
+    "cost_breakdown": "jsonb", "costs": "jsonb", "customer_number": "text",
+    "customer_name": "text", "customer_email": "text", "phone_number_id": "text",
+    "assistant_id": "text", "transcript": "text", "summary": "text", "structured_data": "jsonb",
+    "success_evaluation": "text", "recording_url": "text", "stereo_recording_url": "text",
+    "metadata": "jsonb",
+}
+_COLUMN_TYPES = {**{name: _FIELD_TYPES[name] for name in CALL_FIELDS},
+                 "status": "text", "duration_seconds": "numeric", "report_received": "boolean",
+                 "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb"}
+_COLUMNS = tuple(_COLUMN_TYPES)
+_JSONB_COLUMNS = frozenset(c for c, t in _COLUMN_TYPES.items() if t == "jsonb")
+# jsonb travels as text: asyncpg cannot tell a JSON array inside a jsonb[] from a dimension.
+_UNNEST_COLUMNS = ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]"
+                            for i, t in enumerate(_COLUMN_TYPES.values(), start=3))
+
+
+def _given(column: str) -> str:
+    return f"u.{column}::jsonb" if column in _JSONB_COLUMNS else f"u.{column}"
+
+
+LOCK_CALLS = (
+    "SELECT id, org_id, "  # noqa: S608 - column names are code constants
+    + ", ".join(_COLUMNS) + " FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE")
+# A call not stored yet is inserted whole, never as an empty claim updated later; one that
+# another transaction inserted meanwhile is not returned, and is locked and merged instead.
+INSERT_CALLS = (
+    "INSERT INTO calls (id, org_id, "  # noqa: S608 - column names are code constants
+    + ", ".join(_COLUMNS) + ") SELECT u.id, u.org_id, " + ", ".join(map(_given, _COLUMNS))
+    + f" FROM unnest($1::text[], $2::uuid[], {_UNNEST_COLUMNS})"
+    + f" AS u (id, org_id, {', '.join(_COLUMNS)})"
+    + " ORDER BY u.id ON CONFLICT (id) DO NOTHING RETURNING id")
+# Only the fields whose value changed are written (bit i of `changed` is CALL_FIELDS[i]);
+# the others keep their stored value, so an unchanged transcript is neither sent nor
+# re-toasted. A changed customer number unlinks the call from its old lead (the link step
+# relinks it).
+SAVE_CALLS = (
+    "UPDATE calls c SET "  # noqa: S608 - column names are code constants, values parameters
+    + ", ".join(f"{f} = CASE WHEN u.changed & {1 << i} <> 0 THEN {_given(f)} ELSE c.{f} END"
+                for i, f in enumerate(CALL_FIELDS))
+    + ", " + ", ".join(f"{c} = {_given(c)}" for c in _COLUMNS[len(CALL_FIELDS):])
+    + f", lead_id = CASE WHEN u.changed & {1 << CALL_FIELDS.index('customer_number')} <> 0"
+    + " AND c.customer_number IS DISTINCT FROM u.customer_number THEN NULL ELSE c.lead_id END"
+    + f", updated_at = now() FROM unnest($1::text[], $2::int[], {_UNNEST_COLUMNS})"
+    + f" AS u (id, changed, {', '.join(_COLUMNS)}) WHERE c.id = u.id")
 
 CREATE_LEADS = """
     INSERT INTO leads (id, org_id, phone_number)
     SELECT gen_random_uuid(), org_id, number
     FROM unnest($1::uuid[], $2::text[]) AS caller (org_id, number) ORDER BY org_id, number
-    ON CONFLICT (org_id, phone_number) DO NOTHING"""
+    ON CONFLICT (org_id, phone_number) DO NOTHING
+    RETURNING org_id, phone_number"""
+# The calls of this batch whose number or direction may have changed, and every call with
+# the number of a lead created now (stored before it existed). Any other call is linked.
 LINK_CALLS_TO_LEADS = """
+    WITH candidate AS (
+        SELECT id FROM unnest($1::text[]) AS changed (id)
+        UNION
+        SELECT c.id FROM calls c, unnest($2::uuid[], $3::text[]) AS created (org_id, number)
+        WHERE c.org_id = created.org_id AND c.customer_number = created.number
+    )
     UPDATE calls c SET lead_id = l.id
-    FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
-    WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
-      AND c.org_id = l.org_id AND c.customer_number = l.phone_number
+    FROM candidate, leads l
+    WHERE c.id = candidate.id AND l.org_id = c.org_id AND l.phone_number = c.customer_number
       AND c.lead_id IS DISTINCT FROM l.id"""
 # A lead is derived from its calls: counts and times, and name and email from the newest
 # call that has them (customer object first, then the analysis' structured data).
@@ -81,7 +122,9 @@ REFRESH_LEADS = """
         WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
         ORDER BY l.id FOR UPDATE OF l
     ), linked AS (
-        SELECT c.* FROM calls c JOIN target t ON c.lead_id = t.id
+        SELECT c.id, c.lead_id, c.direction, c.created_at, c.started_at, c.customer_name,
+               c.customer_email, c.structured_data
+        FROM calls c JOIN target t ON c.lead_id = t.id
     ), totals AS (
         SELECT lead_id, count(*) AS call_count,
                min(coalesce(started_at, created_at)) AS first_call_at,
@@ -157,7 +200,16 @@ class ArchivedEvent:
 @dataclass(frozen=True, slots=True)
 class StoredCall:
     org_id: uuid.UUID
-    state: CallState | None  # None: the row was claimed by this transaction, still empty
+    state: CallState
+
+
+@dataclass(frozen=True, slots=True)
+class CallChange:
+    """A call's state before and after this batch, and the organization that owns it."""
+
+    org_id: uuid.UUID
+    before: CallState | None  # None: not stored before this batch
+    after: CallState
 
 
 @dataclass
@@ -181,6 +233,28 @@ class StatsDelta:
     def is_zero(self) -> bool:
         return not (self.calls or self.inbound or self.outbound or self.web or self.new_leads
                     or self.duration_seconds or self.cost)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
+             ) -> list[list[Any]]:
+    """The `_COLUMNS` of each state, column by column; with `changed`, a field whose bit is
+    clear goes as NULL (it is not written)."""
+    columns: list[list[Any]] = [[] for _ in _COLUMNS]
+    for index, state in enumerate(states):
+        mask = -1 if changed is None else changed[index]
+        for bit, name in enumerate(CALL_FIELDS):
+            value = state.values.get(name) if mask & (1 << bit) else None
+            columns[bit].append(_json(value) if name in _JSONB_COLUMNS else value)
+        derived = (state.status, state.duration_seconds, state.report_received,
+                   state.last_event_at, stats_day(state),
+                   _json({name: list(v) for name, v in state.versions.items()}))
+        for offset, value in enumerate(derived, start=len(CALL_FIELDS)):
+            columns[offset].append(value)
+    return columns
 
 
 def _state_from_row(row: asyncpg.Record) -> CallState:
@@ -234,43 +308,54 @@ class CallRepository:
         if message_ids:
             await self._db.execute(FORGET_UNASSIGNED, list(message_ids))
 
-    async def lock_calls(self, claims: dict[str, uuid.UUID]) -> dict[str, StoredCall]:
-        """Claim unseen call ids for their organization, lock every row, return them."""
-        ids = sorted(claims)
-        claimed = {r["id"] for r in await self._db.fetch(
-            CLAIM_CALLS, ids, [claims[i] for i in ids])}
-        stored = {}
-        for row in await self._db.fetch(LOCK_CALLS, ids):
-            state = None if row["id"] in claimed else _state_from_row(row)
-            stored[row["id"]] = StoredCall(row["org_id"], state)
-        return stored
+    async def lock_calls(self, ids: Sequence[str]) -> dict[str, StoredCall]:
+        """Lock the stored rows among `ids` (in id order) and return them."""
+        return {row["id"]: StoredCall(row["org_id"], _state_from_row(row))
+                for row in await self._db.fetch(LOCK_CALLS, sorted(ids))}
 
-    async def save_calls(self, states: Sequence[CallState], days: dict[str, dt.date | None]
-                         ) -> None:
-        rows = []
-        for state in sorted(states, key=lambda s: s.call_id):
-            values = [state.values.get(name) for name in CALL_FIELDS]
-            rows.append((state.call_id, *values, state.status, state.duration_seconds,
-                         state.report_received, state.last_event_at, days[state.call_id],
-                         {name: list(v) for name, v in state.versions.items()}))
-        if rows:
-            await self._db.executemany(SAVE_CALL, rows)
+    async def insert_calls(self, calls: dict[str, tuple[uuid.UUID, CallState]]) -> set[str]:
+        """Insert calls not stored yet, whole; the ids inserted (a call another transaction
+        inserted meanwhile is left alone)."""
+        ids = sorted(calls)
+        columns = _columns(calls[i][1] for i in ids)
+        return {r["id"] for r in await self._db.fetch(
+            INSERT_CALLS, ids, [calls[i][0] for i in ids], *columns)}
+
+    async def save_calls(self, changes: Sequence[CallChange]) -> None:
+        """Write what changed in stored calls (the rows are locked by `lock_calls`)."""
+        if not changes:
+            return
+        changed = []
+        for change in changes:
+            assert change.before is not None
+            mask = 0
+            for bit, name in enumerate(CALL_FIELDS):
+                if change.after.values.get(name) is not change.before.values.get(name):
+                    mask |= 1 << bit
+            changed.append(mask)
+        columns = _columns((c.after for c in changes), changed)
+        await self._db.execute(SAVE_CALLS, [c.after.call_id for c in changes], changed,
+                               *columns)
 
     async def refresh_leads(self, inbound_callers: set[tuple[uuid.UUID, str]],
-                            callers: set[tuple[uuid.UUID, str]]
+                            callers: set[tuple[uuid.UUID, str]], relinked: Iterable[str]
                             ) -> list[tuple[uuid.UUID, dt.datetime | None, dt.datetime | None]]:
-        """Create leads for inbound callers, link calls, recompute each touched lead, and drop
-        a lead no inbound call has any more.
+        """Create leads for inbound callers, link calls (`relinked`: the calls whose number or
+        direction may have changed), recompute each touched lead, and drop a lead no inbound
+        call has any more.
 
         Returns (org, first inbound call before, after) per touched lead, for statistics.
         """
+        created = []
         if inbound_callers:
             orgs, numbers = zip(*sorted(inbound_callers), strict=True)
-            await self._db.execute(CREATE_LEADS, list(orgs), list(numbers))
+            created = await self._db.fetch(CREATE_LEADS, list(orgs), list(numbers))
         if not callers:
             return []
+        await self._db.execute(LINK_CALLS_TO_LEADS, sorted(relinked),
+                               [r["org_id"] for r in created],
+                               [r["phone_number"] for r in created])
         orgs, numbers = zip(*sorted(callers), strict=True)
-        await self._db.execute(LINK_CALLS_TO_LEADS, list(orgs), list(numbers))
         rows = await self._db.fetch(REFRESH_LEADS, list(orgs), list(numbers))
         orphaned = [r["id"] for r in rows if r["first_inbound_at"] is None]
         if orphaned:
