@@ -26,7 +26,13 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
-from call_processor.handlers import BatchOutcome, Delivery, process_batch
+from call_processor.handlers import (
+    BatchOutcome,
+    Delivery,
+    PreparedBatch,
+    apply_batch,
+    prepare_batch,
+)
 from call_processor.metrics import ProcessorMetrics
 from call_processor.repository import prune_events
 from calltrail_common import broker
@@ -84,6 +90,9 @@ class CallProcessor:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
+        # The batches in flight are applied in turns: consecutive batches share calls, so the
+        # second would only wait on the first's row locks (and could deadlock with it).
+        self._applying = asyncio.Lock()
         self._consuming = False
         self._database_paused = False
         self.metrics = metrics or ProcessorMetrics()
@@ -144,6 +153,8 @@ class CallProcessor:
     async def _consume_once(self) -> None:
         connection = await broker.connect(self._amqp_url, heartbeat_seconds=self._heartbeat)
         in_flight: set[asyncio.Task[None]] = set()
+        previous: asyncio.Task[None] | None = None
+        acks = _AckCursor()
         lost: asyncio.Future[str] | None = None
         pruner: asyncio.Task[None] | None = None
         try:
@@ -163,8 +174,8 @@ class CallProcessor:
                 batch = await self._next_batch(lost)
                 if not batch:
                     continue
-                # Two batches in flight: one is parsed while the other waits on Postgres.
-                # They are two transactions, exactly as two consumers would be.
+                # Two batches in flight: one is parsed (and acknowledged, dead-lettered) while
+                # the other is applied; they are applied in turns, in delivery order.
                 while len(in_flight) >= _BATCHES_IN_FLIGHT and not lost.done():
                     waiting: list[asyncio.Future[Any]] = [*in_flight, lost]
                     done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -173,8 +184,9 @@ class CallProcessor:
                         task.result()  # a broker failure ends this connection
                 if lost.done():
                     break
-                in_flight.add(asyncio.create_task(
-                    self._handle(channel, dead_letters, batch)))
+                previous = asyncio.create_task(
+                    self._handle(channel, dead_letters, batch, previous, acks))
+                in_flight.add(previous)
             self._consuming = False
             if lost.done():
                 raise ConnectionError(f"broker link lost: {lost.result()}")
@@ -229,15 +241,17 @@ class CallProcessor:
         return batch
 
     async def _handle(self, channel: AbstractChannel, dead_letters: AbstractExchange,
-                      messages: Sequence[AbstractIncomingMessage]) -> None:
+                      messages: Sequence[AbstractIncomingMessage],
+                      previous: asyncio.Task[None] | None, acks: _AckCursor) -> None:
         started = time.perf_counter()
         outcome = await self._apply_with_retries(channel, messages)
         by_tag = {m.delivery_tag: m for m in messages}
         for tag, reason in outcome.dead.items():
             await self._dead_letter(dead_letters, by_tag[tag], reason)
-        for tag in (*outcome.applied, *outcome.unassigned):
-            with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
-                await _ack(by_tag[tag])
+        if previous is not None:
+            await previous  # acknowledge in delivery order (a failed one ends the connection)
+        with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
+            await acks.ack(messages, [*outcome.applied, *outcome.unassigned])
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         for outcome_name, count in (("applied", len(outcome.applied)),
                                     ("unassigned", len(outcome.unassigned)),
@@ -252,12 +266,16 @@ class CallProcessor:
                                   messages: Sequence[AbstractIncomingMessage]) -> BatchOutcome:
         deliveries = [Delivery(m.delivery_tag or 0, _message_id(m), m.headers or {}, m.body)
                       for m in messages]
+        batch: PreparedBatch | None = None
         attempt = 0
         while True:
             pool = await self._database()
             try:
-                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    outcome = await process_batch(connection, deliveries)
+                if batch is None:  # outside the turn: parsing needs no connection
+                    batch = prepare_batch(deliveries)
+                async with self._applying, \
+                        pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
+                    outcome = await apply_batch(connection, batch)
                 self._set_paused(False)
                 return outcome
             except TRANSIENT_DATABASE_ERRORS as error:
@@ -344,6 +362,36 @@ def _retries(message: AbstractIncomingMessage) -> int:
 
 async def _ack(message: AbstractIncomingMessage) -> None:
     await asyncio.wait_for(message.ack(), _BROKER_CALL_TIMEOUT_SECONDS)
+
+
+class _AckCursor:
+    """The deliveries of one channel, acknowledged batch after batch in delivery order.
+
+    A batch's committed messages are acknowledged with one multiple ack (one frame instead of
+    one per message: that was most of the broker's and much of the processor's work at a few
+    thousand events/s) when that acknowledges nothing else: every delivery before the batch is
+    settled and the batch holds exactly the next delivery tags (the broker numbers each
+    channel's deliveries 1, 2, 3, ...). Its other messages are settled already (dead-lettered
+    or sent to a retry queue, each acknowledged on its own). Otherwise, one ack per message.
+    """
+
+    def __init__(self) -> None:
+        self.settled_through = 0  # every delivery tag up to this one is settled
+
+    async def ack(self, messages: Sequence[AbstractIncomingMessage],
+                  committed: Sequence[int]) -> None:
+        tags = sorted(m.delivery_tag or 0 for m in messages)
+        by_tag = {m.delivery_tag: m for m in messages}
+        try:
+            if committed and tags == list(range(self.settled_through + 1,
+                                                self.settled_through + 1 + len(tags))):
+                await asyncio.wait_for(by_tag[max(committed)].ack(multiple=True),
+                                       _BROKER_CALL_TIMEOUT_SECONDS)
+            else:
+                for tag in committed:
+                    await _ack(by_tag[tag])
+        finally:
+            self.settled_through = max(self.settled_through, tags[-1] if tags else 0)
 
 
 def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
