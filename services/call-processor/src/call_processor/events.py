@@ -20,6 +20,12 @@ from call_processor.phones import to_e164
 
 CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report"})
 
+# What Postgres cannot hold is left out here, as if the event did not carry it, rather than
+# failing the whole batch in the database; the raw event (bytea) keeps every byte of it.
+_KEY_MAX_CHARS = 255  # an id or a number: Vapi's are UUIDs and E.164, b-tree entries < 2704 B
+_MONEY_DIGITS = 12  # |amount| < 10**12 USD, to 12 places: sums stay exact in 28 digits
+_MONEY_QUANTUM = Decimal(1).scaleb(-_MONEY_DIGITS)
+
 
 class PoisonMessage(Exception):
     """A message that can never be processed; the reason goes with it to the dead letters."""
@@ -64,13 +70,64 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
+        if "\x00" in value:  # Postgres text cannot hold NUL, and in Vapi's text it means nothing
+            value = value.replace("\x00", "")
         value = value.strip()
         return value or None
     return None
 
 
+def _key(value: Any) -> str | None:
+    """Text that names something (a call, a number, an organization), or None when it cannot:
+    with NUL inside (without it, it would name something else) or longer than any id."""
+    if isinstance(value, str) and ("\x00" in value or len(value) > _KEY_MAX_CHARS):
+        return None
+    return _text(value)
+
+
+def header_text(value: Any) -> str | None:
+    """A text header as Postgres can store it; AMQP may deliver bytes, numbers or tables."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return _text(value)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {key.replace("\x00", ""): _without_nul(item) for key, item in value.items()}
+    return value
+
+
+def _json(value: Any) -> Any:
+    """A value for a jsonb column: NUL removed from its strings and keys (jsonb refuses it);
+    None when empty or nested deeper than orjson writes (255 levels, far below its reading
+    limit)."""
+    if not value:
+        return None
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
+    return _without_nul(value) if b"\\u0000" in encoded else value
+
+
+# asyncpg writes datetime.min and datetime.max as -infinity and infinity: keep off both ends.
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
 def parse_time(value: Any) -> dt.datetime | None:
-    """ISO 8601 text or epoch milliseconds, as an aware UTC datetime; None if neither."""
+    """ISO 8601 text or epoch milliseconds, as an aware UTC datetime; None if neither, or if
+    it is not a time Postgres stores and gives back (year 1 to 9999, off the very ends)."""
+    moment = _moment(value)
+    return moment if moment is not None and _EARLIEST <= moment <= _LATEST else None
+
+
+def _moment(value: Any) -> dt.datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -83,11 +140,11 @@ def parse_time(value: Any) -> dt.datetime | None:
         return None
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # not a time, or outside year 1..9999 once in UTC
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
 
 
 def _epoch_ms(value: Any) -> int:
@@ -100,9 +157,13 @@ def _money(value: Any) -> Decimal | None:
         return None
     try:
         amount = Decimal(str(value))
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):
         return None
-    return amount if amount.is_finite() else None
+    if not amount.is_finite() or amount.adjusted() >= _MONEY_DIGITS:
+        return None
+    if amount.as_tuple().exponent < -_MONEY_DIGITS:  # float noise: 0.30000000000000004
+        amount = amount.quantize(_MONEY_QUANTUM)
+    return amount
 
 
 def _evaluation(value: Any) -> str | None:
@@ -129,7 +190,7 @@ def _metadata_org_ids(message: Mapping[str, Any], call: Mapping[str, Any]) -> tu
                    _dict(call.get("metadata")),
                    _dict(_dict(message.get("assistant")).get("metadata"))):
         for key in ("orgId", "organizationId"):
-            value = _text(source.get(key))
+            value = _key(source.get(key))
             if value is not None and value not in ids:
                 ids.append(value)
     return tuple(ids)
@@ -143,7 +204,7 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
                  call_id: str) -> Observation:
     is_report = message_type == "end-of-call-report"
     customer = {**_dict(message.get("customer")), **_dict(call.get("customer"))}
-    number_raw = _text(customer.get("number"))
+    number_raw = _key(customer.get("number"))
     metadata = _metadata(message, call)
     values: dict[str, tuple[Any, int]] = {
         "direction": (_text(call.get("type")), SNAPSHOT),
@@ -151,16 +212,16 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
         "customer_number": (to_e164(number_raw) or number_raw, SNAPSHOT),
         "customer_name": (_text(customer.get("name")), SNAPSHOT),
         "customer_email": (_text(customer.get("email")), SNAPSHOT),
-        "phone_number_id": (_text(call.get("phoneNumberId")), SNAPSHOT),
-        "assistant_id": (_text(call.get("assistantId")), SNAPSHOT),
-        "metadata": (metadata or None, SNAPSHOT),
+        "phone_number_id": (_key(call.get("phoneNumberId")), SNAPSHOT),
+        "assistant_id": (_key(call.get("assistantId")), SNAPSHOT),
+        "metadata": (_json(metadata), SNAPSHOT),
         # What the call snapshot itself says; a report's top level outranks it below.
         "started_at": (parse_time(call.get("startedAt")), SNAPSHOT),
         "ended_at": (parse_time(call.get("endedAt")), SNAPSHOT),
         "ended_reason": (_text(call.get("endedReason")), SNAPSHOT),
         "cost": (_money(call.get("cost")), SNAPSHOT),
-        "cost_breakdown": (call.get("costBreakdown") or None, SNAPSHOT),
-        "costs": (call.get("costs") or None, SNAPSHOT),
+        "cost_breakdown": (_json(call.get("costBreakdown")), SNAPSHOT),
+        "costs": (_json(call.get("costs")), SNAPSHOT),
     }
     if message_type == "status-update":
         values["ended_reason"] = (_first(_text(message.get("endedReason")),
@@ -174,13 +235,13 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
             "started_at": parse_time(message.get("startedAt")),
             "ended_at": parse_time(message.get("endedAt")),
             "cost": _money(message.get("cost")),
-            "cost_breakdown": message.get("costBreakdown") or None,
-            "costs": message.get("costs") or None,
+            "cost_breakdown": _json(message.get("costBreakdown")),
+            "costs": _json(message.get("costs")),
             "transcript": _first(_text(artifact.get("transcript")),
                                  _text(message.get("transcript"))),
             "summary": _first(_text(analysis.get("summary")), _text(message.get("summary"))),
-            "structured_data": _first(analysis.get("structuredData") or None,
-                                      message.get("structuredData") or None),
+            "structured_data": _first(_json(analysis.get("structuredData")),
+                                      _json(message.get("structuredData"))),
             "success_evaluation": _first(_evaluation(analysis.get("successEvaluation")),
                                          _evaluation(message.get("successEvaluation"))),
             "recording_url": _first(_text(artifact.get("recordingUrl")),
@@ -216,16 +277,18 @@ def parse_event(body: bytes, *, route: bool = True) -> WebhookEvent:
     if message_type is None:
         raise PoisonMessage("message.type is missing")
     call = _dict(message.get("call"))
-    call_id = _text(call.get("id"))
+    call_id = _key(call.get("id"))
     routing = Routing(
         metadata_org_ids=_metadata_org_ids(message, call),
-        phone_number_id=_text(call.get("phoneNumberId")),
-        dialled_number=to_e164(_text(_dict(message.get("phoneNumber")).get("number"))),
-        vapi_org_id=_text(call.get("orgId")),
+        phone_number_id=_key(call.get("phoneNumberId")),
+        dialled_number=to_e164(_key(_dict(message.get("phoneNumber")).get("number"))),
+        vapi_org_id=_key(call.get("orgId")),
     ) if route else NO_ROUTING
     observation = None
     if message_type in CALL_EVENT_TYPES:
         if call_id is None:
+            if _text(call.get("id")) is not None:
+                raise PoisonMessage(f"{message_type} with an unusable call.id")
             raise PoisonMessage(f"{message_type} without call.id")
         observation = _observation(message_type, message, call, call_id)
     return WebhookEvent(message_type, routing, observation, call_id)
