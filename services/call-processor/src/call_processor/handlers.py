@@ -251,7 +251,7 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> B
                 continue
             archived[message_id] = ArchivedEvent(
                 message_id, org, p.received_at, p.event.message_type, p.event.call_id,
-                p.delivery.headers.get(HEADER_DEDUPE_KEY),
+                header_text(p.delivery.headers.get(HEADER_DEDUPE_KEY)),
                 header_text(p.delivery.headers.get(HEADER_ENDPOINT_ID)), p.delivery.body)
             if org is None:
                 routing = p.event.routing
