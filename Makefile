@@ -6,10 +6,10 @@ VENV := .venv
 # uv from PATH, else bootstrapped into .tools/ with the machine's python3.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help install services migrate up down test demo bench lint
+.PHONY: help install services migrate up down test demo bench chaos lint
 
 help:
-	@echo "make up | down | test | demo | bench | lint | migrate"
+	@echo "make up | down | test | demo | bench | chaos | lint | migrate"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -38,6 +38,9 @@ demo: install
 
 bench: install services
 	$(VENV)/bin/python -m bench
+
+chaos: install services  ## faults under load, one at a time (root: spool-full mounts a tmpfs)
+	$(VENV)/bin/python -m bench.chaos
 
 lint: install  ## ruff, and mypy (strict on the domain rules: see pyproject.toml)
 	$(VENV)/bin/ruff check .
