@@ -67,6 +67,7 @@ _PAUSE_MAX_SECONDS = 5.0
 _RECONNECT_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
 _BATCHES_IN_FLIGHT = 2
+_PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batch to go on
 # Bounds on every wait on the broker: a peer that is gone never holds the consumer.
 _BROKER_CALL_TIMEOUT_SECONDS = 10.0
 _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
@@ -272,7 +273,7 @@ class CallProcessor:
             pool = await self._database()
             try:
                 if batch is None:  # outside the turn: parsing needs no connection
-                    batch = prepare_batch(deliveries)
+                    batch = await _prepare(deliveries)
                 async with self._applying, \
                         pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
                     outcome = await apply_batch(connection, batch)
@@ -348,6 +349,17 @@ class CallProcessor:
             except TRANSIENT_DATABASE_ERRORS as error:
                 log.warning("prune_failed", error=type(error).__name__)
             await asyncio.sleep(_PRUNE_EVERY_SECONDS)
+
+
+async def _prepare(deliveries: Sequence[Delivery]) -> PreparedBatch:
+    """`prepare_batch` a few deliveries at a time, letting the batch being applied go on
+    between them (its transaction would otherwise sit idle while a whole batch is parsed)."""
+    parts = []
+    for start in range(0, len(deliveries), _PREPARE_CHUNK):
+        parts.append(prepare_batch(deliveries[start:start + _PREPARE_CHUNK]))
+        await asyncio.sleep(0)
+    return PreparedBatch({tag: reason for part in parts for tag, reason in part.poison.items()},
+                         [parsed for part in parts for parsed in part.parsed])
 
 
 def _message_id(message: AbstractIncomingMessage) -> str:
