@@ -15,6 +15,7 @@ from call_processor.calls import (
     STATUS_ORDER,
     CallState,
     Observation,
+    combine,
     contribution,
     merge,
     stats_day,
@@ -112,3 +113,16 @@ def test_merge_is_order_free_and_duplicate_free(observations, rng, duplicates) -
     delivered = list(observations) + [observations[i % len(observations)] for i in duplicates]
     rng.shuffle(delivered)
     assert fold(*delivered) == reference
+
+
+@given(st.lists(st.tuples(st.sampled_from(("queued", "ringing", "ended", "odd", None)),
+                          st.integers(0, 3), st.booleans(),
+                          st.sampled_from(("a", "b", None)), st.booleans()), max_size=8),
+       st.integers(0, 8))
+def test_combining_partial_merges_is_merging_everything(events, split) -> None:
+    observations = [obs(status=status, ms=ms, report=report, summary=summary,
+                        **({"cost": (Decimal(ms), REPORT)} if costly else {}))
+                    for status, ms, report, summary, costly in events]
+    first, second = fold(*observations[:split]), fold(*observations[split:])
+    assert combine(first, second) == fold(*observations)
+    assert combine(second, first) == fold(*observations)

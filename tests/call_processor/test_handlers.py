@@ -10,7 +10,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from call_processor.handlers import Delivery, process_batch
+from call_processor.handlers import Delivery, join_prepared, prepare_batch, process_batch
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from tests.support.samples import sample
@@ -190,3 +190,19 @@ async def test_a_lead_goes_when_its_only_inbound_call_changes_number(connection,
         "SELECT phone_number FROM leads")] == ["+442071838750"]
     assert await connection.fetchval("SELECT lead_id FROM calls WHERE id = 'out'") is None
     assert await connection.fetchval("SELECT sum(new_leads) FROM daily_stats") == 1
+
+
+def test_a_batch_prepared_in_parts_is_the_batch_prepared_whole() -> None:
+    org = uuid.uuid4()
+    names = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
+             "inbound-3-speech-update", "inbound-6-status-ended", "inbound-7-end-of-call-report"]
+    headers = {"x-org-id": str(org), "x-received-at": 1793718246000}
+    deliveries = [Delivery(tag, uuid.uuid4().hex, headers,
+                           orjson.dumps(event(name, call_id=call_id)))
+                  for tag, (call_id, name) in enumerate(
+                      itertools.product(("a", "b"), names), start=1)]
+    deliveries.append(Delivery(99, "poison", headers, b"{not json"))
+    whole = prepare_batch(deliveries)
+    parts = join_prepared([prepare_batch(deliveries[i:i + 3])
+                           for i in range(0, len(deliveries), 3)])
+    assert parts == whole and set(whole.merged) == {("a", org), ("b", org)}

@@ -128,6 +128,28 @@ def merge(state: CallState, observation: Observation) -> CallState:
     )
 
 
+def combine(state: CallState, other: CallState) -> CallState:
+    """The state knowing what both know: `merge` of every observation behind either, in any
+    grouping (each field, the status and the rest are joins), so a batch's observations can
+    be merged before the stored state is read."""
+    values = dict(state.values)
+    versions = dict(state.versions)
+    for name, (authority, event_ms) in other.versions.items():
+        value = other.values.get(name)
+        if value is not None and _wins(state, name, value, authority, event_ms):
+            values[name] = value
+            versions[name] = (authority, event_ms)
+    status = other.status if status_rank(other.status) > status_rank(state.status) \
+        else state.status
+    return replace(
+        state,
+        status=status,
+        report_received=state.report_received or other.report_received,
+        last_event_ms=max(state.last_event_ms, other.last_event_ms),
+        values=values,
+        versions=versions,
+    )
+
 # -- statistics ---------------------------------------------------------------------------
 
 DIRECTION_COLUMNS = {"inboundPhoneCall": "inbound", "outboundPhoneCall": "outbound",

@@ -31,6 +31,7 @@ from call_processor.handlers import (
     Delivery,
     PreparedBatch,
     apply_batch,
+    join_prepared,
     prepare_batch,
 )
 from call_processor.metrics import ProcessorMetrics
@@ -358,8 +359,7 @@ async def _prepare(deliveries: Sequence[Delivery]) -> PreparedBatch:
     for start in range(0, len(deliveries), _PREPARE_CHUNK):
         parts.append(prepare_batch(deliveries[start:start + _PREPARE_CHUNK]))
         await asyncio.sleep(0)
-    return PreparedBatch({tag: reason for part in parts for tag, reason in part.poison.items()},
-                         [parsed for part in parts for parsed in part.parsed])
+    return join_prepared(parts)
 
 
 def _message_id(message: AbstractIncomingMessage) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from call_processor.calls import CallState, Observation, contribution, is_inbound, merge
+from call_processor.calls import CallState, combine, contribution, is_inbound, merge
 from call_processor.events import (
     CALL_EVENT_TYPES,
     PoisonMessage,
@@ -123,17 +123,17 @@ async def _resolve(repo: CallRepository, items: Sequence[_Parsed]
 
 
 def _merged(state: CallState | None, call_id: str, org: uuid.UUID,
-            observed: Sequence[tuple[uuid.UUID, Observation]]) -> CallState:
-    """`state` with every observation made for `org` (one for another is dead-lettered)."""
+            observed: Sequence[tuple[uuid.UUID, CallState]]) -> CallState:
+    """`state` with what this batch says for `org` (an event for another is dead-lettered)."""
     merged = state or CallState(call_id=call_id)
-    for observation_org, observation in observed:
-        if observation_org == org:
-            merged = merge(merged, observation)
+    for observed_org, observed_state in observed:
+        if observed_org == org:
+            merged = combine(merged, observed_state)
     return merged
 
 
 async def _apply_to_calls(repo: CallRepository,
-                          observed: Mapping[str, Sequence[tuple[uuid.UUID, Observation]]]
+                          observed: Mapping[str, Sequence[tuple[uuid.UUID, CallState]]]
                           ) -> dict[str, CallChange]:
     """Lock the stored calls and merge into them; insert the others, merged, for the
     organization of their first event."""
@@ -173,10 +173,22 @@ def _unchanged(before: CallState, after: CallState) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """Deliveries parsed at the edge: the poison among them, and the events of the others."""
+    """Deliveries parsed at the edge: the poison among them, the events of the others, and
+    what the events whose organization the endpoint decided say about each call, merged."""
 
     poison: Mapping[int, str]  # delivery tag -> reason
     parsed: Sequence[_Parsed]
+    merged: Mapping[tuple[str, uuid.UUID], CallState]  # (call id, organization) -> state
+
+
+def join_prepared(parts: Sequence[PreparedBatch]) -> PreparedBatch:
+    """One batch of parts prepared one after the other."""
+    merged: dict[tuple[str, uuid.UUID], CallState] = {}
+    for part in parts:
+        for key, state in part.merged.items():
+            merged[key] = combine(merged[key], state) if key in merged else state
+    return PreparedBatch({tag: reason for part in parts for tag, reason in part.poison.items()},
+                         [parsed for part in parts for parsed in part.parsed], merged)
 
 
 async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Delivery]
@@ -188,6 +200,7 @@ async def process_batch(connection: asyncpg.Connection, deliveries: Sequence[Del
 def prepare_batch(deliveries: Sequence[Delivery]) -> PreparedBatch:
     poison: dict[int, str] = {}
     parsed: list[_Parsed] = []
+    merged: dict[tuple[str, uuid.UUID], CallState] = {}
     for delivery in deliveries:
         header_org = _as_uuid(delivery.headers.get(HEADER_ORG_ID))
         header_type = header_text(delivery.headers.get(HEADER_MESSAGE_TYPE))
@@ -204,7 +217,10 @@ def prepare_batch(deliveries: Sequence[Delivery]) -> PreparedBatch:
             poison[delivery.tag] = str(reason)
             continue
         parsed.append(_Parsed(delivery, event, _received_at(delivery.headers), header_org))
-    return PreparedBatch(poison, parsed)
+        if header_org is not None and event.observation is not None:
+            key = (event.observation.call_id, header_org)
+            merged[key] = merge(merged.get(key) or CallState(call_id=key[0]), event.observation)
+    return PreparedBatch(poison, parsed, merged)
 
 
 async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> BatchOutcome:
@@ -224,11 +240,19 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> B
                                               if orgs[p.delivery.message_id] is None]))
 
         # Calls: lock or insert every touched row, merge all of this batch's observations.
-        observed: dict[str, list[tuple[uuid.UUID, Observation]]] = defaultdict(list)
+        # (in the order of each call's first event: the first one's organization claims it)
+        observed: dict[str, list[tuple[uuid.UUID, CallState]]] = defaultdict(list)
+        taken: set[tuple[str, uuid.UUID]] = set()
         for p in parsed:
             org, observation = orgs[p.delivery.message_id], p.event.observation
-            if org is not None and observation is not None:
-                observed[observation.call_id].append((org, observation))
+            if org is None or observation is None:
+                continue
+            call_id = observation.call_id
+            if p.header_org is None:
+                observed[call_id].append((org, merge(CallState(call_id=call_id), observation)))
+            elif (call_id, org) not in taken:
+                taken.add((call_id, org))
+                observed[call_id].append((org, batch.merged[(call_id, org)]))
         changes = await _apply_to_calls(repo, observed)
         for p in parsed:
             org, observation = orgs[p.delivery.message_id], p.event.observation
