@@ -434,3 +434,30 @@ async def _publish_with_headers(topology: Topology, org_id: uuid.UUID,
     finally:
         await connection.close()
     return message_id
+
+
+async def test_a_value_the_database_refuses_is_dead_lettered_at_once_not_retried(
+        database_url: str, topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: should a value the edge does not clean reach Postgres (here the
+    header cleaning is switched off), that one message is poison, not minutes of retries."""
+    from call_processor import handlers
+
+    monkeypatch.setattr(handlers, "header_text", lambda value: value)
+    connection = await db.connect(database_url)
+    org_id = (await create_organization(connection, "Acme")).org_id
+    await connection.close()
+    good_call = uuid.uuid4().hex
+    good = copy.deepcopy(sample("inbound-7-end-of-call-report"))
+    good["message"]["call"]["id"] = good_call
+    async with running_processor(database_url, AMQP_URL, topology):
+        refused = await _publish_with_headers(topology, org_id, {"x-dedupe-key": "k\x00ey"})
+        await publish(AMQP_URL, topology, [good], org_id)
+        await eventually(lambda: _equals(queue_depth(AMQP_URL, topology, dead=True), 1), 10)
+        await eventually(lambda: _fetchval(
+            database_url, "SELECT report_received FROM calls WHERE id = $1", good_call), 10)
+    for delay in CALL_PROCESSOR.retry_delays_ms:
+        assert await _take_all(topology.retry_queue(CALL_PROCESSOR, delay)) == []
+    [dead] = await _take_all(topology.dead_letter_queue(CALL_PROCESSOR))
+    assert dead.message_id == refused
+    assert dead.headers[HEADER_DEAD_LETTER_REASON] == (
+        "database refused a value: CharacterNotInRepertoireError")

@@ -3,7 +3,8 @@
 Acknowledgement policy, in full:
 - applied (or kept aside as unassigned): acknowledged after the transaction commits;
 - can never be processed (bad JSON, call event without call id, call id of another
-  organization): published to the dead-letter queue with its reason, then acknowledged;
+  organization, a value the database refuses): published to the dead-letter queue with its
+  reason, then acknowledged;
 - the database is unreachable or the transaction hit a deadlock or serialization
   failure: nothing is acknowledged, the batch is retried in place with back-off (processing
   pauses; nothing is lost, nothing spins);
@@ -63,6 +64,9 @@ TRANSIENT_DATABASE_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# The database refused a value of the one message at fault (SQLSTATE class 22, or an index
+# row past its limit): it fails the same way every time, so it is poison, not retried.
+REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 # Pauses stay short so that processing resumes within seconds of an outage's end.
 _PAUSE_MAX_SECONDS = 5.0
 _RECONNECT_MAX_SECONDS = 5.0
@@ -292,6 +296,9 @@ class CallProcessor:
                     log.warning("batch_failed_isolating", error=type(error).__name__,
                                 events=len(messages))
                     return await self._apply_one_by_one(channel, messages)
+                if isinstance(error, REFUSED_BY_DATABASE):  # the reason names no value
+                    return BatchOutcome(dead={messages[0].delivery_tag or 0:
+                                              f"database refused a value: {type(error).__name__}"})
                 await self._retry_later(channel, messages[0], error)
                 return BatchOutcome()
 
