@@ -19,15 +19,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-# Every error that means "the broker or the link to it is gone or refused us": reconnect.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    TimeoutError,
-    aio_pika.exceptions.AMQPError,
-    RuntimeError,  # aio-pika: "Connection was not opened", "Channel was not opened"
-)
-
 
 def with_heartbeat(url: str, heartbeat_seconds: int) -> str:
     """`url` asking for `heartbeat_seconds` heartbeats, unless it names its own."""

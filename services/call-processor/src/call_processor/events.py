@@ -161,7 +161,8 @@ def _money(value: Any) -> Decimal | None:
         return None
     if not amount.is_finite() or amount.adjusted() >= _MONEY_DIGITS:
         return None
-    if amount.as_tuple().exponent < -_MONEY_DIGITS:  # float noise: 0.30000000000000004
+    exponent = amount.as_tuple().exponent  # an int for a finite amount
+    if isinstance(exponent, int) and exponent < -_MONEY_DIGITS:  # float noise: 0.1 + 0.2
         amount = amount.quantize(_MONEY_QUANTUM)
     return amount
 

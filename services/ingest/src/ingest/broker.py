@@ -21,7 +21,6 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from calltrail_common import broker
-from calltrail_common.broker import BROKER_ERRORS
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology, declare_topology
 from ingest.payload import AcceptedEvent
@@ -97,8 +96,10 @@ class BrokerPublisher:
             # A broker that stops confirming may be half-dead: reconnect to find out.
             self._reconnect.set()
             raise BrokerUnavailable("no confirm in time") from None
-        except BROKER_ERRORS as error:
-            # Refused, returned (a binding gone: the reconnect declares it again) or closed.
+        except Exception as error:
+            # Refused, returned (a binding gone: the reconnect declares it again), closed, or
+            # anything else the client library raises mid-failure (aiormq can raise a bare
+            # Exception from a dying channel): the event is spooled, never answered 500.
             self._reconnect.set()
             raise BrokerUnavailable(type(error).__name__) from None
         if self._observe_publish is not None:
@@ -115,7 +116,10 @@ class BrokerPublisher:
                 )
                 exchange = await declare_topology(self._channel, self._topology)
                 lost = await broker.watch(self._connection, self._channel)
-            except BROKER_ERRORS as error:
+            except Exception as error:
+                # Whatever a dying broker raises (aiormq raises StopAsyncIteration when the
+                # node is shutting down): this loop must never end, or ingest spools for ever
+                # and never replays.
                 log.warning("broker_connect_failed", error=type(error).__name__,
                             retry_in=round(backoff, 2))
                 await self._drop_connection()
