@@ -94,16 +94,22 @@ class BrokerPublisher:
                                    timeout=self._confirm_timeout)
         except TimeoutError:
             # A broker that stops confirming may be half-dead: reconnect to find out.
-            self._reconnect.set()
+            self._request_reconnect(exchange)
             raise BrokerUnavailable("no confirm in time") from None
         except Exception as error:
             # Refused, returned (a binding gone: the reconnect declares it again), closed, or
             # anything else the client library raises mid-failure (aiormq can raise a bare
             # Exception from a dying channel): the event is spooled, never answered 500.
-            self._reconnect.set()
+            self._request_reconnect(exchange)
             raise BrokerUnavailable(type(error).__name__) from None
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
+
+    def _request_reconnect(self, failed_on: AbstractExchange) -> None:
+        # Only for a failure on the current link: publishes still failing on a replaced one
+        # must not tear down the new link too (that made ingest flap after an outage).
+        if failed_on is self._exchange:
+            self._reconnect.set()
 
     async def _keep_connected(self) -> None:
         backoff = _BACKOFF_INITIAL_SECONDS
