@@ -3,6 +3,8 @@
     {prefix}.events      topic exchange; ingest publishes every webhook to it with the
                          routing key `vapi.<message type>`.
     {prefix}.dlx         direct exchange that dead letters land on.
+    {prefix}.commands    topic exchange for commands to a service, e.g. `command.sync-now`
+                         (a "sync now" request for metrics-sync).
 
 Each consumer owns a `ConsumerQueue`:
 
@@ -28,6 +30,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 EVENTS_EXCHANGE = "events"
 DEAD_LETTER_EXCHANGE = "dlx"
+COMMANDS_EXCHANGE = "commands"
+SYNC_NOW_ROUTING_KEY = "command.sync-now"
 # Headers ingest puts on every event message.
 HEADER_RECEIVED_AT = "x-received-at"  # epoch milliseconds, when ingest received the webhook
 HEADER_ENDPOINT_ID = "x-endpoint-id"  # "shared" or the organization's endpoint id
@@ -48,11 +52,15 @@ class ConsumerQueue:
     binding_keys: tuple[str, ...]
     delivery_limit: int = 10
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
+    exchange: str = EVENTS_EXCHANGE  # the exchange the binding keys are on
 
 
 # Every consumer of the system, in one visible list.
 CALL_PROCESSOR = ConsumerQueue(name="call-processor", binding_keys=("vapi.#",))
-CONSUMERS: tuple[ConsumerQueue, ...] = (CALL_PROCESSOR,)
+METRICS_SYNC_COMMANDS = ConsumerQueue(name="metrics-sync.commands",
+                                      binding_keys=(SYNC_NOW_ROUTING_KEY,),
+                                      retry_delays_ms=(1_000, 5_000), exchange=COMMANDS_EXCHANGE)
+CONSUMERS: tuple[ConsumerQueue, ...] = (CALL_PROCESSOR, METRICS_SYNC_COMMANDS)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,13 @@ class Topology:
     @property
     def dead_letter_exchange(self) -> str:
         return f"{self.prefix}.{DEAD_LETTER_EXCHANGE}"
+
+    @property
+    def commands_exchange(self) -> str:
+        return f"{self.prefix}.{COMMANDS_EXCHANGE}"
+
+    def exchange(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
 
     def queue(self, consumer: ConsumerQueue) -> str:
         return f"{self.prefix}.{consumer.name}"
@@ -87,7 +102,7 @@ class Topology:
         return names
 
     def all_exchanges(self) -> list[str]:
-        return [self.events_exchange, self.dead_letter_exchange]
+        return [self.events_exchange, self.dead_letter_exchange, self.commands_exchange]
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
@@ -98,6 +113,10 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     dlx = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
+    commands = await channel.declare_exchange(
+        topology.commands_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    exchanges = {EVENTS_EXCHANGE: events, COMMANDS_EXCHANGE: commands}
     for consumer in CONSUMERS:
         main_name = topology.queue(consumer)
         main = await channel.declare_queue(
@@ -111,7 +130,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
             },
         )
         for key in consumer.binding_keys:
-            await main.bind(events, routing_key=key)
+            await main.bind(exchanges[consumer.exchange], routing_key=key)
         for delay_ms in consumer.retry_delays_ms:
             await channel.declare_queue(
                 topology.retry_queue(consumer, delay_ms),

@@ -18,8 +18,9 @@ import asyncpg
 import orjson
 import phonenumbers
 
-from admin.broker import confirmed_channel, dead_letters, republish
+from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import db, phone_numbers
+from calltrail_common.handback import republish
 from calltrail_common.organizations import (
     create_organization,
     create_token,
