@@ -61,6 +61,24 @@ class Settings(BaseSettings):
 
     # Metrics-sync.
     sync_interval_seconds: int = Field(default=300, gt=0)
+    # Accounts one replica syncs at once (a slow account holds one slot, never the others).
+    sync_concurrency: int = Field(default=32, gt=0, le=1000)
+    # How far back the first sync of an account reads its call list.
+    sync_backfill_days: int = Field(default=90, gt=0)
+    # Later syncs ask for calls updated since the last one, minus this (clock skew).
+    sync_overlap_seconds: int = Field(default=300, ge=0)
+    # A replica holds an account for this long and renews while it syncs; a killed
+    # replica's accounts are taken over once it runs out.
+    sync_lease_seconds: int = Field(default=60, ge=5)
+    # A run that takes longer is abandoned (failed, retried with back-off).
+    sync_run_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Timeout of one request to the Vapi API.
+    vapi_request_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Finished sync runs are kept this long.
+    sync_run_retention_days: int = Field(default=14, gt=0)
+    # metrics-sync's /healthz, /readyz and /metrics (port 0: none).
+    metrics_sync_host: str = "0.0.0.0"  # noqa: S104
+    metrics_sync_metrics_port: int = Field(default=9102, ge=0)
 
     # Call processor.
     event_retention_days: int = Field(default=30, gt=0)

@@ -18,8 +18,10 @@ import asyncpg
 import orjson
 import phonenumbers
 
+from admin import accounts
 from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import db, phone_numbers
+from calltrail_common.crypto import CryptoError
 from calltrail_common.handback import republish
 from calltrail_common.organizations import (
     create_organization,
@@ -220,6 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     events_replay.add_argument("--org", required=True)
     events_replay.add_argument("--since", help="ISO 8601 time; default: all retained")
     events_replay.set_defaults(run=_events_replay)
+
+    accounts.add_commands(commands)
     return parser
 
 
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings()
         asyncio.run(run(settings, args))
-    except (CommandError, SettingsError) as error:
+    except (CommandError, SettingsError, accounts.AccountCommandError, CryptoError) as error:
         sys.exit(f"calltrail: {error}")
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(f"calltrail: database error: {type(error).__name__}: {error}")

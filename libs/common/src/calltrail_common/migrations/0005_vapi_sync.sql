@@ -53,7 +53,7 @@ CREATE TABLE vapi_call_usage (
     org_id      uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     call_id     text NOT NULL,
     day         date NOT NULL,                     -- UTC day of createdAt
-    minutes     numeric NOT NULL DEFAULT 0,        -- (endedAt - startedAt) / 60
+    seconds     numeric NOT NULL DEFAULT 0,        -- endedAt - startedAt, to the microsecond
     cost        numeric NOT NULL DEFAULT 0,
     cost_breakdown jsonb,                          -- Vapi's costBreakdown, where it gives one
     updated_at  timestamptz,                       -- Vapi's updatedAt
@@ -65,7 +65,7 @@ CREATE TABLE vapi_usage_daily (
     org_id      uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     day         date NOT NULL,
     calls       integer NOT NULL,
-    minutes     numeric NOT NULL,
+    minutes     numeric NOT NULL,                  -- round(sum(seconds) / 60, 6)
     cost        numeric NOT NULL,
     -- Sums of the numeric costBreakdown components (transport, stt, llm, tts, vapi, ...).
     cost_breakdown jsonb NOT NULL DEFAULT '{}',
