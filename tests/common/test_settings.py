@@ -26,17 +26,6 @@ def test_webhook_secret_is_a_comma_separated_rotation_list(
     assert "new-one" not in repr(Settings(_env_file=None))  # secrets never print
 
 
-def test_encryption_key_must_be_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(SettingsError, match="ENCRYPTION_KEY is required"):
-        Settings(_env_file=None).require_encryption_key()
-    monkeypatch.setenv("ENCRYPTION_KEY", "short")
-    with pytest.raises(SettingsError, match="at least 32"):
-        Settings(_env_file=None).require_encryption_key()
-    monkeypatch.setenv("ENCRYPTION_KEY", "k" * 32)
-    monkeypatch.setenv("ENCRYPTION_KEY_PREVIOUS", "p" * 40)
-    assert Settings(_env_file=None).require_encryption_key() == (b"k" * 32, b"p" * 40)
-
-
 def test_invalid_values_give_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_PORT", "eighty")
     monkeypatch.setenv("LOG_FORMAT", "XML")

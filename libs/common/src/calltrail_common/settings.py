@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# Checked where keys are used: calltrail_common.crypto.KeyRing.from_settings.
 MIN_ENCRYPTION_KEY_LENGTH = 32
 
 
@@ -114,22 +115,6 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
-
-    def require_encryption_key(self) -> tuple[bytes, ...]:
-        """The current key first, then the previous one (during a rotation)."""
-        keys = [self.encryption_key, self.encryption_key_previous]
-        if self.encryption_key is None:
-            raise SettingsError("ENCRYPTION_KEY is required here and is not set")
-        found = []
-        for name, key in zip(("ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS"), keys, strict=True):
-            if key is None or not key.get_secret_value():
-                continue
-            if len(key.get_secret_value()) < MIN_ENCRYPTION_KEY_LENGTH:
-                raise SettingsError(
-                    f"{name} must be at least {MIN_ENCRYPTION_KEY_LENGTH} characters long"
-                )
-            found.append(key.get_secret_value().encode())
-        return tuple(found)
 
     def webhook_secrets(self) -> tuple[bytes, ...]:
         return tuple(s.get_secret_value().encode() for s in self.vapi_webhook_secret)

@@ -23,6 +23,7 @@ from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import db, phone_numbers
 from calltrail_common.crypto import CryptoError
 from calltrail_common.handback import republish
+from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import (
     create_organization,
     create_token,
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     run: Command = args.run
     try:
         settings = load_settings()
+        # Logs go to stderr (stdout is the command's JSON); a command is quiet unless asked.
+        configure_logging(settings if settings.log_level == "debug"
+                          else settings.model_copy(update={"log_level": "warning"}))
         asyncio.run(run(settings, args))
     except (CommandError, SettingsError, accounts.AccountCommandError, CryptoError) as error:
         sys.exit(f"calltrail: {error}")

@@ -96,7 +96,7 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await pool.close()
     if not was_connected:
-        raise AccountCommandError(f"organization {org_id} has no connected Vapi account")
+        raise AccountCommandError(f"organization {org_id} has no Vapi account")
     _print_json({"orgId": str(org_id), "connected": False, "apiKeyDeleted": True})
 
 
