@@ -380,8 +380,12 @@ class Rig:
         names = [self.stack.topology.dead_letter_queue(CALL_PROCESSOR),
                  *(self.stack.topology.retry_queue(CALL_PROCESSOR, d)
                    for d in CALL_PROCESSOR.retry_delays_ms)]
-        depths = [await self.queue_depth(name) for name in names]
-        return None if None in depths else sum(d or 0 for d in depths)
+        for _ in range(5):  # a reading can fail once, e.g. on a channel from before a restart
+            depths = [await self.queue_depth(name) for name in names]
+            if None not in depths:
+                return sum(d or 0 for d in depths)
+            await asyncio.sleep(1)
+        return None
 
     # -- measuring ---------------------------------------------------------------------
 
@@ -674,6 +678,13 @@ async def run_fault(name: str, plan: Plan, node: RabbitNode,
         problems.append("the dead-letter and retry queues could not be read")
     elif result["dead_letters"]:
         problems.append(f"{result['dead_letters']} dead letters")
+    # Ingest answers 200 (durable), 503 (cannot keep it: Vapi may retry) or a 4xx for the
+    # request itself; a 500 means an error escaped it.
+    by_answer: dict[str, int] = sender.answers()["by_answer"]  # type: ignore[assignment]
+    server_errors = sum(count for answer, count in by_answer.items()
+                        if answer.startswith("5") and answer != "503")
+    if server_errors:
+        problems.append(f"{server_errors} answers were a server error other than 503")
     return {
         "fault": name,
         "started_at": started_at,

@@ -102,6 +102,15 @@ class BrokerPublisher:
             # Exception from a dying channel): the event is spooled, never answered 500.
             self._request_reconnect(exchange)
             raise BrokerUnavailable(type(error).__name__) from None
+        except asyncio.CancelledError:
+            # aiormq cancels the confirm futures of a connection it closes (a heartbeat
+            # timeout in a partition): that is the link failing, not this request being
+            # cancelled. Spool it, unless the request itself is being cancelled.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            self._request_reconnect(exchange)
+            raise BrokerUnavailable("confirm cancelled: the connection closed") from None
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
 
