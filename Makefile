@@ -34,7 +34,7 @@ test: install services
 	$(VENV)/bin/pytest
 
 demo: install
-	$(VENV)/bin/python deploy/demo.py
+	PYTHONPATH=. $(VENV)/bin/python deploy/demo.py
 
 bench: install services
 	$(VENV)/bin/python -m bench

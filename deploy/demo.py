@@ -1,9 +1,15 @@
 """`make demo`: simulated Vapi calls through the running stack; watch calls and leads appear.
 
-Starts nothing: it needs `make up` first. It creates a demo organization, sends five call
-lifecycles (three inbound from two callers, one outbound, one web call) to that
-organization's webhook URL, signed with HMAC as a Vapi HMAC credential would, and prints
-the calls, leads and today's statistics the call processor made of them.
+It needs `make up` first. It creates a demo organization, sends five call lifecycles
+(three inbound from two callers, one outbound, one web call) to that organization's webhook
+URL, signed with HMAC as a Vapi HMAC credential would, and prints the calls, leads and
+today's statistics the call processor made of them.
+
+Then the Vapi account side: it starts the fake Vapi API (`bench.fake_vapi --demo`, on
+127.0.0.1:8090, left running for metrics-sync's next rounds; `make down` stops it),
+connects its demo account to an organization "Demo Vapi account" (created once) the way
+`calltrail vapi connect --api-base-url` does, waits for metrics-sync's first run and prints
+the account's daily usage and how many calls the sync brought in without a webhook.
 """
 
 from __future__ import annotations
@@ -14,16 +20,27 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import aio_pika
 import httpx
 
+from bench.fake_vapi import DEMO_API_KEY
 from calltrail_common import db
+from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
-from calltrail_common.settings import load_settings
+from calltrail_common.settings import Settings, SettingsError, load_settings
+from calltrail_common.topology import Topology, declare_topology
+from calltrail_common.vapi import VapiClient
+from calltrail_common.vapi_accounts import connect_account
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_VAPI = "http://127.0.0.1:8090"
+VAPI_DEMO_ORG = "Demo Vapi account"
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "vapi"
 INBOUND = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
@@ -149,7 +166,99 @@ async def main() -> int:
     _table("leads", ["number", "name", "email", "calls"], [list(r.values()) for r in leads])
     _table("daily statistics", ["day", "calls", "inbound", "outbound", "web", "new leads",
                                 "minutes", "cost"], [list(r.values()) for r in stats])
-    return 0 if len(calls_rows) == len(calls) else 1
+    webhooks_ok = len(calls_rows) == len(calls)
+    vapi_ok = await _vapi_account(settings)
+    return 0 if webhooks_ok and vapi_ok else 1
+
+
+async def _fake_vapi_running(client: httpx.AsyncClient) -> bool:
+    try:
+        answer = await client.get(f"{FAKE_VAPI}/assistant",
+                                  headers={"authorization": f"Bearer {DEMO_API_KEY}"})
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200
+
+
+async def _start_fake_vapi(client: httpx.AsyncClient) -> bool:
+    if await _fake_vapi_running(client):
+        return True
+    (REPO / "var/run").mkdir(parents=True, exist_ok=True)
+    (REPO / "var/log").mkdir(parents=True, exist_ok=True)
+    with (REPO / "var/log/fake-vapi.log").open("ab") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - it outlives this script, by design
+            [sys.executable, "-m", "bench.fake_vapi", "--demo", "--port", "8090"],
+            stdout=log, stderr=log, cwd=REPO, start_new_session=True)
+    (REPO / "var/run/fake-vapi.pid").write_text(f"{process.pid}\n")
+    for _ in range(100):
+        if await _fake_vapi_running(client):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _demo_org(settings: Settings) -> uuid.UUID:
+    connection = await db.connect(settings.database_url)
+    try:
+        org_id = await connection.fetchval(
+            "SELECT id FROM organizations WHERE name = $1 ORDER BY created_at LIMIT 1",
+            VAPI_DEMO_ORG)
+        return org_id or (await create_organization(connection, VAPI_DEMO_ORG)).org_id
+    finally:
+        await connection.close()
+
+
+async def _vapi_account(settings: Settings) -> bool:
+    try:
+        keyring = KeyRing.from_settings(settings)
+    except SettingsError as error:
+        print(f"\nVapi account: skipped ({error}; `make up` puts one in .env)", file=sys.stderr)
+        return False
+    async with httpx.AsyncClient(timeout=10) as client:
+        if not await _start_fake_vapi(client):
+            print("\nthe fake Vapi API did not start: see var/log/fake-vapi.log",
+                  file=sys.stderr)
+            return False
+        org_id = await _demo_org(settings)
+        topology = Topology(settings.amqp_prefix)
+        pool = await db.create_pool(settings.database_url, max_size=2)
+        broker = await aio_pika.connect(settings.amqp_url.get_secret_value())
+        try:
+            channel = await broker.channel(publisher_confirms=True)
+            await declare_topology(channel, topology)
+            account = await connect_account(
+                pool, keyring, VapiClient(client, DEMO_API_KEY, base_url=FAKE_VAPI), org_id,
+                DEMO_API_KEY, api_base_url=FAKE_VAPI, channel=channel, topology=topology)
+            print(f"\nVapi account (fake, {FAKE_VAPI}) connected to organization {org_id}; "
+                  f"sync {account.sync_id} queued, waiting for metrics-sync...")
+            run = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                run = await pool.fetchrow("SELECT status, reason, calls_seen FROM sync_runs "
+                                          "WHERE id = $1", account.sync_id)
+                if run is not None and run["status"] in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.3)
+            if run is None or run["status"] != "succeeded":
+                print(f"the sync did not succeed ({run and run['status']}: "
+                      f"{run and run['reason']}); is metrics-sync running? "
+                      "(var/log/metrics-sync.log)", file=sys.stderr)
+                return False
+            await asyncio.sleep(2)  # the processor turns the snapshots into calls
+            usage = await pool.fetch(
+                "SELECT day, calls, round(minutes, 1) AS minutes, cost FROM vapi_usage_daily "
+                "WHERE org_id = $1 ORDER BY day", org_id)
+            stored = await pool.fetchval("SELECT count(*) FROM calls WHERE org_id = $1",
+                                         org_id)
+        finally:
+            await broker.close()
+            await pool.close()
+    _table("Vapi usage (synced from the account's call list)", ["day", "calls", "minutes",
+                                                                 "cost"],
+           [list(r.values()) for r in usage])
+    print(f"\n{run['calls_seen']} calls in the account's list; {stored} stored as calls of "
+          "the organization, none of them sent as a webhook (the sync repairs lost calls)")
+    return True
 
 
 if __name__ == "__main__":

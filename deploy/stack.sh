@@ -11,9 +11,23 @@ LOG_DIR=var/log
 SERVICES=(
   "ingest calltrail-ingest http://127.0.0.1:${INGEST_PORT:-8000}/healthz"
   "call-processor calltrail-processor"
+  "metrics-sync calltrail-metrics-sync http://127.0.0.1:${METRICS_SYNC_METRICS_PORT:-9102}/healthz"
 )
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+
+# metrics-sync, the api and the CLI need ENCRYPTION_KEY (>= 32 characters) to seal Vapi API
+# keys. A fresh clone has none: create .env from .env.example with a random key, once. Keep
+# it: a lost key means reconnecting every Vapi account.
+ensure_encryption_key() {
+  [ -n "${ENCRYPTION_KEY:-}" ] && return
+  [ -f .env ] || cp .env.example .env
+  if grep -q '^ENCRYPTION_KEY=$' .env; then
+    key=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
+    sed -i "s|^ENCRYPTION_KEY=$|ENCRYPTION_KEY=$key|" .env
+    echo "ENCRYPTION_KEY generated into .env (keep it secret, keep it safe)"
+  fi
+}
 
 native_up() {
   deploy/ensure-services.sh
@@ -44,7 +58,8 @@ native_up() {
 }
 
 native_down() {
-  for entry in "${SERVICES[@]}"; do
+  # The services, and what `make demo` started beside them (the fake Vapi API).
+  for entry in "${SERVICES[@]}" "fake-vapi"; do
     read -r name _ _ <<<"$entry"
     pidfile="$RUN_DIR/$name.pid"
     [ -f "$pidfile" ] || continue
@@ -60,7 +75,8 @@ native_down() {
 }
 
 case "${1:-}" in
-  up)   if docker_engine; then docker compose up -d --build --wait; else native_up; fi ;;
+  up)   ensure_encryption_key
+        if docker_engine; then docker compose up -d --build --wait; else native_up; fi ;;
   down) if docker_engine && [ ! -d "$RUN_DIR" ]; then docker compose down; else native_down; fi ;;
   *)    echo "usage: $0 up|down" >&2; exit 2 ;;
 esac
