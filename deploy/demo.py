@@ -32,6 +32,7 @@ import httpx
 from bench.fake_vapi import DEMO_API_KEY
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
+from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import create_organization
 from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology, declare_topology
@@ -99,6 +100,7 @@ def _table(title: str, header: list[str], rows: list[list[object]]) -> None:
 
 async def main() -> int:
     settings = load_settings()
+    configure_logging(settings.model_copy(update={"log_level": "warning"}))
     ingest = f"http://127.0.0.1:{settings.ingest_port}"
     async with httpx.AsyncClient(timeout=10) as client:
         try:
