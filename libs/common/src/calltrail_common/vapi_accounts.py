@@ -213,14 +213,15 @@ async def connect_account(pool: asyncpg.Pool, keyring: KeyRing, client: VapiClie
 
 async def disconnect_account(pool: asyncpg.Pool, org_id: uuid.UUID,
                              reason: str = DISCONNECTED_BY_USER) -> bool:
-    """Delete the key, mark the account disconnected; False when it was not connected."""
+    """Delete the key, mark the account disconnected; False when the organization never
+    connected one (an account Vapi disconnected with a 401 still has its key deleted)."""
     async with pool.acquire() as connection, connection.transaction():
         status = await connection.fetchval(ACCOUNT_STATUS, org_id)
         await vapi_keys.delete_key(connection, org_id)
         await connection.execute(DISCONNECT, org_id, reason)
         await connection.execute(FAIL_QUEUED_RUNS, org_id, f"account {reason}")
     log.info("vapi_account_disconnected", org_id=str(org_id), reason=reason)
-    return status == "connected"
+    return status is not None
 
 
 async def request_sync(pool: asyncpg.Pool, org_id: uuid.UUID, *,

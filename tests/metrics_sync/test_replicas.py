@@ -1,0 +1,103 @@
+"""Several metrics-sync replicas coordinate through Postgres only: each account is synced
+once per interval and never by two at once; a replica killed mid-run loses its accounts to
+another within a lease, and its run does not stay "running"."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.fake_vapi import FakeVapi
+from calltrail_common.topology import Topology
+from tests.conftest import AMQP_URL
+from tests.metrics_sync.conftest import (
+    ENCRYPTION_KEY,
+    connect,
+    fetch,
+    finished_run,
+    new_org,
+    running_sync,
+    sync_settings,
+    wait_until,
+)
+
+INTERVAL = 2
+
+
+async def test_two_replicas_sync_each_account_once_per_interval(
+        database_url: str, topology: Topology, fake_vapi: tuple[FakeVapi, str]) -> None:
+    fake, url = fake_vapi
+    settings = sync_settings(database_url, topology, url, sync_interval_seconds=INTERVAL)
+    orgs = []
+    for index in range(6):
+        account = fake.add_account(f"key-replica-{index}", seed=100 + index, calls=5, days=1)
+        account.latency = 0.2  # runs take a while, so replicas would overlap if they could
+        org_id = await new_org(database_url, f"Org {index}")
+        await connect(settings, org_id, account.api_key)
+        orgs.append(org_id)
+    async with running_sync(settings), running_sync(settings):
+        await asyncio.sleep(4 * INTERVAL + 1)
+    runs = await fetch(database_url, "SELECT org_id, trigger, status, worker, started_at, "
+                       "finished_at FROM sync_runs ORDER BY started_at")
+    assert {r["status"] for r in runs} <= {"succeeded"}
+    for org_id in orgs:
+        own = [r for r in runs if r["org_id"] == org_id and r["finished_at"] is not None]
+        # The first run (connect) and then one per interval: never two at once.
+        for before, after in itertools.pairwise(own):
+            assert after["started_at"] >= before["finished_at"], (before, after)
+        scheduled = [r for r in own if r["trigger"] == "schedule"]
+        assert 2 <= len(scheduled) <= 5, len(scheduled)
+        for before, after in itertools.pairwise(scheduled):
+            gap = (after["started_at"] - before["started_at"]).total_seconds()
+            assert gap >= INTERVAL / 2, gap
+    assert len({r["worker"] for r in runs}) == 2  # both replicas took part
+
+
+async def test_a_replica_killed_mid_run_is_taken_over_and_its_run_not_left_running(
+        database_url: str, topology: Topology, fake_vapi: tuple[FakeVapi, str],
+        tmp_path: Path) -> None:
+    fake, url = fake_vapi
+    lease = 5
+    settings = sync_settings(database_url, topology, url, sync_lease_seconds=lease,
+                             vapi_request_timeout_seconds=60)
+    account = fake.add_account("key-killed", seed=9, calls=20, days=2)
+    org_id = await new_org(database_url)
+    connected = await connect(settings, org_id, "key-killed")
+    account.hang_seconds = 60  # the first run hangs in Vapi until its replica is killed
+    log = (tmp_path / "metrics-sync.log").open("wb")
+    replica = subprocess.Popen(
+        [sys.executable, "-m", "metrics_sync"], stdout=log, stderr=log,
+        env={**os.environ, "DATABASE_URL": database_url, "AMQP_URL": AMQP_URL,
+             "AMQP_PREFIX": topology.prefix, "ENCRYPTION_KEY": ENCRYPTION_KEY,
+             "VAPI_API_BASE_URL": url, "SYNC_LEASE_SECONDS": str(lease),
+             "VAPI_REQUEST_TIMEOUT_SECONDS": "60", "METRICS_SYNC_METRICS_PORT": "0"})
+    try:
+        async def running() -> bool:
+            rows = await fetch(database_url, "SELECT status FROM sync_runs WHERE id = $1",
+                               connected.sync_id)
+            return rows[0]["status"] == "running"
+        await wait_until(running, 30, "the run to start in the replica")
+        replica.send_signal(signal.SIGKILL)
+        replica.wait(10)
+    finally:
+        if replica.poll() is None:
+            replica.kill()
+        log.close()
+    account.hang_seconds = 0
+    async with running_sync(settings):
+        # Its run is failed as abandoned once the lease runs out...
+        run = await finished_run(database_url, connected.sync_id, timeout=lease + 10)
+        assert run["status"] == "failed" and run["reason"].startswith("abandoned")
+
+        # ...and the account is synced again by the replica still alive.
+        async def taken_over() -> bool:
+            rows = await fetch(database_url, "SELECT 1 FROM sync_runs WHERE org_id = $1 "
+                               "AND status = 'succeeded'", org_id)
+            return bool(rows)
+        await wait_until(taken_over, 15, "another replica to sync the account")
+    assert not await fetch(database_url, "SELECT 1 FROM sync_runs WHERE status = 'running'")
