@@ -40,5 +40,5 @@ def backoff_seconds(failures: int, retry_after: float | None = None,
     """Delay before an account that failed `failures` times in a row is tried again; never
     sooner than the API's `Retry-After`."""
     ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** max(0, failures - 1))
-    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-    return max(delay, retry_after or 0.0)
+    jitter: float = (rng or random.Random()).uniform(0, ceiling / 2)
+    return max(ceiling / 2 + jitter, retry_after or 0.0)
