@@ -39,6 +39,6 @@ def backoff_seconds(failures: int, retry_after: float | None = None,
                     rng: random.Random | None = None) -> float:
     """Delay before an account that failed `failures` times in a row is tried again; never
     sooner than the API's `Retry-After`."""
-    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** max(0, failures - 1))
+    ceiling = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** min(30, max(0, failures - 1)))
     jitter: float = (rng or random.Random()).uniform(0, ceiling / 2)
     return max(ceiling / 2 + jitter, retry_after or 0.0)
