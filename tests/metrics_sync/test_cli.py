@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 
 from bench.fake_vapi import FakeVapi
 from calltrail_common.topology import Topology
 from tests.admin.test_cli import calltrail
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, free_port
 from tests.metrics_sync.conftest import ENCRYPTION_KEY, fetch, new_org
 
 API_KEY = "sk-live-0f9e8d7c-SECRET-6b5a4f3e2d1c"
@@ -55,11 +56,20 @@ async def test_connect_sync_disconnect_rotate_and_the_key_never_shows(
     assert orjson.loads(connected.stdout)["vapiOrgId"] == account.org_id
 
     log = tmp_path / "metrics-sync.log"
-    service = _sync_process({**env, "DATABASE_URL": database_url}, log)
+    port = free_port()
+    service = _sync_process({**env, "DATABASE_URL": database_url,
+                             "METRICS_SYNC_HOST": "127.0.0.1",
+                             "METRICS_SYNC_METRICS_PORT": str(port)}, log)
     try:
         synced = run("vapi", "sync", "--org", org_id, "--wait", "--timeout", "60")
         assert synced.returncode == 0, synced.stderr
         assert orjson.loads(synced.stdout)["status"] == "succeeded"
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probes:
+            assert (await probes.get("/readyz")).status_code == 200
+            metrics = (await probes.get("/metrics")).text
+        assert 'calltrail_sync_runs_total{outcome="succeeded"}' in metrics
+        assert "calltrail_sync_lag_seconds" in metrics
 
         account.unauthorized = True  # the key was revoked in Vapi
         failed = run("vapi", "sync", "--org", org_id, "--wait", "--timeout", "60")

@@ -101,3 +101,29 @@ async def test_a_replica_killed_mid_run_is_taken_over_and_its_run_not_left_runni
             return bool(rows)
         await wait_until(taken_over, 15, "another replica to sync the account")
     assert not await fetch(database_url, "SELECT 1 FROM sync_runs WHERE status = 'running'")
+
+
+async def test_sigterm_hands_a_run_in_progress_back_whole(
+        database_url: str, topology: Topology, fake_vapi: tuple[FakeVapi, str]) -> None:
+    fake, url = fake_vapi
+    settings = sync_settings(database_url, topology, url, vapi_request_timeout_seconds=60)
+    account = fake.add_account("key-sigterm", seed=13, calls=15, days=2)
+    org_id = await new_org(database_url)
+    connected = await connect(settings, org_id, "key-sigterm")
+    account.hang_seconds = 60
+    async with running_sync(settings) as service:
+        async def running() -> bool:
+            rows = await fetch(database_url, "SELECT status FROM sync_runs WHERE id = $1",
+                               connected.sync_id)
+            return rows[0]["status"] == "running"
+        await wait_until(running, 20, "the run to start")
+        service._grace = 0.5  # shorter than the hang: the run cannot finish in time
+    # Stopped: the run is queued again, not failed, not half-recorded.
+    row = (await fetch(database_url, "SELECT status, worker FROM sync_runs WHERE id = $1",
+                       connected.sync_id))[0]
+    assert (row["status"], row["worker"]) == ("queued", None)
+    assert not await fetch(database_url, "SELECT 1 FROM vapi_usage_daily")
+    account.hang_seconds = 0
+    async with running_sync(settings):  # any replica runs it from the start
+        run = await finished_run(database_url, connected.sync_id)
+    assert run["status"] == "succeeded" and run["calls_seen"] == 15
