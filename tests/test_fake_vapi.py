@@ -1,0 +1,291 @@
+"""The fake Vapi API (bench.fake_vapi), served for real: what the client tests, the demo, the
+benchmarks and the chaos suite rely on."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from bench.fake_vapi import (
+    DEMO_API_KEY,
+    UNAUTHORIZED_BODY,
+    FakeAccount,
+    FakeVapi,
+    Usage,
+    make_call,
+    seed_demo,
+    serve,
+)
+
+NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[FakeVapi, str]]:
+    """One server per module; each test has its own accounts (its own keys)."""
+    fake = FakeVapi(seed=1)
+    with serve(fake) as base_url:
+        yield fake, base_url
+
+
+@pytest.fixture
+def key() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def fake(served: tuple[FakeVapi, str], key: str) -> Iterator[FakeVapi]:
+    fake = served[0]
+    account = fake.add_account(key, seed=1, calls=0, phone_numbers=2, assistants=2)
+    account.add_calls(300, rng=random.Random(2), start=NOW - timedelta(days=3), end=NOW)
+    yield fake
+    fake.latency = 0.0
+
+
+@pytest.fixture
+def http(served: tuple[FakeVapi, str], key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served[1], headers={"Authorization": f"Bearer {key}"},
+                      timeout=10) as client:
+        yield client
+
+
+def ids(rows: list[dict]) -> set[str]:
+    return {row["id"] for row in rows}
+
+
+def test_call_time_filters_select_exactly_the_matching_calls(fake: FakeVapi, key: str,
+                                                              http: httpx.Client) -> None:
+    calls = list(fake.account(key).calls.values())
+    pivot = sorted(calls, key=lambda c: c["createdAt"])[150]
+    at = datetime.fromisoformat(pivot["createdAt"])
+    start = at - timedelta(hours=12)
+
+    def created(c: dict) -> datetime:
+        return datetime.fromisoformat(c["createdAt"])
+
+    cases = {
+        "createdAtGe": ({c["id"] for c in calls if start <= created(c) < at},
+                        {"createdAtGe": iso(start), "createdAtLt": iso(at)}),
+        "createdAtLe": ({c["id"] for c in calls if start <= created(c) <= at},
+                        {"createdAtGe": iso(start), "createdAtLe": iso(at)}),
+        "createdAtGt": ({c["id"] for c in calls if start < created(c) <= at},
+                        {"createdAtGt": iso(start), "createdAtLe": iso(at)}),
+    }
+    for name, (expected, query) in cases.items():
+        rows = http.get("/call", params={**query, "limit": 1000}).json()
+        assert ids(rows) == expected, name
+    assert pivot["id"] in cases["createdAtLe"][0] - cases["createdAtGe"][0]
+
+    updated = pivot["updatedAt"]
+    rows = http.get("/call", params={"updatedAtGe": updated, "updatedAtLe": updated}).json()
+    assert pivot["id"] in ids(rows)
+
+
+def test_call_equality_filters(fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    account = fake.account(key)
+    calls = list(account.calls.values())
+    one = calls[7]
+    assert http.get("/call", params={"id": one["id"]}).json() == [one]
+    for name in ("assistantId", "phoneNumberId"):
+        value = one[name]
+        rows = http.get("/call", params={name: value, "limit": 1000}).json()
+        assert ids(rows) == {c["id"] for c in calls if c[name] == value}
+        assert 0 < len(rows) < len(calls)
+
+
+def test_call_list_is_shuffled_and_truncated_to_an_arbitrary_subset(
+        fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    everything = ids(list(fake.account(key).calls.values()))
+    assert len(http.get("/call").json()) == 100  # the default limit
+    answers = [http.get("/call", params={"limit": 250}).json() for _ in range(4)]
+    assert all(len(rows) == 250 and ids(rows) <= everything for rows in answers)
+    assert len({frozenset(ids(rows)) for rows in answers}) > 1  # not always the same 250
+    full = [http.get("/call", params={"limit": 1000}).json() for _ in range(3)]
+    assert all(ids(rows) == everything for rows in full)
+    assert len({tuple(row["id"] for row in rows) for rows in full}) > 1  # order varies
+
+
+@pytest.mark.parametrize("params", [
+    {"limit": 1001}, {"limit": -1}, {"limit": "ten"}, {"createdAtGe": "yesterday"},
+])
+def test_invalid_query_is_a_validation_error(fake: FakeVapi, http: httpx.Client,
+                                             params: dict) -> None:
+    response = http.get("/call", params=params)
+    assert response.status_code == 400
+    assert response.json()["statusCode"] == 400
+
+
+def test_one_call_by_id_only_in_its_own_account(fake: FakeVapi, key: str,
+                                                http: httpx.Client) -> None:
+    other = fake.add_account(key + "-other", seed=3, calls=1)
+    mine = next(iter(fake.account(key).calls.values()))
+    assert http.get(f"/call/{mine['id']}").json() == mine
+    foreign = next(iter(other.calls))
+    assert http.get(f"/call/{foreign}").status_code == 404
+
+
+def test_assistants_and_phone_numbers(fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    account = fake.account(key)
+    assert http.get("/assistant", params={"limit": 1}).json() == account.assistants[:1]
+    phones = http.get("/phone-number", params={"limit": 1000}).json()
+    assert phones == account.phone_numbers
+    assert all(p["orgId"] == account.org_id and p["number"].startswith("+1") for p in phones)
+
+
+def test_unknown_or_refused_keys_get_vapis_401(fake: FakeVapi, key: str,
+                                               http: httpx.Client) -> None:
+    unknown_before = fake.unknown_key_requests
+    for headers in ({"Authorization": "Bearer nope"}, {"Authorization": ""}):
+        response = http.get("/assistant", headers=headers)
+        assert (response.status_code, response.json()) == (401, UNAUTHORIZED_BODY)
+    assert fake.unknown_key_requests == unknown_before + 2
+    fake.account(key).unauthorized = True
+    response = http.get("/call")
+    assert (response.status_code, response.json()) == (401, UNAUTHORIZED_BODY)
+
+
+def test_unknown_route_is_404(http: httpx.Client) -> None:
+    assert http.get("/squad").status_code == 404
+
+
+def test_injected_faults_and_request_counters(fake: FakeVapi, key: str,
+                                              http: httpx.Client) -> None:
+    account = fake.account(key)
+    account.rate_limit_next, account.retry_after, account.fail_next = 2, 0.2, 1
+    first, second = http.get("/assistant"), http.get("/assistant")
+    assert [first.status_code, second.status_code] == [429, 429]
+    assert first.headers["retry-after"] == "0.2"
+    assert http.get("/assistant").status_code == 503
+    assert http.get("/assistant", params={"limit": 1}).status_code == 200
+    account.rate_limit_next, account.retry_after = 1, None
+    assert "retry-after" not in http.get("/call").headers
+    assert account.requests == 5
+    assert account.request_log[3] == ("GET", "/assistant", {"limit": "1"})
+
+
+def test_latency_is_added_to_each_request(fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    fake.latency, fake.account(key).latency = 0.1, 0.1
+    response = http.get("/assistant")
+    assert response.status_code == 200
+    assert response.elapsed >= timedelta(seconds=0.2)
+
+
+def test_admin_routes_add_accounts_and_calls_inject_faults_and_report(
+        fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    admin = key + "-admin"
+    created = http.post("/_fake/accounts", json={"api_key": admin, "calls": 40,
+                                                 "days": 2, "seed": 9}).json()
+    assert created["calls"] == 40 and len(created["phone_numbers"]) == 3
+    assert http.post("/_fake/accounts", json={"api_key": admin}).status_code == 409
+    assert http.post("/_fake/accounts", json={"calls": "many"}).status_code == 400
+    as_new = {"Authorization": f"Bearer {admin}"}
+    assert len(http.get("/call", params={"limit": 1000}, headers=as_new).json()) == 40
+
+    added = http.post(f"/_fake/accounts/{admin}/calls", json={"calls": 5, "seed": 1}).json()
+    assert len(added["ids"]) == 5
+    call_id = added["ids"][0]
+    updated = http.post(f"/_fake/accounts/{admin}/calls/{call_id}",
+                        json={"status": "ended", "cost": 1.5}).json()
+    assert updated["cost"] == 1.5
+
+    faults = http.post(f"/_fake/accounts/{admin}/faults",
+                       json={"fail_next": 1, "retry_after": 3}).json()
+    assert faults["fail_next"] == 1 and faults["retry_after"] == 3.0
+    assert http.get("/assistant", headers=as_new).status_code == 503
+    assert http.get(f"/_fake/accounts/{admin}/stats").json() == {"requests": 2, "calls": 45}
+
+    usage = http.get(f"/_fake/accounts/{admin}/usage").json()
+    account = fake.account(admin)
+    assert usage == {day.isoformat(): {"calls": u.calls, "minutes": str(u.minutes),
+                                       "cost": str(u.cost)}
+                     for day, u in account.daily_usage().items()}
+    assert sum(day["calls"] for day in usage.values()) == 45
+    assert http.post("/_fake/faults", json={"latency": 0.01}).json() == {"latency": 0.01}
+    assert fake.latency == 0.01
+    assert http.get("/_fake/accounts/missing/stats").status_code == 404
+
+
+def test_update_call_bumps_updated_at(fake: FakeVapi, key: str) -> None:
+    account = fake.account(key)
+    call_id, call = next(iter(account.calls.items()))
+    updated = account.update_call(call_id, status="ended")
+    assert updated["updatedAt"] > call["updatedAt"]
+    assert account.calls[call_id] is updated
+
+
+def test_generated_calls_are_shaped_like_vapis() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        call = make_call(rng, org_id="org", created_at=NOW, phone_number_id="p",
+                         assistant_id="a", customer_number="+14155550123")
+        assert call["createdAt"] == "2026-11-03T12:00:00.000Z"
+        assert call["createdAt"] < call["startedAt"] < call["endedAt"] < call["updatedAt"]
+        assert 0.02 <= call["cost"] <= 5
+        assert call["costBreakdown"]["total"] == call["cost"]
+        assert 1000 <= len(call["artifact"]["transcript"].encode()) <= 5500
+        assert call["artifact"]["transcript"].startswith("AI: ")
+        assert call["analysis"]["successEvaluation"] in ("true", "false")
+    pending = make_call(rng, org_id="org", created_at=NOW, phone_number_id=None,
+                        assistant_id=None, customer_number="+1", ended=False)
+    assert "endedAt" not in pending and pending["status"] != "ended"
+
+
+def test_daily_usage_is_the_sum_over_the_raw_calls() -> None:
+    account = FakeAccount(api_key="k", org_id="o")
+    rng = random.Random(11)
+    account.add_calls(120, rng=rng, start=NOW - timedelta(days=2), end=NOW)
+    account.add_calls(6, rng=rng, start=NOW - timedelta(hours=1), end=NOW, ended=False)
+    # Computed independently: parse the raw timestamps with strptime, per-call minutes.
+    fmt = "%Y-%m-%dT%H:%M:%S.%f%z"
+    expected: dict[date, list] = {}
+    for call in account.calls.values():
+        day = datetime.strptime(call["createdAt"], fmt).date()
+        totals = expected.setdefault(day, [0, Decimal(0), Decimal(0)])
+        totals[0] += 1
+        if "endedAt" in call:
+            took = (datetime.strptime(call["endedAt"], fmt)
+                    - datetime.strptime(call["startedAt"], fmt))
+            totals[1] += Decimal(took.days * 86_400_000_000 + took.seconds * 1_000_000
+                                 + took.microseconds)
+        totals[2] += Decimal(str(call.get("cost", 0)))
+    truth = account.daily_usage()
+    assert truth == {day: Usage(calls, micros / 60_000_000, cost)
+                     for day, (calls, micros, cost) in expected.items()}
+    assert sorted(truth) == [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
+    assert sum(u.calls for u in truth.values()) == 126
+
+
+def test_demo_account() -> None:
+    fake = FakeVapi()
+    account = seed_demo(fake)
+    assert fake.account(DEMO_API_KEY) is account
+    assert (len(account.phone_numbers), len(account.assistants)) == (3, 2)
+    assert 190 <= len(account.calls) <= 210
+    oldest = min(datetime.fromisoformat(c["createdAt"]) for c in account.calls.values())
+    assert oldest >= datetime.now(UTC) - timedelta(days=14, minutes=1)
+
+
+def test_generated_calls_parse_with_the_official_sdk() -> None:
+    from vapi.types import Call  # slow (~25 s): the one test that imports the SDK
+
+    rng = random.Random(3)
+    account = FakeAccount(api_key="k", org_id="7d3e2a10-6c1b-4f0e-9a55-2f4be1c0a001")
+    account.add_calls(40, rng=rng, start=NOW - timedelta(days=1), end=NOW)
+    account.add_calls(10, rng=rng, start=NOW - timedelta(days=1), end=NOW, ended=False)
+    for raw in account.calls.values():
+        call = Call.model_validate(raw)
+        assert call.id == raw["id"] and call.org_id == account.org_id
+        assert call.created_at.tzinfo is not None
+        if raw["status"] == "ended":
+            assert call.ended_at is not None and call.cost == raw["cost"]
+            assert call.costs and call.cost_breakdown and call.artifact and call.analysis
