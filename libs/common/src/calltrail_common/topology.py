@@ -1,7 +1,8 @@
 """The whole RabbitMQ topology (contract section 4), declared in one idempotent place.
 
     {prefix}.events      topic exchange; ingest publishes every webhook to it with the
-                         routing key `vapi.<message type>`.
+                         routing key `vapi.<message type>`, metrics-sync every call it
+                         polls from Vapi's API with `sync.call-snapshot` (snapshots.py).
     {prefix}.dlx         direct exchange that dead letters land on.
     {prefix}.commands    topic exchange for commands to a service, e.g. `command.sync-now`
                          (a "sync now" request for metrics-sync).
@@ -32,6 +33,7 @@ EVENTS_EXCHANGE = "events"
 DEAD_LETTER_EXCHANGE = "dlx"
 COMMANDS_EXCHANGE = "commands"
 SYNC_NOW_ROUTING_KEY = "command.sync-now"
+SNAPSHOT_ROUTING_KEY = "sync.call-snapshot"  # a call as Vapi's API returns it (snapshots.py)
 # Headers ingest puts on every event message.
 HEADER_RECEIVED_AT = "x-received-at"  # epoch milliseconds, when ingest received the webhook
 HEADER_ENDPOINT_ID = "x-endpoint-id"  # "shared" or the organization's endpoint id
@@ -56,7 +58,8 @@ class ConsumerQueue:
 
 
 # Every consumer of the system, in one visible list.
-CALL_PROCESSOR = ConsumerQueue(name="call-processor", binding_keys=("vapi.#",))
+CALL_PROCESSOR = ConsumerQueue(name="call-processor",
+                               binding_keys=("vapi.#", SNAPSHOT_ROUTING_KEY))
 METRICS_SYNC_COMMANDS = ConsumerQueue(name="metrics-sync.commands",
                                       binding_keys=(SYNC_NOW_ROUTING_KEY,),
                                       retry_delays_ms=(1_000, 5_000), exchange=COMMANDS_EXCHANGE)

@@ -1,0 +1,97 @@
+"""The call-snapshot message: one call as Vapi's API returns it, for the call processor.
+
+metrics-sync publishes every call it sees in an account's call list (`GET /call`) as one, and
+the call processor applies it by the rules it applies to webhooks (contract section 6): a
+call whose webhooks were lost still appears, and ends in the same state. The body is shaped
+like a webhook, with the call object exactly as the API gave it:
+
+    {"message": {"type": "call-snapshot", "timestamp": <updatedAt, epoch ms>, "call": {...}}}
+
+The headers are the ones ingest sets, with the organization always given (the account's),
+so the processor never has to resolve it. The message id is a function of the organization,
+the call id and `updatedAt`: polling the same call again publishes the same message, and the
+archive, keyed on the message id, keeps it once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aio_pika
+import orjson
+from aiormq.abc import FieldValue
+
+from calltrail_common.topology import (
+    HEADER_DEDUPE_KEY,
+    HEADER_ENDPOINT_ID,
+    HEADER_MESSAGE_TYPE,
+    HEADER_ORG_ID,
+    HEADER_RECEIVED_AT,
+    SNAPSHOT_ROUTING_KEY,
+)
+
+__all__ = ["CALL_SNAPSHOT", "SNAPSHOT_ENDPOINT", "SNAPSHOT_ROUTING_KEY", "snapshot_message"]
+
+CALL_SNAPSHOT = "call-snapshot"  # the message type (Vapi sends no type of this name)
+SNAPSHOT_ENDPOINT = "sync"  # the x-endpoint-id of every snapshot: it came from no webhook
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MESSAGE_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://calltrail.invalid/call-snapshot")
+
+
+def _epoch_ms(moment: dt.datetime) -> int:
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _updated_ms(value: Any) -> int | None:
+    """`updatedAt` in epoch ms (Vapi gives ISO 8601); None when absent or not a time."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return _epoch_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC))
+
+
+def snapshot_message(org_id: uuid.UUID | str, call: Mapping[str, Any], *,
+                     received_at: dt.datetime) -> aio_pika.Message:
+    """The message for `call` (one item of `GET /call`) of `org_id`'s connected account, to
+    publish on the events exchange with `SNAPSHOT_ROUTING_KEY`; `received_at` (aware) is when
+    the API answered, the snapshot's time if the call has no `updatedAt`.
+
+    Raises ValueError for an `org_id` that is not a UUID, a call without an id or a naive
+    `received_at`; orjson.JSONEncodeError (a TypeError) for a value JSON cannot hold.
+    """
+    org = str(uuid.UUID(str(org_id)))
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id.strip():
+        raise ValueError("a call snapshot needs the call's id")
+    if received_at.tzinfo is None:
+        raise ValueError("received_at must be timezone-aware")
+    received_ms = _epoch_ms(received_at)
+    updated_ms = _updated_ms(call.get("updatedAt"))
+    at_ms = received_ms if updated_ms is None else updated_ms
+    body = orjson.dumps({"message": {"type": CALL_SNAPSHOT, "timestamp": at_ms,
+                                     "call": dict(call)}})
+    headers: dict[str, FieldValue] = {
+        HEADER_ORG_ID: org,
+        HEADER_MESSAGE_TYPE: CALL_SNAPSHOT,
+        HEADER_RECEIVED_AT: received_ms,
+        HEADER_ENDPOINT_ID: SNAPSHOT_ENDPOINT,
+        HEADER_DEDUPE_KEY: f"{call_id}:{CALL_SNAPSHOT}:{at_ms}",
+    }
+    return aio_pika.Message(
+        body,
+        headers=headers,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=uuid.uuid5(_MESSAGE_IDS, f"{org}:{call_id}:{at_ms}").hex,
+    )
