@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-SNAPSHOT = 1  # status-update fields and any call snapshot (identity fields)
+SNAPSHOT = 1  # what a call object says: a status-update, any event's call, a call-snapshot
 REPORT = 2  # the end-of-call-report's own top-level fields: the authority on final values
 
 STATUS_ORDER = ("scheduled", "queued", "ringing", "in-progress", "forwarding", "ended")

@@ -3,6 +3,10 @@
 Vapi's shapes vary (vapi.md): timestamps in epoch ms or ISO strings, end-of-call-report
 fields under `artifact`/`analysis` or, in older payloads, at the top level, metadata in
 several places. All of that is read here, once; the rules in `calls.py` see only values.
+
+A call snapshot (metrics-sync's `call-snapshot`, calltrail_common.snapshots) is read like a
+webhook whose whole news is its call object: the call as Vapi's API returns it, with the
+final values a report carries, said at SNAPSHOT authority as of the call's `updatedAt`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import orjson
 
 from call_processor.calls import REPORT, SNAPSHOT, Observation
 from call_processor.phones import to_e164
+from calltrail_common.snapshots import CALL_SNAPSHOT
 
-CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report"})
+CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT})
 
 # What Postgres cannot hold is left out here, as if the event did not carry it, rather than
 # failing the whole batch in the database; the raw event (bytea) keeps every byte of it.
@@ -201,12 +206,49 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def _beside_call(message_type: str, message: Mapping[str, Any], call: Mapping[str, Any]
+                 ) -> Mapping[str, Any]:
+    """Where the event keeps what a webhook puts beside its call (`assistant`, `phoneNumber`,
+    `customer`): a call object from the API carries them inside."""
+    return call if message_type == CALL_SNAPSHOT else message
+
+
+def _final_values(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a finished call has, as a report's message or a call object carries them:
+    `artifact`/`analysis` first, the older top-level fields second."""
+    artifact = _dict(source.get("artifact"))
+    analysis = _dict(source.get("analysis"))
+    recording = _dict(artifact.get("recording"))
+    return {
+        "ended_reason": _text(source.get("endedReason")),
+        "started_at": parse_time(source.get("startedAt")),
+        "ended_at": parse_time(source.get("endedAt")),
+        "cost": _money(source.get("cost")),
+        "cost_breakdown": _json(source.get("costBreakdown")),
+        "costs": _json(source.get("costs")),
+        "transcript": _first(_text(artifact.get("transcript")),
+                             _text(source.get("transcript"))),
+        "summary": _first(_text(analysis.get("summary")), _text(source.get("summary"))),
+        "structured_data": _first(_json(analysis.get("structuredData")),
+                                  _json(source.get("structuredData"))),
+        "success_evaluation": _first(_evaluation(analysis.get("successEvaluation")),
+                                     _evaluation(source.get("successEvaluation"))),
+        "recording_url": _first(_text(artifact.get("recordingUrl")),
+                                _text(_dict(recording.get("mono")).get("combinedUrl")),
+                                _text(source.get("recordingUrl"))),
+        "stereo_recording_url": _first(_text(artifact.get("stereoRecordingUrl")),
+                                       _text(recording.get("stereoUrl")),
+                                       _text(source.get("stereoRecordingUrl"))),
+    }
+
+
 def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[str, Any],
                  call_id: str) -> Observation:
     is_report = message_type == "end-of-call-report"
-    customer = {**_dict(message.get("customer")), **_dict(call.get("customer"))}
+    beside = _beside_call(message_type, message, call)
+    customer = {**_dict(beside.get("customer")), **_dict(call.get("customer"))}
     number_raw = _key(customer.get("number"))
-    metadata = _metadata(message, call)
+    metadata = _metadata(beside, call)
     values: dict[str, tuple[Any, int]] = {
         "direction": (_text(call.get("type")), SNAPSHOT),
         "created_at": (parse_time(call.get("createdAt")), SNAPSHOT),
@@ -228,37 +270,22 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
         values["ended_reason"] = (_first(_text(message.get("endedReason")),
                                          _text(call.get("endedReason"))), SNAPSHOT)
     if is_report:
-        artifact = _dict(message.get("artifact"))
-        analysis = _dict(message.get("analysis"))
-        recording = _dict(artifact.get("recording"))
-        report_values = {
-            "ended_reason": _text(message.get("endedReason")),
-            "started_at": parse_time(message.get("startedAt")),
-            "ended_at": parse_time(message.get("endedAt")),
-            "cost": _money(message.get("cost")),
-            "cost_breakdown": _json(message.get("costBreakdown")),
-            "costs": _json(message.get("costs")),
-            "transcript": _first(_text(artifact.get("transcript")),
-                                 _text(message.get("transcript"))),
-            "summary": _first(_text(analysis.get("summary")), _text(message.get("summary"))),
-            "structured_data": _first(_json(analysis.get("structuredData")),
-                                      _json(message.get("structuredData"))),
-            "success_evaluation": _first(_evaluation(analysis.get("successEvaluation")),
-                                         _evaluation(message.get("successEvaluation"))),
-            "recording_url": _first(_text(artifact.get("recordingUrl")),
-                                    _text(_dict(recording.get("mono")).get("combinedUrl")),
-                                    _text(message.get("recordingUrl"))),
-            "stereo_recording_url": _first(_text(artifact.get("stereoRecordingUrl")),
-                                           _text(recording.get("stereoUrl")),
-                                           _text(message.get("stereoRecordingUrl"))),
-        }
-        for name, value in report_values.items():
+        for name, value in _final_values(message).items():
             if value is not None:
                 values[name] = (value, REPORT)
+    event_ms = _epoch_ms(message.get("timestamp"))
+    status = _text(message.get("status")) if message_type == "status-update" else None
+    if message_type == CALL_SNAPSHOT:
+        # The call as Vapi stored it at `updatedAt`: its final values rank with a
+        # status-update's by time, below a report's; it is not a report (report_received).
+        for name, value in _final_values(call).items():
+            values[name] = (value, SNAPSHOT)
+        event_ms = _epoch_ms(call.get("updatedAt")) or event_ms
+        status = _text(call.get("status"))
     return Observation(
         call_id=call_id,
-        event_ms=_epoch_ms(message.get("timestamp")),
-        status=_text(message.get("status")) if message_type == "status-update" else None,
+        event_ms=event_ms,
+        status=status,
         is_report=is_report,
         values={name: pair for name, pair in values.items() if pair[0] is not None},
     )
@@ -279,10 +306,11 @@ def parse_event(body: bytes, *, route: bool = True) -> WebhookEvent:
         raise PoisonMessage("message.type is missing")
     call = _dict(message.get("call"))
     call_id = _key(call.get("id"))
+    beside = _beside_call(message_type, message, call)
     routing = Routing(
-        metadata_org_ids=_metadata_org_ids(message, call),
+        metadata_org_ids=_metadata_org_ids(beside, call),
         phone_number_id=_key(call.get("phoneNumberId")),
-        dialled_number=to_e164(_key(_dict(message.get("phoneNumber")).get("number"))),
+        dialled_number=to_e164(_key(_dict(beside.get("phoneNumber")).get("number"))),
         vapi_org_id=_key(call.get("orgId")),
     ) if route else NO_ROUTING
     observation = None
