@@ -140,6 +140,8 @@ async def test_refusals_for_media_type_and_payload(settings) -> None:
 
 async def test_unknown_and_reply_expecting_types_are_accepted(settings, topology) -> None:
     async with serve_ingest(settings) as ingest:
+        # Connected first: an event spooled while connecting would be replayed out of order.
+        await wait_for_broker(ingest.client)
         unknown = await ingest.client.post(
             "/webhooks/vapi", content=b'{"message":{"type":"brand-new.kind","x":1}}',
             headers=AUTH)

@@ -58,6 +58,12 @@ class BrokerPublisher:
         self._task: asyncio.Task[None] | None = None
         self._reconnect = asyncio.Event()
         self._closing = False
+        # A confirm that is late is not a dead link: under load (or a broker catching up after
+        # an outage) confirms can take seconds, and reconnecting then only adds churn (ingest
+        # flapped for 50 s that way). A link is given up when nothing was confirmed for this
+        # long; a dead one is found by heartbeats anyway.
+        self._silence_limit = max(3.0 * heartbeat_seconds, 2.0 * confirm_timeout)
+        self._last_confirm = time.monotonic()
 
     @property
     def connected(self) -> bool:
@@ -93,8 +99,10 @@ class BrokerPublisher:
             await exchange.publish(message, event.routing_key, mandatory=True,
                                    timeout=self._confirm_timeout)
         except TimeoutError:
-            # A broker that stops confirming may be half-dead: reconnect to find out.
-            self._request_reconnect(exchange)
+            # A broker that stopped confirming altogether may be half-dead: reconnect to find
+            # out. One that is only slow keeps its link.
+            if time.monotonic() - self._last_confirm > self._silence_limit:
+                self._request_reconnect(exchange)
             raise BrokerUnavailable("no confirm in time") from None
         except Exception as error:
             # Refused, returned (a binding gone: the reconnect declares it again), closed, or
@@ -111,6 +119,7 @@ class BrokerPublisher:
                 raise
             self._request_reconnect(exchange)
             raise BrokerUnavailable("confirm cancelled: the connection closed") from None
+        self._last_confirm = time.monotonic()
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
 
@@ -143,6 +152,7 @@ class BrokerPublisher:
                 continue
             backoff = _BACKOFF_INITIAL_SECONDS
             self._reconnect.clear()
+            self._last_confirm = time.monotonic()
             self._exchange = exchange
             log.info("broker_connected")
             if self.on_connected is not None:
