@@ -285,8 +285,14 @@ class Spool:
                 (self.directory / "cursor").unlink()
             return
         tmp = self.directory / "cursor.tmp"
-        tmp.write_text(f"{position.segment} {position.offset}")
-        os.replace(tmp, self.directory / "cursor")
+        try:
+            tmp.write_text(f"{position.segment} {position.offset}")
+            os.replace(tmp, self.directory / "cursor")
+        except OSError:
+            # A full disk: the cursor on disk stays behind (a crash now re-publishes a few
+            # events, which processing dedupes); the replay itself goes on and frees space.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def is_writable(self) -> bool:
         """Whether an append can succeed now: a writable directory (not a read-only mount)
