@@ -314,7 +314,9 @@ class MetricsSync:
                 connection = await broker.connect(
                     self._settings.amqp_url.get_secret_value(),
                     heartbeat_seconds=self._settings.amqp_heartbeat_seconds)
-                publishing = await connection.channel(publisher_confirms=True)
+                # Returned (unroutable) snapshots raise, never vanish.
+                publishing = await connection.channel(publisher_confirms=True,
+                                                      on_return_raises=True)
                 await declare_topology(publishing, self._topology)
                 consuming = await connection.channel()
                 await consuming.set_qos(prefetch_count=20)
