@@ -4,6 +4,8 @@
     processor   bench.processor: events/s from a full queue into Postgres, default and
                 call-only mixes, 1 and 2 consumers and the bare (archive-only) consumer
     end_to_end  bench.end_to_end: webhook sent -> call row visible at 500 events/s
+    metrics_sync  bench.metrics_sync: 1,000 Vapi accounts synced (backfill, then a quiet
+                round) against the fake Vapi with 100 ms latency, vs one at a time
 
 Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails
 is reported and the others still run. The exit status is non-zero if any failed.
@@ -16,13 +18,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import end_to_end, ingest, processor
+from bench import end_to_end, ingest, metrics_sync, processor
 from bench.ingest import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("ingest", ingest.main),
     ("processor", processor.main),
     ("end_to_end", end_to_end.main),
+    ("metrics_sync", metrics_sync.main),
 )
 
 

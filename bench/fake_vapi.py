@@ -200,7 +200,8 @@ def make_phone_number(rng: random.Random, *, org_id: str, assistant_id: str | No
     if sip:
         phone.update(provider="vapi", sipUri=f"sip:line{index + 1}-{phone['id'][:8]}@sip.vapi.ai")
     else:
-        phone.update(provider="twilio", number=f"+1650555{rng.randrange(100, 200):04d}")
+        # Ten million numbers: a thousand generated accounts do not share one by chance.
+        phone.update(provider="twilio", number=f"+1650{rng.randrange(2_000_000, 10_000_000)}")
     return phone
 
 

@@ -226,6 +226,28 @@ class BenchStack:
         self.servers.append(server)
         return server
 
+    def metrics_sync(self, name: str, *, vapi_base_url: str, encryption_key: str,
+                     concurrency: int) -> Server:
+        """A `calltrail-metrics-sync` process against `vapi_base_url`, not started (no probe
+        port, so replicas and other benchmarks never collide on one)."""
+        env = {**self._env(), "ENCRYPTION_KEY": encryption_key,
+               "VAPI_API_BASE_URL": vapi_base_url, "SYNC_CONCURRENCY": str(concurrency),
+               "METRICS_SYNC_METRICS_PORT": "0"}
+        server = Server(name, [str(Path(sys.executable).parent / "calltrail-metrics-sync")],
+                        env, self.workdir, 0, self.workdir / f"{name}.log")
+        self.servers.append(server)
+        return server
+
+    def fake_vapi(self, *, latency: float) -> Server:
+        """`bench.fake_vapi` on a free port with `latency` seconds per API request, not
+        started (a process of its own: its CPU is not the client's, its latency real HTTP)."""
+        port = free_port()
+        server = Server("fake-vapi", [sys.executable, "-m", "bench.fake_vapi", "--port",
+                                      str(port), "--latency", str(latency)],
+                        self._env(), REPO_ROOT, port, self.workdir / "fake-vapi.log")
+        self.servers.append(server)
+        return server
+
     def ingest(self, *, shared_secret: str) -> Server:
         """A `calltrail-ingest` process on a free port, not started."""
         port = free_port()
