@@ -12,14 +12,15 @@ Its order is random and, when more calls match than `limit`, an arbitrary subset
 returned: a client that does not split full windows misses calls, as it would on Vapi.
 
 Faults are set per account (`latency`, `unauthorized`, `rate_limit_next` with `retry_after`,
-`fail_next`, `hang_seconds`) or for all (`FakeVapi.latency`), from the test's thread or
-through the admin routes under `/_fake/` from another process:
+`fail_next`, `fail_status`, `hang_seconds`) or for all (`FakeVapi.latency`), from the test's
+thread or through the admin routes under `/_fake/` from another process:
 
     POST /_fake/accounts                          {api_key, calls, days, seed, phone_numbers,
                                                    assistants} -> the account's summary
     GET  /_fake/accounts/{api_key}                the account's summary
     POST /_fake/accounts/{api_key}/faults         {latency, unauthorized, rate_limit_next,
-                                                   retry_after, fail_next, hang_seconds}
+                                                   retry_after, fail_next, fail_status,
+                                                   hang_seconds}
     POST /_fake/accounts/{api_key}/calls          {calls, days | start+end, seed} -> ids
     POST /_fake/accounts/{api_key}/calls/{id}     {field: value, ...}: update, bump updatedAt
     GET  /_fake/accounts/{api_key}/usage          the daily usage truth (decimals as strings)
@@ -46,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 import uvicorn
@@ -234,6 +236,7 @@ class FakeAccount:
     rate_limit_next: int = 0  # the next N requests answer 429
     retry_after: float | None = None  # sent as Retry-After with those 429s
     fail_next: int = 0  # the next N requests answer 503
+    fail_status: int = 0  # every request answers this 5xx status (an outage) until 0 again
     hang_seconds: float = 0.0  # every request waits this long (or until the client leaves)
     # What was asked, readable from any thread.
     requests: int = field(default=0, init=False)
@@ -319,6 +322,8 @@ class FakeAccount:
             if self.rate_limit_next > 0:
                 self.rate_limit_next -= 1
                 return 429, self.retry_after
+            if self.fail_status:
+                return self.fail_status, None
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return 503, None
@@ -489,7 +494,8 @@ class FakeVapi:
                     return JSONResponse({"message": "Too Many Requests",
                                          "error": "Too Many Requests", "statusCode": 429},
                                         429, headers=headers)
-                return _error(503, "Service Unavailable", "Service Unavailable")
+                phrase = HTTPStatus(status).phrase
+                return _error(status, phrase, phrase)
             return handler(request, account)
 
         return endpoint
@@ -556,6 +562,11 @@ class FakeVapi:
             for name in ("rate_limit_next", "fail_next"):
                 if name in body:
                     setattr(account, name, int(body[name]))
+            if "fail_status" in body:
+                status = int(body["fail_status"] or 0)
+                if status and not 500 <= status <= 599:
+                    return _error(400, "Bad Request", ["fail_status must be a 5xx or 0"])
+                account.fail_status = status
             if "unauthorized" in body:
                 account.unauthorized = bool(body["unauthorized"])
             if "retry_after" in body:
@@ -563,7 +574,7 @@ class FakeVapi:
                 account.retry_after = None if value is None else float(value)
             faults = {name: getattr(account, name) for name in (
                 "latency", "unauthorized", "rate_limit_next", "retry_after", "fail_next",
-                "hang_seconds")}
+                "fail_status", "hang_seconds")}
         return JSONResponse(faults)
 
     async def _admin_add_calls(self, request: Request) -> Response:

@@ -173,6 +173,23 @@ def test_injected_faults_and_request_counters(fake: FakeVapi, key: str,
     assert account.request_log[3] == ("GET", "/assistant", {"limit": "1"})
 
 
+def test_an_outage_answers_its_5xx_to_every_request_until_cleared(
+        fake: FakeVapi, key: str, http: httpx.Client) -> None:
+    account = fake.account(key)
+    account.fail_status = 502
+    assert [http.get(path).status_code for path in ("/assistant", "/call", "/phone-number",
+                                                    "/assistant")] == [502] * 4
+    assert http.get("/call").json()["error"] == "Bad Gateway"
+    faults = http.post(f"/_fake/accounts/{key}/faults", json={"fail_status": 0}).json()
+    assert faults["fail_status"] == 0
+    assert http.get("/assistant").status_code == 200
+    assert http.post(f"/_fake/accounts/{key}/faults",
+                     json={"fail_status": 404}).status_code == 400
+    assert http.post(f"/_fake/accounts/{key}/faults",
+                     json={"fail_status": 500}).json()["fail_status"] == 500
+    assert http.get("/assistant").status_code == 500
+
+
 def test_latency_is_added_to_each_request(fake: FakeVapi, key: str, http: httpx.Client) -> None:
     fake.latency, fake.account(key).latency = 0.1, 0.1
     response = http.get("/assistant")
