@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,14 @@ UNASSIGNED_MATCHING = """
     FROM unassigned_events u JOIN events e USING (message_id)
     WHERE u.dialled_number = $1 OR u.phone_number_id = $2 OR u.vapi_org_id = $3
     ORDER BY u.received_at, u.message_id"""
+UNASSIGNED_MATCHING_ANY = """
+    SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body
+    FROM unassigned_events u JOIN events e USING (message_id)
+    WHERE u.dialled_number = ANY($1::text[]) OR u.phone_number_id = ANY($2::text[])
+       OR u.vapi_org_id = $3
+    ORDER BY u.received_at, u.message_id"""
+ORG_NUMBERS = """
+    SELECT number, vapi_phone_number_id FROM phone_numbers WHERE org_id = $1"""
 ARCHIVED_FOR_ORG = """
     SELECT message_id, message_type, dedupe_key, endpoint_id, received_at, body
     FROM events WHERE org_id = $1 AND received_at >= $2
@@ -85,6 +94,24 @@ async def unassigned_matching(connection: asyncpg.Connection, number: str | None
                               vapi_org_id: str | None = None) -> list[StoredEvent]:
     return _stored(await connection.fetch(UNASSIGNED_MATCHING, number, vapi_phone_number_id,
                                           vapi_org_id))
+
+
+async def unassigned_matching_any(connection: asyncpg.Connection, numbers: Sequence[str],
+                                  vapi_phone_number_ids: Sequence[str],
+                                  vapi_org_id: str | None) -> list[StoredEvent]:
+    """The unassigned events any of these numbers, Vapi phone number ids or the Vapi org id
+    match, in the order they were received: one query for a whole account."""
+    return _stored(await connection.fetch(UNASSIGNED_MATCHING_ANY, list(numbers),
+                                          list(vapi_phone_number_ids), vapi_org_id))
+
+
+async def org_numbers(connection: asyncpg.Connection, org_id: uuid.UUID
+                      ) -> tuple[frozenset[str], frozenset[str]]:
+    """The numbers and the Vapi phone number ids registered to `org_id`."""
+    rows = await connection.fetch(ORG_NUMBERS, org_id)
+    return (frozenset(r["number"] for r in rows if r["number"] is not None),
+            frozenset(r["vapi_phone_number_id"] for r in rows
+                      if r["vapi_phone_number_id"] is not None))
 
 
 async def archived_for(connection: asyncpg.Connection, org_id: uuid.UUID,

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from calltrail_common.logging import get_logger
 
@@ -273,8 +274,9 @@ class VapiClient:
             status = response.status_code
             if 200 <= status < 300:
                 try:
-                    return response.json()
-                except ValueError:
+                    # orjson: a backfill decodes every call's transcript and messages.
+                    return orjson.loads(response.content)
+                except orjson.JSONDecodeError:
                     raise VapiBadResponse(f"GET {route}: the body is not JSON",
                                           status=status) from None
             if status in (401, 403):

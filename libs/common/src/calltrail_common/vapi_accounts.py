@@ -56,6 +56,7 @@ FAIL_QUEUED_RUNS = """
     UPDATE sync_runs SET status = 'failed', finished_at = now(), reason = $2
     WHERE org_id = $1 AND status = 'queued'"""
 ACCOUNT_STATUS = "SELECT status FROM vapi_accounts WHERE org_id = $1"
+KNOWN_VAPI_ORG = "SELECT vapi_org_id FROM vapi_accounts WHERE org_id = $1"
 LEARN_VAPI_ORG = """
     UPDATE vapi_accounts SET vapi_org_id = $2
     WHERE org_id = $1 AND vapi_org_id IS DISTINCT FROM $2"""
@@ -122,10 +123,17 @@ async def register_numbers(connection: asyncpg.Connection, org_id: uuid.UUID,
     unassigned in between without being found by `events_now_matching`."""
     registered: list[str] = []
     taken = 0
+    # A sync re-reads numbers that are already ours: registering one again would change
+    # nothing, so only the others take the lock (a quiet round costs one query here).
+    ours_numbers, ours_ids = await phone_numbers.org_numbers(connection, org_id)
     for item in numbers:
         number = to_e164(item.get("number"))
         vapi_id = item.get("id") if isinstance(item.get("id"), str) else None
         if number is None and vapi_id is None:
+            continue
+        if (number is None or number in ours_numbers) and (vapi_id is None
+                                                            or vapi_id in ours_ids):
+            registered.append(number or vapi_id or "")
             continue
         try:
             await phone_numbers.register(connection, org_id, number, vapi_id)
@@ -140,14 +148,18 @@ async def register_numbers(connection: asyncpg.Connection, org_id: uuid.UUID,
         registered.append(number or vapi_id or "")
     learned = None
     if vapi_org_id is not None:
-        try:
-            async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock($1)",
-                                         phone_numbers.ASSIGNMENT_LOCK_KEY)
-                await connection.execute(LEARN_VAPI_ORG, org_id, vapi_org_id)
+        known = await connection.fetchval(KNOWN_VAPI_ORG, org_id)
+        if known == vapi_org_id:  # learnt before: nothing to assign anew
             learned = vapi_org_id
-        except asyncpg.UniqueViolationError:
-            log.warning("vapi_org_connected_elsewhere", org_id=str(org_id))
+        else:
+            try:
+                async with connection.transaction():
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)",
+                                             phone_numbers.ASSIGNMENT_LOCK_KEY)
+                    await connection.execute(LEARN_VAPI_ORG, org_id, vapi_org_id)
+                learned = vapi_org_id
+            except asyncpg.UniqueViolationError:
+                log.warning("vapi_org_connected_elsewhere", org_id=str(org_id))
     return RegisteredNumbers(tuple(registered), taken, learned)
 
 
@@ -157,18 +169,13 @@ async def hand_back_matching(connection: asyncpg.Connection, channel: AbstractCh
                              vapi_org_id: str | None) -> int:
     """Hand the unassigned events that these numbers or this Vapi org id now match back to
     the processor, which assigns them (as `calltrail phone-number add` does)."""
-    waiting: dict[str, phone_numbers.StoredEvent] = {}
-    keys = [(to_e164(item.get("number")), item.get("id") if isinstance(item.get("id"), str)
-             else None) for item in numbers]
-    keys.append((None, None))
-    for number, vapi_id in keys:
-        for event in await phone_numbers.unassigned_matching(connection, number, vapi_id,
-                                                             vapi_org_id):
-            waiting[event.message_id] = event
+    keys = [(to_e164(item.get("number")), item.get("id")) for item in numbers]
+    waiting = await phone_numbers.unassigned_matching_any(
+        connection, [n for n, _ in keys if n is not None],
+        [i for _, i in keys if isinstance(i, str)], vapi_org_id)
     if not waiting:
         return 0
-    return await republish(channel, topology, sorted(waiting.values(),
-                                                     key=lambda e: e.received_at))
+    return await republish(channel, topology, waiting)  # in the order received
 
 
 async def connect_account(pool: asyncpg.Pool, keyring: KeyRing, client: VapiClient,
