@@ -69,7 +69,7 @@ from calltrail_common.vapi_accounts import connect_account
 GOAL_FIRST_ROUND_S = 20.0
 GOAL_SECOND_ROUND_S = 5.0
 GOAL_RSS_MB = 200.0  # megabytes (10^6 bytes); VmHWM is read in MiB
-DEFAULT_CONCURRENCY = 32  # the service's default SYNC_CONCURRENCY
+DEFAULT_CONCURRENCY = 128  # the service's default SYNC_CONCURRENCY
 ONE_AT_A_TIME = 1
 CALL_DAYS = 14
 SEED = 20261122
@@ -524,7 +524,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs, each measuring every side (default 1: a run takes minutes)")
     parser.add_argument("--concurrency", default=str(DEFAULT_CONCURRENCY),
                         help="SYNC_CONCURRENCY values to measure with every account, "
-                             "comma-separated (default 32, the service's default)")
+                             "comma-separated (default 128, the service's default)")
     parser.add_argument("--baseline-accounts", type=int, default=50,
                         help="accounts synced one at a time (SYNC_CONCURRENCY=1), "
                              "extrapolated to --accounts (default 50; 0: skip)")

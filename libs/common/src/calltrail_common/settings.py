@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # Metrics-sync.
     sync_interval_seconds: int = Field(default=300, gt=0)
     # Accounts one replica syncs at once (a slow account holds one slot, never the others).
-    sync_concurrency: int = Field(default=32, gt=0, le=1000)
+    sync_concurrency: int = Field(default=128, gt=0, le=1000)
     # How far back the first sync of an account reads its call list.
     sync_backfill_days: int = Field(default=90, gt=0)
     # Later syncs ask for calls updated since the last one, minus this (clock skew).

@@ -187,10 +187,11 @@ class SyncRepository:
             return await connection.fetchval(RENEW_LEASE, org_id, self.worker,
                                              self._lease) is not None
 
-    async def database_now(self) -> dt.datetime:
-        async with self._pool.acquire() as connection:
-            now: dt.datetime = await connection.fetchval(DATABASE_NOW)
-            return now
+    @staticmethod
+    async def database_now(connection: asyncpg.Connection) -> dt.datetime:
+        """Postgres' clock, the one watermarks and leases are on."""
+        now: dt.datetime = await connection.fetchval(DATABASE_NOW)
+        return now
 
     async def record_usage(self, org_id: uuid.UUID, usages: Sequence[CallUsage]) -> int:
         """Store each call's usage and recompute every day they fall on; return the days."""

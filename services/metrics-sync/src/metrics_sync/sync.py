@@ -72,7 +72,8 @@ class AccountSync:
 
     def __init__(self, *, pool: asyncpg.Pool, repository: SyncRepository, keyring: KeyRing,
                  http: httpx.AsyncClient, topology: Topology, config: SyncConfig,
-                 channel: Callable[[], Awaitable[AbstractChannel]]) -> None:
+                 channel: Callable[[], Awaitable[AbstractChannel]],
+                 backfills: asyncio.Semaphore) -> None:
         self._pool = pool
         self._repository = repository
         self._keyring = keyring
@@ -80,12 +81,15 @@ class AccountSync:
         self._topology = topology
         self._config = config
         self._channel = channel  # the current confirming channel (waits for a reconnect)
+        self._backfills = backfills  # shared by the replica's runs
 
     async def run(self, account: ClaimedAccount, progress: RunProgress) -> dt.datetime:
         """Sync `account`; return its new watermark. Raises what Vapi, the broker or the
         database raised; `progress` says how far it got."""
         async with self._pool.acquire() as connection:
             api_key = await vapi_keys.load_key(connection, self._keyring, account.org_id)
+            # The end of what this run asks for, and its watermark: before any request.
+            now = await self._repository.database_now(connection)
         if api_key is None:
             raise KeyMissing("the account has no stored API key")
         client = VapiClient(self._http, api_key,
@@ -94,16 +98,24 @@ class AccountSync:
         del api_key
 
         numbers = await client.phone_numbers()
-        now = await self._repository.database_now()
         overlap = dt.timedelta(seconds=self._config.overlap_seconds)
-        if account.calls_watermark is None:
-            calls = await client.calls(
-                field="createdAt", start=now - dt.timedelta(days=self._config.backfill_days),
-                end=now + overlap)
-        else:
+        if account.calls_watermark is not None:
             calls = await client.calls(field="updatedAt",
                                        start=account.calls_watermark - overlap,
                                        end=now + overlap)
+            return await self._take_in(account, progress, numbers, calls, now)
+        # A backfill holds the account's history in memory until it is published: fewer of
+        # them at once than runs, so memory does not grow with SYNC_CONCURRENCY.
+        async with self._backfills:
+            calls = await client.calls(
+                field="createdAt", start=now - dt.timedelta(days=self._config.backfill_days),
+                end=now + overlap)
+            return await self._take_in(account, progress, numbers, calls, now)
+
+    async def _take_in(self, account: ClaimedAccount, progress: RunProgress,
+                       numbers: Sequence[Mapping[str, Any]],
+                       calls: Sequence[Mapping[str, Any]], now: dt.datetime) -> dt.datetime:
+        """Steps 1, 3, 4 and 5 for what the run read; return the new watermark."""
         progress.calls_seen = len(calls)
         vapi_org_id = vapi_org_id_of(numbers) or vapi_org_id_of(calls) or account.vapi_org_id
         async with self._pool.acquire() as connection:
@@ -125,11 +137,10 @@ class AccountSync:
         limit = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
         async def publish(call: Mapping[str, Any]) -> None:
-            async with limit:
-                await asyncio.wait_for(
-                    exchange.publish(snapshot_message(account.org_id, call, received_at=now),
-                                     routing_key=SNAPSHOT_ROUTING_KEY, mandatory=True),
-                    _PUBLISH_TIMEOUT_SECONDS)
+            async with limit, asyncio.timeout(_PUBLISH_TIMEOUT_SECONDS):
+                # asyncio.timeout, not wait_for: no task of its own for each of 50,000 calls.
+                await exchange.publish(snapshot_message(account.org_id, call, received_at=now),
+                                       routing_key=SNAPSHOT_ROUTING_KEY, mandatory=True)
 
         usable = [call for call in calls if isinstance(call.get("id"), str)]
         await asyncio.gather(*(publish(call) for call in usable))

@@ -68,6 +68,7 @@ _REAP_EVERY_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
 _RECONNECT_MAX_SECONDS = 5.0
 _CHANNEL_WAIT_SECONDS = 10.0
+_BACKFILLS_AT_ONCE = 32
 
 
 class BrokerUnavailable(Exception):
@@ -78,8 +79,49 @@ class LeaseLost(Exception):
     """Another replica took the account (this one could not renew its lease in time)."""
 
 
+def backfills_at_once(concurrency: int) -> int:
+    """First syncs (a backfill each) a replica runs at once. A backfill is CPU (its calls
+    parsed, published, summed) and memory (its history held until published): past 32 at
+    once a replica is no faster, only bigger (`bench.metrics_sync`)."""
+    return min(concurrency, _BACKFILLS_AT_ONCE)
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class HttpClients:
+    """One small httpx client for each run in progress, kept for the next run.
+
+    A run's requests to Vapi go one after another, so one connection (kept alive) is all a
+    run needs. One client shared by every run would hold a pool of some 2 x
+    SYNC_CONCURRENCY connections, and httpcore walks its whole pool (is each connection
+    idle, has it expired?) on every request and every answer: at 64 runs that walk was 40%
+    of the service's CPU in `bench.metrics_sync` (py-spy). The clients share one TLS context.
+    """
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout = httpx.Timeout(timeout_seconds)
+        self._limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
+        self._tls = httpx.create_ssl_context()
+        self._free: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+
+    def take(self) -> httpx.AsyncClient:
+        if self._free:
+            return self._free.pop()
+        client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits,
+                                   verify=self._tls)
+        self._all.append(client)
+        return client
+
+    def give_back(self, client: httpx.AsyncClient) -> None:
+        self._free.append(client)
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
 
 class MetricsSync:
@@ -101,6 +143,7 @@ class MetricsSync:
         self._database_ok = False
         self._pool: asyncpg.Pool | None = None
         self._repository: SyncRepository | None = None
+        self._backfills = asyncio.Semaphore(backfills_at_once(settings.sync_concurrency))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,21 +158,19 @@ class MetricsSync:
         return reasons
 
     async def run(self) -> None:
-        timeout = httpx.Timeout(self._settings.vapi_request_timeout_seconds)
-        limits = httpx.Limits(max_connections=self._settings.sync_concurrency * 2,
-                              max_keepalive_connections=self._settings.sync_concurrency)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            link = asyncio.create_task(self._keep_broker())
-            try:
-                await self._schedule(http)
-            finally:
-                await self._finish_running()
-                link.cancel()
-                with contextlib.suppress(BaseException):
-                    await link
-                if self._pool is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._pool.close(), 5)
+        http = HttpClients(self._settings.vapi_request_timeout_seconds)
+        link = asyncio.create_task(self._keep_broker())
+        try:
+            await self._schedule(http)
+        finally:
+            await self._finish_running()
+            link.cancel()
+            with contextlib.suppress(BaseException):
+                await link
+            await http.aclose()
+            if self._pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._pool.close(), 5)
 
     # --- scheduling -------------------------------------------------------------------
 
@@ -143,7 +184,7 @@ class MetricsSync:
                                               self._settings.sync_lease_seconds)
         return self._repository
 
-    async def _schedule(self, http: httpx.AsyncClient) -> None:
+    async def _schedule(self, http: HttpClients) -> None:
         last_reap = last_prune = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
@@ -169,12 +210,14 @@ class MetricsSync:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._tick)
 
-    def _start(self, http: httpx.AsyncClient, repository: SyncRepository,
+    def _start(self, http: HttpClients, repository: SyncRepository,
                account: ClaimedAccount, runs: list[uuid.UUID]) -> None:
         assert self._pool is not None
+        client = http.take()
         sync = AccountSync(
-            pool=self._pool, repository=repository, keyring=self._keyring, http=http,
+            pool=self._pool, repository=repository, keyring=self._keyring, http=client,
             topology=self._topology, channel=self._current_channel,
+            backfills=self._backfills,
             config=SyncConfig(default_base_url=self._settings.vapi_api_base_url,
                               backfill_days=self._settings.sync_backfill_days,
                               overlap_seconds=self._settings.sync_overlap_seconds))
@@ -183,6 +226,7 @@ class MetricsSync:
         self.metrics.running.set(len(self._running))
 
         def done(_task: asyncio.Task[None]) -> None:
+            http.give_back(client)
             self._running.pop(account.org_id, None)
             self.metrics.running.set(len(self._running))
             self._wake.set()  # a slot is free
