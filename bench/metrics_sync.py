@@ -191,16 +191,6 @@ async def connect_accounts(stack: BenchStack, base_url: str, orgs: list[uuid.UUI
     return time.perf_counter() - started
 
 
-async def reset(stack: BenchStack) -> None:
-    connection = await stack.db()
-    try:
-        await connection.execute(RESET)
-        await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
-    await stack.purge_all()
-
-
 # --- one measurement ----------------------------------------------------------------------
 
 
@@ -280,7 +270,7 @@ async def measure(stack: BenchStack, fake: Server, base_url: str, orgs: list[uui
                   ) -> dict[str, Any]:
     """Both rounds for the first len(orgs) accounts, with one replica at `concurrency`."""
     accounts = len(orgs)
-    await reset(stack)
+    await stack.reset(RESET)
     connect_s = await connect_accounts(stack, base_url, orgs, keys)
     name = f"metrics-sync-r{run}-c{concurrency}-n{accounts}"
     server = stack.metrics_sync(name, vapi_base_url=base_url, encryption_key=ENCRYPTION_KEY,

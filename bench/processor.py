@@ -93,16 +93,6 @@ CHECKS = """
            (SELECT count(*) FROM unassigned_events) AS unassigned_events"""
 
 
-async def reset(stack: BenchStack) -> None:
-    connection = await stack.db()
-    try:
-        await connection.execute(RESET)
-        await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
-    await stack.purge_all()
-
-
 async def drain(stack: BenchStack, servers: list[Server], total: int) -> dict[str, Any]:
     """Start the processes; poll until every event is archived and the queue is empty."""
     deadline_s = max(MIN_DRAIN_TIMEOUT_SECONDS, total / 250) + STARTUP_TIMEOUT_SECONDS
@@ -175,7 +165,7 @@ async def check(stack: BenchStack, *, calls: int, events: int, bare: bool
 async def measure(stack: BenchStack, events: list[Event], *, mix: str, calls: int,
                   side: int | str, run: int, args: argparse.Namespace) -> dict[str, Any]:
     """One drain of `events` by `side`: a number of processor consumers, or BARE."""
-    await reset(stack)
+    await stack.reset(RESET)
     run_tag = f"{mix}-r{run}-{side}-{uuid.uuid4().hex[:6]}"
     publish_s = await stack.publish(events, run_tag)
     queued = await stack.queue_depth()

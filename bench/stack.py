@@ -159,6 +159,17 @@ class BenchStack:
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url, timeout=10)
 
+    async def reset(self, truncate: str) -> None:
+        """A fresh start for the next measurement: `truncate` run, a checkpoint (so no
+        measurement pays for the last one's dirty pages), every queue purged."""
+        connection = await self.db()
+        try:
+            await connection.execute(truncate)
+            await connection.execute("CHECKPOINT")
+        finally:
+            await connection.close()
+        await self.purge_all()
+
     # -- broker --------------------------------------------------------------------------
 
     async def queue_depth(self, name: str | None = None) -> int:
