@@ -30,6 +30,10 @@ is over and everything is back (its end). Faults:
     spool-full            ingest's SPOOL_DIR on a small tmpfs, filled while ingest's broker
                           link is cut: ingest must answer 503, never a 200 it cannot keep
 
+Then metrics-sync's faults (`bench.chaos_sync`, a table of their own: two replicas syncing
+Vapi accounts from the fake Vapi): sync-replica-kill, sync-broker-cut, sync-postgres-cut,
+sync-vapi-5xx, sync-vapi-hang.
+
 What each row says (the README explains the table):
 
     sent      webhooks sent (each counted once, however often it was retried)
@@ -90,7 +94,17 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import structlog
 
+from bench.chaos_sync import (
+    SYNC_FAULTS,
+    SYNC_FULL,
+    SYNC_SHORT,
+    SyncPlan,
+    print_sync_summary,
+    print_sync_table,
+    run_sync_fault,
+)
 from bench.direct_write import create_schema, seed_organizations
 from bench.end_to_end import _run, http_request, wait_ready
 from bench.ingest import (
@@ -877,7 +891,16 @@ async def wait_answering(server: Server, request: Callable[[Event], bytes],
 # The suite
 
 
-def print_table(rows: list[dict[str, Any]], plan: Plan) -> None:
+def print_table(rows: list[dict[str, Any]], plan: Plan, sync_plan: SyncPlan) -> None:
+    sync_rows = [row for row in rows if row["fault"] in SYNC_FAULTS]
+    rows = [row for row in rows if row["fault"] not in SYNC_FAULTS]
+    if rows:
+        print_webhook_table(rows, plan)
+    if sync_rows:
+        print_sync_table(sync_rows, sync_plan)
+
+
+def print_webhook_table(rows: list[dict[str, Any]], plan: Plan) -> None:
     print()
     print(f"faults under {plan.rate:g} webhooks/s for {plan.duration:g} s, each fault "
           f"{plan.fault_seconds:g} s from {plan.fault_at:g} s (processor kill every "
@@ -910,11 +933,12 @@ def _fmt(value: float | None) -> str:
 
 
 async def suite(faults: list[str], plan: Plan, direct_write: bool,
-                samples_dir: Path, logs: Path) -> list[dict[str, Any]]:
+                samples_dir: Path, logs: Path, sync_plan: SyncPlan = SYNC_FULL
+                ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with RabbitNode() as node:
         print(f"RabbitMQ node {node.name} on :{node.port} (the suite's own)", flush=True)
-        for name in faults:
+        for name in (f for f in faults if f in FAULTS):
             if name in NEEDS_ROOT and not can_mount():
                 rows.append({"fault": name, "skipped": "mounting a tmpfs needs root"})
                 continue
@@ -924,6 +948,15 @@ async def suite(faults: list[str], plan: Plan, direct_write: bool,
             except Exception as error:  # the other faults still run; the row says why
                 rows.append({"fault": name, "error": f"{type(error).__name__}: {error}"})
             print_row_summary(rows[-1])
+        # metrics-sync's faults, on the same node, each in a world of its own.
+        for name in (f for f in faults if f in SYNC_FAULTS):
+            print(f"{name} ...", flush=True)
+            try:
+                rows.append(await run_sync_fault(name, sync_plan, node, logs))
+            except Exception as error:  # the other faults still run; the row says why
+                rows.append({"fault": name, "kind": "sync",
+                             "error": f"{type(error).__name__}: {error}"})
+            print_sync_summary(rows[-1])
     if direct_write:
         for retries in (NO_RETRIES, BackoffPlan()):
             print(f"direct-write postgres-cut ({retries.max_retries} retries) ...",
@@ -952,20 +985,23 @@ def print_row_summary(row: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faults", default=",".join(FAULTS),
-                        help=f"comma-separated, of: {', '.join(FAULTS)} (default: all)")
+    every = [*FAULTS, *SYNC_FAULTS]
+    parser.add_argument("--faults", default=",".join(every),
+                        help=f"comma-separated, of: {', '.join(every)} (default: all)")
     parser.add_argument("--short", action="store_true",
-                        help="the small sizes the tests use (50/s for 8 s, 3 s faults)")
+                        help="the small sizes the tests use (50/s for 8 s, 3 s faults; "
+                             "12 accounts and 6 s sync faults)")
     parser.add_argument("--rate", type=float, help="webhooks/s (default 300)")
     parser.add_argument("--duration", type=float, help="seconds of load (default 60)")
     parser.add_argument("--fault-at", type=float, help="seconds into the load (default 15)")
-    parser.add_argument("--fault-seconds", type=float, help="fault length (default 20)")
+    parser.add_argument("--fault-seconds", type=float,
+                        help="fault length, sync faults' too (default 20)")
     parser.add_argument("--no-direct-write", action="store_true",
                         help="skip the direct-write baseline rows")
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
     args = parser.parse_args(argv)
     args.faults = [name for name in args.faults.split(",") if name]  # "" : baseline only
-    unknown = set(args.faults) - set(FAULTS)
+    unknown = set(args.faults) - set(every)
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     return args
@@ -976,7 +1012,12 @@ def main(argv: list[str] | None = None) -> int:
     # The harness's own broker client retries through the faults it causes: not news.
     for name in ("aiormq", "aio_pika"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # The sync faults connect accounts as the CLI does, which logs each: errors only.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     plan = SHORT if args.short else FULL
+    sync_plan = SYNC_SHORT if args.short else SYNC_FULL
+    if args.fault_seconds is not None:
+        sync_plan = replace(sync_plan, fault_seconds=args.fault_seconds)
     overrides = {k: v for k, v in (("rate", args.rate), ("duration", args.duration),
                                    ("fault_at", args.fault_at),
                                    ("fault_seconds", args.fault_seconds)) if v is not None}
@@ -985,12 +1026,13 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     stamp = started_at.strftime('%Y%m%dT%H%M%SZ')
     logs = RESULTS_DIR / f"chaos-{stamp}-logs"
-    rows = _run(suite(faults, plan, not args.no_direct_write, args.samples, logs))
-    print_table(rows, plan)
+    rows = _run(suite(faults, plan, not args.no_direct_write, args.samples, logs, sync_plan))
+    print_table(rows, plan, sync_plan)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"chaos-{stamp}.json"
     path.write_text(json.dumps({"started_at": started_at.isoformat(),
                                 "command": " ".join(sys.argv), "plan": asdict(plan),
+                                "sync_plan": asdict(sync_plan),
                                 "machine": {**machine_info(), "load_average_end":
                                             os.getloadavg()},
                                 "rows": rows}, indent=2, default=str) + "\n")
@@ -1001,8 +1043,12 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"goals NOT met: {', '.join(failed)}")
         return 1
-    print("goals met: 0 lost, 0 counted twice, stats equal aggregates, resumed within "
-          f"{RESUME_GOAL_SECONDS} s, for every fault")
+    if any(f in FAULTS for f in faults):
+        print("goals met: 0 lost, 0 counted twice, stats equal aggregates, resumed within "
+              f"{RESUME_GOAL_SECONDS} s, for every webhook fault")
+    if any(f in SYNC_FAULTS for f in faults):
+        print("goals met: usage exact, no call missing, no run stuck, syncing resumed "
+              "within its goal, for every metrics-sync fault")
     return 0
 
 

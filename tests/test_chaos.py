@@ -7,6 +7,12 @@ promise: every webhook answered 200 is processed (nothing lost), nothing counted
 statistics equal the aggregates, and a call whose first webhook is sent at the fault's end
 becomes visible within 10 s: processing resumed on its own. `make chaos` runs the same
 faults at full size and prints the table.
+
+metrics-sync's faults (`bench.chaos_sync` with `SYNC_SHORT` sizes: 12 accounts of 20 calls,
+two replicas, a 4 s interval, 6 s faults) assert its promise: after the fault, new calls
+and a repriced one on every account are synced within one interval plus the fault's
+back-off bound, usage equals the fake Vapi's truth exactly, every call is a row at its
+latest cost, no run is left 'running', no account is disconnected or still failing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bench.chaos import FAULTS, NEEDS_ROOT, RESUME_GOAL_SECONDS, SHORT, can_mount, run_fault
+from bench.chaos_sync import SYNC_FAULTS, SYNC_SHORT, run_sync_fault, takeover_goal
 from bench.rabbit_node import RabbitNode
 
 
@@ -44,3 +51,29 @@ async def test_fault_loses_nothing_and_processing_resumes(
     if fault == "spool-full":
         # The spool could not keep them while the broker was away: 503, retried later.
         assert row["during_fault"]["by_answer"].get("503", 0) > 0, row["during_fault"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fault", list(SYNC_FAULTS))
+async def test_sync_fault_loses_nothing_and_syncing_resumes(
+        fault: str, rabbit_node: RabbitNode, tmp_path: Path) -> None:
+    row = await run_sync_fault(fault, SYNC_SHORT, rabbit_node, logs=tmp_path)
+    logs = f"services' logs: {tmp_path / fault}"
+    assert row["calls"] == SYNC_SHORT.accounts * (SYNC_SHORT.calls + SYNC_SHORT.new_calls)
+    assert row["usage_exact"], (row["usage_off"], logs)
+    assert (row["calls_missing"], row["calls_wrong"]) == (0, 0), logs
+    assert row["stuck_runs"] == 0, logs
+    assert (row["disconnected"], row["failing_accounts"]) == (0, 0), logs
+    assert row["dead_letters"] == 0, logs
+    assert row["resumed_s"] is not None and row["resumed_s"] <= row["resume_goal_s"], (
+        row["runs_until_resumed"], logs)
+    assert not row["problems"], (row["problems"], logs)
+    notes = row["notes"]
+    if fault == "sync-replica-kill":
+        # Killed while holding leases: taken over once they ran out, its runs abandoned.
+        assert notes["leases_held"] > 0
+        assert notes["takeover_s"] is not None
+        assert notes["takeover_s"] <= takeover_goal(SYNC_SHORT), notes
+        assert notes["abandoned_runs"] > 0, notes
+    if fault == "sync-vapi-5xx":  # the outage bit: runs failed, and were retried
+        assert row["runs_until_resumed"]["failed_by_reason"].get("vapi_unavailable"), row
