@@ -1,0 +1,58 @@
+"""Every way the api refuses a request, translated to an answer once, in `app.py`:
+`{"error": code, "message": text}` with the status below. Messages never carry a token, an
+API key or a request body.
+
+    ApiError
+    ├── InvalidParameter   400 invalid_parameter: names the parameter and what is wrong
+    ├── InvalidApiKey      400 invalid_api_key: Vapi answered 401 to the key check
+    ├── Unauthorized       401 unauthorized: no token, a wrong one or a revoked one
+    ├── NotFound           404 not_found: no such id in the token's organization (another
+    │                      organization's id and a malformed id answer the same)
+    ├── NotConnected       409 not_connected: the organization has no connected Vapi account
+    └── VapiUnavailable    502 vapi_unavailable: Vapi could not be reached or answered badly
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidParameter(ApiError):
+    status_code = 400
+    code = "invalid_parameter"
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+
+
+class InvalidApiKey(ApiError):
+    status_code = 400
+    code = "invalid_api_key"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class NotConnected(ApiError):
+    status_code = 409
+    code = "not_connected"
+
+
+class VapiUnavailable(ApiError):
+    status_code = 502
+    code = "vapi_unavailable"

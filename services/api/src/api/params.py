@@ -1,0 +1,97 @@
+"""Rules over query parameters, after FastAPI has parsed their types. Pure.
+
+Ids in paths are names: one that is malformed names nothing, so it answers 404 like an
+unknown id or another organization's (never 400, never 403). Ids used as filters (`leadId`)
+are parameters: a malformed one is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from api.errors import InvalidParameter, NotFound
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+DEFAULT_PAGE_LIMIT = 25
+MAX_PAGE_LIMIT = 100
+MAX_SEARCH_LENGTH = 100
+MAX_CALL_ID_LENGTH = 200
+
+# The `direction` filter's values and the Vapi call type each stands for.
+DIRECTIONS = {"inbound": "inboundPhoneCall", "outbound": "outboundPhoneCall",
+              "web": "webCall"}
+CALL_TYPE_DIRECTIONS = {v: k for k, v in DIRECTIONS.items()}
+STATUSES = ("scheduled", "queued", "ringing", "in-progress", "forwarding", "ended")
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date  # inclusive
+
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+
+def date_range(start: date | None, end: date | None, today: date) -> DateRange:
+    """[startDate, endDate], both inclusive; endDate defaults to `today` (UTC) and
+    startDate to 30 days up to endDate."""
+    end = today if end is None else end
+    start = end - timedelta(days=DEFAULT_RANGE_DAYS - 1) if start is None else start
+    if start > end:
+        raise InvalidParameter("startDate", "is after endDate")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise InvalidParameter("endDate", f"the range is over {MAX_RANGE_DAYS} days")
+    return DateRange(start, end)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An instant without an offset is read as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def instant_range(start: datetime | None, end: datetime | None
+                  ) -> tuple[datetime | None, datetime | None]:
+    """The `from` (inclusive) and `to` (exclusive) filters on a call's creation time."""
+    start = None if start is None else as_utc(start)
+    end = None if end is None else as_utc(end)
+    if start is not None and end is not None and start > end:
+        raise InvalidParameter("from", "is after to")
+    return start, end
+
+
+def search_term(q: str | None) -> str | None:
+    """A `q` search as an ILIKE pattern matching it anywhere; None when there is none."""
+    if q is None or not q.strip():
+        return None
+    q = q.strip()
+    if len(q) > MAX_SEARCH_LENGTH:
+        raise InvalidParameter("q", f"longer than {MAX_SEARCH_LENGTH} characters")
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def path_uuid(value: str) -> uuid.UUID:
+    """A uuid id from a path; a malformed one names nothing: NotFound."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("no such id") from None
+
+
+def path_call_id(value: str) -> str:
+    if not value or len(value) > MAX_CALL_ID_LENGTH:
+        raise NotFound("no such call")
+    return value
+
+
+def filter_uuid(name: str, value: str | None) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidParameter(name, "is not a valid id") from None

@@ -1,0 +1,151 @@
+"""The api's reads over Postgres. Every query is scoped by the token's organization: an id
+of another organization finds nothing, exactly like an id that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+import asyncpg
+
+from api.cursors import Position
+from calltrail_common.organizations import token_digest
+
+# The digest is looked up through the unique index on api_tokens.token_sha256: the
+# comparison happens on the digest, so its timing tells nothing about the token itself.
+ORG_OF_TOKEN = """
+    SELECT org_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL"""  # noqa: S105 - SQL
+
+VAPI_ACCOUNT = """
+    SELECT status, disconnected_reason, vapi_org_id, last_synced_at, connected_at
+    FROM vapi_accounts WHERE org_id = $1"""
+
+SYNC_RUN = """
+    SELECT id, status, reason, trigger, requested_at, started_at, finished_at
+    FROM sync_runs WHERE id = $2 AND org_id = $1"""
+
+USAGE_DAYS = """
+    SELECT day, calls, minutes, cost FROM vapi_usage_daily
+    WHERE org_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day"""
+
+STATS_DAYS = """
+    SELECT day, calls, inbound, outbound, web, new_leads, duration_seconds, cost
+    FROM daily_stats WHERE org_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day"""
+
+_CALL_SUMMARY_COLUMNS = """
+    c.id, c.direction, c.status, c.ended_reason, c.created_at, c.started_at, c.ended_at,
+    c.duration_seconds, c.cost, c.customer_number, c.customer_name, c.assistant_id,
+    c.phone_number_id, c.lead_id"""
+
+# Newest first over the index calls_org_created (org_id, created_at DESC, id DESC), where a
+# call whose creation time is not known yet comes first. The page starts strictly after the
+# cursor's (created_at, id).
+_CALLS_PAGE = f"""
+    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
+    WHERE c.org_id = $1
+      AND ($2::text IS NULL OR c.direction = $2)
+      AND ($3::text IS NULL OR c.status = $3)
+      AND ($4::uuid IS NULL OR c.lead_id = $4)
+      AND ($5::timestamptz IS NULL OR c.created_at >= $5)
+      AND ($6::timestamptz IS NULL OR c.created_at < $6)
+      {{after}}
+    ORDER BY c.created_at DESC, c.id DESC
+    LIMIT $7"""  # noqa: S608 - constant fragments; every value is a parameter
+CALLS_FIRST_PAGE = _CALLS_PAGE.format(after="")
+CALLS_AFTER_DATED = _CALLS_PAGE.format(
+    after="AND c.created_at IS NOT NULL AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
+CALLS_AFTER_UNDATED = _CALLS_PAGE.format(
+    after="AND (c.created_at IS NOT NULL OR c.id < $8::text)")
+
+CALL = """
+    SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
+
+_LEAD_COLUMNS = """
+    l.id, l.phone_number, l.name, l.email, l.first_call_at, l.last_call_at, l.call_count,
+    l.created_at"""
+
+LEAD = f"SELECT {_LEAD_COLUMNS} FROM leads l WHERE l.org_id = $1 AND l.id = $2"  # noqa: S608
+
+# Newest lead first over leads_org_created (org_id, created_at DESC, id DESC): created_at
+# never changes, so pages neither skip nor repeat while leads are added or updated.
+_LEADS_PAGE = f"""
+    SELECT {_LEAD_COLUMNS} FROM leads l
+    WHERE l.org_id = $1
+      AND ($2::text IS NULL OR l.name ILIKE $2 OR l.email ILIKE $2 OR l.phone_number LIKE $2)
+      {{after}}
+    ORDER BY l.created_at DESC, l.id DESC
+    LIMIT $3"""  # noqa: S608
+LEADS_FIRST_PAGE = _LEADS_PAGE.format(after="")
+LEADS_AFTER = _LEADS_PAGE.format(
+    after="AND (l.created_at, l.id) < ($4::timestamptz, $5::uuid)")
+
+LEAD_CALLS = f"""
+    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
+    WHERE c.org_id = $1 AND c.lead_id = $2
+    ORDER BY c.created_at DESC, c.id DESC
+    LIMIT $3"""  # noqa: S608
+
+READY = "SELECT 1"
+
+
+class Repository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def org_of_token(self, token: str) -> uuid.UUID | None:
+        org_id: uuid.UUID | None = await self._pool.fetchval(ORG_OF_TOKEN, token_digest(token))
+        return org_id
+
+    async def vapi_account(self, org_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(VAPI_ACCOUNT, org_id)
+
+    async def sync_run(self, org_id: uuid.UUID, sync_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(SYNC_RUN, org_id, sync_id)
+
+    async def usage_days(self, org_id: uuid.UUID, start: date, end: date
+                         ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(USAGE_DAYS, org_id, start, end)
+
+    async def stats_days(self, org_id: uuid.UUID, start: date, end: date
+                         ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(STATS_DAYS, org_id, start, end)
+
+    async def calls_page(self, org_id: uuid.UUID, *, call_type: str | None,
+                         status: str | None, lead_id: uuid.UUID | None,
+                         created_from: datetime | None, created_to: datetime | None,
+                         after: Position | None, limit: int) -> list[asyncpg.Record]:
+        args = [org_id, call_type, status, lead_id, created_from, created_to, limit]
+        if after is None:
+            return await self._pool.fetch(CALLS_FIRST_PAGE, *args)
+        if after.created_at is None:
+            return await self._pool.fetch(CALLS_AFTER_UNDATED, *args, after.id)
+        return await self._pool.fetch(CALLS_AFTER_DATED, *args, after.created_at, after.id)
+
+    async def call(self, org_id: uuid.UUID, call_id: str
+                   ) -> tuple[asyncpg.Record, asyncpg.Record | None] | None:
+        async with self._pool.acquire() as connection:
+            call = await connection.fetchrow(CALL, org_id, call_id)
+            if call is None:
+                return None
+            lead = (None if call["lead_id"] is None
+                    else await connection.fetchrow(LEAD, org_id, call["lead_id"]))
+        return call, lead
+
+    async def leads_page(self, org_id: uuid.UUID, *, pattern: str | None,
+                         after: tuple[datetime, uuid.UUID] | None, limit: int
+                         ) -> list[asyncpg.Record]:
+        if after is None:
+            return await self._pool.fetch(LEADS_FIRST_PAGE, org_id, pattern, limit)
+        return await self._pool.fetch(LEADS_AFTER, org_id, pattern, limit, *after)
+
+    async def lead(self, org_id: uuid.UUID, lead_id: uuid.UUID, call_limit: int
+                   ) -> tuple[asyncpg.Record, list[asyncpg.Record]] | None:
+        async with self._pool.acquire() as connection:
+            lead = await connection.fetchrow(LEAD, org_id, lead_id)
+            if lead is None:
+                return None
+            calls = await connection.fetch(LEAD_CALLS, org_id, lead_id, call_limit)
+        return lead, calls
+
+    async def ready(self) -> bool:
+        return await self._pool.fetchval(READY) == 1

@@ -1,0 +1,258 @@
+"""The tenant API's routes (contract section 7). Each handler reads its typed parameters,
+applies the pure rules (`params`, `cursors`), asks the repository or `vapi_accounts`, and
+shapes the answer (`shapes`). Errors are raised as `api.errors` and answered in `app.py`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+import httpx
+from aio_pika.exceptions import AMQPError
+from fastapi import APIRouter, Body, Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api import cursors, params, shapes
+from api.auth import bearer_token
+from api.broker import SyncCommands
+from api.errors import (
+    InvalidApiKey,
+    InvalidParameter,
+    NotConnected,
+    NotFound,
+    Unauthorized,
+    VapiUnavailable,
+)
+from api.repository import Repository
+from calltrail_common import vapi_accounts
+from calltrail_common.crypto import KeyRing
+from calltrail_common.logging import get_logger
+from calltrail_common.settings import Settings
+from calltrail_common.vapi import RetryPolicy, VapiClient, VapiError
+
+log = get_logger("api")
+
+# The user waits on the connect request: a few quick retries, then 502.
+CONNECT_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0, max_retry_after=2.0)
+LEAD_CALLS_LIMIT = 100
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    repository: Repository
+    keyring: KeyRing
+    pool: Any  # asyncpg.Pool, for calltrail_common.vapi_accounts
+    vapi_http: httpx.AsyncClient
+    commands: SyncCommands
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.state.api
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="An organization API token "
+                     "(`calltrail org create` or `calltrail token create`).")
+
+
+async def organization(state: Annotated[ApiState, Depends(api_state)],
+                       credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                              Security(_bearer)]) -> uuid.UUID:
+    token = bearer_token(None if credentials is None else credentials.credentials)
+    org_id = await state.repository.org_of_token(token)
+    if org_id is None:
+        raise Unauthorized("the token is not valid")
+    return org_id
+
+
+State = Annotated[ApiState, Depends(api_state)]
+Org = Annotated[uuid.UUID, Depends(organization)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": shapes.ErrorBody} for code in (400, 401, 404)}
+
+router = APIRouter(prefix="/api", responses=_ERRORS)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+# --- Vapi account -----------------------------------------------------------------------
+
+
+@router.get("/vapi/connect", response_model=shapes.VapiConnection, tags=["vapi"])
+async def get_connection(state: State, org_id: Org) -> shapes.VapiConnection:
+    return shapes.connection(await state.repository.vapi_account(org_id))
+
+
+@router.post("/vapi/connect", response_model=shapes.VapiConnected, tags=["vapi"],
+             responses={502: {"model": shapes.ErrorBody}})
+async def connect(state: State, org_id: Org, body: shapes.ConnectRequest
+                  ) -> shapes.VapiConnected:
+    """Check the key with Vapi, store it sealed, register the numbers, queue a first sync.
+    The key is never answered nor logged."""
+    api_key = body.api_key
+    client = VapiClient(state.vapi_http, api_key, base_url=state.settings.vapi_api_base_url,
+                        retry=CONNECT_RETRY)
+    channel = await state.commands.channel()
+    sync_id: uuid.UUID | None = None
+    try:
+        account = await vapi_accounts.connect_account(
+            state.pool, state.keyring, client, org_id, api_key, channel=channel,
+            topology=state.commands.topology if channel is not None else None)
+        sync_id = account.sync_id
+    except vapi_accounts.KeyRefused:
+        raise InvalidApiKey("Vapi refused the API key: use the account's private key"
+                            ) from None
+    except vapi_accounts.NoSuchOrganization:
+        raise Unauthorized("the token's organization no longer exists") from None
+    except VapiError as error:
+        log.warning("vapi_connect_unavailable", org_id=str(org_id),
+                    error=type(error).__name__, status=error.status)
+        raise VapiUnavailable("Vapi could not be reached; try again") from None
+    except (TimeoutError, AMQPError, ConnectionError) as error:
+        # Only after the account was committed: its first run waits for metrics-sync's tick.
+        state.commands.lost(error)
+    connection = shapes.connection(await state.repository.vapi_account(org_id))
+    return shapes.VapiConnected(**connection.model_dump(), sync_id=sync_id)
+
+
+@router.delete("/vapi/connect", response_model=shapes.VapiConnection, tags=["vapi"])
+async def disconnect(state: State, org_id: Org) -> shapes.VapiConnection:
+    """Delete the key and mark the account disconnected; idempotent."""
+    await vapi_accounts.disconnect_account(state.pool, org_id)
+    return shapes.connection(await state.repository.vapi_account(org_id))
+
+
+@router.get("/vapi/metrics", response_model=shapes.UsageMetrics, tags=["vapi"])
+async def usage_metrics(
+        state: State, org_id: Org,
+        start_date: Annotated[date | None, Query(alias="startDate",
+                                                 description="YYYY-MM-DD, inclusive")] = None,
+        end_date: Annotated[date | None, Query(alias="endDate",
+                                               description="YYYY-MM-DD, inclusive")] = None,
+) -> shapes.UsageMetrics:
+    days = params.date_range(start_date, end_date, _today())
+    rows = await state.repository.usage_days(org_id, days.start, days.end)
+    return shapes.usage_metrics(days, rows)
+
+
+@router.post("/vapi/sync", status_code=202, response_model=shapes.SyncQueued, tags=["vapi"],
+             responses={409: {"model": shapes.ErrorBody}})
+async def sync_now(state: State, org_id: Org,
+                   body: Annotated[shapes.SyncRequest | None, Body()] = None
+                   ) -> shapes.SyncQueued:
+    if body is not None and (body.start_date or body.end_date):
+        params.date_range(body.start_date, body.end_date, _today())  # 400 on a bad range
+    try:
+        sync_id = await vapi_accounts.request_sync(state.pool, org_id, channel=None,
+                                                   topology=None)
+    except vapi_accounts.NotConnected:
+        raise NotConnected("connect a Vapi account first") from None
+    await state.commands.publish_sync(org_id, sync_id)
+    return shapes.SyncQueued(sync_id=sync_id)
+
+
+@router.get("/vapi/sync/{sync_id}", response_model=shapes.SyncRun, tags=["vapi"])
+async def sync_run(state: State, org_id: Org, sync_id: str) -> shapes.SyncRun:
+    row = await state.repository.sync_run(org_id, params.path_uuid(sync_id))
+    if row is None:
+        raise NotFound("no such sync")
+    return shapes.sync_run(row)
+
+
+# --- statistics, calls, leads -----------------------------------------------------------
+
+
+@router.get("/stats/overview", response_model=shapes.StatsOverview, tags=["stats"])
+async def stats_overview(
+        state: State, org_id: Org,
+        start_date: Annotated[date | None, Query(alias="startDate",
+                                                 description="YYYY-MM-DD, inclusive")] = None,
+        end_date: Annotated[date | None, Query(alias="endDate",
+                                               description="YYYY-MM-DD, inclusive")] = None,
+) -> shapes.StatsOverview:
+    days = params.date_range(start_date, end_date, _today())
+    rows = await state.repository.stats_days(org_id, days.start, days.end)
+    return shapes.stats_overview(days, rows)
+
+
+Limit = Annotated[int, Query(ge=1, le=params.MAX_PAGE_LIMIT)]
+Cursor = Annotated[str | None, Query(description="`nextCursor` of the previous page",
+                                     max_length=cursors.MAX_CURSOR_LENGTH)]
+
+
+@router.get("/calls", response_model=shapes.CallPage, tags=["calls"])
+async def list_calls(
+        state: State, org_id: Org,
+        limit: Limit = params.DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+        direction: Literal["inbound", "outbound", "web"] | None = None,
+        status: Literal["scheduled", "queued", "ringing", "in-progress", "forwarding",
+                        "ended"] | None = None,
+        lead_id: Annotated[str | None, Query(alias="leadId")] = None,
+        created_from: Annotated[datetime | None, Query(
+            alias="from", description="ISO 8601; calls created at or after")] = None,
+        created_to: Annotated[datetime | None, Query(
+            alias="to", description="ISO 8601; calls created before")] = None,
+) -> shapes.CallPage:
+    """Newest first. Pages follow `nextCursor`: none is skipped or repeated while calls
+    arrive (keyset pagination)."""
+    start, end = params.instant_range(created_from, created_to)
+    after = None if cursor is None else cursors.decode("c", cursor)
+    rows = await state.repository.calls_page(
+        org_id, call_type=None if direction is None else params.DIRECTIONS[direction],
+        status=status, lead_id=params.filter_uuid("leadId", lead_id), created_from=start,
+        created_to=end, after=after, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = (cursors.encode("c", cursors.Position(page[-1]["created_at"], page[-1]["id"]))
+                   if more else None)
+    return shapes.CallPage(calls=[shapes.call_summary(r) for r in page],
+                           next_cursor=next_cursor)
+
+
+@router.get("/calls/{call_id}", response_model=shapes.CallDetail, tags=["calls"])
+async def get_call(state: State, org_id: Org, call_id: str) -> shapes.CallDetail:
+    found = await state.repository.call(org_id, params.path_call_id(call_id))
+    if found is None:
+        raise NotFound("no such call")
+    return shapes.call_detail(*found)
+
+
+@router.get("/leads", response_model=shapes.LeadPage, tags=["leads"])
+async def list_leads(
+        state: State, org_id: Org,
+        limit: Limit = params.DEFAULT_PAGE_LIMIT,
+        cursor: Cursor = None,
+        q: Annotated[str | None, Query(description="part of the name, email or number",
+                                       max_length=params.MAX_SEARCH_LENGTH)] = None,
+) -> shapes.LeadPage:
+    """Newest lead first, `nextCursor` as for calls."""
+    after = None
+    if cursor is not None:
+        position = cursors.decode("l", cursor)
+        lead_id = params.filter_uuid("cursor", position.id)
+        if position.created_at is None or lead_id is None:
+            raise InvalidParameter("cursor", "not a cursor of this list")
+        after = (position.created_at, lead_id)
+    rows = await state.repository.leads_page(org_id, pattern=params.search_term(q),
+                                             after=after, limit=limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = (cursors.encode("l", cursors.Position(page[-1]["created_at"],
+                                                        str(page[-1]["id"])))
+                   if more else None)
+    return shapes.LeadPage(leads=[shapes.lead_summary(r) for r in page],
+                           next_cursor=next_cursor)
+
+
+@router.get("/leads/{lead_id}", response_model=shapes.LeadDetail, tags=["leads"])
+async def get_lead(state: State, org_id: Org, lead_id: str) -> shapes.LeadDetail:
+    """One lead with its latest calls (up to 100; `/api/calls?leadId=` pages through all)."""
+    found = await state.repository.lead(org_id, params.path_uuid(lead_id), LEAD_CALLS_LIMIT)
+    if found is None:
+        raise NotFound("no such lead")
+    return shapes.lead_detail(*found)

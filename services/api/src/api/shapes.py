@@ -1,0 +1,282 @@
+"""What the api answers, in camelCase, and how database rows become it. Pure: rows in,
+models out. The models are also the OpenAPI document's schemas."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from api.params import CALL_TYPE_DIRECTIONS, DateRange
+
+Row = Mapping[str, Any]
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class ErrorBody(Shape):
+    error: str
+    message: str
+
+
+class VapiConnection(Shape):
+    connected: bool
+    status: Literal["connected", "disconnected", "not_connected"]
+    status_reason: str | None
+    vapi_org_id: str | None
+    last_synced_at: datetime | None
+    connected_at: datetime | None
+
+
+class VapiConnected(VapiConnection):
+    sync_id: uuid.UUID | None  # None: stored, but the first sync waits for the next tick
+
+
+class ConnectRequest(Shape):
+    # Printable ASCII without spaces: it becomes an HTTP header to Vapi.
+    api_key: str = Field(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
+
+
+class SyncRequest(Shape):
+    start_date: date | None = None
+    end_date: date | None = None
+
+
+class SyncQueued(Shape):
+    sync_id: uuid.UUID
+
+
+class SyncRun(Shape):
+    sync_id: uuid.UUID
+    status: Literal["queued", "running", "succeeded", "failed"]
+    reason: str | None
+    trigger: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class UsageDay(Shape):
+    date: date
+    minutes: float
+    calls: int
+    cost: float
+
+
+class UsageMetrics(Shape):
+    start_date: date
+    end_date: date
+    minutes: float
+    calls: int
+    cost: float
+    daily: list[UsageDay]
+
+
+class StatsDay(Shape):
+    date: date
+    calls: int
+    inbound: int
+    outbound: int
+    web: int
+    new_leads: int
+    minutes: float
+    cost: float
+
+
+class StatsOverview(Shape):
+    start_date: date
+    end_date: date
+    calls: int
+    inbound: int
+    outbound: int
+    web: int
+    new_leads: int
+    minutes: float
+    cost: float
+    daily: list[StatsDay]
+
+
+class CallSummary(Shape):
+    id: str
+    type: str | None
+    direction: str | None  # inbound, outbound, web, or the Vapi type as it came
+    status: str | None
+    ended_reason: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: float | None
+    cost: float | None
+    customer_number: str | None
+    customer_name: str | None
+    assistant_id: str | None
+    phone_number_id: str | None
+    lead_id: uuid.UUID | None
+
+
+class LeadSummary(Shape):
+    id: uuid.UUID
+    phone_number: str
+    name: str | None
+    email: str | None
+    first_call_at: datetime | None
+    last_call_at: datetime | None
+    call_count: int
+    created_at: datetime
+
+
+class Analysis(Shape):
+    structured_data: Any
+    success_evaluation: str | None
+
+
+class Recording(Shape):
+    mono_url: str | None
+    stereo_url: str | None
+
+
+class CallDetail(CallSummary):
+    customer_email: str | None
+    transcript: str | None
+    summary: str | None
+    analysis: Analysis
+    recording: Recording
+    cost_breakdown: Any
+    metadata: Any
+    lead: LeadSummary | None
+
+
+class CallPage(Shape):
+    calls: list[CallSummary]
+    next_cursor: str | None
+
+
+class LeadPage(Shape):
+    leads: list[LeadSummary]
+    next_cursor: str | None
+
+
+class LeadDetail(LeadSummary):
+    calls: list[CallSummary]
+
+
+def _number(value: Decimal | float | int | None) -> float:
+    return 0.0 if value is None else float(value)
+
+
+def _minutes(seconds: Decimal | float | int | None) -> float:
+    return 0.0 if seconds is None else round(float(seconds) / 60, 6)
+
+
+def connection(row: Row | None) -> VapiConnection:
+    if row is None:
+        return VapiConnection(connected=False, status="not_connected", status_reason=None,
+                              vapi_org_id=None, last_synced_at=None, connected_at=None)
+    connected = row["status"] == "connected"
+    return VapiConnection(
+        connected=connected, status="connected" if connected else "disconnected",
+        status_reason=None if connected else row["disconnected_reason"],
+        vapi_org_id=row["vapi_org_id"], last_synced_at=row["last_synced_at"],
+        connected_at=row["connected_at"] if connected else None)
+
+
+def sync_run(row: Row) -> SyncRun:
+    return SyncRun(sync_id=row["id"], status=row["status"], reason=row["reason"],
+                   trigger=row["trigger"], requested_at=row["requested_at"],
+                   started_at=row["started_at"], finished_at=row["finished_at"])
+
+
+def usage_metrics(days: DateRange, rows: Iterable[Row]) -> UsageMetrics:
+    """Every day of the range, zero where nothing was stored."""
+    by_day = {row["day"]: row for row in rows}
+    daily = []
+    for day in days.days():
+        row = by_day.get(day)
+        if row is None:
+            daily.append(UsageDay(date=day, minutes=0.0, calls=0, cost=0.0))
+        else:
+            daily.append(UsageDay(date=day, minutes=_number(row["minutes"]),
+                                  calls=row["calls"], cost=_number(row["cost"])))
+    return UsageMetrics(
+        start_date=days.start, end_date=days.end,
+        minutes=round(sum(_number(r["minutes"]) for r in by_day.values()), 6),
+        calls=sum(d.calls for d in daily),
+        cost=float(sum((Decimal(r["cost"]) for r in by_day.values()), Decimal(0))),
+        daily=daily)
+
+
+def stats_overview(days: DateRange, rows: Iterable[Row]) -> StatsOverview:
+    """Totals and every day of the range, zero where nothing happened. Sums are taken over
+    exact numerics before they become floats."""
+    by_day = {row["day"]: row for row in rows}
+    daily = []
+    for day in days.days():
+        row = by_day.get(day)
+        if row is None:
+            daily.append(StatsDay(date=day, calls=0, inbound=0, outbound=0, web=0, new_leads=0,
+                                  minutes=0.0, cost=0.0))
+            continue
+        daily.append(StatsDay(date=day, calls=row["calls"], inbound=row["inbound"],
+                              outbound=row["outbound"], web=row["web"],
+                              new_leads=row["new_leads"],
+                              minutes=_minutes(row["duration_seconds"]),
+                              cost=_number(row["cost"])))
+    seconds = sum((Decimal(r["duration_seconds"]) for r in by_day.values()), Decimal(0))
+    cost = sum((Decimal(r["cost"]) for r in by_day.values()), Decimal(0))
+    return StatsOverview(
+        start_date=days.start, end_date=days.end,
+        calls=sum(d.calls for d in daily), inbound=sum(d.inbound for d in daily),
+        outbound=sum(d.outbound for d in daily), web=sum(d.web for d in daily),
+        new_leads=sum(d.new_leads for d in daily), minutes=_minutes(seconds),
+        cost=float(cost), daily=daily)
+
+
+def _summary_fields(row: Row) -> dict[str, Any]:
+    call_type = row["direction"]
+    return {
+        "id": row["id"], "type": call_type,
+        "direction": CALL_TYPE_DIRECTIONS.get(call_type, call_type),
+        "status": row["status"], "ended_reason": row["ended_reason"],
+        "created_at": row["created_at"], "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "duration_seconds": None if row["duration_seconds"] is None
+        else float(row["duration_seconds"]),
+        "cost": None if row["cost"] is None else float(row["cost"]),
+        "customer_number": row["customer_number"], "customer_name": row["customer_name"],
+        "assistant_id": row["assistant_id"], "phone_number_id": row["phone_number_id"],
+        "lead_id": row["lead_id"],
+    }
+
+
+def call_summary(row: Row) -> CallSummary:
+    return CallSummary(**_summary_fields(row))
+
+
+def lead_summary(row: Row) -> LeadSummary:
+    return LeadSummary(id=row["id"], phone_number=row["phone_number"], name=row["name"],
+                       email=row["email"], first_call_at=row["first_call_at"],
+                       last_call_at=row["last_call_at"], call_count=row["call_count"],
+                       created_at=row["created_at"])
+
+
+def call_detail(row: Row, lead: Row | None) -> CallDetail:
+    return CallDetail(
+        **_summary_fields(row), customer_email=row["customer_email"],
+        transcript=row["transcript"], summary=row["summary"],
+        analysis=Analysis(structured_data=row["structured_data"],
+                          success_evaluation=row["success_evaluation"]),
+        recording=Recording(mono_url=row["recording_url"],
+                            stereo_url=row["stereo_recording_url"]),
+        cost_breakdown=row["cost_breakdown"], metadata=row["metadata"],
+        lead=None if lead is None else lead_summary(lead))
+
+
+def lead_detail(row: Row, calls: Sequence[Row]) -> LeadDetail:
+    return LeadDetail(**lead_summary(row).model_dump(), calls=[call_summary(c) for c in calls])
