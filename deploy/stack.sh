@@ -12,6 +12,7 @@ SERVICES=(
   "ingest calltrail-ingest http://127.0.0.1:${INGEST_PORT:-8000}/healthz"
   "call-processor calltrail-processor"
   "metrics-sync calltrail-metrics-sync http://127.0.0.1:${METRICS_SYNC_METRICS_PORT:-9102}/healthz"
+  "api calltrail-api http://127.0.0.1:${API_PORT:-8001}/healthz"
 )
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
@@ -55,6 +56,7 @@ native_up() {
     echo "$name started (pid $(cat "$pidfile"), log $LOG_DIR/$name.log)"
   done
   echo "ingest: http://localhost:${INGEST_PORT:-8000}/webhooks/vapi"
+  echo "api:    http://localhost:${API_PORT:-8001}/api (OpenAPI: /openapi.json)"
 }
 
 native_down() {
