@@ -245,8 +245,12 @@ class Spool:
                 continue
             if segment > position.segment:
                 position = _Position(segment, 0)
+            # Only bytes whose fsync returned: a segment the flusher has just opened has no
+            # durable size yet, and what it holds may still be cut off by a full disk (its
+            # webhooks answered 503). Publishing those drove the backlog below zero, which
+            # stopped the replay with accepted events still on disk (make chaos, spool-full).
+            durable = self._durable_size.get(segment, 0)
             with open(self._segment_path(segment), "rb") as f:
-                durable = self._durable_size.get(segment, os.fstat(f.fileno()).st_size)
                 base, budget = position.offset, max_bytes
                 while True:
                     f.seek(base)
