@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -39,6 +39,7 @@ from ingest.broker import BrokerPublisher
 from ingest.endpoints import EndpointDirectory
 from ingest.errors import IngestError, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from ingest.metrics import IngestMetrics
+from ingest.openapi import Operation, openapi_document
 from ingest.outbox import Outbox
 from ingest.payload import AcceptedEvent, read_envelope
 from ingest.spool import claim_slot
@@ -187,6 +188,31 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+# The route table. The OpenAPI document is built from it, the probes are routed from it
+# (None: the document itself), and `create_app`'s dispatcher sends both webhook paths to
+# `webhooks`.
+WEBHOOK_OPERATIONS = (
+    Operation(WEBHOOK_PATH, "post", "A Vapi webhook on the shared endpoint "
+              "(VAPI_WEBHOOK_SECRET); the organization is found later from the event",
+              "webhook"),
+    Operation(WEBHOOK_PATH + "/{endpoint_id}", "post",
+              "A Vapi webhook on an organization's own endpoint, with its own secret",
+              "webhook"),
+)
+PLAIN_ROUTES: tuple[tuple[Operation, Callable[[Request], Awaitable[Response]] | None], ...] = (
+    (Operation("/healthz", "get", "The process is alive", "probe"), healthz),
+    (Operation("/readyz", "get", "The broker is connected or the spool writable", "probe",
+               answers_503=True), readyz),
+    (Operation("/metrics", "get", "Requests by status, publish latency, spool depth",
+               "metrics"), metrics),
+    (Operation("/openapi.json", "get", "This document", "document"), None),
+)
+
+
+def operations() -> tuple[Operation, ...]:
+    return WEBHOOK_OPERATIONS + tuple(operation for operation, _ in PLAIN_ROUTES)
+
+
 def create_app(settings: Settings) -> ASGIApp:
     """The ingest app; its broker, spool and endpoint directory start with its lifespan."""
 
@@ -224,12 +250,15 @@ def create_app(settings: Settings) -> ASGIApp:
             spool.close()
             log.info("ingest_stopped", spool_backlog=spool.backlog)
 
-    operations = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+    document = orjson.dumps(openapi_document(operations()))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type=_JSON)
+
+    plain = Starlette(
+        routes=[Route(operation.path, endpoint or openapi_json,
+                      methods=[operation.method.upper()])
+                for operation, endpoint in PLAIN_ROUTES],
         lifespan=lifespan,
     )
 
@@ -240,6 +269,6 @@ def create_app(settings: Settings) -> ASGIApp:
                                         or scope["path"].startswith(WEBHOOK_PATH + "/")):
             await webhooks(scope, receive, send)
         else:
-            await operations(scope, receive, send)
+            await plain(scope, receive, send)
 
     return app
