@@ -85,6 +85,32 @@ LEAD_CALLS = f"""
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
 
+# The overview's breakdowns count the calls daily_stats counts: those of its UTC day.
+CALL_OUTCOMES = """
+    SELECT ended_reason, success_evaluation, count(*) AS calls FROM calls
+    WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
+    GROUP BY ended_reason, success_evaluation"""
+
+ASSISTANTS = """
+    SELECT assistant_id, count(*) AS calls, coalesce(sum(duration_seconds), 0) AS seconds,
+           coalesce(sum(cost), 0) AS cost
+    FROM calls WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
+    GROUP BY assistant_id ORDER BY count(*) DESC, assistant_id NULLS LAST LIMIT $4"""
+
+# Vapi's per-call `costBreakdown` summed per component over the days; only the components
+# that are money (the object also holds token and character counts).
+COST_COMPONENTS = """
+    SELECT part.key AS component, sum((part.value #>> '{}')::numeric) AS cost
+    FROM calls c, jsonb_each(c.cost_breakdown) AS part
+    WHERE c.org_id = $1 AND c.stats_day BETWEEN $2 AND $3
+      AND jsonb_typeof(c.cost_breakdown) = 'object' AND jsonb_typeof(part.value) = 'number'
+      AND part.key = ANY($4::text[])
+    GROUP BY part.key"""
+
+WEBHOOK_ENDPOINT = """
+    SELECT id, secret FROM webhook_endpoints
+    WHERE org_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT 1"""
+
 READY = "SELECT 1"
 
 
@@ -109,6 +135,23 @@ class Repository:
     async def stats_days(self, org_id: uuid.UUID, start: date, end: date
                          ) -> list[asyncpg.Record]:
         return await self._pool.fetch(STATS_DAYS, org_id, start, end)
+
+    async def call_outcomes(self, org_id: uuid.UUID, start: date, end: date
+                            ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(CALL_OUTCOMES, org_id, start, end)
+
+    async def assistants(self, org_id: uuid.UUID, start: date, end: date, limit: int
+                         ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(ASSISTANTS, org_id, start, end, limit)
+
+    async def cost_components(self, org_id: uuid.UUID, start: date, end: date,
+                              components: list[str]) -> list[asyncpg.Record]:
+        return await self._pool.fetch(COST_COMPONENTS, org_id, start, end, components)
+
+    async def webhook_endpoint(self, org_id: uuid.UUID) -> asyncpg.Record | None:
+        """The organization's newest active endpoint (its id and secret): for its own
+        settings page only."""
+        return await self._pool.fetchrow(WEBHOOK_ENDPOINT, org_id)
 
     async def calls_page(self, org_id: uuid.UUID, *, call_type: str | None,
                          status: str | None, lead_id: uuid.UUID | None,

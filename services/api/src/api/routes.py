@@ -37,6 +37,8 @@ log = get_logger("api")
 # The user waits on the connect request: a few quick retries, then 502.
 CONNECT_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0, max_retry_after=2.0)
 LEAD_CALLS_LIMIT = 100
+OVERVIEW_ASSISTANTS = 20
+COST_COMPONENTS = ["transport", "stt", "llm", "tts", "vapi"]
 
 
 @dataclass
@@ -138,7 +140,9 @@ async def usage_metrics(
 ) -> shapes.UsageMetrics:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.usage_days(org_id, days.start, days.end)
-    return shapes.usage_metrics(days, rows)
+    components = await state.repository.cost_components(org_id, days.start, days.end,
+                                                        COST_COMPONENTS)
+    return shapes.usage_metrics(days, rows, components)
 
 
 @router.post("/vapi/sync", status_code=202, response_model=shapes.SyncQueued, tags=["vapi"],
@@ -178,7 +182,10 @@ async def stats_overview(
 ) -> shapes.StatsOverview:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.stats_days(org_id, days.start, days.end)
-    return shapes.stats_overview(days, rows)
+    outcomes = await state.repository.call_outcomes(org_id, days.start, days.end)
+    assistants = await state.repository.assistants(org_id, days.start, days.end,
+                                                   OVERVIEW_ASSISTANTS)
+    return shapes.stats_overview(days, rows, outcomes, assistants)
 
 
 Limit = Annotated[int, Query(ge=1, le=params.MAX_PAGE_LIMIT)]

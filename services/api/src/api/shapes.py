@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from api.outcomes import BUCKETS, ended_reason_bucket, is_success
 from api.params import CALL_TYPE_DIRECTIONS, DateRange
 
 Row = Mapping[str, Any]
@@ -77,6 +78,9 @@ class UsageMetrics(Shape):
     calls: int
     cost: float
     daily: list[UsageDay]
+    cost_by_component: dict[str, float] = Field(
+        default_factory=dict, description="the calls' Vapi costBreakdown summed per "
+        "component (transport, stt, llm, tts, vapi) where Vapi gave one")
 
 
 class StatsDay(Shape):
@@ -86,6 +90,23 @@ class StatsDay(Shape):
     outbound: int
     web: int
     new_leads: int
+    minutes: float
+    cost: float
+
+
+class EndedReasons(Shape):
+    """Ended calls by how they ended (`endedReason`, bucketed by `api.outcomes`)."""
+    completed: int = 0
+    voicemail: int = 0
+    no_answer: int = 0
+    busy: int = 0
+    failed: int = 0
+    other: int = 0
+
+
+class AssistantStats(Shape):
+    assistant_id: str | None
+    calls: int
     minutes: float
     cost: float
 
@@ -100,6 +121,14 @@ class StatsOverview(Shape):
     new_leads: int
     minutes: float
     cost: float
+    average_duration_seconds: float | None = None
+    cost_per_call: float | None = None
+    success_rate: float | None = Field(
+        default=None, description="successful / evaluated calls (analysis.successEvaluation "
+        "true or false); null when none was evaluated")
+    evaluated_calls: int = 0
+    ended_reasons: EndedReasons = Field(default_factory=EndedReasons)
+    assistants: list[AssistantStats] = Field(default_factory=list)
     daily: list[StatsDay]
 
 
@@ -193,7 +222,8 @@ def sync_run(row: Row) -> SyncRun:
                    started_at=row["started_at"], finished_at=row["finished_at"])
 
 
-def usage_metrics(days: DateRange, rows: Iterable[Row]) -> UsageMetrics:
+def usage_metrics(days: DateRange, rows: Iterable[Row], components: Iterable[Row] = ()
+                  ) -> UsageMetrics:
     """Every day of the range, zero where nothing was stored."""
     by_day = {row["day"]: row for row in rows}
     daily = []
@@ -209,12 +239,29 @@ def usage_metrics(days: DateRange, rows: Iterable[Row]) -> UsageMetrics:
         minutes=round(sum(_number(r["minutes"]) for r in by_day.values()), 6),
         calls=sum(d.calls for d in daily),
         cost=float(sum((Decimal(r["cost"]) for r in by_day.values()), Decimal(0))),
-        daily=daily)
+        daily=daily,
+        cost_by_component={r["component"]: _number(r["cost"]) for r in components})
 
 
-def stats_overview(days: DateRange, rows: Iterable[Row]) -> StatsOverview:
+def _ended_reasons(outcomes: Iterable[Row]) -> tuple[EndedReasons, int, int]:
+    """The buckets, then how many calls were evaluated and how many of those succeeded."""
+    buckets = dict.fromkeys(BUCKETS, 0)
+    evaluated = succeeded = 0
+    for row in outcomes:
+        if row["ended_reason"] is not None:
+            buckets[ended_reason_bucket(row["ended_reason"])] += row["calls"]
+        verdict = (None if row["success_evaluation"] is None
+                   else is_success(row["success_evaluation"]))
+        if verdict is not None:
+            evaluated += row["calls"]
+            succeeded += row["calls"] if verdict else 0
+    return EndedReasons.model_validate(buckets), evaluated, succeeded
+
+
+def stats_overview(days: DateRange, rows: Iterable[Row], outcomes: Iterable[Row] = (),
+                   assistants: Iterable[Row] = ()) -> StatsOverview:
     """Totals and every day of the range, zero where nothing happened. Sums are taken over
-    exact numerics before they become floats."""
+    exact numerics before they become floats. Averages are over the day totals' calls."""
     by_day = {row["day"]: row for row in rows}
     daily = []
     for day in days.days():
@@ -230,12 +277,22 @@ def stats_overview(days: DateRange, rows: Iterable[Row]) -> StatsOverview:
                               cost=_number(row["cost"])))
     seconds = sum((Decimal(r["duration_seconds"]) for r in by_day.values()), Decimal(0))
     cost = sum((Decimal(r["cost"]) for r in by_day.values()), Decimal(0))
+    calls = sum(d.calls for d in daily)
+    ended, evaluated, succeeded = _ended_reasons(outcomes)
     return StatsOverview(
         start_date=days.start, end_date=days.end,
-        calls=sum(d.calls for d in daily), inbound=sum(d.inbound for d in daily),
+        calls=calls, inbound=sum(d.inbound for d in daily),
         outbound=sum(d.outbound for d in daily), web=sum(d.web for d in daily),
         new_leads=sum(d.new_leads for d in daily), minutes=_minutes(seconds),
-        cost=float(cost), daily=daily)
+        cost=float(cost),
+        average_duration_seconds=round(float(seconds / calls), 3) if calls else None,
+        cost_per_call=round(float(cost / calls), 6) if calls else None,
+        success_rate=round(succeeded / evaluated, 6) if evaluated else None,
+        evaluated_calls=evaluated, ended_reasons=ended,
+        assistants=[AssistantStats(assistant_id=r["assistant_id"], calls=r["calls"],
+                                   minutes=_minutes(r["seconds"]), cost=_number(r["cost"]))
+                    for r in assistants],
+        daily=daily)
 
 
 def _summary_fields(row: Row) -> dict[str, Any]:

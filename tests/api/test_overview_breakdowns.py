@@ -1,0 +1,89 @@
+"""The overview's derived figures (averages, success rate, how calls ended, per assistant)
+and the usage's cost per component: over the same UTC days as the daily totals."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from api.outcomes import ended_reason_bucket, is_success
+from tests.api.conftest import RunningApi, insert_call
+
+DAY = date(2026, 5, 1)
+
+
+@pytest.mark.parametrize(("reason", "bucket"), [
+    ("customer-ended-call", "completed"), ("assistant-said-end-call-phrase", "completed"),
+    ("silence-timed-out", "completed"), ("voicemail", "voicemail"),
+    ("customer-did-not-answer", "noAnswer"), ("customer-busy", "busy"),
+    ("pipeline-error-openai-llm-failed", "failed"), ("twilio-failed-to-connect-call", "failed"),
+    ("something-new", "other")])
+def test_ended_reason_buckets(reason: str, bucket: str) -> None:
+    assert ended_reason_bucket(reason) == bucket
+
+
+def test_success_verdicts() -> None:
+    assert is_success("true") is True and is_success(" False ") is False
+    assert is_success("8") is None and is_success("") is None
+
+
+async def _call(api: RunningApi, org_id: object, *, day: date, **fields: object) -> None:
+    call_id = await insert_call(api.connection, org_id,  # type: ignore[arg-type]
+                                created_at=datetime(day.year, day.month, day.day, 12,
+                                                    tzinfo=UTC), **fields)
+    breakdown = fields.get("breakdown")
+    await api.connection.execute(
+        "UPDATE calls SET stats_day = $2, cost_breakdown = $3 WHERE id = $1",
+        call_id, day, breakdown)
+
+
+async def test_overview_breakdowns(api: RunningApi) -> None:
+    tenant, other = await api.tenant("A"), await api.tenant("B")
+    await api.connection.execute(
+        """INSERT INTO daily_stats (org_id, day, calls, inbound, outbound, web, new_leads,
+                                    duration_seconds, cost)
+           VALUES ($1, $2, 4, 4, 0, 0, 2, 360, 1.00)""", tenant.org_id, DAY)
+    await _call(api, tenant.org_id, day=DAY, ended_reason="customer-ended-call",
+                success_evaluation="true", assistant_id="asst-a",
+                duration_seconds=Decimal(120), cost=Decimal("0.40"))
+    await _call(api, tenant.org_id, day=DAY, ended_reason="voicemail",
+                success_evaluation="false", assistant_id="asst-a",
+                duration_seconds=Decimal(60), cost=Decimal("0.20"))
+    await _call(api, tenant.org_id, day=DAY, ended_reason="customer-busy",
+                success_evaluation="true", assistant_id="asst-b",
+                duration_seconds=Decimal(120), cost=Decimal("0.30"))
+    await _call(api, tenant.org_id, day=DAY, ended_reason="pipeline-error-x",
+                assistant_id="asst-b", duration_seconds=Decimal(60), cost=Decimal("0.10"))
+    await _call(api, tenant.org_id, day=date(2026, 4, 1), ended_reason="voicemail",
+                success_evaluation="false")  # outside the range
+    await _call(api, other.org_id, day=DAY, ended_reason="voicemail")  # another org
+    body = (await tenant.client.get("/api/stats/overview", params={
+        "startDate": "2026-05-01", "endDate": "2026-05-02"})).json()
+    assert body["averageDurationSeconds"] == 90.0
+    assert body["costPerCall"] == 0.25
+    assert body["evaluatedCalls"] == 3
+    assert body["successRate"] == pytest.approx(2 / 3, abs=1e-6)
+    assert body["endedReasons"] == {"completed": 1, "voicemail": 1, "noAnswer": 0, "busy": 1,
+                                    "failed": 1, "other": 0}
+    assert body["assistants"] == [
+        {"assistantId": "asst-a", "calls": 2, "minutes": 3.0, "cost": 0.6},
+        {"assistantId": "asst-b", "calls": 2, "minutes": 3.0, "cost": 0.4}]
+    empty = (await tenant.client.get("/api/stats/overview", params={
+        "startDate": "2026-06-01", "endDate": "2026-06-02"})).json()
+    assert empty["successRate"] is None and empty["averageDurationSeconds"] is None
+    assert empty["costPerCall"] is None and empty["assistants"] == []
+
+
+async def test_usage_cost_by_component(api: RunningApi) -> None:
+    tenant = await api.tenant("A")
+    await _call(api, tenant.org_id, day=DAY, breakdown={
+        "transport": 0.01, "stt": 0.02, "llm": 0.1, "tts": 0.03, "vapi": 0.05, "total": 0.21,
+        "llmPromptTokens": 900, "analysisCostBreakdown": {"summary": 0.001}})
+    await _call(api, tenant.org_id, day=DAY, breakdown={"llm": 0.2, "stt": "n/a"})
+    await _call(api, tenant.org_id, day=DAY)
+    body = (await tenant.client.get("/api/vapi/metrics", params={
+        "startDate": "2026-05-01", "endDate": "2026-05-01"})).json()
+    assert body["costByComponent"] == pytest.approx(
+        {"transport": 0.01, "stt": 0.02, "llm": 0.3, "tts": 0.03, "vapi": 0.05})
