@@ -33,10 +33,7 @@ async def _call(api: RunningApi, org_id: object, *, day: date, **fields: object)
     call_id = await insert_call(api.connection, org_id,  # type: ignore[arg-type]
                                 created_at=datetime(day.year, day.month, day.day, 12,
                                                     tzinfo=UTC), **fields)
-    breakdown = fields.get("breakdown")
-    await api.connection.execute(
-        "UPDATE calls SET stats_day = $2, cost_breakdown = $3 WHERE id = $1",
-        call_id, day, breakdown)
+    await api.connection.execute("UPDATE calls SET stats_day = $2 WHERE id = $1", call_id, day)
 
 
 async def test_overview_breakdowns(api: RunningApi) -> None:
@@ -77,12 +74,18 @@ async def test_overview_breakdowns(api: RunningApi) -> None:
 
 
 async def test_usage_cost_by_component(api: RunningApi) -> None:
-    tenant = await api.tenant("A")
-    await _call(api, tenant.org_id, day=DAY, breakdown={
-        "transport": 0.01, "stt": 0.02, "llm": 0.1, "tts": 0.03, "vapi": 0.05, "total": 0.21,
-        "llmPromptTokens": 900, "analysisCostBreakdown": {"summary": 0.001}})
-    await _call(api, tenant.org_id, day=DAY, breakdown={"llm": 0.2, "stt": "n/a"})
-    await _call(api, tenant.org_id, day=DAY)
+    tenant, other = await api.tenant("A"), await api.tenant("B")
+    rows = [
+        (tenant.org_id, "c1", DAY, {
+            "transport": 0.01, "stt": 0.02, "llm": 0.1, "tts": 0.03, "vapi": 0.05,
+            "total": 0.21, "llmPromptTokens": 900, "analysisCostBreakdown": {"summary": 0.001}}),
+        (tenant.org_id, "c2", DAY, {"llm": 0.2, "stt": "n/a"}),
+        (tenant.org_id, "c3", DAY, None),
+        (tenant.org_id, "c4", date(2026, 5, 2), {"llm": 5}),  # outside the range
+        (other.org_id, "c1", DAY, {"llm": 7})]
+    await api.connection.executemany(
+        """INSERT INTO vapi_call_usage (org_id, call_id, day, seconds, cost, cost_breakdown)
+           VALUES ($1, $2, $3, 60, 0.2, $4)""", rows)
     body = (await tenant.client.get("/api/vapi/metrics", params={
         "startDate": "2026-05-01", "endDate": "2026-05-01"})).json()
     assert body["costByComponent"] == pytest.approx(

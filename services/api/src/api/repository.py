@@ -97,15 +97,23 @@ ASSISTANTS = """
     FROM calls WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
     GROUP BY assistant_id ORDER BY count(*) DESC, assistant_id NULLS LAST LIMIT $4"""
 
-# Vapi's per-call `costBreakdown` summed per component over the days; only the components
-# that are money (the object also holds token and character counts).
+# The synced calls' Vapi `costBreakdown` summed per component over the days; only the
+# components that are money (the object also holds token and character counts).
 COST_COMPONENTS = """
     SELECT part.key AS component, sum((part.value #>> '{}')::numeric) AS cost
-    FROM calls c, jsonb_each(c.cost_breakdown) AS part
-    WHERE c.org_id = $1 AND c.stats_day BETWEEN $2 AND $3
-      AND jsonb_typeof(c.cost_breakdown) = 'object' AND jsonb_typeof(part.value) = 'number'
+    FROM vapi_call_usage u, jsonb_each(u.cost_breakdown) AS part
+    WHERE u.org_id = $1 AND u.day BETWEEN $2 AND $3
+      AND jsonb_typeof(u.cost_breakdown) = 'object' AND jsonb_typeof(part.value) = 'number'
       AND part.key = ANY($4::text[])
     GROUP BY part.key"""
+
+SYNC_PENDING = """
+    SELECT EXISTS (SELECT 1 FROM sync_runs WHERE org_id = $1
+                   AND status IN ('queued', 'running') AND requested_at > $2)"""
+
+LATEST_SYNC_RUN = """
+    SELECT id, status, reason, trigger, requested_at, started_at, finished_at
+    FROM sync_runs WHERE org_id = $1 ORDER BY requested_at DESC LIMIT 1"""
 
 WEBHOOK_ENDPOINT = """
     SELECT id, secret FROM webhook_endpoints
@@ -147,6 +155,13 @@ class Repository:
     async def cost_components(self, org_id: uuid.UUID, start: date, end: date,
                               components: list[str]) -> list[asyncpg.Record]:
         return await self._pool.fetch(COST_COMPONENTS, org_id, start, end, components)
+
+    async def sync_pending(self, org_id: uuid.UUID, since: datetime) -> bool:
+        """Whether a run requested after `since` is still queued or running."""
+        return bool(await self._pool.fetchval(SYNC_PENDING, org_id, since))
+
+    async def latest_sync_run(self, org_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(LATEST_SYNC_RUN, org_id)
 
     async def webhook_endpoint(self, org_id: uuid.UUID) -> asyncpg.Record | None:
         """The organization's newest active endpoint (its id and secret): for its own

@@ -79,8 +79,8 @@ class UsageMetrics(Shape):
     cost: float
     daily: list[UsageDay]
     cost_by_component: dict[str, float] = Field(
-        default_factory=dict, description="the calls' Vapi costBreakdown summed per "
-        "component (transport, stt, llm, tts, vapi) where Vapi gave one")
+        default_factory=dict, description="the synced calls' Vapi costBreakdown summed "
+        "per component (transport, stt, llm, tts, vapi) where Vapi gave one")
 
 
 class StatsDay(Shape):
