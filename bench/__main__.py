@@ -6,6 +6,8 @@
     end_to_end  bench.end_to_end: webhook sent -> call row visible at 500 events/s
     metrics_sync  bench.metrics_sync: 1,000 Vapi accounts synced (backfill, then a quiet
                 round) against the fake Vapi with 100 ms latency, vs one at a time
+    api         bench.api: the overview (30 and 90 days) and the first page of calls of an
+                organization with 100,000 calls, vs /healthz of the same process
 
 Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails
 is reported and the others still run. The exit status is non-zero if any failed.
@@ -18,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import end_to_end, ingest, metrics_sync, processor
+from bench import api, end_to_end, ingest, metrics_sync, processor
 from bench.ingest import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
@@ -26,6 +28,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("processor", processor.main),
     ("end_to_end", end_to_end.main),
     ("metrics_sync", metrics_sync.main),
+    ("api", api.main),
 )
 
 
