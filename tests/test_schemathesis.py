@@ -30,6 +30,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.specs.openapi.adapter.validators import validate_v3
 
 from api.app import create_app
 from bench.fake_vapi import FakeVapi, serve
@@ -154,6 +155,11 @@ API_DOCUMENT = _api_document()
 INGEST_DOCUMENT = openapi_document(operations())
 api_schema = schemathesis.openapi.from_dict(API_DOCUMENT)
 ingest_schema = schemathesis.openapi.from_dict(INGEST_DOCUMENT)
+
+
+def test_both_documents_are_valid_openapi() -> None:
+    for document in (API_DOCUMENT, INGEST_DOCUMENT):
+        validate_v3(document)  # against the OpenAPI 3.1 meta-schema
 
 
 def test_the_documents_fuzzed_are_the_ones_served(stack: Stack) -> None:
