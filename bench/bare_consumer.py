@@ -28,6 +28,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from call_processor.repository import ARCHIVE_EVENTS
+from calltrail_common.process import run_worker
 from calltrail_common.topology import (
     CALL_PROCESSOR,
     HEADER_DEDUPE_KEY,
@@ -119,4 +120,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_worker(main())  # the processor's own loop and collector settings: a fair ceiling

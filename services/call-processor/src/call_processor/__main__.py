@@ -10,6 +10,7 @@ from call_processor.consumer import CallProcessor
 from call_processor.metrics import ProcessorMetrics
 from calltrail_common.logging import configure_logging, get_logger
 from calltrail_common.probes import ProbeServer
+from calltrail_common.process import run_worker
 from calltrail_common.settings import SettingsError, load_settings
 from calltrail_common.topology import Topology
 
@@ -47,7 +48,7 @@ async def _run() -> None:
 
 def main() -> None:
     try:
-        asyncio.run(_run())
+        run_worker(_run())
     except SettingsError as error:
         sys.exit(f"calltrail-processor: {error}")
 

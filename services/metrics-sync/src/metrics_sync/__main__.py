@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
-
-import uvloop
 
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging, get_logger
 from calltrail_common.probes import ProbeServer
+from calltrail_common.process import run_worker
 from calltrail_common.settings import SettingsError, load_settings
 from metrics_sync.metrics import SyncMetrics
 from metrics_sync.worker import MetricsSync
@@ -40,16 +38,7 @@ async def _run() -> None:
 
 def main() -> None:
     try:
-        # uvloop: a backfill is tens of thousands of publishes and answers; with it the
-        # first round of bench.metrics_sync took a fifth less CPU (20.9 s, not 25.7 s).
-        # A backfill holds tens of thousands of freshly parsed call objects: with the default
-        # threshold (700) the cycle collector ran so often, over so many live objects, that
-        # it took a sixth of the CPU of bench.metrics_sync's first round (17.0 s with these
-        # settings, 20.3 s without; peak RSS unchanged at ~160 MiB). Objects from start-up
-        # are frozen out of its walks.
-        gc.freeze()
-        gc.set_threshold(20_000, 10, 10)
-        uvloop.run(_run())
+        run_worker(_run())
     except SettingsError as error:
         sys.exit(f"calltrail-metrics-sync: {error}")
 
