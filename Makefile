@@ -30,7 +30,8 @@ up: install
 down:
 	deploy/stack.sh down
 
-test: install services
+test: install services  ## and Chromium, for the dashboard's browser tests
+	deploy/ensure-chromium.sh
 	$(VENV)/bin/pytest
 
 demo: install

@@ -76,17 +76,17 @@ async def test_overview_breakdowns(api: RunningApi) -> None:
 async def test_usage_cost_by_component(api: RunningApi) -> None:
     tenant, other = await api.tenant("A"), await api.tenant("B")
     rows = [
-        (tenant.org_id, "c1", DAY, {
-            "transport": 0.01, "stt": 0.02, "llm": 0.1, "tts": 0.03, "vapi": 0.05,
-            "total": 0.21, "llmPromptTokens": 900, "analysisCostBreakdown": {"summary": 0.001}}),
-        (tenant.org_id, "c2", DAY, {"llm": 0.2, "stt": "n/a"}),
-        (tenant.org_id, "c3", DAY, None),
-        (tenant.org_id, "c4", date(2026, 5, 2), {"llm": 5}),  # outside the range
-        (other.org_id, "c1", DAY, {"llm": 7})]
+        (tenant.org_id, DAY, {
+            "transport": 0.01, "stt": "0.02", "llm": 0.1, "tts": 0.03, "vapi": 0.05,
+            "total": 0.21, "llmPromptTokens": 900}),
+        (tenant.org_id, date(2026, 5, 2), {"llm": 0.2, "stt": "n/a"}),
+        (tenant.org_id, date(2026, 5, 3), {}),
+        (tenant.org_id, date(2026, 5, 4), {"llm": 5}),  # outside the range
+        (other.org_id, DAY, {"llm": 7})]
     await api.connection.executemany(
-        """INSERT INTO vapi_call_usage (org_id, call_id, day, seconds, cost, cost_breakdown)
-           VALUES ($1, $2, $3, 60, 0.2, $4)""", rows)
+        """INSERT INTO vapi_usage_daily (org_id, day, calls, minutes, cost, cost_breakdown)
+           VALUES ($1, $2, 1, 1, 0.2, $3)""", rows)
     body = (await tenant.client.get("/api/vapi/metrics", params={
-        "startDate": "2026-05-01", "endDate": "2026-05-01"})).json()
+        "startDate": "2026-05-01", "endDate": "2026-05-03"})).json()
     assert body["costByComponent"] == pytest.approx(
         {"transport": 0.01, "stt": 0.02, "llm": 0.3, "tts": 0.03, "vapi": 0.05})

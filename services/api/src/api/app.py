@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.broker import SyncCommands
+from api.dashboard.app import install as install_dashboard
 from api.errors import ApiError
 from api.metrics import ApiMetrics
 from api.repository import Repository
@@ -119,6 +120,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                     '`{"error": code, "message": text}`.',
         docs_url=None, redoc_url=None)
     app.include_router(router)
+    install_dashboard(app)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

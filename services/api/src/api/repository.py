@@ -97,14 +97,14 @@ ASSISTANTS = """
     FROM calls WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
     GROUP BY assistant_id ORDER BY count(*) DESC, assistant_id NULLS LAST LIMIT $4"""
 
-# The synced calls' Vapi `costBreakdown` summed per component over the days; only the
-# components that are money (the object also holds token and character counts).
+# Vapi's `costBreakdown` per component over the days, from the daily usage metrics-sync
+# keeps; only the components that are money (Vapi's object also holds token counts).
 COST_COMPONENTS = """
-    SELECT part.key AS component, sum((part.value #>> '{}')::numeric) AS cost
-    FROM vapi_call_usage u, jsonb_each(u.cost_breakdown) AS part
-    WHERE u.org_id = $1 AND u.day BETWEEN $2 AND $3
-      AND jsonb_typeof(u.cost_breakdown) = 'object' AND jsonb_typeof(part.value) = 'number'
-      AND part.key = ANY($4::text[])
+    SELECT part.key AS component, sum(part.value::numeric) AS cost
+    FROM vapi_usage_daily d, jsonb_each_text(d.cost_breakdown) AS part
+    WHERE d.org_id = $1 AND d.day BETWEEN $2 AND $3
+      AND jsonb_typeof(d.cost_breakdown) = 'object' AND part.key = ANY($4::text[])
+      AND part.value ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
     GROUP BY part.key"""
 
 SYNC_PENDING = """

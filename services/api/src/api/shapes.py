@@ -79,7 +79,7 @@ class UsageMetrics(Shape):
     cost: float
     daily: list[UsageDay]
     cost_by_component: dict[str, float] = Field(
-        default_factory=dict, description="the synced calls' Vapi costBreakdown summed "
+        default_factory=dict, description="Vapi's costBreakdown of the synced calls summed "
         "per component (transport, stt, llm, tts, vapi) where Vapi gave one")
 
 
