@@ -5,6 +5,7 @@ another within a lease, and its run does not stay "running"."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
 import signal
@@ -13,7 +14,9 @@ import sys
 from pathlib import Path
 
 from bench.fake_vapi import FakeVapi
+from calltrail_common import db
 from calltrail_common.topology import Topology
+from metrics_sync.repository import RunCounts, SyncRepository
 from tests.conftest import AMQP_URL
 from tests.metrics_sync.conftest import (
     ENCRYPTION_KEY,
@@ -127,3 +130,37 @@ async def test_sigterm_hands_a_run_in_progress_back_whole(
     async with running_sync(settings):  # any replica runs it from the start
         run = await finished_run(database_url, connected.sync_id)
     assert run["status"] == "succeeded" and run["calls_seen"] == 15
+
+
+async def test_a_run_the_reaper_thought_abandoned_ends_as_it_really_ended(
+        database_url: str, topology: Topology, fake_vapi: tuple[FakeVapi, str]) -> None:
+    """A run outlives its lease (Postgres was cut while it worked, say), the reaper fails it
+    as abandoned, and no other replica took the account: when the run then records its
+    success, the run row says succeeded, as the account does."""
+    fake, url = fake_vapi
+    settings = sync_settings(database_url, topology, url)
+    fake.add_account("key-late", seed=11, calls=3, days=1)
+    org_id = await new_org(database_url)
+    connected = await connect(settings, org_id, "key-late")
+    pool = await db.create_pool(database_url, max_size=2)
+    try:
+        repository = SyncRepository(pool, "replica-a", lease_seconds=30)
+        [(account, runs)] = await repository.claim_due(1)
+        assert runs == [connected.sync_id]
+        await pool.execute("UPDATE vapi_accounts SET lease_until = now() - interval '1 second'"
+                           " WHERE org_id = $1", org_id)
+        assert await repository.reap() == 1
+        run = (await fetch(database_url, "SELECT status, reason FROM sync_runs WHERE id = $1",
+                           connected.sync_id))[0]
+        assert run["status"] == "failed" and run["reason"].startswith("abandoned")
+
+        recorded = await repository.succeed(
+            account, runs, RunCounts(calls_seen=3, calls_published=3, requests=2),
+            next_sync_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
+            watermark=dt.datetime.now(dt.UTC))
+    finally:
+        await pool.close()
+    assert recorded
+    run = (await fetch(database_url, "SELECT status, reason, calls_seen FROM sync_runs "
+                       "WHERE id = $1", connected.sync_id))[0]
+    assert (run["status"], run["reason"], run["calls_seen"]) == ("succeeded", None, 3)

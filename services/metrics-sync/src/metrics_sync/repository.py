@@ -47,10 +47,15 @@ RENEW_LEASE = """
     UPDATE vapi_accounts SET lease_until = now() + make_interval(secs => $3)
     WHERE org_id = $1 AND lease_owner = $2 AND lease_until >= now()
     RETURNING org_id"""
-FINISH_RUNS = """
+ABANDONED = "abandoned: the replica running it stopped or lost the account"
+# A run the reaper failed as abandoned (its lease ran out, say while Postgres was cut) is
+# still this replica's if no other took the account meanwhile: its true end replaces the
+# reaper's guess, so a run that did its work is never shown as failed.
+FINISH_RUNS = f"""
     UPDATE sync_runs SET status = $2, finished_at = now(), calls_seen = $3,
         calls_published = $4, days_updated = $5, requests = $6, reason = $7
-    WHERE id = ANY($1::uuid[]) AND status = 'running'"""
+    WHERE id = ANY($1::uuid[])
+      AND (status = 'running' OR (status = 'failed' AND reason = '{ABANDONED}'))"""  # noqa: S608 - a constant
 RELEASE_SUCCEEDED = """
     UPDATE vapi_accounts SET lease_owner = NULL, lease_until = NULL, failures = 0,
         backoff_until = NULL, next_sync_at = $3, calls_watermark = $4, last_synced_at = now()
@@ -72,14 +77,14 @@ RELEASE_QUIETLY = """
 REQUEUE_RUNS = """
     UPDATE sync_runs SET status = 'queued', started_at = NULL, worker = NULL
     WHERE id = ANY($1::uuid[]) AND status = 'running'"""
-REAP_ABANDONED = """
+REAP_ABANDONED = f"""
     UPDATE sync_runs r SET status = 'failed', finished_at = now(),
-        reason = 'abandoned: the replica running it stopped or lost the account'
+        reason = '{ABANDONED}'
     FROM vapi_accounts a
     WHERE r.org_id = a.org_id AND r.status = 'running'
       AND (a.lease_until IS NULL OR a.lease_until < now()
            OR a.lease_owner IS DISTINCT FROM r.worker)
-    RETURNING r.id"""
+    RETURNING r.id"""  # noqa: S608 - a constant
 REAP_QUEUED_WITHOUT_ACCOUNT = """
     UPDATE sync_runs r SET status = 'failed', finished_at = now(),
         reason = 'no connected Vapi account'
