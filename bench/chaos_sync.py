@@ -103,9 +103,9 @@ from calltrail_common.vapi_accounts import connect_account
 from metrics_sync.schedule import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 from metrics_sync.usage import MINUTES_QUANTUM
 from metrics_sync.worker import (
-    _REAP_EVERY_SECONDS,
-    _RECONNECT_MAX_SECONDS,
     INFRASTRUCTURE_RETRY_SECONDS,
+    REAP_EVERY_SECONDS,
+    RECONNECT_MAX_SECONDS,
 )
 
 POSTGRES_PORT = 5432
@@ -155,7 +155,7 @@ def backoff_bound(name: str, plan: SyncPlan) -> float:
         late = plan.request_timeout
         return late + min(MAX_BACKOFF_SECONDS, 2 * (fault + late) + FIRST_BACKOFF_SECONDS)
     if name == "sync-broker-cut":
-        return INFRASTRUCTURE_RETRY_SECONDS + _RECONNECT_MAX_SECONDS
+        return INFRASTRUCTURE_RETRY_SECONDS + RECONNECT_MAX_SECONDS
     return float(plan.lease)
 
 
@@ -395,7 +395,7 @@ class SyncRig:
             "      OR a.lease_owner IS DISTINCT FROM r.worker)")]
         if not lost:
             return 0
-        await asyncio.sleep(_REAP_EVERY_SECONDS + TICK_SECONDS)
+        await asyncio.sleep(REAP_EVERY_SECONDS + TICK_SECONDS)
         value = await connection.fetchval(
             "SELECT count(*) FROM sync_runs WHERE id = ANY($1::uuid[]) AND status = 'running'",
             lost)

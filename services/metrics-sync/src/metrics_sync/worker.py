@@ -64,9 +64,9 @@ DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                    asyncpg.TooManyConnectionsError)
 INFRASTRUCTURE_RETRY_SECONDS = 5.0  # the broker or Postgres failed a run: not the account
 SHUTDOWN_GRACE_SECONDS = 10.0
-_REAP_EVERY_SECONDS = 5.0
+REAP_EVERY_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
-_RECONNECT_MAX_SECONDS = 5.0
+RECONNECT_MAX_SECONDS = 5.0
 _CHANNEL_WAIT_SECONDS = 10.0
 _BACKFILLS_AT_ONCE = 32
 
@@ -191,7 +191,7 @@ class MetricsSync:
             try:
                 repository = await self._database()
                 now = time.monotonic()
-                if now - last_reap >= _REAP_EVERY_SECONDS:
+                if now - last_reap >= REAP_EVERY_SECONDS:
                     last_reap = now
                     if reaped := await repository.reap():
                         log.info("sync_runs_reaped", runs=reaped)
@@ -384,7 +384,7 @@ class MetricsSync:
                 self._channel = None
                 await broker.close_quietly(connection)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _RECONNECT_MAX_SECONDS)
+            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
     async def _on_command(self, message: AbstractIncomingMessage) -> None:
         try:
