@@ -10,6 +10,8 @@ Then the Vapi account side: it starts the fake Vapi API (`bench.fake_vapi --demo
 connects its demo account to an organization "Demo Vapi account" (created once) the way
 `calltrail vapi connect --api-base-url` does, waits for metrics-sync's first run and prints
 the account's daily usage and how many calls the sync brought in without a webhook.
+Last, it prints the dashboard's address and a new API token of that organization to sign in
+with: every page then has data.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bench.fake_vapi import DEMO_API_KEY
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging
-from calltrail_common.organizations import create_organization
+from calltrail_common.organizations import create_organization, create_token
 from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi import VapiClient
@@ -260,7 +262,22 @@ async def _vapi_account(settings: Settings) -> bool:
            [list(r.values()) for r in usage])
     print(f"\n{run['calls_seen']} calls in the account's list; {stored} stored as calls of "
           "the organization, none of them sent as a webhook (the sync repairs lost calls)")
+    await _dashboard_sign_in(settings, org_id)
     return True
+
+
+async def _dashboard_sign_in(settings: Settings, org_id: uuid.UUID) -> None:
+    """A new token of the Vapi demo organization (tokens are stored hashed, so an earlier
+    run's cannot be shown again), printed once for the newcomer to paste."""
+    connection = await db.connect(settings.database_url)
+    try:
+        _, token = await create_token(connection, org_id)
+    finally:
+        await connection.close()
+    print(f"\ndashboard    http://localhost:{settings.api_port}/\n"
+          f"sign in with {token}\n"
+          f"(organization \"{VAPI_DEMO_ORG}\": its calls, leads and usage from the fake Vapi "
+          "account; revoke with `calltrail token revoke`)")
 
 
 if __name__ == "__main__":
