@@ -99,6 +99,9 @@ async def test_calls_filtered_one_call_opened_and_leads(page: Page,
     await expect(page.locator("h1")).to_have_text("Dana Whitfield")
     await expect(page.locator("table.list tbody tr")).to_have_count(8)
     await screenshot(page, "lead")
+    await page.click("text=Filter the call history by this lead")
+    await page.wait_for_url(re.compile(r"/calls\?leadId="))
+    await expect(page.locator("table.list tbody tr")).to_have_count(8)
 
 
 async def test_connect_a_key_and_sync_now(page: Page, dashboard: Dashboard,
@@ -121,6 +124,7 @@ async def test_connect_a_key_and_sync_now(page: Page, dashboard: Dashboard,
         assert api_key not in await page.content()
         first = await page.locator("#last-sync").inner_text()
         await screenshot(page, "settings")
+        await screenshot(page, "settings-phone", viewport=PHONE)
 
         await page.click("#sync-now")
         await expect(page.locator("#sync-status")).to_contain_text(
