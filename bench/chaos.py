@@ -268,9 +268,9 @@ class Rig:
         if self.spool_on_tmpfs:
             self._exit.enter_context(tmpfs(spool, self.plan.spool_bytes))
         if self.keep_logs is not None:  # after the processes stopped (LIFO): whole logs
-            self._exit.callback(self.copy_logs, self.keep_logs)
+            self._exit.callback(self.stack.copy_logs, self.keep_logs)
         # Stop the processes before the mount goes (LIFO) or the proxies close.
-        self._exit.push_async_callback(self.stop_servers)
+        self._exit.push_async_callback(self.stack.stop_servers)
         database_url = (f"postgresql://postgres@{HOST}:{self.database.port}/"
                         f"{self.stack.database}")
         self.ingest = self.stack.ingest(shared_secret=self.shared_secret)
@@ -305,27 +305,6 @@ class Rig:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._exit.aclose()
-
-    async def stop_servers(self) -> None:
-        """SIGTERM to all at once, then wait without blocking the loop: the proxies run in
-        it, and a service shutting down still talks to the broker through them."""
-        running = [s.process for s in self.stack.servers
-                   if s.process is not None and s.process.poll() is None]
-        for process in running:
-            process.terminate()
-        waits = [asyncio.create_task(asyncio.to_thread(p.wait, 15)) for p in running]
-        await asyncio.gather(*waits, return_exceptions=True)
-        for process in running:
-            if process.poll() is None:
-                process.kill()
-                await asyncio.to_thread(process.wait, 5)
-
-    def copy_logs(self, directory: Path) -> None:
-        """The services' logs (info level, JSON lines) outlive the temp dir, for diagnosis."""
-        directory.mkdir(parents=True, exist_ok=True)
-        for server in self.stack.servers:
-            with contextlib.suppress(OSError):
-                shutil.copy(server.log_path, directory / server.log_path.name)
 
     def request(self, event: Event) -> bytes:
         if event.shared:

@@ -78,7 +78,6 @@ import contextlib
 import datetime as dt
 import random
 import secrets
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -232,9 +231,9 @@ class SyncRig:
             self._exit.push_async_callback(proxy.close)
         self.base_url = self._exit.enter_context(serve(self.fake))
         if self.keep_logs is not None:  # after the processes stopped (LIFO): whole logs
-            self._exit.callback(self.copy_logs, self.keep_logs)
+            self._exit.callback(self.stack.copy_logs, self.keep_logs)
         # The processes stop before the fake, the proxies and the database go (LIFO).
-        self._exit.push_async_callback(self.stop_servers)
+        self._exit.push_async_callback(self.stack.stop_servers)
         await self.connect_accounts()
         processor = self.stack.processor("processor", batch_size=200, batch_wait_ms=20)
         processor.env.update({"PROCESSOR_HOST": HOST,
@@ -280,26 +279,6 @@ class SyncRig:
                     self.accounts.append(Account(org_id, fake))
         finally:
             await pool.close()
-
-    async def stop_servers(self) -> None:
-        """SIGTERM to all at once, then wait without blocking the loop (the proxies run in
-        it, and a replica shutting down still talks through them); SIGKILL past 15 s."""
-        running = [s.process for s in self.stack.servers
-                   if s.process is not None and s.process.poll() is None]
-        for process in running:
-            process.terminate()
-        await asyncio.gather(*(asyncio.to_thread(p.wait, 15) for p in running),
-                             return_exceptions=True)
-        for process in running:
-            if process.poll() is None:
-                process.kill()
-                await asyncio.to_thread(process.wait, 5)
-
-    def copy_logs(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        for server in self.stack.servers:
-            with contextlib.suppress(OSError):
-                shutil.copy(server.log_path, directory / server.log_path.name)
 
     def exited(self) -> list[str]:
         return [s.name for s in (self.processor, *self.replicas) if s.exited()]

@@ -156,6 +156,28 @@ class BenchStack:
             await connection.close()
         return organizations
 
+    async def stop_servers(self) -> None:
+        """SIGTERM to every process at once, then wait without blocking the loop (a fault
+        suite's proxies run in it, and a service shutting down still talks through them);
+        SIGKILL what is still running after 15 s."""
+        running = [s.process for s in self.servers
+                   if s.process is not None and s.process.poll() is None]
+        for process in running:
+            process.terminate()
+        await asyncio.gather(*(asyncio.to_thread(p.wait, 15) for p in running),
+                             return_exceptions=True)
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                await asyncio.to_thread(process.wait, 5)
+
+    def copy_logs(self, directory: Path) -> None:
+        """The processes' logs (info level, JSON lines) kept in `directory` for diagnosis."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for server in self.servers:
+            with contextlib.suppress(OSError):
+                shutil.copy(server.log_path, directory / server.log_path.name)
+
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url, timeout=10)
 
