@@ -21,7 +21,8 @@ from calltrail_common.organizations import create_organization
 from tests.support.lifecycles import traffic
 from tests.support.state import assert_invariants, snapshot
 
-RESET = "TRUNCATE calls, leads, daily_stats, events, unassigned_events"
+RESET = ("TRUNCATE calls, leads, daily_stats, daily_call_outcomes, daily_assistants, events,"
+         " unassigned_events")
 
 
 def deliveries_for(calls, org_ids) -> list[Delivery]:

@@ -37,7 +37,8 @@ CALL_ID = "db5b5fab-8f4d-4e27-9da1-494c73cf256d"
 ORG = uuid.UUID("0b9c6f4e-3d2a-4f7b-8e1c-5a6d7e8f9a0b")
 RECEIVED = dt.datetime(2026, 11, 3, 16, tzinfo=dt.UTC)  # when the API answered
 UPDATED_MS = 1793718248000  # the sample's updatedAt
-RESET = "TRUNCATE calls, leads, daily_stats, events, unassigned_events"
+RESET = ("TRUNCATE calls, leads, daily_stats, daily_call_outcomes, daily_assistants, events,"
+         " unassigned_events")
 # What only a report webhook says, or only the latest event: not compared across sources.
 NOT_IN_A_SNAPSHOT = ("report_received", "last_event_at")
 # The final values a call object carries, where a report carries them too (events.py).

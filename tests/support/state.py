@@ -49,10 +49,52 @@ STATS_FROM_AGGREGATES = """
     ORDER BY 1, 2"""
 
 
+# Rows of the per-day breakdowns (migration 0008) that are not the aggregate over calls,
+# either way; a row keyed by anything but the md5 of its values counts as wrong.
+BREAKDOWNS_NOT_FROM_CALLS = {
+    "daily_call_outcomes": """
+        WITH expected AS (
+            SELECT org_id, stats_day AS day, ended_reason, success_evaluation,
+                   count(*)::int AS calls
+            FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 3, 4
+        ), stored AS (
+            SELECT org_id, day, ended_reason, success_evaluation, calls
+            FROM daily_call_outcomes
+            WHERE outcome_key = md5(ROW(ended_reason, success_evaluation)::text)::uuid
+            UNION ALL
+            SELECT org_id, day, ended_reason, success_evaluation, NULL FROM daily_call_outcomes
+            WHERE outcome_key <> md5(ROW(ended_reason, success_evaluation)::text)::uuid
+        )
+        (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
+        UNION ALL
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+    "daily_assistants": """
+        WITH expected AS (
+            SELECT org_id, stats_day AS day, assistant_id, count(*)::int AS calls,
+                   coalesce(sum(duration_seconds), 0) AS duration_seconds,
+                   coalesce(sum(cost), 0) AS cost
+            FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 3
+        ), stored AS (
+            SELECT org_id, day, assistant_id, calls, duration_seconds, cost
+            FROM daily_assistants WHERE assistant_key = md5(ROW(assistant_id)::text)::uuid
+            UNION ALL
+            SELECT org_id, day, assistant_id, NULL, NULL, NULL FROM daily_assistants
+            WHERE assistant_key <> md5(ROW(assistant_id)::text)::uuid
+        )
+        (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
+        UNION ALL
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+}
+
+
 async def assert_invariants(connection: asyncpg.Connection) -> None:
-    """Statistics equal the aggregates; leads agree with their calls; links are right."""
+    """Statistics and the per-day breakdowns equal the aggregates; leads agree with their
+    calls; links are right."""
     expected = [dict(r) for r in await connection.fetch(STATS_FROM_AGGREGATES)]
     assert (await snapshot(connection))["stats"] == expected
+    for table, query in BREAKDOWNS_NOT_FROM_CALLS.items():
+        wrong = [dict(r) for r in await connection.fetch(query)]
+        assert not wrong, (table, wrong)
     wrong_counts = await connection.fetch(
         "SELECT l.id FROM leads l WHERE l.call_count <>"
         " (SELECT count(*) FROM calls c WHERE c.lead_id = l.id)")

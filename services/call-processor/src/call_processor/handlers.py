@@ -32,6 +32,7 @@ from call_processor.repository import (
     ORGANIZATIONS_BY_PHONE_NUMBER_ID,
     ORGANIZATIONS_BY_VAPI_ORG,
     ArchivedEvent,
+    BreakdownDeltas,
     CallChange,
     CallRepository,
     StatsDelta,
@@ -290,6 +291,7 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> B
                                if c.before is not None and not _unchanged(c.before, c.after)])
 
         deltas: dict[tuple[uuid.UUID, dt.date], StatsDelta] = defaultdict(StatsDelta)
+        breakdowns = BreakdownDeltas()
         callers: set[tuple[uuid.UUID, str]] = set()
         inbound_callers: set[tuple[uuid.UUID, str]] = set()
         relinked: list[str] = []
@@ -298,6 +300,8 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> B
             for part, sign in ((contribution(old), -1), (contribution(state), 1)):
                 if part is not None:
                     deltas[(org, part.day)].add(part if sign > 0 else part.negated())
+            breakdowns.add(org, old, -1)
+            breakdowns.add(org, state, 1)
             if old is not None and not _changed(old, state, _LEAD_FIELDS):
                 continue  # its lead and its link are as they were
             number = state.get("customer_number")
@@ -316,4 +320,5 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch) -> B
             if new_first is not None:
                 deltas[(org, new_first.astimezone(dt.UTC).date())].new_leads += 1
         await repo.add_to_daily_stats(deltas)
+        await repo.add_to_breakdowns(breakdowns)
     return outcome

@@ -1,22 +1,30 @@
 """The call processor's SQL, each statement named and visible here, and nothing else.
 
 Lock order inside a batch's transaction, the same in every replica: calls (by id), then
-leads (by organization and number), then daily_stats (by organization and day).
+leads (by organization and number), then daily_stats (by organization and day), then
+daily_call_outcomes and daily_assistants (by organization, day and key).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 
-from call_processor.calls import CALL_FIELDS, CallState, DayContribution, stats_day
+from call_processor.calls import (
+    CALL_FIELDS,
+    CallState,
+    DayContribution,
+    contribution,
+    stats_day,
+)
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
 
 ORGANIZATIONS_BY_ID = "SELECT id FROM organizations WHERE id = ANY($1::uuid[])"
@@ -177,6 +185,42 @@ ADD_TO_DAILY_STATS = """
         duration_seconds = s.duration_seconds + EXCLUDED.duration_seconds,
         cost = s.cost + EXCLUDED.cost"""
 
+# The overview's breakdowns per day (migration 0008): keyed by the md5 of the values, which
+# are unbounded text from Vapi; a row whose count reaches zero is deleted.
+ADD_TO_DAILY_CALL_OUTCOMES = """
+    INSERT INTO daily_call_outcomes AS o (org_id, day, outcome_key, ended_reason,
+                                          success_evaluation, calls)
+    SELECT d.org_id, d.day, md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid,
+           d.ended_reason, d.success_evaluation, d.calls
+    FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::int[])
+         AS d (org_id, day, ended_reason, success_evaluation, calls)
+    ORDER BY 1, 2, 3
+    ON CONFLICT (org_id, day, outcome_key) DO UPDATE SET calls = o.calls + EXCLUDED.calls"""
+DROP_EMPTY_CALL_OUTCOMES = """
+    DELETE FROM daily_call_outcomes o
+    USING unnest($1::uuid[], $2::date[], $3::text[], $4::text[])
+          AS d (org_id, day, ended_reason, success_evaluation)
+    WHERE o.org_id = d.org_id AND o.day = d.day
+      AND o.outcome_key = md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid
+      AND o.calls = 0"""
+ADD_TO_DAILY_ASSISTANTS = """
+    INSERT INTO daily_assistants AS a (org_id, day, assistant_key, assistant_id, calls,
+                                       duration_seconds, cost)
+    SELECT d.org_id, d.day, md5(ROW(d.assistant_id)::text)::uuid, d.assistant_id, d.calls,
+           d.duration_seconds, d.cost
+    FROM unnest($1::uuid[], $2::date[], $3::text[], $4::int[], $5::numeric[], $6::numeric[])
+         AS d (org_id, day, assistant_id, calls, duration_seconds, cost)
+    ORDER BY 1, 2, 3
+    ON CONFLICT (org_id, day, assistant_key) DO UPDATE SET
+        calls = a.calls + EXCLUDED.calls,
+        duration_seconds = a.duration_seconds + EXCLUDED.duration_seconds,
+        cost = a.cost + EXCLUDED.cost"""
+DROP_EMPTY_ASSISTANTS = """
+    DELETE FROM daily_assistants a
+    USING unnest($1::uuid[], $2::date[], $3::text[]) AS d (org_id, day, assistant_id)
+    WHERE a.org_id = d.org_id AND a.day = d.day
+      AND a.assistant_key = md5(ROW(d.assistant_id)::text)::uuid AND a.calls = 0"""
+
 PRUNE_EVENTS = """
     DELETE FROM events WHERE message_id IN (
         SELECT e.message_id FROM events e
@@ -233,6 +277,29 @@ class StatsDelta:
     def is_zero(self) -> bool:
         return not (self.calls or self.inbound or self.outbound or self.web or self.new_leads
                     or self.duration_seconds or self.cost)
+
+
+OutcomeKey = tuple[uuid.UUID, dt.date, str | None, str | None]
+AssistantKey = tuple[uuid.UUID, dt.date, str | None]
+
+
+@dataclass
+class BreakdownDeltas:
+    """What a batch adds to daily_call_outcomes and daily_assistants: each changed call's
+    old contribution subtracted, its new one added."""
+
+    outcomes: dict[OutcomeKey, int] = field(default_factory=lambda: defaultdict(int))
+    assistants: dict[AssistantKey, StatsDelta] = field(
+        default_factory=lambda: defaultdict(StatsDelta))
+
+    def add(self, org_id: uuid.UUID, state: CallState | None, sign: int) -> None:
+        part = contribution(state)
+        if state is None or part is None:
+            return
+        self.outcomes[(org_id, part.day, state.get("ended_reason"),
+                       state.get("success_evaluation"))] += sign
+        self.assistants[(org_id, part.day, state.get("assistant_id"))].add(
+            part if sign > 0 else part.negated())
 
 
 def _json(value: Any) -> str | None:
@@ -375,6 +442,27 @@ class CallRepository:
                                                d.cost), strict=True):
                 column.append(value)
         await self._db.execute(ADD_TO_DAILY_STATS, *columns)
+
+    async def add_to_breakdowns(self, deltas: BreakdownDeltas) -> None:
+        """Apply the deltas (the SQL orders rows by key), then delete the rows a negative
+        delta may have emptied."""
+        outcomes = [(*k, n) for k, n in deltas.outcomes.items() if n]
+        if outcomes:
+            columns = [list(c) for c in zip(*outcomes, strict=True)]
+            await self._db.execute(ADD_TO_DAILY_CALL_OUTCOMES, *columns)
+            emptied = [k for k, n in deltas.outcomes.items() if n < 0]
+            if emptied:
+                await self._db.execute(DROP_EMPTY_CALL_OUTCOMES,
+                                       *[list(c) for c in zip(*emptied, strict=True)])
+        assistants = [(*k, d.calls, d.duration_seconds, d.cost)
+                      for k, d in deltas.assistants.items() if not d.is_zero()]
+        if assistants:
+            columns = [list(c) for c in zip(*assistants, strict=True)]
+            await self._db.execute(ADD_TO_DAILY_ASSISTANTS, *columns)
+            emptied_ids = [k for k, d in deltas.assistants.items() if d.calls < 0]
+            if emptied_ids:
+                await self._db.execute(DROP_EMPTY_ASSISTANTS,
+                                       *[list(c) for c in zip(*emptied_ids, strict=True)])
 
 
 async def prune_events(connection: asyncpg.Connection, retention_days: int,
