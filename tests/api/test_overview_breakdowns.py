@@ -36,6 +36,21 @@ async def _call(api: RunningApi, org_id: object, *, day: date, **fields: object)
     await api.connection.execute("UPDATE calls SET stats_day = $2 WHERE id = $1", call_id, day)
 
 
+# What the processor keeps per day (migration 0008), derived here from the calls inserted
+# by hand, as daily_stats is written by hand.
+_DERIVE_BREAKDOWNS = """
+    INSERT INTO daily_call_outcomes (org_id, day, outcome_key, ended_reason, success_evaluation,
+                                     calls)
+    SELECT org_id, stats_day, md5(ROW(ended_reason, success_evaluation)::text)::uuid,
+           ended_reason, success_evaluation, count(*)
+    FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 4, 5;
+    INSERT INTO daily_assistants (org_id, day, assistant_key, assistant_id, calls,
+                                  duration_seconds, cost)
+    SELECT org_id, stats_day, md5(ROW(assistant_id)::text)::uuid, assistant_id, count(*),
+           coalesce(sum(duration_seconds), 0), coalesce(sum(cost), 0)
+    FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 4"""
+
+
 async def test_overview_breakdowns(api: RunningApi) -> None:
     tenant, other = await api.tenant("A"), await api.tenant("B")
     await api.connection.execute(
@@ -56,6 +71,7 @@ async def test_overview_breakdowns(api: RunningApi) -> None:
     await _call(api, tenant.org_id, day=date(2026, 4, 1), ended_reason="voicemail",
                 success_evaluation="false")  # outside the range
     await _call(api, other.org_id, day=DAY, ended_reason="voicemail")  # another org
+    await api.connection.execute(_DERIVE_BREAKDOWNS)
     body = (await tenant.client.get("/api/stats/overview", params={
         "startDate": "2026-05-01", "endDate": "2026-05-02"})).json()
     assert body["averageDurationSeconds"] == 90.0

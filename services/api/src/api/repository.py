@@ -85,17 +85,20 @@ LEAD_CALLS = f"""
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
 
-# The overview's breakdowns count the calls daily_stats counts: those of its UTC day.
+# The overview's breakdowns count the calls daily_stats counts: those of its UTC day. The
+# processor keeps them per day (migration 0008), so a range reads a few rows per day, not
+# every call of the range.
 CALL_OUTCOMES = """
-    SELECT ended_reason, success_evaluation, count(*) AS calls FROM calls
-    WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
-    GROUP BY ended_reason, success_evaluation"""
+    SELECT ended_reason, success_evaluation, sum(calls) AS calls FROM daily_call_outcomes
+    WHERE org_id = $1 AND day BETWEEN $2 AND $3
+    GROUP BY outcome_key, ended_reason, success_evaluation"""
 
 ASSISTANTS = """
-    SELECT assistant_id, count(*) AS calls, coalesce(sum(duration_seconds), 0) AS seconds,
-           coalesce(sum(cost), 0) AS cost
-    FROM calls WHERE org_id = $1 AND stats_day BETWEEN $2 AND $3
-    GROUP BY assistant_id ORDER BY count(*) DESC, assistant_id NULLS LAST LIMIT $4"""
+    SELECT assistant_id, sum(calls) AS calls, sum(duration_seconds) AS seconds,
+           sum(cost) AS cost
+    FROM daily_assistants WHERE org_id = $1 AND day BETWEEN $2 AND $3
+    GROUP BY assistant_key, assistant_id
+    ORDER BY sum(calls) DESC, assistant_id NULLS LAST LIMIT $4"""
 
 # Vapi's `costBreakdown` per component over the days, from the daily usage metrics-sync
 # keeps; only the components that are money (Vapi's object also holds token counts).
