@@ -118,6 +118,21 @@ SEED_DAILY_STATS = """
            count(*) FILTER (WHERE direction = 'outboundPhoneCall'),
            count(*) FILTER (WHERE direction = 'webCall'), 0, sum(duration_seconds), sum(cost)
     FROM calls WHERE org_id = $1 GROUP BY org_id, stats_day"""
+# The processor keeps these per-day breakdowns as it stores calls; calls seeded with SQL get
+# them the way migration 0008 backfills them.
+SEED_BREAKDOWNS = ("""
+    INSERT INTO daily_call_outcomes (org_id, day, outcome_key, ended_reason,
+                                     success_evaluation, calls)
+    SELECT org_id, stats_day, md5(ROW(ended_reason, success_evaluation)::text)::uuid,
+           ended_reason, success_evaluation, count(*)
+    FROM calls WHERE org_id = $1 AND stats_day IS NOT NULL
+    GROUP BY org_id, stats_day, ended_reason, success_evaluation""", """
+    INSERT INTO daily_assistants (org_id, day, assistant_key, assistant_id, calls,
+                                  duration_seconds, cost)
+    SELECT org_id, stats_day, md5(ROW(assistant_id)::text)::uuid, assistant_id, count(*),
+           coalesce(sum(duration_seconds), 0), coalesce(sum(cost), 0)
+    FROM calls WHERE org_id = $1 AND stats_day IS NOT NULL
+    GROUP BY org_id, stats_day, assistant_id""")
 
 
 def targets(today: dt.date) -> dict[str, str]:
@@ -141,10 +156,13 @@ async def seed(stack: BenchStack, calls: int) -> tuple[uuid.UUID, str, dict[str,
             await connection.execute(SEED_LEADS, org.org_id, leads)
             await connection.execute(SEED_CALLS, org.org_id, count, tag, leads, DAYS)
             await connection.execute(SEED_DAILY_STATS, org.org_id)
+            for statement in SEED_BREAKDOWNS:
+                await connection.execute(statement, org.org_id)
         await connection.execute("VACUUM ANALYZE")
         counts = dict(await connection.fetchrow(
             "SELECT (SELECT count(*) FROM calls) AS calls, (SELECT count(*) FROM leads) "
-            "AS leads, (SELECT count(*) FROM daily_stats) AS daily_stats"))
+            "AS leads, (SELECT count(*) FROM daily_stats) AS daily_stats, "
+            "(SELECT coalesce(sum(calls), 0) FROM daily_call_outcomes) AS outcome_calls"))
     finally:
         await connection.close()
     counts["seconds"] = round(time.perf_counter() - started, 1)

@@ -81,7 +81,8 @@ POLL_SECONDS = 0.02
 STARTUP_TIMEOUT_SECONDS = 30
 MIN_DRAIN_TIMEOUT_SECONDS = 60
 
-RESET = "TRUNCATE calls, leads, daily_stats, events, unassigned_events"
+RESET = ("TRUNCATE calls, leads, daily_stats, daily_call_outcomes, daily_assistants, events, "
+         "unassigned_events")
 CHECKS = """
     SELECT (SELECT count(*) FROM events) AS events,
            (SELECT count(*) FROM calls) AS calls,
