@@ -227,13 +227,6 @@ def _bad_deliveries(draw, org_id: uuid.UUID) -> tuple[bytes, dict[str, Any], str
     return body, headers, message_id
 
 
-@pytest.fixture
-async def connection(database_url: str):
-    connection = await db.connect(database_url)
-    yield connection
-    await connection.close()
-
-
 _tags = itertools.count(1)
 _GOOD = ["inbound-1-status-ringing", "inbound-3-speech-update", "inbound-7-end-of-call-report"]
 

@@ -9,28 +9,13 @@ import uuid
 from datetime import date
 
 import orjson
-import pytest
 
 from call_processor.handlers import Delivery, process_batch
-from calltrail_common import db
-from calltrail_common.organizations import create_organization
 from tests.support.samples import sample
 from tests.support.state import assert_invariants
 
 _tags = itertools.count(1)
 REPORT = "inbound-7-end-of-call-report"
-
-
-@pytest.fixture
-async def connection(database_url: str):
-    connection = await db.connect(database_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def org_id(connection) -> uuid.UUID:
-    return (await create_organization(connection, "Acme")).org_id
 
 
 def report(call_id: str, *, timestamp_offset_ms: int = 0, ended_reason: str,

@@ -8,27 +8,12 @@ import uuid
 from decimal import Decimal
 
 import orjson
-import pytest
 
 from call_processor.handlers import Delivery, join_prepared, prepare_batch, process_batch
-from calltrail_common import db
-from calltrail_common.organizations import create_organization
 from tests.support.samples import sample
 from tests.support.state import assert_invariants
 
 _tags = itertools.count(1)
-
-
-@pytest.fixture
-async def connection(database_url: str):
-    connection = await db.connect(database_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def org_id(connection) -> uuid.UUID:
-    return (await create_organization(connection, "Acme")).org_id
 
 
 def event(name: str, *, call_id: str | None = None, number: str | None = None,

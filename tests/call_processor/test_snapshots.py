@@ -235,18 +235,6 @@ def test_an_unknown_status_in_a_snapshot_never_moves_a_call_back() -> None:
 
 # -- through the handler, on Postgres ------------------------------------------------------
 
-@pytest.fixture
-async def connection(database_url: str):
-    connection = await db.connect(database_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def org_id(connection) -> uuid.UUID:
-    return (await create_organization(connection, "Acme")).org_id
-
-
 async def apply(connection, deliveries: Sequence[Delivery]) -> None:
     outcome = await process_batch(connection, deliveries)
     assert not outcome.dead and len(outcome.applied) == len(deliveries)
