@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -109,32 +110,37 @@ class RunningIngest:
 
 
 @contextlib.asynccontextmanager
-async def serve_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
-    """Run the real ingest app with uvicorn on a free loopback port in this event loop."""
+async def serve_asgi(app: Any, name: str) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on a free loopback port in this event loop; its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # asyncio sets TCP_NODELAY only on sockets whose protocol is TCP (this one's is 0):
     # without it every answer waits ~40 ms on Nagle and delayed ACKs.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning",
-                            access_log=False)
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
     while not server.started:
         if task.done():
             task.result()
-        assert time.monotonic() < deadline, "ingest did not start"
+        assert time.monotonic() < deadline, f"{name} did not start"
         await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        try:
-            yield RunningIngest(url, client)
-        finally:
-            server.should_exit = True
-            await task
-            sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_ingest(settings: Settings) -> AsyncIterator[RunningIngest]:
+    """Run the real ingest app with uvicorn on a free loopback port in this event loop."""
+    async with serve_asgi(create_app(settings), "ingest") as url, \
+            httpx.AsyncClient(base_url=url, timeout=10) as client:
+        yield RunningIngest(url, client)
 
 
 async def wait_for_broker(client: httpx.AsyncClient, timeout: float = 15.0) -> None:

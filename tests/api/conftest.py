@@ -4,10 +4,7 @@ statistics written straight into their tables (the processor's rules are tested 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,7 +15,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from bench.fake_vapi import FakeVapi, serve
@@ -27,7 +23,7 @@ from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_asgi
 
 ENCRYPTION_KEY = "api-test-encryption-key-0123456789abcdef"
 
@@ -67,26 +63,8 @@ def fake_vapi() -> Iterator[tuple[FakeVapi, str]]:
 
 @contextlib.asynccontextmanager
 async def serve_api(settings: Settings) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, KeyRing.from_settings(settings)),
-                            lifespan="on", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if task.done():
-            task.result()
-        assert time.monotonic() < deadline, "the api did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(create_app(settings, KeyRing.from_settings(settings)), "the api") as url:
+        yield url
 
 
 @pytest.fixture
