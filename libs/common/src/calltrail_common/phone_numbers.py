@@ -33,11 +33,6 @@ UNASSIGNED = """
 UNASSIGNED_MATCHING = """
     SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body
     FROM unassigned_events u JOIN events e USING (message_id)
-    WHERE u.dialled_number = $1 OR u.phone_number_id = $2 OR u.vapi_org_id = $3
-    ORDER BY u.received_at, u.message_id"""
-UNASSIGNED_MATCHING_ANY = """
-    SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body
-    FROM unassigned_events u JOIN events e USING (message_id)
     WHERE u.dialled_number = ANY($1::text[]) OR u.phone_number_id = ANY($2::text[])
        OR u.vapi_org_id = $3
     ORDER BY u.received_at, u.message_id"""
@@ -89,19 +84,12 @@ def _stored(rows: list[asyncpg.Record]) -> list[StoredEvent]:
                         r["endpoint_id"], r["received_at"], bytes(r["body"])) for r in rows]
 
 
-async def unassigned_matching(connection: asyncpg.Connection, number: str | None,
-                              vapi_phone_number_id: str | None,
-                              vapi_org_id: str | None = None) -> list[StoredEvent]:
-    return _stored(await connection.fetch(UNASSIGNED_MATCHING, number, vapi_phone_number_id,
-                                          vapi_org_id))
-
-
-async def unassigned_matching_any(connection: asyncpg.Connection, numbers: Sequence[str],
+async def unassigned_matching(connection: asyncpg.Connection, numbers: Sequence[str],
                                   vapi_phone_number_ids: Sequence[str],
                                   vapi_org_id: str | None) -> list[StoredEvent]:
     """The unassigned events any of these numbers, Vapi phone number ids or the Vapi org id
     match, in the order they were received: one query for a whole account."""
-    return _stored(await connection.fetch(UNASSIGNED_MATCHING_ANY, list(numbers),
+    return _stored(await connection.fetch(UNASSIGNED_MATCHING, list(numbers),
                                           list(vapi_phone_number_ids), vapi_org_id))
 
 

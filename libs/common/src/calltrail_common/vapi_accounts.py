@@ -170,7 +170,7 @@ async def hand_back_matching(connection: asyncpg.Connection, channel: AbstractCh
     """Hand the unassigned events that these numbers or this Vapi org id now match back to
     the processor, which assigns them (as `calltrail phone-number add` does)."""
     keys = [(to_e164(item.get("number")), item.get("id")) for item in numbers]
-    waiting = await phone_numbers.unassigned_matching_any(
+    waiting = await phone_numbers.unassigned_matching(
         connection, [n for n, _ in keys if n is not None],
         [i for _, i in keys if isinstance(i, str)], vapi_org_id)
     if not waiting:

@@ -116,7 +116,9 @@ async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> Non
             raise CommandError(f"no organization {org_id}") from None
         except phone_numbers.NumberTaken as taken:
             raise CommandError(str(taken)) from None
-        waiting = await phone_numbers.unassigned_matching(connection, number, args.vapi_id)
+        waiting = await phone_numbers.unassigned_matching(
+            connection, [number] if number else [], [args.vapi_id] if args.vapi_id else [],
+            None)
     finally:
         await connection.close()
     # Hand the events this number now matches back to the processor, which assigns them.
