@@ -30,8 +30,8 @@ up: install
 down:
 	deploy/stack.sh down
 
-test: install services  ## and Chromium, for the dashboard's browser tests
-	deploy/ensure-chromium.sh
+test: install services  ## and Chromium, PgBouncer and promtool, which tests drive
+	deploy/ensure-packages.sh
 	$(VENV)/bin/pytest
 
 demo: install

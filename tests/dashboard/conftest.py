@@ -2,7 +2,7 @@
 fake Vapi and metrics-sync in this event loop (so "Sync now" finishes), and Debian's
 Chromium driven by Playwright.
 
-Chromium comes from Debian (`deploy/ensure-chromium.sh`, run by `make test`): Playwright's
+Chromium comes from Debian (`deploy/ensure-packages.sh`, run by `make test`): Playwright's
 own browser download cannot reach its host from these machines. Without it the tests fail,
 saying so; they are never skipped.
 """
@@ -141,7 +141,7 @@ async def dashboard(database_url: str, topology: Topology, fake_vapi: tuple[Fake
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not at {CHROMIUM}: run deploy/ensure-chromium.sh (make test "
+        pytest.fail(f"Chromium is not at {CHROMIUM}: run deploy/ensure-packages.sh (make test "
                     "does) or set CHROMIUM_PATH", pytrace=False)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM,
