@@ -77,10 +77,37 @@ async def test_migrate_twice_and_concurrently_applies_each_migration_once(
         runs = await asyncio.gather(*(asyncio.to_thread(calltrail, "migrate", database_url=url)
                                       for _ in range(3)))
         assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
-        applied = [orjson.loads(r.stdout)["applied"] for r in runs]
-        assert sorted(len(a) for a in applied) == [0, 0, len(db.bundled_migrations())]
+        # Concurrent runs queue on each migration's lock: between them, each file once.
+        applied = [name for r in runs for name in orjson.loads(r.stdout)["applied"]]
+        assert sorted(applied) == [m.name for m in db.bundled_migrations()]
         again = calltrail("migrate", database_url=url)
         assert orjson.loads(again.stdout) == {"databaseCreated": False, "applied": []}
+    finally:
+        connection = await db.connect(f"{POSTGRES_ADMIN_URL}/postgres")
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.close()
+
+
+async def test_migrate_check_fails_while_migrations_are_pending(
+        template_database: str) -> None:
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    name = "calltrail_test_check_" + os.urandom(4).hex()
+    url = f"{POSTGRES_ADMIN_URL}/{name}"
+    every = [m.name for m in db.bundled_migrations()]
+    try:
+        await db.create_database_if_missing(url)
+        before = calltrail("migrate", "--check", database_url=url)
+        assert before.returncode != 0
+        assert orjson.loads(before.stdout) == {"pending": every}
+        await db.migrate(url, db.bundled_migrations()[:2])
+        partly = calltrail("migrate", "--check", database_url=url)
+        assert partly.returncode != 0
+        assert orjson.loads(partly.stdout) == {"pending": every[2:]}
+        assert calltrail("migrate", database_url=url).returncode == 0
+        after = calltrail("migrate", "--check", database_url=url)
+        assert after.returncode == 0, after.stderr
+        assert orjson.loads(after.stdout) == {"pending": []}
     finally:
         connection = await db.connect(f"{POSTGRES_ADMIN_URL}/postgres")
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

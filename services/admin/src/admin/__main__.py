@@ -43,6 +43,12 @@ def _print_json(value: object) -> None:
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    if args.check:
+        pending = await db.pending_migrations(settings.database_url)
+        _print_json({"pending": pending})
+        if pending:
+            raise CommandError(f"{len(pending)} migrations not applied yet")
+        return
     created = await db.create_database_if_missing(settings.database_url)
     applied = await db.migrate(settings.database_url)
     _print_json({"databaseCreated": created, "applied": applied})
@@ -180,6 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--check", action="store_true",
+        help="apply nothing; exit non-zero while migrations are pending (a pod's init "
+             "container waits on this for the migration Job)")
     migrate.set_defaults(run=_migrate)
 
     org = commands.add_parser("org", help="organizations").add_subparsers(

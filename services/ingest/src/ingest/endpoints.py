@@ -2,7 +2,9 @@
 
 The request path only reads the in-memory map: it never touches Postgres. A background task
 reloads the map from Postgres at start, whenever `webhook_endpoints` changes (LISTEN/NOTIFY),
-and every `INGEST_ENDPOINT_REFRESH_SECONDS` in case a notification was missed. Each loaded map
+and every `INGEST_ENDPOINT_REFRESH_SECONDS` in case a notification was missed. Behind a
+transaction-mode pooler (`pgbouncer=true` in `DATABASE_URL`) there is no LISTEN, which needs
+a session of its own: the timer alone reloads the map. Each loaded map
 is also written to a snapshot file (mode 0600, beside the spool) so that an ingest restarted
 while Postgres is down still knows every endpoint.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from calltrail_common.db import connect
+from calltrail_common.db import behind_transaction_pooler, connect
 from calltrail_common.logging import get_logger
 from calltrail_common.organizations import active_endpoints
 from ingest.errors import Unavailable, UnknownEndpoint
@@ -122,7 +124,9 @@ class EndpointDirectory:
             connection: asyncpg.Connection | None = None
             try:
                 connection = await connect(self._database_url)
-                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._changed.set())
+                if not behind_transaction_pooler(self._database_url):
+                    await connection.add_listener(NOTIFY_CHANNEL,
+                                                  lambda *_: self._changed.set())
                 while True:
                     self._changed.clear()
                     await self._reload(connection)
