@@ -7,12 +7,20 @@ connection with `connect` (heartbeats on, so a half-open connection is found wit
 seconds) and waits on `watch(...)`, which resolves with a reason as soon as the connection
 or any watched channel closes, however it closed, or the broker cancels a consumer (a
 deleted queue). The service then drops everything and reconnects with back-off.
+
+`AMQP_URL` names one broker or several: the nodes of a cluster, comma-separated
+(`amqp://u:p@rabbit-1:5672/,amqp://u:p@rabbit-2:5672/`; a comma inside a password is written
+`%2C`). `connect` tries them in turn, from a random one so replicas spread over the nodes,
+and puts last the addresses that failed lately, so a reconnect after a node is lost goes to
+a live one first instead of waiting on the dead one's connect timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,11 +38,45 @@ def with_heartbeat(url: str, heartbeat_seconds: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+# An address that failed this recently is tried after the others.
+FAILED_ADDRESS_MEMORY_SECONDS = 30.0
+_failed_at: dict[str, float] = {}
+
+
+def broker_addresses(url: str) -> list[str]:
+    """The broker URLs `AMQP_URL` names: one, or a cluster's nodes separated by commas."""
+    addresses = [part.strip() for part in url.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError("AMQP_URL names no broker")
+    return addresses
+
+
+def _in_trying_order(addresses: list[str]) -> list[str]:
+    start = random.randrange(len(addresses))
+    rotated = addresses[start:] + addresses[:start]
+    now = time.monotonic()
+
+    def failed_lately(address: str) -> bool:
+        return now - _failed_at.get(address, float("-inf")) < FAILED_ADDRESS_MEMORY_SECONDS
+
+    return sorted(rotated, key=failed_lately)  # stable: the rotation stays within each half
+
+
 async def connect(url: str, *, heartbeat_seconds: int,
                   connect_timeout_seconds: float = 10.0) -> AbstractConnection:
-    """A plain (not robust) connection: the caller owns reconnecting, with `watch`."""
-    return await aio_pika.connect(with_heartbeat(url, heartbeat_seconds),
-                                  timeout=connect_timeout_seconds)
+    """A plain (not robust) connection to the first broker of `url` that answers; the
+    caller owns reconnecting, with `watch`. Raises the last address's error when none does.
+    """
+    error: BaseException | None = None
+    for address in _in_trying_order(broker_addresses(url)):
+        try:
+            return await aio_pika.connect(with_heartbeat(address, heartbeat_seconds),
+                                          timeout=connect_timeout_seconds)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as failure:
+            _failed_at[address] = time.monotonic()
+            error = failure
+    assert error is not None  # broker_addresses never returns an empty list
+    raise error
 
 
 async def watch(connection: AbstractConnection, *channels: AbstractChannel

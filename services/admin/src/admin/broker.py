@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from calltrail_common import broker
 from calltrail_common.topology import (
     CALL_PROCESSOR,
     HEADER_DEAD_LETTER_REASON,
@@ -34,9 +35,13 @@ class DeadLetter:
     dedupe_key: str | None
 
 
+# A command's connection lives for seconds; heartbeats only need to outlast a slow step.
+COMMAND_HEARTBEAT_SECONDS = 30
+
+
 @contextlib.asynccontextmanager
 async def confirmed_channel(amqp_url: str, topology: Topology) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    connection = await broker.connect(amqp_url, heartbeat_seconds=COMMAND_HEARTBEAT_SECONDS)
     try:
         channel = await connection.channel(publisher_confirms=True)
         await declare_topology(channel, topology)

@@ -12,9 +12,9 @@ import asyncio
 import time
 import uuid
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from calltrail_common import broker
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi_accounts import publish_sync_command
@@ -44,9 +44,9 @@ class SyncCommands:
                 return None
             await self._drop()
             try:
-                self._connection = await aio_pika.connect(
-                    self._amqp_url, timeout=CONNECT_TIMEOUT_SECONDS,
-                    heartbeat=self._heartbeat_seconds)
+                self._connection = await broker.connect(
+                    self._amqp_url, heartbeat_seconds=self._heartbeat_seconds,
+                    connect_timeout_seconds=CONNECT_TIMEOUT_SECONDS)
                 channel = await self._connection.channel(publisher_confirms=True)
                 await declare_topology(channel, self.topology)
             except Exception as error:  # any failure means "down for now"
