@@ -29,6 +29,12 @@ is over and everything is back (its end). Faults:
                           half-way and restarted, then the link restored
     spool-full            ingest's SPOOL_DIR on a small tmpfs, filled while ingest's broker
                           link is cut: ingest must answer 503, never a 200 it cannot keep
+    cluster-failover      on a three-node RabbitMQ cluster of the suite's own (every service
+                          given the three addresses): the node leading the processors'
+                          quorum queue stopped for real, then started; then the node leading
+                          it by then frozen (SIGSTOP: silent to peers and clients), then
+                          thawed; each for half the fault's seconds, at least 12 s. The
+                          load runs on until 45 s after both halves.
 
 Then metrics-sync's faults (`bench.chaos_sync`, a table of their own: two replicas syncing
 Vapi accounts from the fake Vapi): sync-replica-kill, sync-broker-cut, sync-postgres-cut,
@@ -119,7 +125,7 @@ from bench.ingest import (
     machine_info,
 )
 from bench.lifecycles import Call, CallFactory, Event, Organization, fake_uuid, interleave
-from bench.rabbit_node import RabbitNode
+from bench.rabbit_node import RabbitCluster, RabbitNode
 from bench.stack import BenchStack
 from bench.tcp_proxy import TcpProxy
 from bench.vapi_sender import NO_RETRIES, BackoffPlan, Sender
@@ -229,21 +235,56 @@ class FaultWindow:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class BrokerLinks:
+    """One side's links to the broker: a proxy to each node, cut or stalled together; its
+    `url` names every proxy, as `AMQP_URL` names a cluster's nodes."""
+
+    def __init__(self, nodes: list[RabbitNode]) -> None:
+        self.proxies = [TcpProxy(HOST, node.port) for node in nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"amqp://guest:guest@{HOST}:{p.port}/" for p in self.proxies)
+
+    async def _each(self, action: str) -> None:
+        await asyncio.gather(*(getattr(proxy, action)() for proxy in self.proxies))
+
+    async def start(self) -> None:
+        await self._each("start")
+
+    async def close(self) -> None:
+        await self._each("close")
+
+    async def cut(self) -> None:
+        await self._each("cut")
+
+    async def stall(self) -> None:
+        await self._each("stall")
+
+    async def restore(self) -> None:
+        await self._each("restore")
+
+
+Broker = RabbitNode | RabbitCluster
+
+
 class Rig:
     """One fault's world: prefix, database, proxies, ingest and the processors."""
 
-    def __init__(self, node: RabbitNode, plan: Plan, samples: Path, *,
+    def __init__(self, broker: Broker, plan: Plan, samples: Path, *,
                  spool_on_tmpfs: bool = False, keep_logs: Path | None = None) -> None:
-        self.node = node
+        self.cluster = broker if isinstance(broker, RabbitCluster) else None
+        nodes = broker.nodes if isinstance(broker, RabbitCluster) else [broker]
+        self.node = nodes[0]
         self.keep_logs = keep_logs
         self.plan = plan
         self.samples = samples
         self.spool_on_tmpfs = spool_on_tmpfs
         self.shared_secret = secrets.token_urlsafe(24)
         self._exit = contextlib.AsyncExitStack()
-        self.stack = BenchStack(node.url)
-        self.ingest_broker = TcpProxy(HOST, node.port)
-        self.processor_broker = TcpProxy(HOST, node.port)
+        self.stack = BenchStack(broker.url)
+        self.ingest_broker = BrokerLinks(nodes)
+        self.processor_broker = BrokerLinks(nodes)
         self.database = TcpProxy(HOST, POSTGRES_PORT)
         self.processors: list[Server] = []
         self.client = httpx.AsyncClient(timeout=5)
@@ -275,7 +316,7 @@ class Rig:
                         f"{self.stack.database}")
         self.ingest = self.stack.ingest(shared_secret=self.shared_secret)
         self.ingest.env.update({
-            "AMQP_URL": f"amqp://guest:guest@{HOST}:{self.ingest_broker.port}/",
+            "AMQP_URL": self.ingest_broker.url,
             "DATABASE_URL": database_url, "SPOOL_DIR": str(spool)})
         for index in range(self.plan.processors):
             processor = self.stack.processor(f"processor-{index + 1}",
@@ -283,7 +324,7 @@ class Rig:
                                              batch_wait_ms=PROCESSOR_BATCH_WAIT_MS)
             processor.port = free_port()
             processor.env.update({
-                "AMQP_URL": f"amqp://guest:guest@{HOST}:{self.processor_broker.port}/",
+                "AMQP_URL": self.processor_broker.url,
                 "DATABASE_URL": database_url, "PROCESSOR_HOST": HOST,
                 "PROCESSOR_METRICS_PORT": str(processor.port)})
             self.processors.append(processor)
@@ -392,6 +433,14 @@ class Rig:
                     archived - self.archived_before, await self.queue_depth(),
                     await self.spool_depth()))
                 await asyncio.sleep(SAMPLE_SECONDS)
+        finally:
+            await connection.close()
+
+    async def archived(self) -> int:
+        """Events in the archive now (the processors' progress)."""
+        connection = await self.stack.db()
+        try:
+            return int(await connection.fetchval("SELECT count(*) FROM events"))
         finally:
             await connection.close()
 
@@ -601,6 +650,34 @@ async def spool_full(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     await rig.ingest_broker.restore()
 
 
+async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
+    """On a three-node cluster: the node leading the processors' quorum queue stopped for
+    real for the first half, then started; then the node leading it now frozen (SIGSTOP:
+    neither its peers nor any client get an answer from it, as if its network were gone)
+    for the second half, then thawed."""
+    assert rig.cluster is not None
+    queue = rig.stack.topology.queue(CALL_PROCESSOR)
+    phase = cluster_phase_seconds(plan)
+    stopped = await asyncio.to_thread(rig.cluster.leader_of, queue)
+    window.notes["stopped_leader"] = stopped.name
+    window.notes["stop_s"] = round(await asyncio.to_thread(stopped.stop), 2)
+    # Events archived while a node is away: processing goes on on the other two.
+    before = await rig.archived()
+    await asyncio.sleep(phase)
+    window.notes["archived_while_stopped"] = await rig.archived() - before
+    window.notes["start_s"] = round(await asyncio.to_thread(stopped.start), 2)
+    frozen = await asyncio.to_thread(rig.cluster.leader_of, queue)
+    window.notes["frozen_leader"] = frozen.name
+    frozen.freeze()
+    try:
+        before = await rig.archived()
+        await asyncio.sleep(phase)
+        window.notes["archived_while_frozen"] = await rig.archived() - before
+    finally:
+        frozen.thaw()
+    window.notes["leader_after"] = (await asyncio.to_thread(rig.cluster.leader_of, queue)).name
+
+
 Scenario = Callable[[Rig, Plan, FaultWindow], Awaitable[None]]
 FAULTS: dict[str, Scenario] = {
     "broker-cut-ingest": broker_cut_ingest,
@@ -613,6 +690,24 @@ FAULTS: dict[str, Scenario] = {
     "spool-full": spool_full,
 }
 NEEDS_ROOT = frozenset({"spool-full"})
+# Faults run on a RabbitMQ cluster of the suite's own (three nodes) instead of one node.
+CLUSTER_FAULTS: dict[str, Scenario] = {"cluster-failover": cluster_failover}
+# Each half of the cluster fault lasts at least this long: a silent node is noticed by
+# missed heartbeats (3 x AMQP_HEARTBEAT_SECONDS) or a confirm timeout, so a shorter freeze
+# would end before anyone fails over and show nothing.
+CLUSTER_PHASE_MIN_SECONDS = 12.0
+# On top of its two halves, a node's real stop and start (up to ~40 s on a busy 2-core
+# machine): the load goes on this much longer, so "drained" is measured under it.
+CLUSTER_OVERRUN_SECONDS = 45.0
+
+
+def cluster_phase_seconds(plan: Plan) -> float:
+    return max(plan.fault_seconds / 2, CLUSTER_PHASE_MIN_SECONDS)
+
+
+def cluster_plan(plan: Plan) -> Plan:
+    return replace(plan, duration=max(plan.duration, plan.fault_at + CLUSTER_OVERRUN_SECONDS
+                                      + 2 * cluster_phase_seconds(plan)))
 
 
 def drained_seconds(samples: list[Sample], end: float, threshold: float) -> float | None:
@@ -625,13 +720,13 @@ def drained_seconds(samples: list[Sample], end: float, threshold: float) -> floa
     return None
 
 
-async def run_fault(name: str, plan: Plan, node: RabbitNode,
+async def run_fault(name: str, plan: Plan, broker: Broker,
                     samples_dir: Path = DEFAULT_SAMPLES,
                     logs: Path | None = None) -> dict[str, Any]:
     """One fault under load, from a new world to its figures; the logs kept in `logs`."""
-    scenario = FAULTS[name]
+    scenario = {**FAULTS, **CLUSTER_FAULTS}[name]
     started_at = dt.datetime.now(dt.UTC).isoformat()
-    async with Rig(node, plan, samples_dir, spool_on_tmpfs=name == "spool-full",
+    async with Rig(broker, plan, samples_dir, spool_on_tmpfs=name == "spool-full",
                    keep_logs=None if logs is None else logs / name) as rig:
         events = load_events(rig.factory, int(plan.rate * plan.duration))
         sender = Sender(rig.ingest.port, rig.request, BackoffPlan())
@@ -915,27 +1010,38 @@ async def suite(faults: list[str], plan: Plan, direct_write: bool,
                 samples_dir: Path, logs: Path, sync_plan: SyncPlan = SYNC_FULL
                 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with RabbitNode() as node:
-        print(f"RabbitMQ node {node.name} on :{node.port} (the suite's own)", flush=True)
-        for name in (f for f in faults if f in FAULTS):
-            if name in NEEDS_ROOT and not can_mount():
-                rows.append({"fault": name, "skipped": "mounting a tmpfs needs root"})
-                continue
-            print(f"{name} ...", flush=True)
-            try:
-                rows.append(await run_fault(name, plan, node, samples_dir, logs))
-            except Exception as error:  # the other faults still run; the row says why
-                rows.append({"fault": name, "error": f"{type(error).__name__}: {error}"})
-            print_row_summary(rows[-1])
-        # metrics-sync's faults, on the same node, each in a world of its own.
-        for name in (f for f in faults if f in SYNC_FAULTS):
-            print(f"{name} ...", flush=True)
-            try:
-                rows.append(await run_sync_fault(name, sync_plan, node, logs))
-            except Exception as error:  # the other faults still run; the row says why
-                rows.append({"fault": name, "kind": "sync",
-                             "error": f"{type(error).__name__}: {error}"})
-            print_sync_summary(rows[-1])
+    if any(f in FAULTS or f in SYNC_FAULTS for f in faults):
+        with RabbitNode() as node:
+            print(f"RabbitMQ node {node.name} on :{node.port} (the suite's own)", flush=True)
+            for name in (f for f in faults if f in FAULTS):
+                if name in NEEDS_ROOT and not can_mount():
+                    rows.append({"fault": name, "skipped": "mounting a tmpfs needs root"})
+                    continue
+                print(f"{name} ...", flush=True)
+                try:
+                    rows.append(await run_fault(name, plan, node, samples_dir, logs))
+                except Exception as error:  # the other faults still run; the row says why
+                    rows.append({"fault": name, "error": f"{type(error).__name__}: {error}"})
+                print_row_summary(rows[-1])
+            # metrics-sync's faults, on the same node, each in a world of its own.
+            for name in (f for f in faults if f in SYNC_FAULTS):
+                print(f"{name} ...", flush=True)
+                try:
+                    rows.append(await run_sync_fault(name, sync_plan, node, logs))
+                except Exception as error:  # the other faults still run; the row says why
+                    rows.append({"fault": name, "kind": "sync",
+                                 "error": f"{type(error).__name__}: {error}"})
+                print_sync_summary(rows[-1])
+    for name in (f for f in faults if f in CLUSTER_FAULTS):
+        print(f"{name}: starting a three-node RabbitMQ cluster of the suite's own ...",
+              flush=True)
+        try:
+            with RabbitCluster() as cluster:
+                rows.append(await run_fault(name, cluster_plan(plan), cluster, samples_dir,
+                                            logs))
+        except Exception as error:  # the other faults still run; the row says why
+            rows.append({"fault": name, "error": f"{type(error).__name__}: {error}"})
+        print_row_summary(rows[-1])
     if direct_write:
         for retries in (NO_RETRIES, BackoffPlan()):
             print(f"direct-write postgres-cut ({retries.max_retries} retries) ...",
@@ -964,7 +1070,7 @@ def print_row_summary(row: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos",
                                      description=__doc__.split("\n\n")[0])
-    every = [*FAULTS, *SYNC_FAULTS]
+    every = [*FAULTS, *CLUSTER_FAULTS, *SYNC_FAULTS]
     parser.add_argument("--faults", default=",".join(every),
                         help=f"comma-separated, of: {', '.join(every)} (default: all)")
     parser.add_argument("--short", action="store_true",
@@ -1022,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"goals NOT met: {', '.join(failed)}")
         return 1
-    if any(f in FAULTS for f in faults):
+    if any(f in FAULTS or f in CLUSTER_FAULTS for f in faults):
         print("goals met: 0 lost, 0 counted twice, stats equal aggregates, resumed within "
               f"{RESUME_GOAL_SECONDS} s, for every webhook fault")
     if any(f in SYNC_FAULTS for f in faults):

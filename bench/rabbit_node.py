@@ -12,6 +12,10 @@ distribution's scripts do; its directories are chowned to it. `stop()` halts the
 waits for the process to exit; `start()` again reuses the same data directory, so durable
 quorum queues keep their messages across a real restart. `destroy()` stops it and removes
 the directory; it is registered with `atexit` too, so a failed run leaves nothing behind.
+
+`RabbitCluster` is three (or more) such nodes sharing one Erlang cookie, joined into a
+cluster, as a business runs RabbitMQ beyond one machine: quorum queues declared on it have
+a member on each node, and any one node can be stopped, or cut off, without losing them.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -53,8 +59,9 @@ def _program(name: str) -> str:
 
 
 class RabbitNode:
-    def __init__(self) -> None:
+    def __init__(self, cookie: str | None = None) -> None:
         self.name = f"calltrail-chaos-{uuid.uuid4().hex[:8]}@localhost"
+        self._cookie = cookie or secrets.token_hex(16)  # a cluster's nodes share theirs
         self.port = _free_port()
         self.dist_port = _free_port()
         self.base = Path(tempfile.mkdtemp(prefix="calltrail-rabbit-"))
@@ -72,7 +79,7 @@ class RabbitNode:
         for directory in (home, self.base / "mnesia", self.base / "log"):
             directory.mkdir(parents=True, exist_ok=True)
         cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16))
+        cookie.write_text(self._cookie)
         cookie.chmod(0o400)
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = {HOST}:{self.port}\nloopback_users = none\n")
@@ -112,6 +119,18 @@ class RabbitNode:
                              timeout=timeout).returncode == 0
         return False
 
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT_SECONDS) -> str:
+        """`rabbitmqctl -n <this node> args...`; its output, or RuntimeError with why."""
+        result = self._run("rabbitmqctl", "-n", self.name, *args, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.name} failed: "
+                               f"{(result.stderr or result.stdout)[-1000:]}")
+        return result.stdout
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
     def _accepts(self) -> bool:
         with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 1):
             return True
@@ -147,13 +166,24 @@ class RabbitNode:
             self._running = False
         return time.monotonic() - started
 
-    def _kill_by_pid(self) -> None:
+    def _signal(self, signal_number: int) -> None:
         with contextlib.suppress(OSError, ValueError):
-            pid = int((self.base / "node.pid").read_text().strip())
-            os.kill(pid, 9)
+            os.kill(int((self.base / "node.pid").read_text().strip()), signal_number)
+
+    def _kill_by_pid(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP the node: its sockets stay open and nothing answers on them (peers and
+        clients alike), as when a host's network goes silent; `thaw` resumes it."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
 
     def destroy(self) -> None:
         """Stop the node if it runs and remove everything it had; safe to call twice."""
+        self.thaw()  # a frozen node would not hear `stop`
         with contextlib.suppress(Exception):
             self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -166,6 +196,60 @@ class RabbitNode:
         return ""
 
     def __enter__(self) -> RabbitNode:
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+
+class RabbitCluster:
+    """`size` nodes of our own joined into one cluster (the first is the seed)."""
+
+    def __init__(self, size: int = 3) -> None:
+        cookie = secrets.token_hex(16)
+        self.nodes = [RabbitNode(cookie) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        """`AMQP_URL` naming every node, as a service is configured for a cluster."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> float:
+        """Start every node, then join the others to the first; seconds it took."""
+        started = time.monotonic()
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.start(), self.nodes))
+        seed = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", seed.name, timeout=60)
+            node.ctl("start_app", timeout=60)
+        running = seed.ctl("eval", "length(rabbit_nodes:all_running()).").strip()
+        if running != str(len(self.nodes)):
+            raise RuntimeError(f"{running} of {len(self.nodes)} nodes running in the cluster")
+        return time.monotonic() - started
+
+    def node_named(self, name: str) -> RabbitNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def leader_of(self, queue: str) -> RabbitNode:
+        """The node that leads quorum queue `queue` now (asked of a running node)."""
+        asking = next(node for node in self.nodes if node.running)
+        leader = asking.ctl("eval", f"""
+            {{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>)),
+            {{_, Leader}} = amqqueue:get_pid(Q), Leader.""").strip().strip("'")
+        return self.node_named(leader)
+
+    def destroy(self) -> None:
+        for node in self.nodes:
+            node.destroy()
+
+    def __enter__(self) -> RabbitCluster:
         try:
             self.start()
         except BaseException:

@@ -35,6 +35,7 @@ from bench.ingest import (  # noqa: F401 - peak_rss_mib is re-exported for the o
     peak_rss_mib,
 )
 from bench.lifecycles import Event, Organization, fake_uuid
+from calltrail_common.broker import connect as connect_broker
 from calltrail_common.db import connect, migrate
 from calltrail_common.organizations import create_organization
 from calltrail_common.phone_numbers import register
@@ -54,6 +55,7 @@ from calltrail_common.topology import (
 from ingest.payload import read_envelope
 
 PUBLISH_WINDOW = 500  # publishes awaiting their confirm at once
+HEARTBEAT_SECONDS = 30  # the harness's own broker connection
 
 
 def event_headers(event: Event, received_ms: int) -> dict[str, Any]:
@@ -91,7 +93,8 @@ class BenchStack:
 
     def __init__(self, amqp_url: str = AMQP_URL) -> None:
         bench_id = uuid.uuid4().hex[:8]
-        self.amqp_url = amqp_url  # the fault suite runs on a RabbitMQ node of its own
+        # The fault suite runs on a RabbitMQ node of its own, or a cluster (several URLs).
+        self.amqp_url = amqp_url
         self.prefix = f"bench-{bench_id}"
         self.database = f"calltrail_bench_{bench_id}"
         self.database_url = f"{POSTGRES_URL}/{self.database}"
@@ -104,7 +107,7 @@ class BenchStack:
 
     async def __aenter__(self) -> BenchStack:
         self._exit.callback(shutil.rmtree, self.workdir, ignore_errors=True)
-        self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
+        self._connection = await connect_broker(self.amqp_url, heartbeat_seconds=HEARTBEAT_SECONDS)
         self._exit.push_async_callback(self._delete_topology)
         self.channel = await self._connection.channel(publisher_confirms=True)
         await declare_topology(self.channel, self.topology)
@@ -122,7 +125,7 @@ class BenchStack:
     async def reconnect(self) -> None:
         """A new broker connection and channel (after the broker was restarted)."""
         old = self._connection
-        self._connection = await aio_pika.connect(self.amqp_url, timeout=10)
+        self._connection = await connect_broker(self.amqp_url, heartbeat_seconds=HEARTBEAT_SECONDS)
         self.channel = await self._connection.channel(publisher_confirms=True)
         if old is not None:
             with contextlib.suppress(Exception):

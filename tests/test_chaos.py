@@ -8,6 +8,9 @@ statistics equal the aggregates, and a call whose first webhook is sent at the f
 becomes visible within 10 s: processing resumed on its own. `make chaos` runs the same
 faults at full size and prints the table.
 
+The cluster variant runs the same load on a three-node RabbitMQ cluster of the test's own
+(`bench.rabbit_node.RabbitCluster`) through `cluster-failover`, and asserts the same.
+
 metrics-sync's faults (`bench.chaos_sync` with `SYNC_SHORT` sizes: 12 accounts of 20 calls,
 two replicas, a 4 s interval, 6 s faults) assert its promise: after the fault, new calls
 and a repriced one on every account are synced within one interval plus the fault's
@@ -17,14 +20,24 @@ latest cost, no run is left 'running', no account is disconnected or still faili
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.chaos import FAULTS, NEEDS_ROOT, RESUME_GOAL_SECONDS, SHORT, can_mount, run_fault
+from bench.chaos import (
+    FAULTS,
+    NEEDS_ROOT,
+    RESUME_GOAL_SECONDS,
+    SHORT,
+    can_mount,
+    cluster_plan,
+    run_fault,
+)
 from bench.chaos_sync import SYNC_FAULTS, SYNC_SHORT, run_sync_fault, takeover_goal
-from bench.rabbit_node import RabbitNode
+from bench.rabbit_node import RabbitCluster, RabbitNode
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +53,13 @@ async def test_fault_loses_nothing_and_processing_resumes(
     if fault in NEEDS_ROOT and not can_mount():
         pytest.skip("mounting a small tmpfs for the spool needs root")
     row = await run_fault(fault, SHORT, rabbit_node, logs=tmp_path)
-    logs = f"services' logs: {tmp_path / fault}"
+    assert_promise_kept(row, f"services' logs: {tmp_path / fault}")
+    if fault == "spool-full":
+        # The spool could not keep them while the broker was away: 503, retried later.
+        assert row["during_fault"]["by_answer"].get("503", 0) > 0, row["during_fault"]
+
+
+def assert_promise_kept(row: dict[str, Any], logs: str) -> None:
     assert row["answered_200"] == row["sent"], (row["during_fault"], logs)
     assert row["lost"] == 0, (row["lost_examples"], logs)
     assert row["counted_twice"] == 0, (row["totals"], logs)
@@ -48,9 +67,27 @@ async def test_fault_loses_nothing_and_processing_resumes(
     assert row["dead_letters"] == 0, logs
     assert row["resumed_s"] is not None and row["resumed_s"] <= RESUME_GOAL_SECONDS, logs
     assert not row["problems"], (row["problems"], logs)
-    if fault == "spool-full":
-        # The spool could not keep them while the broker was away: 503, retried later.
-        assert row["during_fault"]["by_answer"].get("503", 0) > 0, row["during_fault"]
+
+
+@pytest.mark.timeout(300)
+async def test_a_cluster_loses_nothing_when_its_leaders_stop_or_go_silent(
+        tmp_path: Path) -> None:
+    """Three nodes of our own; every service given the three addresses. The node leading
+    the processors' quorum queue is stopped, then the next leader frozen (SIGSTOP)."""
+    cluster = RabbitCluster()
+    try:
+        await asyncio.to_thread(cluster.start)
+        row = await run_fault("cluster-failover", cluster_plan(SHORT), cluster,
+                              logs=tmp_path)
+    finally:
+        await asyncio.to_thread(cluster.destroy)
+    assert_promise_kept(row, f"services' logs: {tmp_path / 'cluster-failover'}")
+    notes = row["notes"]
+    assert notes["frozen_leader"] != notes["stopped_leader"], notes  # leadership moved
+    # Not only nothing lost: the two nodes left kept processing while the third was away.
+    assert notes["archived_while_stopped"] > 0, notes
+    assert notes["archived_while_frozen"] > 0, notes
+    assert row["drained_s"] is not None, row["samples"][-5:]  # drained while the load ran
 
 
 @pytest.mark.timeout(90)
