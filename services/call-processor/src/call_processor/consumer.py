@@ -43,6 +43,7 @@ from calltrail_common.logging import get_logger
 from calltrail_common.topology import (
     CALL_PROCESSOR,
     HEADER_DEAD_LETTER_REASON,
+    HEADER_RECEIVED_AT,
     Topology,
     declare_topology,
 )
@@ -251,6 +252,9 @@ class CallProcessor:
                       previous: asyncio.Task[None] | None, acks: _AckCursor) -> None:
         started = time.perf_counter()
         outcome = await self._apply_with_retries(channel, messages)
+        committed = {*outcome.applied, *outcome.unassigned}
+        self.metrics.batch_committed((m.headers or {}).get(HEADER_RECEIVED_AT)
+                                     for m in messages if m.delivery_tag in committed)
         by_tag = {m.delivery_tag: m for m in messages}
         for tag, reason in outcome.dead.items():
             await self._dead_letter(dead_letters, by_tag[tag], reason)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -21,3 +25,17 @@ class ProcessorMetrics:
         self.paused = Gauge(
             "calltrail_processor_paused", "1 while the database is unreachable.",
             registry=self.registry)
+        self.lag_seconds = Gauge(
+            "calltrail_processor_lag_seconds",
+            "Age of the newest event of the last committed batch (now minus its x-received-at).",
+            registry=self.registry)
+
+    def batch_committed(self, received_at_ms: Iterable[object]) -> None:
+        """Set the lag from the `x-received-at` headers (epoch ms) of the events a batch
+        committed; values that are not a number are left out (the header is another
+        producer's word)."""
+        stamps = [v for v in received_at_ms
+                  if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+        if stamps:
+            # Clocks of ingest and processor hosts may differ a little: never below zero.
+            self.lag_seconds.set(max(0.0, time.time() - max(stamps) / 1000))
