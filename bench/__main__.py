@@ -8,6 +8,9 @@
                 round) against the fake Vapi with 100 ms latency, vs one at a time
     api         bench.api: the overview (30 and 90 days) and the first page of calls of an
                 organization with 100,000 calls, vs /healthz of the same process
+    capacity    bench.capacity: what one replica of each service carries, N replicas
+                derived from it, and how each cost grows as organizations, calls and
+                history double
 
 Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails
 is reported and the others still run. The exit status is non-zero if any failed.
@@ -20,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import api, end_to_end, ingest, metrics_sync, processor
+from bench import api, capacity, end_to_end, ingest, metrics_sync, processor
 from bench.ingest import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
@@ -29,6 +32,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("end_to_end", end_to_end.main),
     ("metrics_sync", metrics_sync.main),
     ("api", api.main),
+    ("capacity", capacity.main),
 )
 
 

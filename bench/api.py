@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import datetime as dt
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -47,14 +46,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from api import repository
 from bench.ingest import (
     AMQP_URL,
     HOST,
-    REPO_ROOT,
-    RESULTS_DIR,
     WRK_GRACE_SECONDS,
     WRK_THREADS,
     WRK_TIMEOUT,
@@ -65,6 +63,7 @@ from bench.ingest import (
     machine_info,
     parse_wrk,
     peak_rss_mib,
+    write_results,
 )
 from bench.stack import BenchStack
 from calltrail_common.db import connect
@@ -144,6 +143,23 @@ def targets(today: dt.date) -> dict[str, str]:
             "calls page 1": "/api/calls?limit=25"}
 
 
+async def seed_organization(connection: asyncpg.Connection, org_id: uuid.UUID, calls: int,
+                            tag: str) -> None:
+    """`calls` calls of one organization over the last DAYS days (ids `call-<tag>-<i>`),
+    its leads, and the daily statistics and breakdowns that match them."""
+    leads = min(LEADS, calls)
+    await connection.execute(SEED_LEADS, org_id, leads)
+    await connection.execute(SEED_CALLS, org_id, calls, tag, leads, DAYS)
+    await seed_daily_tables(connection, org_id)
+
+
+async def seed_daily_tables(connection: asyncpg.Connection, org_id: uuid.UUID) -> None:
+    """An organization's daily statistics and breakdowns, aggregated from its calls."""
+    await connection.execute(SEED_DAILY_STATS, org_id)
+    for statement in SEED_BREAKDOWNS:
+        await connection.execute(statement, org_id)
+
+
 async def seed(stack: BenchStack, calls: int) -> tuple[uuid.UUID, str, dict[str, Any]]:
     """Organizations A (measured) and B (so queries must scope); A's id and token."""
     started = time.perf_counter()
@@ -152,12 +168,7 @@ async def seed(stack: BenchStack, calls: int) -> tuple[uuid.UUID, str, dict[str,
         owner = await create_organization(connection, "Bench A")
         other = await create_organization(connection, "Bench B")
         for org, count, tag in ((owner, calls, "a"), (other, OTHER_CALLS, "b")):
-            leads = min(LEADS, count)
-            await connection.execute(SEED_LEADS, org.org_id, leads)
-            await connection.execute(SEED_CALLS, org.org_id, count, tag, leads, DAYS)
-            await connection.execute(SEED_DAILY_STATS, org.org_id)
-            for statement in SEED_BREAKDOWNS:
-                await connection.execute(statement, org.org_id)
+            await seed_organization(connection, org.org_id, count, tag)
         await connection.execute("VACUUM ANALYZE")
         counts = dict(await connection.fetchrow(
             "SELECT (SELECT count(*) FROM calls) AS calls, (SELECT count(*) FROM leads) "
@@ -199,14 +210,16 @@ async def explain(database_url: str, org_id: uuid.UUID, today: dt.date) -> dict[
 
 
 async def check_answers(client: httpx.AsyncClient, paths: dict[str, str],
-                        database_url: str, org_id: uuid.UUID, today: dt.date) -> list[str]:
-    """What is wrong with the answers about to be measured (nothing, hopefully)."""
+                        database_url: str, org_id: uuid.UUID, today: dt.date,
+                        tag: str = "a") -> list[str]:
+    """What is wrong with the answers about to be measured (nothing, hopefully): `client`
+    speaks for the organization whose calls were seeded with `tag`."""
     problems = []
     page = (await client.get(paths["calls page 1"])).json()
     calls = page.get("calls", [])
     if len(calls) != 25 or not page.get("nextCursor"):
         problems.append(f"calls page 1: {len(calls)} calls, nextCursor {page.get('nextCursor')}")
-    if any(not call["id"].startswith("call-a-") for call in calls):
+    if any(not call["id"].startswith(f"call-{tag}-") for call in calls):
         problems.append("calls page 1 holds calls of another organization")
     connection = await connect(database_url)
     try:
@@ -268,6 +281,17 @@ async def run_wrk(wrk: str, url: str, token: str, *, seconds: int, connections: 
     return parse_wrk(stdout.decode())
 
 
+async def measure(wrk: str, url: str, token: str, *, label: str, seconds: int,
+                  connections: int, warmup: int = WARMUP_SECONDS) -> dict[str, Any]:
+    """`warmup` seconds of wrk, then `seconds` measured; printed after `label`."""
+    await run_wrk(wrk, url, token, seconds=warmup, connections=connections)
+    result = await run_wrk(wrk, url, token, seconds=seconds, connections=connections)
+    print(f"{label} {result.requests_per_s:8.0f} req/s  "
+          f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
+          + (f"  {result.errors} errors" if result.errors else ""), flush=True)
+    return result.to_json()
+
+
 def side(name: str, connections: int) -> str:
     return f"{name} @{connections}"
 
@@ -312,14 +336,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for run in range(1, args.runs + 1):
             results: dict[str, Any] = {}
             for c, (name, path) in itertools.product(args.connections, paths.items()):
-                await run_wrk(wrk, base + path, token, seconds=WARMUP_SECONDS,
-                              connections=c)
-                result = await run_wrk(wrk, base + path, token, seconds=args.duration,
-                                       connections=c)
-                results[side(name, c)] = result.to_json()
-                print(f"run {run} {side(name, c):<16} {result.requests_per_s:8.0f} req/s  "
-                      f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
-                      + (f"  {result.errors} errors" if result.errors else ""), flush=True)
+                results[side(name, c)] = await measure(
+                    wrk, base + path, token, label=f"run {run} {side(name, c):<16}",
+                    seconds=args.duration, connections=c)
             runs.append({"run": run, "results": results})
         rss = peak_rss_mib(server.process.pid) if server.process else None
         log_summary = server.log_summary()
@@ -387,12 +406,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     results = asyncio.run(benchmark(args))
     print_table(results)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"api-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
-    return path
+    return write_results("api", results)
 
 
 if __name__ == "__main__":

@@ -694,6 +694,16 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """`results` as `bench/results/<name>-<UTC timestamp>.json`; the path, also printed."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest",
                                      description=__doc__.split("\n\n")[0])
@@ -721,11 +731,7 @@ def main(argv: list[str] | None = None) -> Path:
           f"{tables['daily_stats_calls']} calls and {tables['daily_stats_events']} call events")
     print("peak RSS under this load (MiB): " + ", ".join(
         f"{name} {rss}" for name, rss in results["peak_rss_mib"].items()))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"ingest-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    path = write_results("ingest", results)
     if any(m["flagged_runs"] for m in results["medians"].values()):
         print("WARNING: some measurements had errors or unkept answers (see FLAGGED above)")
     return path

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import logging
 import os
 import secrets
@@ -58,7 +57,7 @@ import asyncpg
 import httpx
 import structlog
 
-from bench.ingest import HOST, REPO_ROOT, RESULTS_DIR, Server, machine_info
+from bench.ingest import HOST, Server, machine_info, write_results
 from bench.stack import BenchStack, cpu_seconds, machine_cpu_ticks, peak_rss_mib
 from calltrail_common.crypto import KeyRing
 from calltrail_common.db import create_pool
@@ -266,9 +265,11 @@ class RoundMeter:
 
 
 async def measure(stack: BenchStack, fake: Server, base_url: str, orgs: list[uuid.UUID],
-                  keys: list[str], *, concurrency: int, run: int, args: argparse.Namespace
-                  ) -> dict[str, Any]:
-    """Both rounds for the first len(orgs) accounts, with one replica at `concurrency`."""
+                  keys: list[str], *, concurrency: int, run: int, args: argparse.Namespace,
+                  settle_s: float = STATS_SETTLE_SECONDS) -> dict[str, Any]:
+    """Both rounds for the first len(orgs) accounts, with one replica at `concurrency`.
+    With `settle_s` below STATS_SETTLE_SECONDS the first round's transactions are
+    undercounted (the wait is only for them)."""
     accounts = len(orgs)
     await stack.reset(RESET)
     connect_s = await connect_accounts(stack, base_url, orgs, keys)
@@ -298,7 +299,7 @@ async def measure(stack: BenchStack, fake: Server, base_url: str, orgs: list[uui
             if stopping:
                 server.stop()  # and its pool's backends report their transactions at once
             before, xacts = xacts, await transactions(
-                connection, 0.5 if stopping else STATS_SETTLE_SECONDS)
+                connection, 0.5 if stopping else settle_s)
             # Less this benchmark's own polls; the service's idle ticks stay in (~3/s).
             summary["transactions"] = xacts - before - polls
             if problem:
@@ -536,11 +537,7 @@ def main(argv: list[str] | None = None) -> Path:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     results = asyncio.run(benchmark(args))
     print_table(results, args)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"metrics_sync-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    path = write_results("metrics_sync", results)
     if any(r["flagged"] for r in results["runs"]):
         print("WARNING: some runs failed their checks (see FLAGGED above)")
     return path

@@ -56,7 +56,6 @@ import argparse
 import asyncio
 import collections
 import datetime as dt
-import json
 import os
 import random
 import statistics
@@ -65,7 +64,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import DEFAULT_SAMPLES, REPO_ROOT, RESULTS_DIR, Server, machine_info
+from bench.ingest import DEFAULT_SAMPLES, Server, machine_info, write_results
 from bench.lifecycles import CALL_ONLY_MIX, DEFAULT_MIX, MIXES, CallFactory, Event, interleave
 from bench.stack import BenchStack, cpu_seconds, machine_cpu_ticks, peak_rss_mib
 
@@ -164,9 +163,12 @@ async def check(stack: BenchStack, *, calls: int, events: int, bare: bool
 
 
 async def measure(stack: BenchStack, events: list[Event], *, mix: str, calls: int,
-                  side: int | str, run: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One drain of `events` by `side`: a number of processor consumers, or BARE."""
-    await stack.reset(RESET)
+                  side: int | str, run: int, args: argparse.Namespace,
+                  reset: str = RESET) -> dict[str, Any]:
+    """One drain of `events` by `side`: a number of processor consumers, or BARE. `reset`
+    gives it a fresh state (the checks expect `calls` calls stored, and as many in
+    daily_stats, once it drained)."""
+    await stack.reset(reset)
     run_tag = f"{mix}-r{run}-{side}-{uuid.uuid4().hex[:6]}"
     publish_s = await stack.publish(events, run_tag)
     queued = await stack.queue_depth()
@@ -393,11 +395,7 @@ def main(argv: list[str] | None = None) -> Path:
     for mix, result in results["mixes"].items():
         print_table(mix, result, runs=args.runs, events=result["events"]["count"],
                     calls=result["calls"])
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"processor-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    path = write_results("processor", results)
     if any(r["flagged"] for result in results["mixes"].values() for r in result["runs"]):
         print("WARNING: some runs failed their checks (see FLAGGED above)")
     return path
