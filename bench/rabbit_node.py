@@ -34,6 +34,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 HOST = "127.0.0.1"
 SBIN = Path("/usr/lib/rabbitmq/bin")  # Debian's real scripts (/usr/sbin wraps them in su)
@@ -58,7 +59,28 @@ def _program(name: str) -> str:
     return on_path
 
 
-class RabbitNode:
+class _StartedInWith:
+    """`with X() as x:` starts x, and destroys it on the way out (or if it fails to start)."""
+
+    def start(self) -> float:
+        raise NotImplementedError
+
+    def destroy(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+
+class RabbitNode(_StartedInWith):
     def __init__(self, cookie: str | None = None) -> None:
         self.name = f"calltrail-chaos-{uuid.uuid4().hex[:8]}@localhost"
         self._cookie = cookie or secrets.token_hex(16)  # a cluster's nodes share theirs
@@ -195,19 +217,9 @@ class RabbitNode:
             return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    def __enter__(self) -> RabbitNode:
-        try:
-            self.start()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.destroy()
 
 
-class RabbitCluster:
+class RabbitCluster(_StartedInWith):
     """`size` nodes of our own joined into one cluster (the first is the seed)."""
 
     def __init__(self, size: int = 3) -> None:
@@ -249,13 +261,3 @@ class RabbitCluster:
         for node in self.nodes:
             node.destroy()
 
-    def __enter__(self) -> RabbitCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.destroy()
