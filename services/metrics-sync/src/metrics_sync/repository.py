@@ -18,6 +18,10 @@ import asyncpg
 
 from metrics_sync.usage import CallUsage
 
+# Both arms are index conditions (a BitmapOr of vapi_accounts_due and the primary key), so
+# a claim reads the due and requested accounts only. A correlated EXISTS here made every
+# claim read every connected account once accounts were spread over the interval (6 ms at
+# 5,000 accounts, 20 ms at 20,000, against 0.2-0.4 ms for this form at both).
 CLAIM_DUE = """
     WITH due AS (
         SELECT a.org_id FROM vapi_accounts a
@@ -25,8 +29,8 @@ CLAIM_DUE = """
           AND (a.lease_until IS NULL OR a.lease_until < now())
           AND (a.backoff_until IS NULL OR a.backoff_until <= now())
           AND (a.next_sync_at <= now()
-               OR EXISTS (SELECT 1 FROM sync_runs r
-                          WHERE r.org_id = a.org_id AND r.status = 'queued'))
+               OR a.org_id = ANY (ARRAY(SELECT r.org_id FROM sync_runs r
+                                        WHERE r.status = 'queued')))
         ORDER BY a.next_sync_at
         LIMIT $2
         FOR UPDATE OF a SKIP LOCKED
