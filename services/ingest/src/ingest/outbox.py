@@ -1,15 +1,10 @@
 """Making an accepted webhook durable: the broker's confirm, or else an fsync in the spool.
 
-Rule: while the broker is connected, a new event is published to it directly, even while
-the spool still holds events from an outage; the spool is drained behind it, in the order
-its events were accepted. The processor is order-free (contract section 5), so nothing is
-gained by holding new events behind a backlog, and much is lost: a call that starts right
-after an outage would wait for the whole backlog, and under steady load every request would
-go through the spool (an fsync and a replay each) until a moment when the backlog happened
-to be empty. An event is spooled when the broker is away, or does not confirm in time.
-The replayer drains the spool (this process's slot first, then slots left behind by dead
-processes) whenever the broker is connected, committing its read position only after the
-broker confirmed each batch.
+Rule: while the spool holds events not yet re-published, new events are spooled too, so the
+broker receives everything in the order ingest accepted it; only when the spool cannot take
+an event is it published directly, out of order, rather than refused. The replayer drains the spool
+(this process's slot first, then slots left behind by dead processes) whenever the broker
+is connected, committing its read position only after the broker confirmed each batch.
 """
 
 from __future__ import annotations
@@ -56,7 +51,7 @@ class Outbox:
 
     async def keep(self, event: AcceptedEvent) -> Kept:
         """Return once `event` is durable; raise `Unavailable` when it cannot be made so."""
-        if self._broker.connected:
+        if self._spool.backlog == 0 and self._broker.connected:
             try:
                 await self._broker.publish(event)
                 return Kept.PUBLISHED
@@ -66,8 +61,8 @@ class Outbox:
         try:
             await self._spool.append(event)
         except SpoolUnavailable as error:
-            # The spool is full or broken and the publish above failed or was not tried: a
-            # broker that came back meanwhile takes it rather than a 503.
+            # The spool is full or broken while it still holds a backlog: a broker that takes
+            # the event now beats a 503 (the processor does not depend on order).
             if self._broker.connected:
                 with contextlib.suppress(BrokerUnavailable):
                     await self._broker.publish(event)
