@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ import orjson
 import pytest
 
 from bench.api import api_server
+from bench.ingest import DEFAULT_SAMPLES
 from bench.lifecycles import CallFactory, Organization, fake_uuid
 from bench.metrics_sync import start_fake
 from bench.stack import BenchStack
@@ -33,8 +33,6 @@ from calltrail_common import db
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.support.pgbouncer import PgBouncer
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "vapi-samples"
 ENCRYPTION_KEY = "pgbouncer-test-encryption-key-0123456789"
 SERVER_POOL = 4  # server connections per database behind the pooler
 
@@ -153,7 +151,7 @@ async def test_every_service_and_the_cli_work_through_the_pooler(
         # its endpoint must still reach ingest (the timer reloads it).
         second = _calltrail("org", "create", "--name", "Late Roofing", env=cli_env)
         organizations = [_organization(first, 1), _organization(second, 2)]
-        factory = CallFactory(SAMPLES, organizations, seed=11,
+        factory = CallFactory(DEFAULT_SAMPLES, organizations, seed=11,
                               now_ms=int(time.time() * 1000), shared_share=0.0)
         calls = factory.calls(24)
         async with httpx.AsyncClient(timeout=10) as client:
