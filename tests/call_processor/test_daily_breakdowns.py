@@ -4,17 +4,11 @@ its ended reason, assistant or day: its count leaves the old row and joins the n
 from __future__ import annotations
 
 import copy
-import itertools
-import uuid
 from datetime import date
 
-import orjson
-
-from call_processor.handlers import Delivery, process_batch
+from tests.call_processor.test_handlers import apply
 from tests.support.samples import sample
-from tests.support.state import assert_invariants
 
-_tags = itertools.count(1)
 REPORT = "inbound-7-end-of-call-report"
 
 
@@ -26,14 +20,6 @@ def report(call_id: str, *, timestamp_offset_ms: int = 0, ended_reason: str,
     message["endedReason"] = ended_reason
     message["call"].update(id=call_id, assistantId=assistant_id, createdAt=created_at)
     return body
-
-
-async def apply(connection, org_id, *bodies: dict) -> None:
-    deliveries = [Delivery(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
-                           orjson.dumps(b)) for b in bodies]
-    outcome = await process_batch(connection, deliveries)
-    assert not outcome.dead
-    await assert_invariants(connection)
 
 
 async def outcomes(connection) -> set[tuple[date, str, int]]:
