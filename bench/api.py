@@ -110,8 +110,8 @@ SEED_CALLS = """
          LATERAL (SELECT now() - i * ($5 * 86400.0 / $2) * interval '1 second' AS t) AS at"""
 
 SEED_DAILY_STATS = """
-    INSERT INTO daily_stats (org_id, day, calls, inbound, outbound, web, new_leads,
-                             duration_seconds, cost)
+    INSERT INTO daily_stats_shards (org_id, day, calls, inbound, outbound, web, new_leads,
+                                    duration_seconds, cost)
     SELECT org_id, stats_day, count(*),
            count(*) FILTER (WHERE direction = 'inboundPhoneCall'),
            count(*) FILTER (WHERE direction = 'outboundPhoneCall'),
@@ -120,14 +120,14 @@ SEED_DAILY_STATS = """
 # The processor keeps these per-day breakdowns as it stores calls; calls seeded with SQL get
 # them the way migration 0008 backfills them.
 SEED_BREAKDOWNS = ("""
-    INSERT INTO daily_call_outcomes (org_id, day, outcome_key, ended_reason,
-                                     success_evaluation, calls)
+    INSERT INTO daily_call_outcome_shards (org_id, day, outcome_key, ended_reason,
+                                           success_evaluation, calls)
     SELECT org_id, stats_day, md5(ROW(ended_reason, success_evaluation)::text)::uuid,
            ended_reason, success_evaluation, count(*)
     FROM calls WHERE org_id = $1 AND stats_day IS NOT NULL
     GROUP BY org_id, stats_day, ended_reason, success_evaluation""", """
-    INSERT INTO daily_assistants (org_id, day, assistant_key, assistant_id, calls,
-                                  duration_seconds, cost)
+    INSERT INTO daily_assistant_shards (org_id, day, assistant_key, assistant_id, calls,
+                                        duration_seconds, cost)
     SELECT org_id, stats_day, md5(ROW(assistant_id)::text)::uuid, assistant_id, count(*),
            coalesce(sum(duration_seconds), 0), coalesce(sum(cost), 0)
     FROM calls WHERE org_id = $1 AND stats_day IS NOT NULL

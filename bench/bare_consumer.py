@@ -28,16 +28,15 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from call_processor.repository import ARCHIVE_EVENTS
-from calltrail_common.process import run_worker
-from calltrail_common.topology import (
-    CALL_PROCESSOR,
+from calltrail_common.envelope import (
     HEADER_DEDUPE_KEY,
     HEADER_ENDPOINT_ID,
     HEADER_MESSAGE_TYPE,
     HEADER_ORG_ID,
     HEADER_RECEIVED_AT,
-    Topology,
 )
+from calltrail_common.process import run_worker
+from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 BATCHES_IN_FLIGHT = 2
 
@@ -92,9 +91,10 @@ async def consume() -> None:
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=batch_size * 2)
-        queue = await channel.get_queue(topology.queue(CALL_PROCESSOR), ensure=False)
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        await queue.consume(inbox.put)
+        for name in topology.work_queues(CALL_PROCESSOR):  # the partitions and the overflow
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.consume(inbox.put)
         in_flight: set[asyncio.Task[None]] = set()
         previous: asyncio.Task[None] | None = None
         while True:

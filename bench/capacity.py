@@ -103,9 +103,10 @@ SYNC_LEASE_SECONDS = Settings.model_fields["sync_lease_seconds"].default
 FORGET_LAST_MEASUREMENT = (
     "DELETE FROM calls WHERE id NOT LIKE 'call-%'",
     "DELETE FROM leads l WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.lead_id = l.id)",
-    "TRUNCATE daily_stats, daily_call_outcomes, daily_assistants",
+    "TRUNCATE daily_stats_shards, daily_call_outcome_shards, daily_assistant_shards",
 )
-VACUUM_HISTORY = "VACUUM ANALYZE calls, leads, daily_stats, daily_call_outcomes, daily_assistants"
+VACUUM_HISTORY = ("VACUUM ANALYZE calls, leads, daily_stats_shards, daily_call_outcome_shards, "
+                  "daily_assistant_shards")
 RESET_EVENTS = "TRUNCATE events, unassigned_events"
 
 

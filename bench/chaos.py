@@ -670,23 +670,26 @@ async def spool_full(rig: Rig, plan: Plan, window: FaultWindow) -> None:
 
 
 async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
-    """On a three-node cluster: the node leading the processors' quorum queue stopped for
-    real for the first half, then started; then the node leading it now frozen (SIGSTOP:
-    neither its peers nor any client get an answer from it, as if its network were gone)
-    for the second half, then thawed."""
+    """On a three-node cluster: the node leading the most of the processors' quorum queues
+    (its partitions and its overflow) stopped for real for the first half, then started;
+    then the node leading the most of them now frozen (SIGSTOP: neither its peers nor any
+    client get an answer from it, as if its network were gone) for the second half, then
+    thawed."""
     assert rig.cluster is not None
-    queue = rig.stack.topology.queue(CALL_PROCESSOR)
+    queues = rig.stack.topology.work_queues(CALL_PROCESSOR)
     phase = cluster_phase_seconds(plan)
-    stopped = await asyncio.to_thread(rig.cluster.leader_of, queue)
+    stopped, led = await asyncio.to_thread(rig.cluster.busiest_leader, queues)
     window.notes["stopped_leader"] = stopped.name
+    window.notes["stopped_led"] = led
     window.notes["stop_s"] = round(await asyncio.to_thread(stopped.stop), 2)
     # Events archived while a node is away: processing goes on on the other two.
     before = await rig.archived()
     await asyncio.sleep(phase)
     window.notes["archived_while_stopped"] = await rig.archived() - before
     window.notes["start_s"] = round(await asyncio.to_thread(stopped.start), 2)
-    frozen = await asyncio.to_thread(rig.cluster.leader_of, queue)
+    frozen, led = await asyncio.to_thread(rig.cluster.busiest_leader, queues)
     window.notes["frozen_leader"] = frozen.name
+    window.notes["frozen_led"] = led
     frozen.freeze()
     try:
         before = await rig.archived()
@@ -694,7 +697,8 @@ async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
         window.notes["archived_while_frozen"] = await rig.archived() - before
     finally:
         frozen.thaw()
-    window.notes["leader_after"] = (await asyncio.to_thread(rig.cluster.leader_of, queue)).name
+    window.notes["leader_after"] = (await asyncio.to_thread(rig.cluster.busiest_leader,
+                                                            queues))[0].name
 
 
 Scenario = Callable[[Rig, Plan, FaultWindow], Awaitable[None]]

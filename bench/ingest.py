@@ -389,11 +389,12 @@ async def wait_ready(client: httpx.AsyncClient, server: Server, probe: WebhookRe
 
 
 class EventQueue:
-    """The call-processor queue of the bench prefix, which ingest and bare publish to."""
+    """The call processor's queues of the bench prefix (its partitions and its overflow),
+    which ingest and bare publish to."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        self.name = topology.queue(CALL_PROCESSOR)
+        self.names = topology.work_queues(CALL_PROCESSOR)
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
 
@@ -402,16 +403,17 @@ class EventQueue:
         self._channel = await self._connection.channel()
         await declare_topology(self._channel, self.topology)
 
-    async def _queue(self) -> aio_pika.abc.AbstractQueue:
+    async def _queues(self) -> list[aio_pika.abc.AbstractQueue]:
         assert self._channel is not None
-        return await self._channel.declare_queue(self.name, passive=True)
+        return [await self._channel.declare_queue(name, passive=True) for name in self.names]
 
     async def message_count(self) -> int:
-        queue = await self._queue()
-        return queue.declaration_result.message_count or 0
+        return sum(queue.declaration_result.message_count or 0
+                   for queue in await self._queues())
 
     async def purge(self) -> None:
-        await (await self._queue()).purge()
+        for queue in await self._queues():
+            await queue.purge()
 
     async def close(self) -> None:
         """Delete the whole bench topology, then disconnect."""
@@ -502,7 +504,7 @@ class Bench:
         else:
             kept = await wait_for_count(read_kept, kept_before + result.ok) - kept_before
             record["kept_ok"] = kept >= result.ok
-            record["kept_where"] = self.queue.name
+            record["kept_where"] = "the call processor's queues"
         record["kept"] = kept
         if server.name == INGEST:
             events_after = await ingest_events(self.client, server)

@@ -80,7 +80,8 @@ POLL_SECONDS = 0.02
 STARTUP_TIMEOUT_SECONDS = 30
 MIN_DRAIN_TIMEOUT_SECONDS = 60
 
-RESET = ("TRUNCATE calls, leads, daily_stats, daily_call_outcomes, daily_assistants, events, "
+RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards, "
+         "daily_assistant_shards, events, "
          "unassigned_events")
 CHECKS = """
     SELECT (SELECT count(*) FROM events) AS events,

@@ -21,9 +21,11 @@ a member on each node, and any one node can be stopped, or cut off, without losi
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -249,13 +251,24 @@ class RabbitCluster(_StartedInWith):
     def node_named(self, name: str) -> RabbitNode:
         return next(node for node in self.nodes if node.name == name)
 
-    def leader_of(self, queue: str) -> RabbitNode:
-        """The node that leads quorum queue `queue` now (asked of a running node)."""
+    def leaders_of(self, queues: list[str]) -> dict[str, RabbitNode]:
+        """The node that leads each quorum queue now (asked of a running node, at once)."""
         asking = next(node for node in self.nodes if node.running)
-        leader = asking.ctl("eval", f"""
-            {{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>)),
-            {{_, Leader}} = amqqueue:get_pid(Q), Leader.""").strip().strip("'")
-        return self.node_named(leader)
+        names = ", ".join(f'<<"{queue}">>' for queue in queues)
+        answer = asking.ctl("eval", f"""
+            [begin
+                {{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, N)),
+                {{_, Leader}} = amqqueue:get_pid(Q), Leader
+             end || N <- [{names}]].""")
+        leaders = re.findall(r"'([^']+)'", answer)
+        return {queue: self.node_named(leader) for queue, leader in zip(queues, leaders,
+                                                                         strict=True)}
+
+    def busiest_leader(self, queues: list[str]) -> tuple[RabbitNode, int]:
+        """The node that leads the most of `queues` now, and how many it leads."""
+        led = collections.Counter(node.name for node in self.leaders_of(queues).values())
+        name, count = led.most_common(1)[0]
+        return self.node_named(name), count
 
     def destroy(self) -> None:
         for node in self.nodes:

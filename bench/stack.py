@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import asyncpg
@@ -37,20 +36,14 @@ from bench.ingest import (  # noqa: F401 - peak_rss_mib is re-exported for the o
 from bench.lifecycles import Event, Organization, fake_uuid
 from calltrail_common.broker import connect as connect_broker
 from calltrail_common.db import connect, migrate
+from calltrail_common.envelope import SHARED_ENDPOINT, EventEnvelope, partition_of
 from calltrail_common.organizations import create_organization
 from calltrail_common.phone_numbers import register
 from calltrail_common.topology import (
     CALL_PROCESSOR,
-    HEADER_DEDUPE_KEY,
-    HEADER_ENDPOINT_ID,
-    HEADER_MESSAGE_TYPE,
-    HEADER_ORG_ID,
-    HEADER_RECEIVED_AT,
-    SHARED_ENDPOINT,
     Topology,
     declare_topology,
     delete_topology,
-    event_routing_key,
 )
 from ingest.payload import read_envelope
 
@@ -58,19 +51,18 @@ PUBLISH_WINDOW = 500  # publishes awaiting their confirm at once
 HEARTBEAT_SECONDS = 30  # the harness's own broker connection
 
 
-def event_headers(event: Event, received_ms: int) -> dict[str, Any]:
-    """The headers ingest puts on this event (ingest's own envelope reader for the key)."""
-    envelope = read_envelope(event.body)
-    headers: dict[str, Any] = {
-        HEADER_RECEIVED_AT: received_ms,
-        HEADER_ENDPOINT_ID: SHARED_ENDPOINT if event.shared else event.org.endpoint_id,
-        HEADER_MESSAGE_TYPE: envelope.message_type,
-    }
-    if not event.shared:
-        headers[HEADER_ORG_ID] = event.org.org_id
-    if envelope.dedupe_key is not None:
-        headers[HEADER_DEDUPE_KEY] = envelope.dedupe_key
-    return headers
+def event_envelope(event: Event, message_id: str, received_ms: int) -> EventEnvelope:
+    """The envelope ingest gives this event (with ingest's own reader of the body)."""
+    read = read_envelope(event.body)
+    return EventEnvelope(
+        message_id=message_id,
+        message_type=read.message_type,
+        received_at_ms=received_ms,
+        endpoint_id=SHARED_ENDPOINT if event.shared else event.org.endpoint_id,
+        partition=partition_of(read.caller_key, message_id),
+        org_id=None if event.shared else event.org.org_id,
+        dedupe_key=read.dedupe_key,
+    )
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -198,11 +190,14 @@ class BenchStack:
     # -- broker --------------------------------------------------------------------------
 
     async def queue_depth(self, name: str | None = None) -> int:
-        """Ready messages in a queue (the call-processor queue unless named)."""
+        """Ready messages in a queue (unless named, in all of the call processor's: its
+        partitions and its overflow queue)."""
         assert self.channel is not None
-        queue = await self.channel.declare_queue(
-            name or self.topology.queue(CALL_PROCESSOR), passive=True)
-        return queue.declaration_result.message_count or 0
+        total = 0
+        for queue_name in [name] if name else self.topology.work_queues(CALL_PROCESSOR):
+            queue = await self.channel.declare_queue(queue_name, passive=True)
+            total += queue.declaration_result.message_count or 0
+        return total
 
     async def dead_letters(self) -> dict[str, int]:
         """Messages in the dead-letter queue and in each retry queue."""
@@ -223,13 +218,9 @@ class BenchStack:
         started = time.perf_counter()
 
         async def one(index: int, event: Event) -> None:
-            headers = event_headers(event, int(time.time() * 1000))
-            await exchange.publish(
-                aio_pika.Message(event.body, headers=headers,
-                                 message_id=f"{run_tag}-{index:06d}",
-                                 content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=event_routing_key(headers[HEADER_MESSAGE_TYPE]), mandatory=True)
+            envelope = event_envelope(event, f"{run_tag}-{index:06d}", int(time.time() * 1000))
+            await exchange.publish(envelope.message(event.body), routing_key=envelope.routing_key,
+                                   mandatory=True)
 
         for start in range(0, len(events), PUBLISH_WINDOW):
             await asyncio.gather(*(one(start + offset, event) for offset, event

@@ -97,7 +97,7 @@ async def _seed(database_url: str) -> tuple[str, str, str]:
                                   created_at=now - timedelta(minutes=minutes),
                                   transcript="AI: Hello\nUser: hi", summary="a short call")
             await connection.execute(
-                "INSERT INTO daily_stats (org_id, day, calls, inbound, new_leads, "
+                "INSERT INTO daily_stats_shards (org_id, day, calls, inbound, new_leads, "
                 "duration_seconds, cost) VALUES ($1, $2, 3, 3, 1, 180, $3)",
                 org_id, now.date(), Decimal("0.36"))
         return org.api_token, org.endpoint_id, org.webhook_secret

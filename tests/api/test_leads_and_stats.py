@@ -79,8 +79,8 @@ async def test_overview_totals_and_daily_series(api: RunningApi) -> None:
             (tenant.org_id, date(2026, 4, 1), 9, 9, 0, 0, 9, Decimal(60), Decimal(1)),
             (other.org_id, date(2026, 5, 1), 7, 7, 0, 0, 7, Decimal(60), Decimal(1))]
     await api.connection.executemany(
-        """INSERT INTO daily_stats (org_id, day, calls, inbound, outbound, web, new_leads,
-                                    duration_seconds, cost)
+        """INSERT INTO daily_stats_shards (org_id, day, calls, inbound, outbound, web,
+                                           new_leads, duration_seconds, cost)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""", rows)
     response = await tenant.client.get("/api/stats/overview", params={
         "startDate": "2026-05-01", "endDate": "2026-05-03"})

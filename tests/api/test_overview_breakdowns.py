@@ -39,13 +39,13 @@ async def _call(api: RunningApi, org_id: object, *, day: date, **fields: object)
 # What the processor keeps per day (migration 0008), derived here from the calls inserted
 # by hand, as daily_stats is written by hand.
 _DERIVE_BREAKDOWNS = """
-    INSERT INTO daily_call_outcomes (org_id, day, outcome_key, ended_reason, success_evaluation,
-                                     calls)
+    INSERT INTO daily_call_outcome_shards (org_id, day, outcome_key, ended_reason,
+                                           success_evaluation, calls)
     SELECT org_id, stats_day, md5(ROW(ended_reason, success_evaluation)::text)::uuid,
            ended_reason, success_evaluation, count(*)
     FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 4, 5;
-    INSERT INTO daily_assistants (org_id, day, assistant_key, assistant_id, calls,
-                                  duration_seconds, cost)
+    INSERT INTO daily_assistant_shards (org_id, day, assistant_key, assistant_id, calls,
+                                        duration_seconds, cost)
     SELECT org_id, stats_day, md5(ROW(assistant_id)::text)::uuid, assistant_id, count(*),
            coalesce(sum(duration_seconds), 0), coalesce(sum(cost), 0)
     FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 4"""
@@ -54,8 +54,8 @@ _DERIVE_BREAKDOWNS = """
 async def test_overview_breakdowns(api: RunningApi) -> None:
     tenant, other = await api.tenant("A"), await api.tenant("B")
     await api.connection.execute(
-        """INSERT INTO daily_stats (org_id, day, calls, inbound, outbound, web, new_leads,
-                                    duration_seconds, cost)
+        """INSERT INTO daily_stats_shards (org_id, day, calls, inbound, outbound, web,
+                                           new_leads, duration_seconds, cost)
            VALUES ($1, $2, 4, 4, 0, 0, 2, 360, 1.00)""", tenant.org_id, DAY)
     await _call(api, tenant.org_id, day=DAY, ended_reason="customer-ended-call",
                 success_evaluation="true", assistant_id="asst-a",

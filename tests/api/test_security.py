@@ -60,8 +60,8 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
         summary=f"summary{marker}", recording_url=f"https://rec.example/{marker}.wav")
         for i in range(3)]
     await api.connection.execute(
-        "INSERT INTO daily_stats (org_id, day, calls, inbound, new_leads) VALUES ($1, $2, 3, "
-        "3, 1)", tenant.org_id, now.date())
+        "INSERT INTO daily_stats_shards (org_id, day, calls, inbound, new_leads)"
+        " VALUES ($1, $2, 3, 3, 1)", tenant.org_id, now.date())
     vapi_key = f"vapi-key-{marker}"
     account = fake.add_account(vapi_key, phone_numbers=1)
     connected = await tenant.client.post("/api/vapi/connect", json={"apiKey": vapi_key})

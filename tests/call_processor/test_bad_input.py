@@ -27,8 +27,9 @@ from call_processor.calls import CallState, merge
 from call_processor.events import CALL_EVENT_TYPES, PoisonMessage, WebhookEvent, parse_event
 from call_processor.handlers import Delivery, process_batch
 from calltrail_common import db
+from calltrail_common.envelope import HEADER_DEAD_LETTER_REASON
 from calltrail_common.organizations import create_organization
-from calltrail_common.topology import CALL_PROCESSOR, HEADER_DEAD_LETTER_REASON, Topology
+from calltrail_common.topology import CALL_PROCESSOR, Topology
 from tests.conftest import AMQP_URL
 from tests.support import bad_json
 from tests.support.bad_json import (
@@ -244,9 +245,9 @@ async def test_a_batch_of_bad_messages_never_stalls_the_good_ones(connection, da
     for name in _GOOD:
         body = copy.deepcopy(sample(name))
         body["message"]["call"]["id"] = good_call
-        good.append(Delivery(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
+        good.append(Delivery.received(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
                              orjson.dumps(body)))
-    deliveries = [Delivery(next(_tags), message_id, headers, body)
+    deliveries = [Delivery.received(next(_tags), message_id, headers, body)
                   for body, headers, message_id in bad]
     deliveries = data.draw(st.permutations([*deliveries, *good]), label="order")
 
@@ -281,7 +282,7 @@ async def test_every_edge_value_in_every_field_is_stored_or_left_out(connection)
             if isinstance(call, dict) and path != ("message", "call", "id"):
                 call["id"] = f"call-{number}-{index}"
             headers = {"x-org-id": str(org_id)} if index % 2 else {}
-            deliveries.append(Delivery(next(_tags), uuid.uuid4().hex, headers,
+            deliveries.append(Delivery.received(next(_tags), uuid.uuid4().hex, headers,
                                        encode(document, ascii_only=bool(index % 3))))
         try:
             outcome = await process_batch(connection, deliveries)
@@ -433,9 +434,9 @@ async def test_a_value_the_database_refuses_is_dead_lettered_at_once_not_retried
         database_url: str, topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """Defence in depth: should a value the edge does not clean reach Postgres (here the
     header cleaning is switched off), that one message is poison, not minutes of retries."""
-    from call_processor import handlers
+    from calltrail_common import envelope
 
-    monkeypatch.setattr(handlers, "header_text", lambda value: value)
+    monkeypatch.setattr(envelope, "_text", lambda value: value)
     connection = await db.connect(database_url)
     org_id = (await create_organization(connection, "Acme")).org_id
     await connection.close()

@@ -208,8 +208,8 @@ async def test_events_replay_rebuilds_the_same_state(database_url: str, topology
         await eventually(lambda: fetchval(database_url, "SELECT report_received FROM calls"))
         connection = await db.connect(database_url)
         before = await snapshot(connection)
-        await connection.execute("TRUNCATE calls, leads, daily_stats, daily_call_outcomes,"
-                                 " daily_assistants")
+        await connection.execute("TRUNCATE calls, leads, daily_stats_shards,"
+                                 " daily_call_outcome_shards, daily_assistant_shards")
         await connection.close()
         replayed = calltrail("events", "replay", "--org", str(org.org_id),
                              database_url=database_url, AMQP_PREFIX=topology.prefix)

@@ -30,7 +30,7 @@ def event(name: str, *, call_id: str | None = None, number: str | None = None,
 
 
 async def apply(connection, org_id, *bodies: dict) -> None:
-    deliveries = [Delivery(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
+    deliveries = [Delivery.received(next(_tags), uuid.uuid4().hex, {"x-org-id": str(org_id)},
                            orjson.dumps(b)) for b in bodies]
     outcome = await process_batch(connection, deliveries)
     assert not outcome.dead
@@ -119,8 +119,9 @@ async def test_every_event_is_archived_once_with_its_organization(connection,
                                                                   org_id) -> None:
     chatter = sample("inbound-4-conversation-update")
     body = orjson.dumps(chatter)
-    delivery = Delivery(1, "m-1", {"x-org-id": str(org_id), "x-dedupe-key": "k"}, body)
-    await process_batch(connection, [delivery, Delivery(2, "m-1", delivery.headers, body)])
+    delivery = Delivery.received(1, "m-1", {"x-org-id": str(org_id), "x-dedupe-key": "k"}, body)
+    again = Delivery.received(2, "m-1", delivery.envelope.headers(), body)
+    await process_batch(connection, [delivery, again])
     rows = await connection.fetch("SELECT message_id, org_id, message_type, dedupe_key, body"
                                   " FROM events")
     assert [(r["message_id"], r["org_id"], r["message_type"], r["dedupe_key"])
@@ -138,10 +139,10 @@ async def test_retention_prunes_old_events_but_never_unassigned_ones(connection,
     del unmatched["message"]["call"]["phoneNumberId"]
     unmatched["message"]["call"]["orgId"] = "nobody"
     await process_batch(connection, [
-        Delivery(1, "old-assigned", {**old, "x-org-id": str(org_id)},
+        Delivery.received(1, "old-assigned", {**old, "x-org-id": str(org_id)},
                  orjson.dumps(sample("inbound-3-speech-update"))),
-        Delivery(2, "old-unassigned", old, orjson.dumps(unmatched)),
-        Delivery(3, "recent", {"x-org-id": str(org_id)},
+        Delivery.received(2, "old-unassigned", old, orjson.dumps(unmatched)),
+        Delivery.received(3, "recent", {"x-org-id": str(org_id)},
                  orjson.dumps(sample("inbound-3-speech-update")))])
     assert await prune_events(connection, retention_days=30) == 1
     assert [r["message_id"] for r in await connection.fetch(
@@ -153,7 +154,7 @@ async def test_chatter_from_an_organization_endpoint_is_archived_from_its_header
     body = orjson.dumps(sample("inbound-3-speech-update"))
     headers = {"x-org-id": str(org_id), "x-message-type": "speech-update",
                "x-dedupe-key": "db5b5fab-8f4d-4e27-9da1-494c73cf256d:speech-update:started"}
-    outcome = await process_batch(connection, [Delivery(1, "m-chat", headers, body)])
+    outcome = await process_batch(connection, [Delivery.received(1, "m-chat", headers, body)])
     assert outcome.applied == [1]
     row = await connection.fetchrow("SELECT org_id, message_type, call_id FROM events")
     assert dict(row) == {"org_id": org_id, "message_type": "speech-update",
@@ -182,11 +183,11 @@ def test_a_batch_prepared_in_parts_is_the_batch_prepared_whole() -> None:
     names = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
              "inbound-3-speech-update", "inbound-6-status-ended", "inbound-7-end-of-call-report"]
     headers = {"x-org-id": str(org), "x-received-at": 1793718246000}
-    deliveries = [Delivery(tag, uuid.uuid4().hex, headers,
+    deliveries = [Delivery.received(tag, uuid.uuid4().hex, headers,
                            orjson.dumps(event(name, call_id=call_id)))
                   for tag, (call_id, name) in enumerate(
                       itertools.product(("a", "b"), names), start=1)]
-    deliveries.append(Delivery(99, "poison", headers, b"{not json"))
+    deliveries.append(Delivery.received(99, "poison", headers, b"{not json"))
     whole = prepare_batch(deliveries)
     parts = join_prepared([prepare_batch(deliveries[i:i + 3])
                            for i in range(0, len(deliveries), 3)])

@@ -13,15 +13,13 @@ from aio_pika.abc import FieldValue
 from prometheus_client import CollectorRegistry
 
 from call_processor.metrics import ProcessorMetrics
-from calltrail_common.topology import (
+from calltrail_common.envelope import (
     HEADER_ENDPOINT_ID,
     HEADER_MESSAGE_TYPE,
     HEADER_ORG_ID,
     HEADER_RECEIVED_AT,
-    Topology,
-    declare_topology,
-    event_routing_key,
 )
+from calltrail_common.topology import Topology, declare_topology, event_routing_key
 from tests.call_processor.test_consumer import with_call_id
 from tests.conftest import AMQP_URL
 from tests.support.processor import eventually, queue_depth, running_processor

@@ -37,7 +37,8 @@ CALL_ID = "db5b5fab-8f4d-4e27-9da1-494c73cf256d"
 ORG = uuid.UUID("0b9c6f4e-3d2a-4f7b-8e1c-5a6d7e8f9a0b")
 RECEIVED = dt.datetime(2026, 11, 3, 16, tzinfo=dt.UTC)  # when the API answered
 UPDATED_MS = 1793718248000  # the sample's updatedAt
-RESET = ("TRUNCATE calls, leads, daily_stats, daily_call_outcomes, daily_assistants, events,"
+RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards,"
+         " daily_assistant_shards, events,"
          " unassigned_events")
 # What only a report webhook says, or only the latest event: not compared across sources.
 NOT_IN_A_SNAPSHOT = ("report_received", "last_event_at")
@@ -86,7 +87,7 @@ def observe(body: bytes):
 
 def as_delivery(message: aio_pika.Message) -> Delivery:
     assert message.message_id is not None and message.headers is not None
-    return Delivery(next(_tags), message.message_id, message.headers, message.body)
+    return Delivery.received(next(_tags), message.message_id, message.headers, message.body)
 
 
 def snapshot_delivery(org: uuid.UUID, call: dict) -> Delivery:
@@ -95,7 +96,7 @@ def snapshot_delivery(org: uuid.UUID, call: dict) -> Delivery:
 
 def webhook_delivery(org: uuid.UUID, body: dict) -> Delivery:
     """A webhook as ingest publishes it from the organization's endpoint."""
-    return Delivery(next(_tags), uuid.uuid4().hex,
+    return Delivery.received(next(_tags), uuid.uuid4().hex,
                     {"x-org-id": str(org), "x-endpoint-id": "ep_test",
                      "x-message-type": body["message"]["type"],
                      "x-received-at": 1793718246000}, orjson.dumps(body))
@@ -276,7 +277,7 @@ async def test_every_order_of_a_scenario_is_one_row(connection, org_id, name: st
         await connection.execute(RESET)
         for body in order:
             kind = orjson.loads(body)["message"]["type"]
-            await apply(connection, [Delivery(next(_tags), uuid.uuid4().hex, {
+            await apply(connection, [Delivery.received(next(_tags), uuid.uuid4().hex, {
                 "x-org-id": str(org_id), "x-message-type": kind}, body)])
         states.append(await snapshot(connection))
     assert all(state == states[0] for state in states)
@@ -418,10 +419,11 @@ async def test_webhooks_and_snapshots_in_any_order_and_duplicates_converge(
     messy = []
     for d in in_order:
         for copy_number in range(data.draw(st.integers(1, 3))):
-            retry = copy_number and d.headers.get("x-endpoint-id") != "sync" \
+            retry = copy_number and d.envelope.endpoint_id != "sync" \
                 and data.draw(st.booleans())
-            messy.append(Delivery(len(messy) + 1, uuid.uuid4().hex if retry else d.message_id,
-                                  d.headers, d.body))
+            message_id = uuid.uuid4().hex if retry else d.message_id
+            messy.append(Delivery.received(len(messy) + 1, message_id,
+                                           d.envelope.headers(), d.body))
     messy = data.draw(st.permutations(messy))
     while messy:
         size = data.draw(st.integers(1, len(messy)))
@@ -489,8 +491,9 @@ async def test_a_processor_queue_declared_before_snapshots_gains_their_binding(
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         events = await declare_topology(channel, topology)
-        queue = await channel.get_queue(topology.queue(CALL_PROCESSOR), ensure=False)
-        await queue.unbind(events, SNAPSHOT_ROUTING_KEY)  # as the queue was before
+        partitions = await channel.get_exchange(topology.partitions_exchange(CALL_PROCESSOR),
+                                                ensure=False)
+        await partitions.unbind(events, SNAPSHOT_ROUTING_KEY)  # as if declared before snapshots
         with pytest.raises(aio_pika.exceptions.DeliveryError):
             await events.publish(snapshot_message(ORG, api_call(), received_at=RECEIVED),
                                  SNAPSHOT_ROUTING_KEY, mandatory=True)

@@ -11,6 +11,7 @@ import aio_pika
 import orjson
 import pytest
 
+from calltrail_common.envelope import webhook_partition
 from calltrail_common.snapshots import (
     CALL_SNAPSHOT,
     SNAPSHOT_ENDPOINT,
@@ -48,6 +49,9 @@ def test_the_headers_are_ingests_with_the_organization_given() -> None:
         "x-received-at": 1793721600123,
         "x-endpoint-id": SNAPSHOT_ENDPOINT,
         "x-dedupe-key": f"db5b5fab-8f4d-4e27-9da1-494c73cf256d:call-snapshot:{UPDATED_MS}",
+        # The partition of the caller's webhooks: one replica applies both.
+        "partition": str(webhook_partition(sample("inbound-2-status-in-progress")["message"],
+                                           "any message id")),
     }
 
 

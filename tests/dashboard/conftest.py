@@ -104,8 +104,8 @@ async def _seed(connection: asyncpg.Connection, org: NewOrganization
                         max(created_at) AS last FROM calls GROUP BY lead_id) c
            WHERE l.id = c.lead_id""")
     await connection.execute(
-        """INSERT INTO daily_stats (org_id, day, calls, inbound, outbound, web, new_leads,
-                                    duration_seconds, cost)
+        """INSERT INTO daily_stats_shards (org_id, day, calls, inbound, outbound, web,
+                                           new_leads, duration_seconds, cost)
            SELECT org_id, stats_day, count(*),
                   count(*) FILTER (WHERE direction = 'inboundPhoneCall'),
                   count(*) FILTER (WHERE direction = 'outboundPhoneCall'), 0,
@@ -113,8 +113,9 @@ async def _seed(connection: asyncpg.Connection, org: NewOrganization
            FROM calls WHERE org_id = $1 GROUP BY org_id, stats_day""", org.org_id)
     for created in (now - timedelta(days=3), now - timedelta(days=6)):  # the two leads
         await connection.execute(
-            """INSERT INTO daily_stats (org_id, day, new_leads) VALUES ($1, $2, 1)
-               ON CONFLICT (org_id, day) DO UPDATE SET new_leads = daily_stats.new_leads + 1""",
+            """INSERT INTO daily_stats_shards (org_id, day, new_leads) VALUES ($1, $2, 1)
+               ON CONFLICT (org_id, day, shard)
+               DO UPDATE SET new_leads = daily_stats_shards.new_leads + 1""",
             org.org_id, created.date())
     return call_ids, lead_id
 

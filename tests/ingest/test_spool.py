@@ -12,14 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calltrail_common.envelope import EventEnvelope
 from ingest.payload import AcceptedEvent
 from ingest.spool import SpoolUnavailable, adopt_orphans, claim_slot, encode_frame
 
 
 def event(n: int, size: int = 10) -> AcceptedEvent:
-    return AcceptedEvent(message_id=f"m{n}", routing_key="vapi.status-update",
-                         headers={"x-dedupe-key": f"k{n}", "x-received-at": n},
-                         body=b'{"n":%d,"pad":"%s"}' % (n, b"x" * size))
+    return AcceptedEvent(
+        EventEnvelope(message_id=f"m{n}", message_type="status-update", received_at_ms=n,
+                      endpoint_id="shared", partition=n % 16, dedupe_key=f"k{n}"),
+        b'{"n":%d,"pad":"%s"}' % (n, b"x" * size))
 
 
 def replay_all(spool, batch: int = 1000) -> list[AcceptedEvent]:

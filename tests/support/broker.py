@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -12,24 +13,27 @@ from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
 
 async def drain_queue(amqp_url: str, topology: Topology, *, expect: int,
                       timeout: float = 15.0) -> list[AbstractIncomingMessage]:
-    """Take messages off the call-processor queue until `expect` arrived or `timeout`."""
+    """Take messages off the call processor's queues (its partitions and its overflow)
+    until `expect` arrived or `timeout`. (A consumer each: a partition queue has a single
+    active consumer, and such a queue refuses basic.get.)"""
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
         await declare_topology(channel, topology)  # idempotent: ingest may not have yet
-        queue = await channel.get_queue(topology.queue(CALL_PROCESSOR), ensure=False)
         messages: list[AbstractIncomingMessage] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(messages) < expect and asyncio.get_running_loop().time() < deadline:
-            message = await queue.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
+        enough = asyncio.Event()
+
+        async def take(message: AbstractIncomingMessage) -> None:
             messages.append(message)
+            if len(messages) >= expect:
+                enough.set()
+
+        for name in topology.work_queues(CALL_PROCESSOR):
+            await (await channel.get_queue(name, ensure=False)).consume(take, no_ack=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), timeout)
         # Anything beyond `expect` is a bug too: give it a moment to show up.
         await asyncio.sleep(0.2)
-        while (extra := await queue.get(no_ack=True, fail=False)) is not None:
-            messages.append(extra)
-        return messages
+        return list(messages)
     finally:
         await connection.close()

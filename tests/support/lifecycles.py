@@ -76,8 +76,9 @@ def lifecycle(draw, call_id: str) -> list[dict]:
 
 
 @st.composite
-def traffic(draw, organizations: int = 2) -> list[tuple[int, list[dict]]]:
+def traffic(draw, organizations: int = 2, most_calls: int = 6
+            ) -> list[tuple[int, list[dict]]]:
     """(organization index, lifecycle) for several calls."""
-    calls = draw(st.integers(1, 6))
+    calls = draw(st.integers(1, most_calls))
     return [(draw(st.integers(0, organizations - 1)), draw(lifecycle(str(uuid.uuid4()))))
             for _ in range(calls)]

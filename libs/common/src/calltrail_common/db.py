@@ -74,6 +74,23 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
+# A failure of the database or of the way to it, not of what was asked (the one list every
+# service uses): wait and try the same again. A deadlock or serialization failure is one
+# too: the transaction was rolled back and can simply run again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
 # A statement or a connect that takes longer than this is treated as a lost connection:
 # without a bound, a half-open connection (a peer gone without a FIN) hangs its caller.
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 30.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Checked where keys are used: calltrail_common.crypto.KeyRing.from_settings.
@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # Events applied per transaction, and how long a batch waits to fill up.
     processor_batch_size: int = Field(default=200, gt=0, le=5000)
     processor_batch_wait_ms: int = Field(default=20, ge=0)
+    # Batches one processor applies at once, each on its own connection (their round trips
+    # to Postgres overlap); never two of one partition.
+    processor_batches_in_flight: int = Field(default=4, ge=1, le=64)
+    # How often a processor renews its membership, and how long a replica that stopped
+    # renewing (killed) keeps its partitions before the others take them over.
+    processor_member_heartbeat_seconds: float = Field(default=1.0, gt=0)
+    processor_member_ttl_seconds: float = Field(default=5.0, gt=0)
     # The processor's /healthz, /readyz and /metrics (port 0: none). Replicas on one host:
     # one gets the port.
     processor_host: str = "0.0.0.0"  # noqa: S104
@@ -115,6 +122,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _ttl_outlasts_heartbeats(self) -> Settings:
+        if self.processor_member_ttl_seconds < 2 * self.processor_member_heartbeat_seconds:
+            raise ValueError("PROCESSOR_MEMBER_TTL_SECONDS must be at least twice "
+                             "PROCESSOR_MEMBER_HEARTBEAT_SECONDS (a late renewal is not a "
+                             "dead replica)")
+        return self
 
     def webhook_secrets(self) -> tuple[bytes, ...]:
         return tuple(s.get_secret_value().encode() for s in self.vapi_webhook_secret)

@@ -7,10 +7,11 @@ like a webhook, with the call object exactly as the API gave it:
 
     {"message": {"type": "call-snapshot", "timestamp": <updatedAt, epoch ms>, "call": {...}}}
 
-The headers are the ones ingest sets, with the organization always given (the account's),
-so the processor never has to resolve it. The message id is a function of the organization,
-the call id and `updatedAt`: polling the same call again publishes the same message, and the
-archive, keyed on the message id, keeps it once.
+The envelope is the one ingest gives a webhook, with the organization always given (the
+account's), so the processor never has to resolve it, and the partition of the call's
+caller, so it is applied by the replica that applies the caller's webhooks. The message id
+is a function of the organization, the call id and `updatedAt`: polling the same call again
+publishes the same message, and the archive, keyed on the message id, keeps it once.
 """
 
 from __future__ import annotations
@@ -23,21 +24,17 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aiormq.abc import FieldValue
 
-from calltrail_common.topology import (
-    HEADER_DEDUPE_KEY,
-    HEADER_ENDPOINT_ID,
-    HEADER_MESSAGE_TYPE,
-    HEADER_ORG_ID,
-    HEADER_RECEIVED_AT,
-    SNAPSHOT_ROUTING_KEY,
+from calltrail_common.envelope import (
+    CALL_SNAPSHOT,
+    SNAPSHOT_ENDPOINT,
+    EventEnvelope,
+    caller_key,
+    partition_of,
 )
+from calltrail_common.topology import SNAPSHOT_ROUTING_KEY
 
 __all__ = ["CALL_SNAPSHOT", "SNAPSHOT_ENDPOINT", "SNAPSHOT_ROUTING_KEY", "snapshot_message"]
-
-CALL_SNAPSHOT = "call-snapshot"  # the message type (Vapi sends no type of this name)
-SNAPSHOT_ENDPOINT = "sync"  # the x-endpoint-id of every snapshot: it came from no webhook
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MESSAGE_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://calltrail.invalid/call-snapshot")
 
@@ -81,17 +78,13 @@ def snapshot_message(org_id: uuid.UUID | str, call: Mapping[str, Any], *,
     at_ms = received_ms if updated_ms is None else updated_ms
     body = orjson.dumps({"message": {"type": CALL_SNAPSHOT, "timestamp": at_ms,
                                      "call": dict(call)}})
-    headers: dict[str, FieldValue] = {
-        HEADER_ORG_ID: org,
-        HEADER_MESSAGE_TYPE: CALL_SNAPSHOT,
-        HEADER_RECEIVED_AT: received_ms,
-        HEADER_ENDPOINT_ID: SNAPSHOT_ENDPOINT,
-        HEADER_DEDUPE_KEY: f"{call_id}:{CALL_SNAPSHOT}:{at_ms}",
-    }
-    return aio_pika.Message(
-        body,
-        headers=headers,
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=uuid.uuid5(_MESSAGE_IDS, f"{org}:{call_id}:{at_ms}").hex,
-    )
+    message_id = uuid.uuid5(_MESSAGE_IDS, f"{org}:{call_id}:{at_ms}").hex
+    return EventEnvelope(
+        message_id=message_id,
+        message_type=CALL_SNAPSHOT,
+        received_at_ms=received_ms,
+        endpoint_id=SNAPSHOT_ENDPOINT,
+        partition=partition_of(caller_key(call), message_id),
+        org_id=org,
+        dedupe_key=f"{call_id}:{CALL_SNAPSHOT}:{at_ms}",
+    ).message(body)

@@ -9,17 +9,33 @@
 
 Each consumer owns a `ConsumerQueue`:
 
-    {prefix}.<name>                  quorum queue bound to the routing keys it uses, with a
-                                     delivery limit; rejected or over-delivered messages
-                                     dead-letter to {prefix}.dlx with routing key <name>.
+    {prefix}.<name>                  quorum queue with a delivery limit; rejected or
+                                     over-delivered messages dead-letter to {prefix}.dlx
+                                     with routing key <name>.
     {prefix}.<name>.retry.<ms>       quorum queues holding a message for <ms> and then
-                                     dead-lettering it back to the main queue: transient
+                                     dead-lettering it back to {prefix}.<name>: transient
                                      failures are retried with back-off, never by spinning.
     {prefix}.<name>.dlq              quorum queue of messages that can never be processed;
                                      the consumer adds the reason in a header.
 
+A partitioned consumer (the call processor) reads N partition queues instead of one:
+
+    {prefix}.<name>.partitions       headers exchange, bound to the events exchange with the
+                                     consumer's routing keys; routes on the `partition`
+                                     header (envelope.py) to
+    {prefix}.<name>.p00 .. p<N-1>    quorum queues with a single active consumer: however
+                                     many replicas subscribe, one at a time receives a
+                                     partition's events (calltrail's processor replicas
+                                     share the partitions out, call_processor/partitions.py).
+    {prefix}.<name>.unpartitioned    fanout exchange, the partitions exchange's alternate:
+                                     an event without a valid partition (an older
+                                     publisher) goes to {prefix}.<name>, the overflow queue
+                                     every replica consumes, as retries do.
+
 Every process calls `declare_topology` at start: declaring what exists with the same
-arguments is a no-op, so any number of replicas may do it at once.
+arguments is a no-op, so any number of replicas may do it at once. It also removes the
+bindings of the overflow queue to the events exchange that an older topology made (events
+then went straight to it), so an upgraded broker routes to the partitions.
 """
 
 from __future__ import annotations
@@ -28,20 +44,15 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq.abc import FieldValue
 
 EVENTS_EXCHANGE = "events"
 DEAD_LETTER_EXCHANGE = "dlx"
 COMMANDS_EXCHANGE = "commands"
 SYNC_NOW_ROUTING_KEY = "command.sync-now"
 SNAPSHOT_ROUTING_KEY = "sync.call-snapshot"  # a call as Vapi's API returns it (snapshots.py)
-# Headers ingest puts on every event message.
-HEADER_RECEIVED_AT = "x-received-at"  # epoch milliseconds, when ingest received the webhook
-HEADER_ENDPOINT_ID = "x-endpoint-id"  # "shared" or the organization's endpoint id
-HEADER_ORG_ID = "x-org-id"  # set when the endpoint decides the organization
-HEADER_DEDUPE_KEY = "x-dedupe-key"  # call.id + type + status, where present
-HEADER_MESSAGE_TYPE = "x-message-type"
-HEADER_DEAD_LETTER_REASON = "x-dead-letter-reason"
-SHARED_ENDPOINT = "shared"
+# The header the partitions exchange routes on (no `x-`: headers exchanges ignore those).
+PARTITION_HEADER = "partition"
 
 
 def event_routing_key(message_type: str) -> str:
@@ -55,11 +66,15 @@ class ConsumerQueue:
     delivery_limit: int = 10
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
     exchange: str = EVENTS_EXCHANGE  # the exchange the binding keys are on
+    partitions: int = 0  # > 0: partition queues with a single active consumer each
 
 
-# Every consumer of the system, in one visible list.
+# Every consumer of the system, in one visible list. The processor's partition count bounds
+# its useful replicas (KEDA's maxReplicaCount); changing it moves callers between
+# partitions, which is safe (the rules are order-free) but briefly lets two replicas apply
+# one caller's events.
 CALL_PROCESSOR = ConsumerQueue(name="call-processor",
-                               binding_keys=("vapi.#", SNAPSHOT_ROUTING_KEY))
+                               binding_keys=("vapi.#", SNAPSHOT_ROUTING_KEY), partitions=16)
 METRICS_SYNC_COMMANDS = ConsumerQueue(name="metrics-sync.commands",
                                       binding_keys=(SYNC_NOW_ROUTING_KEY,),
                                       retry_delays_ms=(1_000, 5_000), exchange=COMMANDS_EXCHANGE)
@@ -88,7 +103,20 @@ class Topology:
         return f"{self.prefix}.{name}"
 
     def queue(self, consumer: ConsumerQueue) -> str:
+        """The consumer's queue; for a partitioned consumer, its overflow queue."""
         return f"{self.prefix}.{consumer.name}"
+
+    def partition_queue(self, consumer: ConsumerQueue, partition: int) -> str:
+        return f"{self.queue(consumer)}.p{partition:02d}"
+
+    def partition_queues(self, consumer: ConsumerQueue) -> list[str]:
+        return [self.partition_queue(consumer, p) for p in range(consumer.partitions)]
+
+    def partitions_exchange(self, consumer: ConsumerQueue) -> str:
+        return f"{self.queue(consumer)}.partitions"
+
+    def unpartitioned_exchange(self, consumer: ConsumerQueue) -> str:
+        return f"{self.queue(consumer)}.unpartitioned"
 
     def retry_queue(self, consumer: ConsumerQueue, delay_ms: int) -> str:
         return f"{self.queue(consumer)}.retry.{delay_ms}"
@@ -96,16 +124,31 @@ class Topology:
     def dead_letter_queue(self, consumer: ConsumerQueue) -> str:
         return f"{self.queue(consumer)}.dlq"
 
+    def work_queues(self, consumer: ConsumerQueue) -> list[str]:
+        """Every queue holding the consumer's work to do: its partitions and its queue."""
+        return [*self.partition_queues(consumer), self.queue(consumer)]
+
     def all_queues(self) -> list[str]:
         names = []
         for consumer in CONSUMERS:
-            names.append(self.queue(consumer))
+            names.extend(self.work_queues(consumer))
             names.extend(self.retry_queue(consumer, d) for d in consumer.retry_delays_ms)
             names.append(self.dead_letter_queue(consumer))
         return names
 
     def all_exchanges(self) -> list[str]:
-        return [self.events_exchange, self.dead_letter_exchange, self.commands_exchange]
+        partitioned = [name for consumer in CONSUMERS if consumer.partitions
+                       for name in (self.partitions_exchange(consumer),
+                                    self.unpartitioned_exchange(consumer))]
+        return [self.events_exchange, self.dead_letter_exchange, self.commands_exchange,
+                *partitioned]
+
+
+def _quorum(topology: Topology, consumer: ConsumerQueue, **extra: FieldValue
+            ) -> dict[str, FieldValue]:
+    return {"x-queue-type": "quorum", "x-delivery-limit": consumer.delivery_limit,
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": topology.queue(consumer), **extra}
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
@@ -122,18 +165,14 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     exchanges = {EVENTS_EXCHANGE: events, COMMANDS_EXCHANGE: commands}
     for consumer in CONSUMERS:
         main_name = topology.queue(consumer)
-        main = await channel.declare_queue(
-            main_name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": consumer.delivery_limit,
-                "x-dead-letter-exchange": topology.dead_letter_exchange,
-                "x-dead-letter-routing-key": main_name,
-            },
-        )
-        for key in consumer.binding_keys:
-            await main.bind(exchanges[consumer.exchange], routing_key=key)
+        main = await channel.declare_queue(main_name, durable=True,
+                                           arguments=_quorum(topology, consumer))
+        source = exchanges[consumer.exchange]
+        if consumer.partitions:
+            await _declare_partitions(channel, topology, consumer, source, main)
+        else:
+            for key in consumer.binding_keys:
+                await main.bind(source, routing_key=key)
         for delay_ms in consumer.retry_delays_ms:
             await channel.declare_queue(
                 topology.retry_queue(consumer, delay_ms),
@@ -153,6 +192,26 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         )
         await dlq.bind(dlx, routing_key=main_name)
     return events
+
+
+async def _declare_partitions(channel: AbstractChannel, topology: Topology,
+                              consumer: ConsumerQueue, source: AbstractExchange,
+                              overflow: aio_pika.abc.AbstractQueue) -> None:
+    unpartitioned = await channel.declare_exchange(
+        topology.unpartitioned_exchange(consumer), aio_pika.ExchangeType.FANOUT, durable=True)
+    await overflow.bind(unpartitioned)
+    partitions = await channel.declare_exchange(
+        topology.partitions_exchange(consumer), aio_pika.ExchangeType.HEADERS, durable=True,
+        arguments={"alternate-exchange": unpartitioned.name})
+    for key in consumer.binding_keys:
+        await partitions.bind(source, routing_key=key)
+        await overflow.unbind(source, routing_key=key)  # an older topology's; a no-op since
+    for partition in range(consumer.partitions):
+        queue = await channel.declare_queue(
+            topology.partition_queue(consumer, partition), durable=True,
+            arguments=_quorum(topology, consumer, **{"x-single-active-consumer": True}))
+        await queue.bind(partitions, arguments={"x-match": "all",
+                                                PARTITION_HEADER: str(partition)})
 
 
 async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:

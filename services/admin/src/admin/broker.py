@@ -6,25 +6,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from calltrail_common import broker
-from calltrail_common.topology import (
-    CALL_PROCESSOR,
-    HEADER_DEAD_LETTER_REASON,
+from calltrail_common.broker import BrokerLink
+from calltrail_common.envelope import (
     HEADER_DEDUPE_KEY,
     HEADER_MESSAGE_TYPE,
-    Topology,
-    declare_topology,
+    dead_letter_reason,
+    header_text,
+    replay_headers,
 )
-
-# Headers a replay drops: they describe the failed attempt, not the event.
-_ATTEMPT_HEADERS = {HEADER_DEAD_LETTER_REASON, "x-retries", "x-death", "x-first-death-exchange",
-                    "x-first-death-queue", "x-first-death-reason", "x-original-routing-key",
-                    "x-delivery-count"}
+from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 
 @dataclass(frozen=True)
@@ -41,47 +35,35 @@ COMMAND_HEARTBEAT_SECONDS = 30
 
 @contextlib.asynccontextmanager
 async def confirmed_channel(amqp_url: str, topology: Topology) -> AsyncIterator[AbstractChannel]:
-    connection = await broker.connect(amqp_url, heartbeat_seconds=COMMAND_HEARTBEAT_SECONDS)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        await declare_topology(channel, topology)
-        yield channel
-    finally:
-        await connection.close()
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _reason(headers: dict[str, Any]) -> str:
-    if HEADER_DEAD_LETTER_REASON in headers:
-        return str(headers[HEADER_DEAD_LETTER_REASON])
-    deaths = headers.get("x-death") or []
-    if deaths and isinstance(deaths[0], dict):  # dead-lettered by the broker itself
-        return f"broker: {deaths[0].get('reason')}"
-    return "unknown"
+    """A confirming channel with the topology declared, for one command."""
+    link = BrokerLink(amqp_url, topology, heartbeat_seconds=COMMAND_HEARTBEAT_SECONDS,
+                      name="cli")
+    async with link.session_once() as session:
+        yield session.publisher
 
 
 async def dead_letters(channel: AbstractChannel, topology: Topology, *, replay: bool
                        ) -> list[DeadLetter]:
     """Every message in the dead-letter queue; with `replay`, each is handed back to the
-    processor and removed once the broker confirmed the copy. Without it, all stay."""
+    processor (its partition, by its own header) and removed once the broker confirmed the
+    copy. Without it, all stay."""
     queue = await channel.get_queue(topology.dead_letter_queue(CALL_PROCESSOR), ensure=False)
+    partitions = await channel.get_exchange(topology.partitions_exchange(CALL_PROCESSOR),
+                                            ensure=False)
     seen: list[DeadLetter] = []
     held = []
     while (message := await queue.get(no_ack=False, fail=False)) is not None:
         headers = dict(message.headers or {})
-        seen.append(DeadLetter(message.message_id, _reason(headers),
-                               _text(headers.get(HEADER_MESSAGE_TYPE)),
-                               _text(headers.get(HEADER_DEDUPE_KEY))))
+        seen.append(DeadLetter(message.message_id, dead_letter_reason(headers),
+                               header_text(headers, HEADER_MESSAGE_TYPE),
+                               header_text(headers, HEADER_DEDUPE_KEY)))
         if replay:
-            clean = {k: v for k, v in headers.items() if k not in _ATTEMPT_HEADERS}
-            await channel.default_exchange.publish(
-                aio_pika.Message(message.body, headers=clean, content_type="application/json",
+            await partitions.publish(
+                aio_pika.Message(message.body, headers=replay_headers(headers),
+                                 content_type="application/json",
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                  message_id=message.message_id),
-                routing_key=topology.queue(CALL_PROCESSOR), mandatory=True)
+                routing_key="", mandatory=True)
             await message.ack()
         else:
             held.append(message)

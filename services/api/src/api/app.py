@@ -103,6 +103,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                                     command_timeout=settings.database_command_timeout_seconds)
         commands = SyncCommands(settings.amqp_url.get_secret_value(),
                                 Topology(settings.amqp_prefix), settings.amqp_heartbeat_seconds)
+        await commands.start()
         try:
             async with httpx.AsyncClient(
                     timeout=settings.vapi_request_timeout_seconds) as vapi_http:

@@ -29,6 +29,9 @@ async def _run() -> None:
         heartbeat_seconds=settings.amqp_heartbeat_seconds,
         command_timeout_seconds=settings.database_command_timeout_seconds,
         shutdown_grace_seconds=settings.processor_shutdown_grace_seconds,
+        batches_in_flight=settings.processor_batches_in_flight,
+        member_heartbeat_seconds=settings.processor_member_heartbeat_seconds,
+        member_ttl_seconds=settings.processor_member_ttl_seconds,
         metrics=metrics,
     )
     probes = ProbeServer(metrics.registry, processor.not_ready)

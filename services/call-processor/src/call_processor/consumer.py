@@ -1,31 +1,55 @@
-"""The call processor's consumer: batches from the quorum queue, and what becomes of each.
+"""The call processor's consumer: which queues it reads, how batches form, and what becomes
+of each message.
 
-Acknowledgement policy, in full:
+Queues. The events are spread over `CALL_PROCESSOR.partitions` partition queues by caller
+(calltrail_common.envelope). Every replica renews its row in `processor_members` each
+`PROCESSOR_MEMBER_HEARTBEAT_SECONDS` and consumes the partitions `partitions.share_out`
+gives it among the members renewed within `PROCESSOR_MEMBER_TTL_SECONDS`; each partition
+queue has a single active consumer, so a partition's events go to one replica at a time
+even while two briefly disagree. When a replica joins or leaves (KEDA adds or removes one,
+or one stops on SIGTERM and deletes its row), the others see it at their next heartbeat:
+a replica losing a partition cancels its consumer there and finishes the batch it holds,
+the one gaining it subscribes. A killed replica's partitions wait until its row ages out
+(the TTL), then move; its unacknowledged messages go back to their queue. Every replica
+also consumes the overflow queue (retries, events without a partition).
+
+Batches. A batch takes the waiting messages of the partitions that have no batch in flight,
+up to `PROCESSOR_BATCH_SIZE`, waiting at most `PROCESSOR_BATCH_WAIT_MS` to fill; up to
+`PROCESSOR_BATCHES_IN_FLIGHT` batches are applied at once, each on its own connection, so
+database round trips overlap. Two batches in flight never share a partition, so they never
+share a caller, and each adds to its own shard of the daily figures: they do not wait on
+each other's rows.
+
+Acknowledgement policy (calltrail_common.settlement), in full:
 - applied (or kept aside as unassigned): acknowledged after the transaction commits;
 - can never be processed (bad JSON, call event without call id, call id of another
-  organization, a value the database refuses): published to the dead-letter queue with its
-  reason, then acknowledged;
-- the database is unreachable or the transaction hit a deadlock or serialization
-  failure: nothing is acknowledged, the batch is retried in place with back-off (processing
-  pauses; nothing is lost, nothing spins);
-- any other failure: the batch is re-run one message at a time to find the one at fault; that
-  message goes to a retry queue (1 s, 5 s, 30 s, 2 min) and, after the last, to the
+  organization, a value the database refuses): dead-lettered with its reason;
+- the database is unreachable or the transaction hit a transient error: nothing is
+  acknowledged, the batch is retried in place with back-off (processing pauses; nothing
+  is lost, nothing spins);
+- any other failure: the batch is re-run one message at a time to find the one at fault;
+  that message goes to a retry queue (1 s, 5 s, 30 s, 2 min) and, after the last, to the
   dead-letter queue with the error as its reason.
-If the process dies, unacknowledged messages return to the queue; the quorum queue's
+If the process dies, unacknowledged messages return to their queue; the quorum queue's
 delivery limit dead-letters a message that keeps killing its consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
+import socket
 import time
+import uuid
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from call_processor.handlers import (
     BatchOutcome,
@@ -36,76 +60,63 @@ from call_processor.handlers import (
     prepare_batch,
 )
 from call_processor.metrics import ProcessorMetrics
-from call_processor.repository import prune_events
-from calltrail_common import broker
-from calltrail_common.db import create_pool
+from call_processor.partitions import partitions_of
+from call_processor.repository import heartbeat, leave, prune_events
+from calltrail_common.broker import BrokerLink, LinkSession
+from calltrail_common.db import TRANSIENT_ERRORS, create_pool
+from calltrail_common.envelope import HEADER_RECEIVED_AT
 from calltrail_common.logging import get_logger
-from calltrail_common.topology import (
-    CALL_PROCESSOR,
-    HEADER_DEAD_LETTER_REASON,
-    HEADER_RECEIVED_AT,
-    Topology,
-    declare_topology,
-)
+from calltrail_common.settlement import BROKER_CALL_TIMEOUT_SECONDS, AckCursor, Settlement
+from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 log = get_logger("call_processor")
 
-HEADER_RETRIES = "x-retries"
-HEADER_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
-TRANSIENT_DATABASE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
 # The database refused a value of the one message at fault (SQLSTATE class 22, or an index
 # row past its limit): it fails the same way every time, so it is poison, not retried.
 REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 # Pauses stay short so that processing resumes within seconds of an outage's end.
 _PAUSE_MAX_SECONDS = 5.0
-_RECONNECT_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
-_BATCHES_IN_FLIGHT = 2
-_PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batch to go on
-# Bounds on every wait on the broker: a peer that is gone never holds the consumer.
-_BROKER_CALL_TIMEOUT_SECONDS = 10.0
+_PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batches to go on
 _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
+
+
+def member_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class CallProcessor:
     def __init__(self, *, database_url: str, amqp_url: str, topology: Topology,
                  batch_size: int, batch_wait_seconds: float, retention_days: int,
                  heartbeat_seconds: int = 3, command_timeout_seconds: float = 30.0,
-                 shutdown_grace_seconds: float = 10.0,
+                 shutdown_grace_seconds: float = 10.0, batches_in_flight: int = 4,
+                 member_heartbeat_seconds: float = 1.0, member_ttl_seconds: float = 5.0,
                  metrics: ProcessorMetrics | None = None) -> None:
         self._database_url = database_url
-        self._amqp_url = amqp_url
         self._topology = topology
         self._batch_size = batch_size
         self._batch_wait = batch_wait_seconds
         self._retention_days = retention_days
-        self._heartbeat = heartbeat_seconds
         self._command_timeout = command_timeout_seconds
         self._shutdown_grace = shutdown_grace_seconds
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._in_flight = batches_in_flight
+        self._member_heartbeat = member_heartbeat_seconds
+        self._member_ttl = member_ttl_seconds
+        self.member = member_name()
+        self._link = BrokerLink(amqp_url, topology, heartbeat_seconds=heartbeat_seconds,
+                                name="call-processor")
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
-        # The batches in flight are applied in turns: consecutive batches share calls, so the
-        # second would only wait on the first's row locks (and could deadlock with it).
-        self._applying = asyncio.Lock()
+        self.partitions: frozenset[int] = frozenset()  # this replica's share, lately
+        self._partitions_changed = asyncio.Event()
         self._consuming = False
         self._database_paused = False
         self.metrics = metrics or ProcessorMetrics()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._link.stop()
+        self._partitions_changed.set()
 
     def not_ready(self) -> list[str]:
         """Why this consumer cannot do its work now; empty when it can (`/readyz`)."""
@@ -117,35 +128,49 @@ class CallProcessor:
         return reasons
 
     async def run(self) -> None:
-        """Consume until `stop()`; reconnect with back-off whenever the link is lost.
+        """Consume until `stop()`; the link reconnects with back-off whenever it is lost.
 
         Whatever ends a connection (reset, broker restart, missed heartbeats, a channel the
         broker closed, a cancelled consumer, an unexpected error) ends in a reconnect, never
-        in an idle or dead consumer: the unacknowledged messages return to the queue.
+        in an idle or dead consumer: the unacknowledged messages return to their queues.
         """
-        backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._consume_once()
-                backoff = 0.2
-            except Exception as error:
-                log.warning("broker_link_lost", error=type(error).__name__,
-                            retry_in=round(backoff, 2))
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, _RECONNECT_MAX_SECONDS)
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), 5)
+        membership = asyncio.create_task(self._membership_forever(), name="membership")
+        pruner = asyncio.create_task(self._prune_forever(), name="prune")
+        try:
+            await self._link.run(self._consume, drains=True)
+        finally:
+            for task in (membership, pruner):
+                task.cancel()
+            await asyncio.gather(membership, pruner, return_exceptions=True)
+            if self._pool is not None:
+                with contextlib.suppress(Exception):
+                    async with self._pool.acquire(timeout=2) as connection:
+                        await asyncio.wait_for(leave(connection, self.member), 2)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._pool.close(), 5)
+
+    async def _consume(self, link: LinkSession) -> None:
+        consumption = _Consumption(self, link)
+        try:
+            self._consuming = True
+            self.metrics.broker_connected.set(1)
+            await consumption.run()
+        finally:
+            self._consuming = False
+            self.metrics.broker_connected.set(0)
+            self.metrics.partitions.set(0)
+            await consumption.abandon()
+
+    # --- the database ---------------------------------------------------------------------
 
     async def _database(self) -> asyncpg.Pool:
         backoff = 0.25
         while self._pool is None:
             try:
                 self._pool = await create_pool(self._database_url, min_size=1,
-                                               max_size=_BATCHES_IN_FLIGHT + 1,
+                                               max_size=self._in_flight + 2,
                                                command_timeout=self._command_timeout)
-            except TRANSIENT_DATABASE_ERRORS as error:
+            except TRANSIENT_ERRORS as error:
                 self._set_paused(True)
                 log.warning("database_unavailable", error=type(error).__name__,
                             retry_in=backoff)
@@ -157,198 +182,29 @@ class CallProcessor:
         self._database_paused = paused
         self.metrics.paused.set(int(paused))
 
-    async def _consume_once(self) -> None:
-        connection = await broker.connect(self._amqp_url, heartbeat_seconds=self._heartbeat)
-        in_flight: set[asyncio.Task[None]] = set()
-        previous: asyncio.Task[None] | None = None
-        acks = _AckCursor()
-        lost: asyncio.Future[str] | None = None
-        pruner: asyncio.Task[None] | None = None
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            await declare_topology(channel, self._topology)
-            await channel.set_qos(prefetch_count=self._batch_size * 2)
-            dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
-            queue = await channel.get_queue(self._topology.queue(CALL_PROCESSOR), ensure=False)
-            lost = await broker.watch(connection, channel)
-            self._inbox = asyncio.Queue()
-            tag = await queue.consume(self._inbox.put)
-            self._consuming = True
-            self.metrics.broker_connected.set(1)
-            log.info("consuming", queue=queue.name)
-            pruner = asyncio.create_task(self._prune_forever())
-            while not self._stopping.is_set() and not lost.done():
-                batch = await self._next_batch(lost)
-                if not batch:
-                    continue
-                # Two batches in flight: one is parsed (and acknowledged, dead-lettered) while
-                # the other is applied; they are applied in turns, in delivery order.
-                while len(in_flight) >= _BATCHES_IN_FLIGHT and not lost.done():
-                    waiting: list[asyncio.Future[Any]] = [*in_flight, lost]
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    for task in in_flight & done:
-                        in_flight.discard(task)
-                        task.result()  # a broker failure ends this connection
-                if lost.done():
-                    break
-                previous = asyncio.create_task(
-                    self._handle(channel, dead_letters, batch, previous, acks))
-                in_flight.add(previous)
-            self._consuming = False
-            if lost.done():
-                raise ConnectionError(f"broker link lost: {lost.result()}")
-            # Stopping: no more deliveries; finish (commit, ack) what is in hand, within
-            # the grace period; what is left is handed back unacknowledged.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(queue.cancel(tag), _BROKER_CALL_TIMEOUT_SECONDS)
-            if in_flight:
-                finishing: asyncio.Future[Any] = asyncio.gather(*in_flight,
-                                                                return_exceptions=True)
-                await asyncio.wait([finishing, lost], timeout=self._shutdown_grace,
-                                   return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._consuming = False
-            self.metrics.broker_connected.set(0)
-            # Batches still running are abandoned: their messages are redelivered (the
-            # channel is gone or about to be) and applying them again is idempotent.
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            if pruner is not None:
-                pruner.cancel()
-            if lost is not None:
-                lost.cancel()
-            await broker.close_quietly(connection, 5)
-
-    async def _next_batch(self, lost: asyncio.Future[str]) -> list[AbstractIncomingMessage]:
-        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
-        first: asyncio.Future[Any] = asyncio.ensure_future(self._inbox.get())
-        try:
-            await asyncio.wait([first, stop, lost], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not first.done():
-            first.cancel()
-            return []
-        batch = [first.result()]
-        deadline = time.monotonic() + self._batch_wait
-        while len(batch) < self._batch_size:
-            try:
-                batch.append(self._inbox.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._inbox.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
-
-    async def _handle(self, channel: AbstractChannel, dead_letters: AbstractExchange,
-                      messages: Sequence[AbstractIncomingMessage],
-                      previous: asyncio.Task[None] | None, acks: _AckCursor) -> None:
-        started = time.perf_counter()
-        outcome = await self._apply_with_retries(channel, messages)
-        committed = {*outcome.applied, *outcome.unassigned}
-        self.metrics.batch_committed((m.headers or {}).get(HEADER_RECEIVED_AT)
-                                     for m in messages if m.delivery_tag in committed)
-        by_tag = {m.delivery_tag: m for m in messages}
-        for tag, reason in outcome.dead.items():
-            await self._dead_letter(dead_letters, by_tag[tag], reason)
-        if previous is not None:
-            await previous  # acknowledge in delivery order (a failed one ends the connection)
-        with contextlib.suppress(Exception):  # a closed channel redelivers: idempotent
-            await acks.ack(messages, [*outcome.applied, *outcome.unassigned])
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        for outcome_name, count in (("applied", len(outcome.applied)),
-                                    ("unassigned", len(outcome.unassigned)),
-                                    ("dead_lettered", len(outcome.dead))):
-            if count:
-                self.metrics.events.labels(outcome_name).inc(count)
-        log.info("batch_applied", events=len(messages), applied=len(outcome.applied),
-                 unassigned=len(outcome.unassigned), dead_lettered=len(outcome.dead),
-                 ms=round((time.perf_counter() - started) * 1000, 1))
-
-    async def _apply_with_retries(self, channel: AbstractChannel,
-                                  messages: Sequence[AbstractIncomingMessage]) -> BatchOutcome:
-        deliveries = [Delivery(m.delivery_tag or 0, _message_id(m), m.headers or {}, m.body)
-                      for m in messages]
-        batch: PreparedBatch | None = None
-        attempt = 0
+    async def _membership_forever(self) -> None:
+        """Renew this replica's row; recompute its partitions from the live members. While
+        the database is unreachable, the partitions stay as they were."""
+        failing = False
         while True:
-            pool = await self._database()
             try:
-                if batch is None:  # outside the turn: parsing needs no connection
-                    batch = await _prepare(deliveries)
-                async with self._applying, \
-                        pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    outcome = await apply_batch(connection, batch)
-                self._set_paused(False)
-                return outcome
-            except TRANSIENT_DATABASE_ERRORS as error:
-                self._set_paused(True)
-                attempt += 1
-                pause = min(0.25 * 2 ** attempt, _PAUSE_MAX_SECONDS)
-                log.warning("batch_paused", error=type(error).__name__, attempt=attempt,
-                            retry_in=pause, events=len(deliveries))
-                await asyncio.sleep(pause)
-            except Exception as error:
-                if len(messages) > 1:
-                    log.warning("batch_failed_isolating", error=type(error).__name__,
-                                events=len(messages))
-                    return await self._apply_one_by_one(channel, messages)
-                if isinstance(error, REFUSED_BY_DATABASE):  # the reason names no value
-                    return BatchOutcome(dead={messages[0].delivery_tag or 0:
-                                              f"database refused a value: {type(error).__name__}"})
-                await self._retry_later(channel, messages[0], error)
-                return BatchOutcome()
-
-    async def _apply_one_by_one(self, channel: AbstractChannel,
-                                messages: Sequence[AbstractIncomingMessage]) -> BatchOutcome:
-        total = BatchOutcome()
-        for message in messages:
-            outcome = await self._apply_with_retries(channel, [message])
-            total.applied += outcome.applied
-            total.unassigned += outcome.unassigned
-            total.dead.update(outcome.dead)
-        return total
-
-    async def _retry_later(self, channel: AbstractChannel, message: AbstractIncomingMessage,
-                           error: Exception) -> None:
-        retries = _retries(message)
-        delays = CALL_PROCESSOR.retry_delays_ms
-        reason = f"{type(error).__name__}: {error}"[:500]
-        if retries >= len(delays):
-            dead_letters = await channel.get_exchange(self._topology.dead_letter_exchange)
-            await self._dead_letter(dead_letters, message, reason,
-                                    log_reason=type(error).__name__)
-            return
-        retry_queue = self._topology.retry_queue(CALL_PROCESSOR, delays[retries])
-        headers = {**(message.headers or {}), HEADER_RETRIES: retries + 1}
-        await channel.default_exchange.publish(
-            _copy(message, headers), routing_key=retry_queue, mandatory=True,
-            timeout=_BROKER_CALL_TIMEOUT_SECONDS)
-        await _ack(message)
-        self.metrics.events.labels("retried").inc()
-        log.warning("event_retry_scheduled", message_id=_message_id(message),
-                    retries=retries + 1, delay_ms=delays[retries], error=type(error).__name__)
-
-    async def _dead_letter(self, dead_letters: AbstractExchange,
-                           message: AbstractIncomingMessage, reason: str,
-                           log_reason: str | None = None) -> None:
-        """Publish to the DLQ with `reason` (for operators), then ack. The log gets
-        `log_reason` when the reason may quote data (a database error can quote a value)."""
-        headers = {**(message.headers or {}), HEADER_DEAD_LETTER_REASON: reason,
-                   HEADER_ORIGINAL_ROUTING_KEY: message.routing_key or ""}
-        await dead_letters.publish(_copy(message, headers),
-                                   routing_key=self._topology.queue(CALL_PROCESSOR),
-                                   mandatory=True, timeout=_BROKER_CALL_TIMEOUT_SECONDS)
-        await _ack(message)
-        log.warning("event_dead_lettered", message_id=_message_id(message),
-                    reason=log_reason or reason)
+                pool = await self._database()
+                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
+                    members = await heartbeat(connection, self.member, self._member_ttl)
+                failing = False
+            except TRANSIENT_ERRORS as error:
+                if not failing:
+                    log.warning("membership_not_renewed", error=type(error).__name__)
+                failing = True
+            else:
+                self.metrics.members.set(len(members))
+                mine = partitions_of(self.member, CALL_PROCESSOR.partitions, members)
+                if mine != self.partitions:
+                    log.info("partitions_assigned", partitions=sorted(mine),
+                             members=len(members))
+                    self.partitions = mine
+                    self._partitions_changed.set()
+            await asyncio.sleep(self._member_heartbeat)
 
     async def _prune_forever(self) -> None:
         while True:
@@ -358,14 +214,66 @@ class CallProcessor:
                     deleted = await prune_events(connection, self._retention_days)
                 if deleted:
                     log.info("events_pruned", deleted=deleted)
-            except TRANSIENT_DATABASE_ERRORS as error:
+            except TRANSIENT_ERRORS as error:
                 log.warning("prune_failed", error=type(error).__name__)
             await asyncio.sleep(_PRUNE_EVERY_SECONDS)
 
+    # --- applying a batch -------------------------------------------------------------------
+
+    async def apply(self, settlement: Settlement, messages: Sequence[AbstractIncomingMessage],
+                    shard: int) -> BatchOutcome:
+        """Apply `messages` (Delivery tags are their indexes) until it is done: committed,
+        or settled one by one. Transient database errors pause and retry in place."""
+        deliveries = [Delivery.received(index, m.message_id, m.headers, m.body)
+                      for index, m in enumerate(messages)]
+        batch: PreparedBatch | None = None
+        attempt = 0
+        while True:
+            pool = await self._database()
+            try:
+                if batch is None:  # outside the connection: parsing needs none
+                    batch = await _prepare(deliveries)
+                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
+                    outcome = await apply_batch(connection, batch, shard)
+                self._set_paused(False)
+                return outcome
+            except TRANSIENT_ERRORS as error:
+                self._set_paused(not isinstance(error, asyncpg.PostgresError))
+                attempt += 1
+                pause = min(0.25 * 2 ** attempt, _PAUSE_MAX_SECONDS)
+                log.warning("batch_paused", error=type(error).__name__, attempt=attempt,
+                            retry_in=pause, events=len(deliveries))
+                await asyncio.sleep(pause)
+            except Exception as error:
+                if len(messages) > 1:
+                    log.warning("batch_failed_isolating", error=type(error).__name__,
+                                events=len(messages))
+                    return await self._apply_one_by_one(settlement, messages, shard)
+                if isinstance(error, REFUSED_BY_DATABASE):  # the reason names no value
+                    return BatchOutcome(dead={0: "database refused a value: "
+                                                 f"{type(error).__name__}"})
+                if await settlement.retry_later(messages[0], error):
+                    self.metrics.events.labels("retried").inc()
+                else:
+                    self.metrics.events.labels("dead_lettered").inc()
+                return BatchOutcome()
+
+    async def _apply_one_by_one(self, settlement: Settlement,
+                                messages: Sequence[AbstractIncomingMessage], shard: int
+                                ) -> BatchOutcome:
+        total = BatchOutcome()
+        for index, message in enumerate(messages):
+            outcome = await self.apply(settlement, [message], shard)
+            total.applied += [index for _ in outcome.applied]
+            total.unassigned += [index for _ in outcome.unassigned]
+            for reason in outcome.dead.values():
+                total.dead[index] = reason
+        return total
+
 
 async def _prepare(deliveries: Sequence[Delivery]) -> PreparedBatch:
-    """`prepare_batch` a few deliveries at a time, letting the batch being applied go on
-    between them (its transaction would otherwise sit idle while a whole batch is parsed)."""
+    """`prepare_batch` a few deliveries at a time, letting the batches being applied go on
+    between them (their transactions would otherwise sit idle while a batch is parsed)."""
     parts = []
     for start in range(0, len(deliveries), _PREPARE_CHUNK):
         parts.append(prepare_batch(deliveries[start:start + _PREPARE_CHUNK]))
@@ -373,51 +281,203 @@ async def _prepare(deliveries: Sequence[Delivery]) -> PreparedBatch:
     return join_prepared(parts)
 
 
-def _message_id(message: AbstractIncomingMessage) -> str:
-    return message.message_id or f"tag-{message.delivery_tag}"
+@dataclass(eq=False)
+class _Source:
+    """A queue this replica consumes on a channel of its own: a partition or the overflow."""
+
+    queue: str
+    shard: int  # the daily-figure rows its batches add to
+    channel: AbstractChannel
+    partition: int | None
+    tag: str | None = None  # the consumer tag while subscribed
+    inbox: collections.deque[AbstractIncomingMessage] = field(
+        default_factory=collections.deque)
+    waiting_since: float = 0.0  # when the oldest message in the inbox arrived
+    busy: bool = False  # a batch of its messages is in flight
+    acks: AckCursor = field(default_factory=AckCursor)
 
 
-def _retries(message: AbstractIncomingMessage) -> int:
-    """How often the message went through a retry queue (a header nobody else should set)."""
-    value = (message.headers or {}).get(HEADER_RETRIES, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+class _Consumption:
+    """One broker session of the processor: its sources, the batches in flight."""
 
+    def __init__(self, processor: CallProcessor, link: LinkSession) -> None:
+        self._processor = processor
+        self._link = link
+        self._topology = processor._topology
+        self._settlement = Settlement(link.publisher, self._topology, CALL_PROCESSOR)
+        self._sources: dict[str, _Source] = {}
+        self._leaving: list[_Source] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._next = 0  # where the next batch starts looking, round robin over sources
+        self._failure: BaseException | None = None
+        # Overflow batches of different replicas share a shard only by chance.
+        partitions = CALL_PROCESSOR.partitions
+        self._overflow_shard = partitions + zlib.crc32(processor.member.encode()) % partitions
 
-async def _ack(message: AbstractIncomingMessage) -> None:
-    await asyncio.wait_for(message.ack(), _BROKER_CALL_TIMEOUT_SECONDS)
+    async def run(self) -> None:
+        processor = self._processor
+        await self._subscribe(self._topology.queue(CALL_PROCESSOR), None)
+        processor._partitions_changed.clear()
+        await self._rebalance(processor.partitions)
+        log.info("consuming", member=processor.member)
+        while not processor._stopping.is_set():
+            if processor._partitions_changed.is_set():
+                processor._partitions_changed.clear()
+                await self._rebalance(processor.partitions)
+            await self._close_left()
+            deadline = self._dispatch()
+            if self._failure is not None:
+                raise self._failure
+            waiting = [asyncio.ensure_future(self._wake.wait()),
+                       asyncio.ensure_future(processor._partitions_changed.wait())]
+            try:
+                await asyncio.wait(waiting, timeout=deadline,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for future in waiting:
+                    future.cancel()
+            self._wake.clear()
+        await self._finish()
 
+    # -- which queues ------------------------------------------------------------------------
 
-class _AckCursor:
-    """The deliveries of one channel, acknowledged batch after batch in delivery order.
+    async def _subscribe(self, queue_name: str, partition: int | None) -> None:
+        source = self._sources.get(queue_name)
+        if source is None:
+            for left in self._leaving:  # a partition given back before it was handed over
+                if left.queue == queue_name:
+                    self._leaving.remove(left)
+                    source = left
+                    break
+        if source is None:
+            channel = await self._link.channel(prefetch=2 * self._processor._batch_size)
+            source = _Source(queue_name, self._overflow_shard if partition is None
+                             else partition, channel, partition)
+        self._sources[queue_name] = source
+        queue = await source.channel.get_queue(queue_name, ensure=False)
 
-    A batch's committed messages are acknowledged with one multiple ack (one frame instead of
-    one per message: that was most of the broker's and much of the processor's work at a few
-    thousand events/s) when that acknowledges nothing else: every delivery before the batch is
-    settled and the batch holds exactly the next delivery tags (the broker numbers each
-    channel's deliveries 1, 2, 3, ...). Its other messages are settled already (dead-lettered
-    or sent to a retry queue, each acknowledged on its own). Otherwise, one ack per message.
-    """
+        async def arrived(message: AbstractIncomingMessage, source: _Source = source) -> None:
+            if not source.inbox:
+                source.waiting_since = time.monotonic()
+            source.inbox.append(message)
+            self._wake.set()
 
-    def __init__(self) -> None:
-        self.settled_through = 0  # every delivery tag up to this one is settled
+        source.tag = await queue.consume(arrived)
 
-    async def ack(self, messages: Sequence[AbstractIncomingMessage],
-                  committed: Sequence[int]) -> None:
-        tags = sorted(m.delivery_tag or 0 for m in messages)
-        by_tag = {m.delivery_tag: m for m in messages}
+    async def _rebalance(self, partitions: frozenset[int]) -> None:
+        wanted = {self._topology.partition_queue(CALL_PROCESSOR, p): p for p in partitions}
+        for name, partition in sorted(wanted.items()):
+            if name not in self._sources:
+                await self._subscribe(name, partition)
+        for name, source in list(self._sources.items()):
+            if source.partition is not None and name not in wanted:
+                await self._unsubscribe(source)
+                del self._sources[name]
+                self._leaving.append(source)  # its batch in flight and its inbox finish
+        self._processor.metrics.partitions.set(len(wanted))
+
+    async def _unsubscribe(self, source: _Source) -> None:
+        if source.tag is None:
+            return
+        queue = await source.channel.get_queue(source.queue, ensure=False)
+        tag, source.tag = source.tag, None
+        await asyncio.wait_for(queue.cancel(tag), BROKER_CALL_TIMEOUT_SECONDS)
+
+    async def _close_left(self) -> None:
+        for source in list(self._leaving):
+            if not source.busy and not source.inbox:
+                self._leaving.remove(source)
+                await self._link.close_channel(source.channel)
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _dispatch(self) -> float | None:
+        """Start batches while there is room; the seconds until a partial batch is due."""
+        processor = self._processor
+        while len(self._in_flight) < processor._in_flight:
+            sources = [*self._sources.values(), *self._leaving]
+            start = self._next % len(sources) if sources else 0
+            ready = [s for s in sources[start:] + sources[:start] if s.inbox and not s.busy]
+            if not ready:
+                return None
+            waiting = sum(len(s.inbox) for s in ready)
+            due = min(s.waiting_since for s in ready) + processor._batch_wait
+            if waiting < processor._batch_size and time.monotonic() < due \
+                    and not processor._stopping.is_set():
+                return max(0.0, due - time.monotonic())
+            parts: list[tuple[_Source, list[AbstractIncomingMessage]]] = []
+            room = processor._batch_size
+            for source in ready:
+                taken = [source.inbox.popleft()
+                         for _ in range(min(room, len(source.inbox)))]
+                source.busy = True
+                parts.append((source, taken))
+                room -= len(taken)
+                if source.inbox:
+                    source.waiting_since = time.monotonic()
+                if not room:
+                    break
+            self._next = start + 1
+            task = asyncio.create_task(self._handle(parts))
+            self._in_flight.add(task)
+            task.add_done_callback(self._batch_done)
+        return None
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()  # a broker failure ends this session
+        self._wake.set()
+
+    async def _handle(self, parts: Sequence[tuple[_Source, list[AbstractIncomingMessage]]]
+                      ) -> None:
+        processor = self._processor
+        started = time.perf_counter()
+        messages = [m for _, taken in parts for m in taken]
+        shard = min(source.shard for source, _ in parts)
         try:
-            if committed and tags == list(range(self.settled_through + 1,
-                                                self.settled_through + 1 + len(tags))):
-                await asyncio.wait_for(by_tag[max(committed)].ack(multiple=True),
-                                       _BROKER_CALL_TIMEOUT_SECONDS)
-            else:
-                for tag in committed:
-                    await _ack(by_tag[tag])
+            outcome = await processor.apply(self._settlement, messages, shard)
+            committed = {*outcome.applied, *outcome.unassigned}
+            processor.metrics.batch_committed(
+                (messages[i].headers or {}).get(HEADER_RECEIVED_AT) for i in committed)
+            for index, reason in outcome.dead.items():
+                await self._settlement.dead_letter(messages[index], reason)
+            index = 0
+            for source, taken in parts:
+                mine = [m.delivery_tag or 0 for offset, m in enumerate(taken)
+                        if index + offset in committed]
+                index += len(taken)
+                await source.acks.ack(taken, mine)
         finally:
-            self.settled_through = max(self.settled_through, tags[-1] if tags else 0)
+            for source, _ in parts:
+                source.busy = False
+        processor.metrics.batch_seconds.observe(time.perf_counter() - started)
+        for outcome_name, count in (("applied", len(outcome.applied)),
+                                    ("unassigned", len(outcome.unassigned)),
+                                    ("dead_lettered", len(outcome.dead))):
+            if count:
+                processor.metrics.events.labels(outcome_name).inc(count)
+        log.info("batch_applied", events=len(messages), applied=len(outcome.applied),
+                 unassigned=len(outcome.unassigned), dead_lettered=len(outcome.dead),
+                 shard=shard, ms=round((time.perf_counter() - started) * 1000, 1))
 
+    async def _finish(self) -> None:
+        """Stopping: no more deliveries; finish (commit, ack) the batches in flight within
+        the grace period. What is left is handed back unacknowledged."""
+        for source in self._sources.values():
+            with contextlib.suppress(Exception):
+                await self._unsubscribe(source)
+        if self._in_flight:
+            finishing: asyncio.Future[Any] = asyncio.gather(*self._in_flight,
+                                                            return_exceptions=True)
+            await asyncio.wait([finishing, self._link.lost],
+                               timeout=self._processor._shutdown_grace,
+                               return_when=asyncio.FIRST_COMPLETED)
 
-def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
-    return aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            message_id=message.message_id)
+    async def abandon(self) -> None:
+        """Batches still running are abandoned: their messages are redelivered (the channel
+        is gone or about to be) and applying them again is idempotent."""
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)

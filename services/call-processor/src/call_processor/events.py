@@ -90,13 +90,6 @@ def _key(value: Any) -> str | None:
     return _text(value)
 
 
-def header_text(value: Any) -> str | None:
-    """A text header as Postgres can store it; AMQP may deliver bytes, numbers or tables."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return _text(value)
-
-
 def _without_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "")

@@ -25,6 +25,12 @@ class ProcessorMetrics:
         self.paused = Gauge(
             "calltrail_processor_paused", "1 while the database is unreachable.",
             registry=self.registry)
+        self.partitions = Gauge(
+            "calltrail_processor_partitions",
+            "Partition queues this replica consumes now.", registry=self.registry)
+        self.members = Gauge(
+            "calltrail_processor_members",
+            "Processor replicas alive, as this one last saw them.", registry=self.registry)
         self.lag_seconds = Gauge(
             "calltrail_processor_lag_seconds",
             "Age of the newest event of the last committed batch (now minus its x-received-at).",

@@ -1,55 +1,86 @@
 """The call processor's SQL, each statement named and visible here, and nothing else.
 
-Lock order inside a batch's transaction, the same in every replica: calls (by id), then
-leads (by organization and number), then daily_stats (by organization and day), then
-daily_call_outcomes and daily_assistants (by organization, day and key).
+A batch is one transaction of four or five round trips (`CallRepository`):
+
+1. `BEGIN` with the batch's advisory locks (`begin_with_locks`), taken in one fixed order:
+   its shard (the daily-figure rows it adds to), then the number of every caller it
+   names. Every transaction that changes what a lead is computed from holds its number's
+   lock, so leads and the links to them change one transaction at a time per caller.
+2. `LOCK_CALLS`: the stored calls of the batch, locked in id order.
+   (`TRY_LOCK_NUMBERS` when a stored call names a number the batch did not: it does not
+   wait, and if another transaction holds the lock the batch starts over, asking for it
+   in step 1.)
+3. `WRITE_BATCH`: new calls inserted whole, changed ones updated, each linked to its lead;
+   leads created for new inbound callers and older calls linked to them; the events
+   archived; the daily figures' deltas added to the shard's rows.
+4. `REFRESH_LEADS` (when a lead's calls changed): each touched lead recomputed from its
+   calls, new leads counted, leads without an inbound call dropped.
+5. `COMMIT`.
+
+No step waits on a lock out of that order, so replicas and batches in flight cannot
+deadlock: the locks a transaction may wait for are its advisory locks (sorted, all in step
+1) and its calls' rows (sorted, all in step 2); a call row is only ever held by a
+transaction that also holds its number's lock or is about to roll back. In practice they
+do not even wait: the partitions route every event of a caller to one replica, which
+applies one batch of a partition at a time, and a batch's shard is its partition.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import uuid
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
-from call_processor.calls import (
-    CALL_FIELDS,
-    CallState,
-    DayContribution,
-    contribution,
-    stats_day,
-)
+from call_processor.calls import CALL_FIELDS, CallState, stats_day
+from call_processor.figures import DailyFigures
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
 
-ORGANIZATIONS_BY_ID = "SELECT id FROM organizations WHERE id = ANY($1::uuid[])"
-ORGANIZATIONS_BY_PHONE_NUMBER_ID = """
-    SELECT vapi_phone_number_id, org_id FROM phone_numbers
-    WHERE vapi_phone_number_id = ANY($1::text[])"""
-ORGANIZATIONS_BY_NUMBER = """
-    SELECT number, org_id FROM phone_numbers WHERE number = ANY($1::text[])"""
-ORGANIZATIONS_BY_VAPI_ORG = """
-    SELECT vapi_org_id, org_id FROM vapi_accounts
-    WHERE vapi_org_id = ANY($1::text[]) AND status = 'connected'"""
+# Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
+# no other user of the database picks the same by chance.
+SHARD_LOCK_CLASS = 0x63740001
+NUMBER_LOCK_CLASS = 0x63740002
 
-ARCHIVE_EVENTS = """
-    INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
-                        endpoint_id, body)
-    SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::bytea[])
-    ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
-        WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL"""
-KEEP_UNASSIGNED = """
-    INSERT INTO unassigned_events (message_id, received_at, phone_number_id, dialled_number,
-                                   vapi_org_id, metadata_org_ids)
-    VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (message_id) DO NOTHING"""
-FORGET_UNASSIGNED = "DELETE FROM unassigned_events WHERE message_id = ANY($1::text[])"
+
+def number_lock_key(number: str) -> int:
+    """The lock key of a caller's number (two numbers may share one: they then wait on
+    each other, which is all a collision costs)."""
+    digest = hashlib.md5(number.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def begin_with_locks(shard: int, numbers: Iterable[str]) -> str:
+    """`BEGIN` and the batch's advisory locks, in one round trip (a simple query: the keys
+    are integers written into it)."""
+    keys = [(SHARD_LOCK_CLASS, int(shard))]
+    keys += sorted({(NUMBER_LOCK_CLASS, number_lock_key(n)) for n in numbers})
+    values = ", ".join(f"({cls}, {key})" for cls, key in keys)
+    locks = f"SELECT pg_advisory_xact_lock(c, k) FROM (VALUES {values}) AS l (c, k)"  # noqa: S608
+    return f"BEGIN; {locks}"
+
+
+TRY_LOCK_NUMBERS = f"""
+    SELECT bool_and(pg_try_advisory_xact_lock({NUMBER_LOCK_CLASS}, k))
+    FROM unnest($1::integer[]) AS k"""  # noqa: S608 - a constant
+
+# What an event offers to find its organization by, all looked up at once (contract 5).
+RESOLVE = """
+    SELECT 'org' AS kind, id::text AS key, id AS org_id FROM organizations
+    WHERE id = ANY($1::uuid[])
+    UNION ALL
+    SELECT 'phone_number_id', vapi_phone_number_id, org_id FROM phone_numbers
+    WHERE vapi_phone_number_id = ANY($2::text[])
+    UNION ALL
+    SELECT 'number', number, org_id FROM phone_numbers WHERE number = ANY($3::text[])
+    UNION ALL
+    SELECT 'vapi_org', vapi_org_id, org_id FROM vapi_accounts
+    WHERE vapi_org_id = ANY($4::text[]) AND status = 'connected'"""
 HOLD_ASSIGNMENT_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
 
 # The statements on calls are built from the constant field list so that CALL_FIELDS stays
@@ -68,9 +99,14 @@ _COLUMN_TYPES = {**{name: _FIELD_TYPES[name] for name in CALL_FIELDS},
                  "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb"}
 _COLUMNS = tuple(_COLUMN_TYPES)
 _JSONB_COLUMNS = frozenset(c for c, t in _COLUMN_TYPES.items() if t == "jsonb")
-# jsonb travels as text: asyncpg cannot tell a JSON array inside a jsonb[] from a dimension.
-_UNNEST_COLUMNS = ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]"
-                            for i, t in enumerate(_COLUMN_TYPES.values(), start=3))
+_NUMBER_BIT = 1 << CALL_FIELDS.index("customer_number")
+
+
+def _unnest(first: int) -> str:
+    # jsonb travels as text: asyncpg cannot tell a JSON array inside a jsonb[] from a
+    # dimension.
+    return ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]"
+                     for i, t in enumerate(_COLUMN_TYPES.values(), start=first))
 
 
 def _given(column: str) -> str:
@@ -80,146 +116,221 @@ def _given(column: str) -> str:
 LOCK_CALLS = (
     "SELECT id, org_id, "  # noqa: S608 - column names are code constants
     + ", ".join(_COLUMNS) + " FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE")
-# A call not stored yet is inserted whole, never as an empty claim updated later; one that
-# another transaction inserted meanwhile is not returned, and is locked and merged instead.
-INSERT_CALLS = (
-    "INSERT INTO calls (id, org_id, "  # noqa: S608 - column names are code constants
-    + ", ".join(_COLUMNS) + ") SELECT u.id, u.org_id, " + ", ".join(map(_given, _COLUMNS))
-    + f" FROM unnest($1::text[], $2::uuid[], {_UNNEST_COLUMNS})"
-    + f" AS u (id, org_id, {', '.join(_COLUMNS)})"
-    + " ORDER BY u.id ON CONFLICT (id) DO NOTHING RETURNING id")
-# Only the fields whose value changed are written (bit i of `changed` is CALL_FIELDS[i]);
-# the others keep their stored value, so an unchanged transcript is neither sent nor
-# re-toasted. A changed customer number unlinks the call from its old lead (the link step
-# relinks it).
-SAVE_CALLS = (
-    "UPDATE calls c SET "  # noqa: S608 - column names are code constants, values parameters
-    + ", ".join(f"{f} = CASE WHEN u.changed & {1 << i} <> 0 THEN {_given(f)} ELSE c.{f} END"
-                for i, f in enumerate(CALL_FIELDS))
-    + ", " + ", ".join(f"{c} = {_given(c)}" for c in _COLUMNS[len(CALL_FIELDS):])
-    + f", lead_id = CASE WHEN u.changed & {1 << CALL_FIELDS.index('customer_number')} <> 0"
-    + " AND c.customer_number IS DISTINCT FROM u.customer_number THEN NULL ELSE c.lead_id END"
-    + f", updated_at = now() FROM unnest($1::text[], $2::int[], {_UNNEST_COLUMNS})"
-    + f" AS u (id, changed, {', '.join(_COLUMNS)}) WHERE c.id = u.id")
 
-CREATE_LEADS = """
+# Parameters of WRITE_BATCH, in order (CallRepository.write passes them so).
+_N = len(_COLUMNS)
+_P_CREATE_ORGS, _P_CREATE_NUMBERS, _P_LEAD_ORGS, _P_LEAD_NUMBERS = 1, 2, 3, 4
+_P_NEW_IDS, _P_NEW_ORGS, _P_NEW_COLUMNS = 5, 6, 7
+_P_SAVED_IDS, _P_SAVED_CHANGED, _P_SAVED_COLUMNS = 7 + _N, 8 + _N, 9 + _N
+_P_ARCHIVE = 9 + 2 * _N  # 8 arrays
+_P_KEEP = _P_ARCHIVE + 8  # 6 arrays
+_P_FORGET = _P_KEEP + 6
+_P_SHARD = _P_FORGET + 1
+_P_STATS = _P_SHARD + 1  # 8 arrays
+_P_OUTCOMES = _P_STATS + 8  # 5 arrays
+_P_ASSISTANTS = _P_OUTCOMES + 5  # 6 arrays
+
+# One statement; its parts cannot see each other's rows except through RETURNING, which is
+# why a call is linked through `lead_of` (the leads created now, and those that exist).
+# (Column names and parameter numbers are code constants.)
+WRITE_BATCH = f"""
+WITH created_leads AS (
+    -- A lead for each new inbound caller (contract 5).
     INSERT INTO leads (id, org_id, phone_number)
-    SELECT gen_random_uuid(), org_id, number
-    FROM unnest($1::uuid[], $2::text[]) AS caller (org_id, number) ORDER BY org_id, number
+    SELECT gen_random_uuid(), caller.org_id, caller.number
+    FROM unnest(${_P_CREATE_ORGS}::uuid[], ${_P_CREATE_NUMBERS}::text[])
+         AS caller (org_id, number)
+    ORDER BY caller.org_id, caller.number
     ON CONFLICT (org_id, phone_number) DO NOTHING
-    RETURNING org_id, phone_number"""
-# The calls of this batch whose number or direction may have changed, and every call with
-# the number of a lead created now (stored before it existed). Any other call is linked.
-LINK_CALLS_TO_LEADS = """
-    WITH candidate AS (
-        SELECT id FROM unnest($1::text[]) AS changed (id)
-        UNION
-        SELECT c.id FROM calls c, unnest($2::uuid[], $3::text[]) AS created (org_id, number)
-        WHERE c.org_id = created.org_id AND c.customer_number = created.number
-    )
-    UPDATE calls c SET lead_id = l.id
-    FROM candidate, leads l
-    WHERE c.id = candidate.id AND l.org_id = c.org_id AND l.phone_number = c.customer_number
-      AND c.lead_id IS DISTINCT FROM l.id"""
-# A lead is derived from its calls: counts and times, and name and email from the newest
-# call that has them (customer object first, then the analysis' structured data).
-REFRESH_LEADS = """
-    WITH target AS (
-        SELECT l.id, l.first_inbound_at AS old_first_inbound_at
-        FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
-        WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
-        ORDER BY l.id FOR UPDATE OF l
-    ), linked AS (
-        SELECT c.id, c.lead_id, c.direction, c.created_at, c.started_at, c.customer_name,
-               c.customer_email, c.structured_data
-        FROM calls c JOIN target t ON c.lead_id = t.id
-    ), totals AS (
-        SELECT lead_id, count(*) AS call_count,
-               min(coalesce(started_at, created_at)) AS first_call_at,
-               max(coalesce(started_at, created_at)) AS last_call_at,
-               min(coalesce(created_at, started_at))
-                   FILTER (WHERE direction = 'inboundPhoneCall') AS first_inbound_at
-        FROM linked GROUP BY lead_id
-    ), named AS (
-        SELECT DISTINCT ON (lead_id) lead_id,
-               coalesce(customer_name, structured_data ->> 'name') AS name
-        FROM linked WHERE coalesce(customer_name, structured_data ->> 'name') IS NOT NULL
-        ORDER BY lead_id, (customer_name IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
-    ), mailed AS (
-        SELECT DISTINCT ON (lead_id) lead_id,
-               coalesce(customer_email, structured_data ->> 'email') AS email
-        FROM linked WHERE coalesce(customer_email, structured_data ->> 'email') IS NOT NULL
-        ORDER BY lead_id, (customer_email IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
-    )
-    UPDATE leads l SET
-        call_count = coalesce(totals.call_count, 0),
-        first_call_at = totals.first_call_at,
-        last_call_at = totals.last_call_at,
-        first_inbound_at = totals.first_inbound_at,
-        name = named.name,
-        email = mailed.email,
+    RETURNING id, org_id, phone_number
+), lead_of AS (
+    SELECT id, org_id, phone_number FROM created_leads
+    UNION ALL
+    SELECT l.id, l.org_id, l.phone_number
+    FROM leads l, unnest(${_P_LEAD_ORGS}::uuid[], ${_P_LEAD_NUMBERS}::text[])
+         AS caller (org_id, number)
+    WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
+), inserted AS (
+    -- A call not stored yet is inserted whole; one another transaction inserted since this
+    -- one locked the batch's calls is left alone and not returned (the batch starts over).
+    INSERT INTO calls (id, org_id, lead_id, {", ".join(_COLUMNS)})
+    SELECT u.id, u.org_id, lead_of.id, {", ".join(map(_given, _COLUMNS))}
+    FROM unnest(${_P_NEW_IDS}::text[], ${_P_NEW_ORGS}::uuid[], {_unnest(_P_NEW_COLUMNS)})
+         AS u (id, org_id, {", ".join(_COLUMNS)})
+    LEFT JOIN lead_of
+           ON lead_of.org_id = u.org_id AND lead_of.phone_number = u.customer_number
+    ORDER BY u.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), saved AS (
+    -- Only the fields whose value changed are written (bit i of `changed` is
+    -- CALL_FIELDS[i]); the others keep their stored value, so an unchanged transcript is
+    -- neither sent nor re-toasted.
+    UPDATE calls c SET {", ".join(
+        f"{f} = CASE WHEN u.changed & {1 << i} <> 0 THEN {_given(f)} ELSE c.{f} END"
+        for i, f in enumerate(CALL_FIELDS))},
+        {", ".join(f"{c} = {_given(c)}" for c in _COLUMNS[len(CALL_FIELDS):])},
+        lead_id = (SELECT lead_of.id FROM lead_of WHERE lead_of.org_id = c.org_id
+                   AND lead_of.phone_number = CASE WHEN u.changed & {_NUMBER_BIT} <> 0
+                       THEN u.customer_number ELSE c.customer_number END),
         updated_at = now()
-    FROM target
-    LEFT JOIN totals ON totals.lead_id = target.id
-    LEFT JOIN named ON named.lead_id = target.id
-    LEFT JOIN mailed ON mailed.lead_id = target.id
-    WHERE l.id = target.id
-    RETURNING l.id, l.org_id, target.old_first_inbound_at, l.first_inbound_at"""
-# A lead exists while an inbound call has its number: one whose last inbound call changed
-# number goes (its calls are unlinked by the foreign key), and stops counting as new.
-DROP_LEADS_WITHOUT_INBOUND_CALLS = """
-    DELETE FROM leads WHERE id = ANY($1::uuid[]) AND first_inbound_at IS NULL"""
-
-ADD_TO_DAILY_STATS = """
-    INSERT INTO daily_stats AS s (org_id, day, calls, inbound, outbound, web, new_leads,
-                                  duration_seconds, cost)
-    SELECT * FROM unnest($1::uuid[], $2::date[], $3::int[], $4::int[], $5::int[], $6::int[],
-                         $7::int[], $8::numeric[], $9::numeric[])
-    ORDER BY 1, 2
-    ON CONFLICT (org_id, day) DO UPDATE SET
+    FROM unnest(${_P_SAVED_IDS}::text[], ${_P_SAVED_CHANGED}::integer[],
+                {_unnest(_P_SAVED_COLUMNS)})
+         AS u (id, changed, {", ".join(_COLUMNS)})
+    WHERE c.id = u.id
+), relinked AS (
+    -- Calls stored before their caller's lead existed (outbound ones, say) join it now.
+    UPDATE calls c SET lead_id = created_leads.id
+    FROM created_leads
+    WHERE c.org_id = created_leads.org_id AND c.customer_number = created_leads.phone_number
+      AND c.lead_id IS DISTINCT FROM created_leads.id
+      AND c.id <> ALL(${_P_SAVED_IDS}::text[])
+), archived AS (
+    INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
+                        endpoint_id, body)
+    SELECT * FROM unnest(${_P_ARCHIVE}::text[], ${_P_ARCHIVE + 1}::uuid[],
+                         ${_P_ARCHIVE + 2}::timestamptz[], ${_P_ARCHIVE + 3}::text[],
+                         ${_P_ARCHIVE + 4}::text[], ${_P_ARCHIVE + 5}::text[],
+                         ${_P_ARCHIVE + 6}::text[], ${_P_ARCHIVE + 7}::bytea[])
+    ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
+        WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL
+), kept_aside AS (
+    -- Events no organization matched yet (their ids as a JSON array each: arrays of
+    -- different lengths do not fit one SQL array).
+    INSERT INTO unassigned_events (message_id, received_at, phone_number_id, dialled_number,
+                                   vapi_org_id, metadata_org_ids)
+    SELECT k.message_id, k.received_at, k.phone_number_id, k.dialled_number, k.vapi_org_id,
+           ARRAY(SELECT jsonb_array_elements_text(k.metadata_org_ids::jsonb))
+    FROM unnest(${_P_KEEP}::text[], ${_P_KEEP + 1}::timestamptz[], ${_P_KEEP + 2}::text[],
+                ${_P_KEEP + 3}::text[], ${_P_KEEP + 4}::text[], ${_P_KEEP + 5}::text[])
+         AS k (message_id, received_at, phone_number_id, dialled_number, vapi_org_id,
+               metadata_org_ids)
+    ON CONFLICT (message_id) DO NOTHING
+), forgotten AS (
+    DELETE FROM unassigned_events WHERE message_id = ANY(${_P_FORGET}::text[])
+), stats AS (
+    INSERT INTO daily_stats_shards AS s (org_id, day, shard, calls, inbound, outbound, web,
+                                         duration_seconds, cost)
+    SELECT d.org_id, d.day, ${_P_SHARD}::smallint, d.calls, d.inbound, d.outbound, d.web,
+           d.duration_seconds, d.cost
+    FROM unnest(${_P_STATS}::uuid[], ${_P_STATS + 1}::date[], ${_P_STATS + 2}::integer[],
+                ${_P_STATS + 3}::integer[], ${_P_STATS + 4}::integer[],
+                ${_P_STATS + 5}::integer[], ${_P_STATS + 6}::numeric[],
+                ${_P_STATS + 7}::numeric[])
+         AS d (org_id, day, calls, inbound, outbound, web, duration_seconds, cost)
+    ORDER BY d.org_id, d.day
+    ON CONFLICT (org_id, day, shard) DO UPDATE SET
         calls = s.calls + EXCLUDED.calls,
         inbound = s.inbound + EXCLUDED.inbound,
         outbound = s.outbound + EXCLUDED.outbound,
         web = s.web + EXCLUDED.web,
-        new_leads = s.new_leads + EXCLUDED.new_leads,
         duration_seconds = s.duration_seconds + EXCLUDED.duration_seconds,
-        cost = s.cost + EXCLUDED.cost"""
-
-# The overview's breakdowns per day (migration 0008): keyed by the md5 of the values, which
-# are unbounded text from Vapi; a row whose count reaches zero is deleted.
-ADD_TO_DAILY_CALL_OUTCOMES = """
-    INSERT INTO daily_call_outcomes AS o (org_id, day, outcome_key, ended_reason,
-                                          success_evaluation, calls)
-    SELECT d.org_id, d.day, md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid,
+        cost = s.cost + EXCLUDED.cost
+), outcomes AS (
+    -- Keyed by the md5 of the values, which are unbounded text from Vapi (migration 0008).
+    INSERT INTO daily_call_outcome_shards AS o (org_id, day, shard, outcome_key,
+                                                ended_reason, success_evaluation, calls)
+    SELECT d.org_id, d.day, ${_P_SHARD}::smallint,
+           md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid,
            d.ended_reason, d.success_evaluation, d.calls
-    FROM unnest($1::uuid[], $2::date[], $3::text[], $4::text[], $5::int[])
+    FROM unnest(${_P_OUTCOMES}::uuid[], ${_P_OUTCOMES + 1}::date[],
+                ${_P_OUTCOMES + 2}::text[], ${_P_OUTCOMES + 3}::text[],
+                ${_P_OUTCOMES + 4}::integer[])
          AS d (org_id, day, ended_reason, success_evaluation, calls)
-    ORDER BY 1, 2, 3
-    ON CONFLICT (org_id, day, outcome_key) DO UPDATE SET calls = o.calls + EXCLUDED.calls"""
-DROP_EMPTY_CALL_OUTCOMES = """
-    DELETE FROM daily_call_outcomes o
-    USING unnest($1::uuid[], $2::date[], $3::text[], $4::text[])
-          AS d (org_id, day, ended_reason, success_evaluation)
-    WHERE o.org_id = d.org_id AND o.day = d.day
-      AND o.outcome_key = md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid
-      AND o.calls = 0"""
-ADD_TO_DAILY_ASSISTANTS = """
-    INSERT INTO daily_assistants AS a (org_id, day, assistant_key, assistant_id, calls,
-                                       duration_seconds, cost)
-    SELECT d.org_id, d.day, md5(ROW(d.assistant_id)::text)::uuid, d.assistant_id, d.calls,
-           d.duration_seconds, d.cost
-    FROM unnest($1::uuid[], $2::date[], $3::text[], $4::int[], $5::numeric[], $6::numeric[])
+    ORDER BY 1, 2, 4
+    ON CONFLICT (org_id, day, outcome_key, shard) DO UPDATE SET calls = o.calls + EXCLUDED.calls
+), assistants AS (
+    INSERT INTO daily_assistant_shards AS a (org_id, day, shard, assistant_key, assistant_id,
+                                             calls, duration_seconds, cost)
+    SELECT d.org_id, d.day, ${_P_SHARD}::smallint, md5(ROW(d.assistant_id)::text)::uuid,
+           d.assistant_id, d.calls, d.duration_seconds, d.cost
+    FROM unnest(${_P_ASSISTANTS}::uuid[], ${_P_ASSISTANTS + 1}::date[],
+                ${_P_ASSISTANTS + 2}::text[], ${_P_ASSISTANTS + 3}::integer[],
+                ${_P_ASSISTANTS + 4}::numeric[], ${_P_ASSISTANTS + 5}::numeric[])
          AS d (org_id, day, assistant_id, calls, duration_seconds, cost)
-    ORDER BY 1, 2, 3
-    ON CONFLICT (org_id, day, assistant_key) DO UPDATE SET
+    ORDER BY 1, 2, 4
+    ON CONFLICT (org_id, day, assistant_key, shard) DO UPDATE SET
         calls = a.calls + EXCLUDED.calls,
         duration_seconds = a.duration_seconds + EXCLUDED.duration_seconds,
-        cost = a.cost + EXCLUDED.cost"""
-DROP_EMPTY_ASSISTANTS = """
-    DELETE FROM daily_assistants a
-    USING unnest($1::uuid[], $2::date[], $3::text[]) AS d (org_id, day, assistant_id)
-    WHERE a.org_id = d.org_id AND a.day = d.day
-      AND a.assistant_key = md5(ROW(d.assistant_id)::text)::uuid AND a.calls = 0"""
+        cost = a.cost + EXCLUDED.cost
+)
+SELECT array(SELECT id FROM inserted) AS inserted"""  # noqa: S608
+
+# A lead is derived from its calls: counts and times, and name and email from the newest
+# call that has them (customer object first, then the analysis' structured data). A lead
+# exists while an inbound call has its number: one whose last inbound call changed number
+# goes (its calls are unlinked by the foreign key). Its first inbound call's day, before
+# and after, is what the daily figures count as a new lead.
+REFRESH_LEADS = """
+WITH target AS (
+    SELECT l.id, l.org_id, l.first_inbound_at AS old_first_inbound_at
+    FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
+    WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
+), linked AS (
+    SELECT c.id, c.lead_id, c.direction, c.created_at, c.started_at, c.customer_name,
+           c.customer_email, c.structured_data
+    FROM calls c JOIN target t ON c.lead_id = t.id
+), totals AS (
+    SELECT lead_id, count(*) AS call_count,
+           min(coalesce(started_at, created_at)) AS first_call_at,
+           max(coalesce(started_at, created_at)) AS last_call_at,
+           min(coalesce(created_at, started_at))
+               FILTER (WHERE direction = 'inboundPhoneCall') AS first_inbound_at
+    FROM linked GROUP BY lead_id
+), named AS (
+    SELECT DISTINCT ON (lead_id) lead_id,
+           coalesce(customer_name, structured_data ->> 'name') AS name
+    FROM linked WHERE coalesce(customer_name, structured_data ->> 'name') IS NOT NULL
+    ORDER BY lead_id, (customer_name IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+), mailed AS (
+    SELECT DISTINCT ON (lead_id) lead_id,
+           coalesce(customer_email, structured_data ->> 'email') AS email
+    FROM linked WHERE coalesce(customer_email, structured_data ->> 'email') IS NOT NULL
+    ORDER BY lead_id, (customer_email IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+), recomputed AS (
+    SELECT target.id, target.org_id, target.old_first_inbound_at,
+           coalesce(totals.call_count, 0) AS call_count, totals.first_call_at,
+           totals.last_call_at, totals.first_inbound_at, named.name, mailed.email
+    FROM target
+    LEFT JOIN totals ON totals.lead_id = target.id
+    LEFT JOIN named ON named.lead_id = target.id
+    LEFT JOIN mailed ON mailed.lead_id = target.id
+), kept AS (
+    UPDATE leads l SET
+        call_count = r.call_count, first_call_at = r.first_call_at,
+        last_call_at = r.last_call_at, first_inbound_at = r.first_inbound_at,
+        name = r.name, email = r.email, updated_at = now()
+    FROM recomputed r
+    WHERE l.id = r.id AND r.first_inbound_at IS NOT NULL
+), dropped AS (
+    DELETE FROM leads l USING recomputed r WHERE l.id = r.id AND r.first_inbound_at IS NULL
+), new_leads AS (
+    SELECT org_id, day, sum(delta)::integer AS delta FROM (
+        SELECT org_id, (old_first_inbound_at AT TIME ZONE 'UTC')::date AS day, -1 AS delta
+        FROM recomputed WHERE old_first_inbound_at IS NOT NULL
+        UNION ALL
+        SELECT org_id, (first_inbound_at AT TIME ZONE 'UTC')::date, 1
+        FROM recomputed WHERE first_inbound_at IS NOT NULL
+    ) AS moved
+    GROUP BY org_id, day
+    HAVING sum(delta) <> 0
+)
+INSERT INTO daily_stats_shards AS s (org_id, day, shard, new_leads)
+SELECT org_id, day, $3::smallint, delta FROM new_leads ORDER BY org_id, day
+ON CONFLICT (org_id, day, shard) DO UPDATE SET new_leads = s.new_leads + EXCLUDED.new_leads"""
+
+# Processor replicas (migration 0010): each renews its row and reads the others renewed
+# lately, by the database's clock (the replicas' clocks may differ).
+HEARTBEAT = """
+    WITH beat AS (
+        INSERT INTO processor_members (member_id) VALUES ($1)
+        ON CONFLICT (member_id) DO UPDATE SET heartbeat_at = now()
+    )
+    SELECT member_id FROM processor_members
+    WHERE heartbeat_at > now() - make_interval(secs => $2) AND member_id <> $1"""
+LEAVE = "DELETE FROM processor_members WHERE member_id = $1"
+FORGET_GONE_MEMBERS = """
+    DELETE FROM processor_members WHERE heartbeat_at < now() - interval '1 hour'"""
 
 PRUNE_EVENTS = """
     DELETE FROM events WHERE message_id IN (
@@ -242,6 +353,16 @@ class ArchivedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class UnassignedEvent:
+    message_id: str
+    received_at: dt.datetime
+    phone_number_id: str | None
+    dialled_number: str | None
+    vapi_org_id: str | None
+    metadata_org_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredCall:
     org_id: uuid.UUID
     state: CallState
@@ -256,50 +377,33 @@ class CallChange:
     after: CallState
 
 
-@dataclass
-class StatsDelta:
-    calls: int = 0
-    inbound: int = 0
-    outbound: int = 0
-    web: int = 0
-    new_leads: int = 0
-    duration_seconds: Decimal = Decimal(0)
-    cost: Decimal = Decimal(0)
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """Everything `WRITE_BATCH` does for one batch."""
 
-    def add(self, part: DayContribution) -> None:
-        self.calls += part.calls
-        self.inbound += part.inbound
-        self.outbound += part.outbound
-        self.web += part.web
-        self.duration_seconds += part.duration_seconds
-        self.cost += part.cost
-
-    def is_zero(self) -> bool:
-        return not (self.calls or self.inbound or self.outbound or self.web or self.new_leads
-                    or self.duration_seconds or self.cost)
+    new_calls: Sequence[CallChange]
+    saved_calls: Sequence[CallChange]
+    new_inbound_callers: Sequence[tuple[uuid.UUID, str]]  # leads to create
+    lead_numbers: Sequence[tuple[uuid.UUID, str]]  # the numbers of the calls written
+    archived: Sequence[ArchivedEvent]
+    unassigned: Sequence[UnassignedEvent]
+    assigned: Sequence[str]  # message ids no longer unassigned
+    figures: DailyFigures
+    shard: int
 
 
-OutcomeKey = tuple[uuid.UUID, dt.date, str | None, str | None]
-AssistantKey = tuple[uuid.UUID, dt.date, str | None]
+class NumbersBusy(Exception):
+    """A stored call names a caller's number another transaction holds: start over, asking
+    for these numbers' locks in the first step."""
+
+    def __init__(self, numbers: Iterable[str]) -> None:
+        super().__init__("a caller's number is held by another transaction")
+        self.numbers = frozenset(numbers)
 
 
-@dataclass
-class BreakdownDeltas:
-    """What a batch adds to daily_call_outcomes and daily_assistants: each changed call's
-    old contribution subtracted, its new one added."""
-
-    outcomes: dict[OutcomeKey, int] = field(default_factory=lambda: defaultdict(int))
-    assistants: dict[AssistantKey, StatsDelta] = field(
-        default_factory=lambda: defaultdict(StatsDelta))
-
-    def add(self, org_id: uuid.UUID, state: CallState | None, sign: int) -> None:
-        part = contribution(state)
-        if state is None or part is None:
-            return
-        self.outcomes[(org_id, part.day, state.get("ended_reason"),
-                       state.get("success_evaluation"))] += sign
-        self.assistants[(org_id, part.day, state.get("assistant_id"))].add(
-            part if sign > 0 else part.negated())
+class CallsInsertedMeanwhile(Exception):
+    """Another transaction stored some of the batch's new calls after they were locked:
+    start over (they are locked and merged then)."""
 
 
 def _json(value: Any) -> str | None:
@@ -324,6 +428,21 @@ def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
     return columns
 
 
+def changed_mask(change: CallChange) -> int:
+    """Bit i set when CALL_FIELDS[i] changed (`merge` keeps the very value otherwise)."""
+    assert change.before is not None
+    mask = 0
+    for bit, name in enumerate(CALL_FIELDS):
+        if change.after.values.get(name) is not change.before.values.get(name):
+            mask |= 1 << bit
+    return mask
+
+
+def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows \
+        else [[] for _ in range(width)]
+
+
 def _state_from_row(row: asyncpg.Record) -> CallState:
     versions = {name: (int(v[0]), int(v[1])) for name, v in row["field_versions"].items()}
     return CallState(
@@ -343,126 +462,96 @@ class CallRepository:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._db = connection
 
-    async def existing_organizations(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        if not ids:
-            return set()
-        return {r["id"] for r in await self._db.fetch(ORGANIZATIONS_BY_ID, list(ids))}
+    @contextlib.asynccontextmanager
+    async def transaction(self, shard: int, numbers: Iterable[str]) -> AsyncIterator[None]:
+        """Step 1 and step 5: begin holding the locks; commit, or roll back on an error."""
+        await self._db.execute(begin_with_locks(shard, numbers))
+        try:
+            yield
+        except Exception:
+            # A broken connection cannot roll back; the pool discards it (and Postgres ends
+            # the transaction with it).
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
+            raise
+        # A cancelled batch leaves its transaction open: the pool rolls it back on release.
+        await self._db.execute("COMMIT")
 
-    async def organizations_by(self, query: str, keys: Iterable[str]) -> dict[str, uuid.UUID]:
-        keys = sorted(set(keys))
-        if not keys:
-            return {}
-        return {r[0]: r[1] for r in await self._db.fetch(query, keys)}
+    async def resolve(self, metadata_org_ids: Sequence[uuid.UUID],
+                      phone_number_ids: Sequence[str], numbers: Sequence[str],
+                      vapi_org_ids: Sequence[str]) -> dict[tuple[str, str], uuid.UUID]:
+        """(kind, key) -> organization for what shared-endpoint events offer."""
+        rows = await self._db.fetch(RESOLVE, sorted(set(metadata_org_ids)),
+                                    sorted(set(phone_number_ids)), sorted(set(numbers)),
+                                    sorted(set(vapi_org_ids)))
+        return {(r["kind"], r["key"]): r["org_id"] for r in rows}
 
     async def hold_assignment_lock(self) -> None:
         """Shared with every processor; `phone-number add` takes it exclusively, so that an
         event found unmatched here is committed before the CLI looks for unmatched events."""
         await self._db.execute(HOLD_ASSIGNMENT_LOCK, ASSIGNMENT_LOCK_KEY)
 
-    async def archive(self, events: Sequence[ArchivedEvent]) -> None:
-        if not events:
-            return
-        columns = list(zip(*((e.message_id, e.org_id, e.received_at, e.message_type,
-                              e.call_id, e.dedupe_key, e.endpoint_id, e.body)
-                             for e in events), strict=True))
-        await self._db.execute(ARCHIVE_EVENTS, *[list(c) for c in columns])
-
-    async def keep_unassigned(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            await self._db.executemany(KEEP_UNASSIGNED, rows)
-
-    async def forget_unassigned(self, message_ids: Sequence[str]) -> None:
-        if message_ids:
-            await self._db.execute(FORGET_UNASSIGNED, list(message_ids))
-
-    async def lock_calls(self, ids: Sequence[str]) -> dict[str, StoredCall]:
-        """Lock the stored rows among `ids` (in id order) and return them."""
+    async def lock_calls(self, ids: Iterable[str]) -> dict[str, StoredCall]:
+        """Step 2: lock the stored rows among `ids` (in id order) and return them."""
         return {row["id"]: StoredCall(row["org_id"], _state_from_row(row))
                 for row in await self._db.fetch(LOCK_CALLS, sorted(ids))}
 
-    async def insert_calls(self, calls: dict[str, tuple[uuid.UUID, CallState]]) -> set[str]:
-        """Insert calls not stored yet, whole; the ids inserted (a call another transaction
-        inserted meanwhile is left alone)."""
-        ids = sorted(calls)
-        columns = _columns(calls[i][1] for i in ids)
-        return {r["id"] for r in await self._db.fetch(
-            INSERT_CALLS, ids, [calls[i][0] for i in ids], *columns)}
+    async def try_lock_numbers(self, numbers: Iterable[str]) -> None:
+        """Take these numbers' locks if free now; raise `NumbersBusy` if any is not."""
+        wanted = sorted(set(numbers))
+        keys = sorted({number_lock_key(n) for n in wanted})
+        if keys and not await self._db.fetchval(TRY_LOCK_NUMBERS, keys):
+            raise NumbersBusy(wanted)
 
-    async def save_calls(self, changes: Sequence[CallChange]) -> None:
-        """Write what changed in stored calls (the rows are locked by `lock_calls`)."""
-        if not changes:
-            return
-        changed = []
-        for change in changes:
-            assert change.before is not None
-            mask = 0
-            for bit, name in enumerate(CALL_FIELDS):
-                if change.after.values.get(name) is not change.before.values.get(name):
-                    mask |= 1 << bit
-            changed.append(mask)
-        columns = _columns((c.after for c in changes), changed)
-        await self._db.execute(SAVE_CALLS, [c.after.call_id for c in changes], changed,
-                               *columns)
+    async def write(self, batch: BatchWrite) -> None:
+        """Step 3; raises `CallsInsertedMeanwhile` when a new call was stored meanwhile."""
+        new_ids = [c.after.call_id for c in batch.new_calls]
+        changed = [changed_mask(c) for c in batch.saved_calls]
+        archived = _transposed([(e.message_id, e.org_id, e.received_at, e.message_type,
+                                 e.call_id, e.dedupe_key, e.endpoint_id, e.body)
+                                for e in batch.archived], 8)
+        unassigned = _transposed([(u.message_id, u.received_at, u.phone_number_id,
+                                   u.dialled_number, u.vapi_org_id,
+                                   _json(list(u.metadata_org_ids)))
+                                  for u in batch.unassigned], 6)
+        figures = batch.figures
+        stats = _transposed([(org, day, d.calls, d.inbound, d.outbound, d.web,
+                              d.duration_seconds, d.cost)
+                             for (org, day), d in figures.stats_rows()], 8)
+        outcomes = _transposed([(*key, calls) for key, calls in figures.outcome_rows()], 5)
+        assistants = _transposed([(*key, d.calls, d.duration_seconds, d.cost)
+                                  for key, d in figures.assistant_rows()], 6)
+        inserted = await self._db.fetchval(
+            WRITE_BATCH,
+            *_transposed(sorted(batch.new_inbound_callers), 2),
+            *_transposed(sorted(set(batch.lead_numbers)), 2),
+            new_ids, [c.org_id for c in batch.new_calls],
+            *_columns(c.after for c in batch.new_calls),
+            [c.after.call_id for c in batch.saved_calls], changed,
+            *_columns((c.after for c in batch.saved_calls), changed),
+            *archived, *unassigned, list(batch.assigned), batch.shard,
+            *stats, *outcomes, *assistants)
+        if len(inserted) != len(new_ids):
+            raise CallsInsertedMeanwhile
 
-    async def refresh_leads(self, inbound_callers: set[tuple[uuid.UUID, str]],
-                            callers: set[tuple[uuid.UUID, str]], relinked: Iterable[str]
-                            ) -> list[tuple[uuid.UUID, dt.datetime | None, dt.datetime | None]]:
-        """Create leads for inbound callers, link calls (`relinked`: the calls whose number or
-        direction may have changed), recompute each touched lead, and drop a lead no inbound
-        call has any more.
+    async def refresh_leads(self, callers: Iterable[tuple[uuid.UUID, str]], shard: int
+                            ) -> None:
+        """Step 4: recompute the leads of these callers (organization, number)."""
+        orgs, numbers = _transposed(sorted(set(callers)), 2)
+        if orgs:
+            await self._db.execute(REFRESH_LEADS, orgs, numbers, shard)
 
-        Returns (org, first inbound call before, after) per touched lead, for statistics.
-        """
-        created = []
-        if inbound_callers:
-            orgs, numbers = zip(*sorted(inbound_callers), strict=True)
-            created = await self._db.fetch(CREATE_LEADS, list(orgs), list(numbers))
-        if not callers:
-            return []
-        await self._db.execute(LINK_CALLS_TO_LEADS, sorted(relinked),
-                               [r["org_id"] for r in created],
-                               [r["phone_number"] for r in created])
-        orgs, numbers = zip(*sorted(callers), strict=True)
-        rows = await self._db.fetch(REFRESH_LEADS, list(orgs), list(numbers))
-        orphaned = [r["id"] for r in rows if r["first_inbound_at"] is None]
-        if orphaned:
-            await self._db.execute(DROP_LEADS_WITHOUT_INBOUND_CALLS, orphaned)
-        return [(r["org_id"], r["old_first_inbound_at"], r["first_inbound_at"]) for r in rows]
 
-    async def add_to_daily_stats(self, deltas: dict[tuple[uuid.UUID, dt.date], StatsDelta]
-                                 ) -> None:
-        keys = sorted(k for k, d in deltas.items() if not d.is_zero())
-        if not keys:
-            return
-        columns: list[list[Any]] = [[] for _ in range(9)]
-        for org_id, day in keys:
-            d = deltas[(org_id, day)]
-            for column, value in zip(columns, (org_id, day, d.calls, d.inbound, d.outbound,
-                                               d.web, d.new_leads, d.duration_seconds,
-                                               d.cost), strict=True):
-                column.append(value)
-        await self._db.execute(ADD_TO_DAILY_STATS, *columns)
+async def heartbeat(connection: asyncpg.Connection, member_id: str, ttl_seconds: float
+                    ) -> list[str]:
+    """Renew `member_id`; the live members, itself included."""
+    others = await connection.fetch(HEARTBEAT, member_id, ttl_seconds)
+    return sorted([member_id, *(r["member_id"] for r in others)])
 
-    async def add_to_breakdowns(self, deltas: BreakdownDeltas) -> None:
-        """Apply the deltas (the SQL orders rows by key), then delete the rows a negative
-        delta may have emptied."""
-        outcomes = [(*k, n) for k, n in deltas.outcomes.items() if n]
-        if outcomes:
-            columns = [list(c) for c in zip(*outcomes, strict=True)]
-            await self._db.execute(ADD_TO_DAILY_CALL_OUTCOMES, *columns)
-            emptied = [k for k, n in deltas.outcomes.items() if n < 0]
-            if emptied:
-                await self._db.execute(DROP_EMPTY_CALL_OUTCOMES,
-                                       *[list(c) for c in zip(*emptied, strict=True)])
-        assistants = [(*k, d.calls, d.duration_seconds, d.cost)
-                      for k, d in deltas.assistants.items() if not d.is_zero()]
-        if assistants:
-            columns = [list(c) for c in zip(*assistants, strict=True)]
-            await self._db.execute(ADD_TO_DAILY_ASSISTANTS, *columns)
-            emptied_ids = [k for k, d in deltas.assistants.items() if d.calls < 0]
-            if emptied_ids:
-                await self._db.execute(DROP_EMPTY_ASSISTANTS,
-                                       *[list(c) for c in zip(*emptied_ids, strict=True)])
+
+async def leave(connection: asyncpg.Connection, member_id: str) -> None:
+    await connection.execute(LEAVE, member_id)
+    await connection.execute(FORGET_GONE_MEMBERS)
 
 
 async def prune_events(connection: asyncpg.Connection, retention_days: int,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from aiormq.abc import FieldValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -22,18 +21,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from calltrail_common.envelope import SHARED_ENDPOINT, EventEnvelope, partition_of
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
-from calltrail_common.topology import (
-    HEADER_DEDUPE_KEY,
-    HEADER_ENDPOINT_ID,
-    HEADER_MESSAGE_TYPE,
-    HEADER_ORG_ID,
-    HEADER_RECEIVED_AT,
-    SHARED_ENDPOINT,
-    Topology,
-    event_routing_key,
-)
+from calltrail_common.topology import Topology
 from ingest.auth import verify_credentials
 from ingest.broker import BrokerPublisher
 from ingest.endpoints import EndpointDirectory
@@ -111,21 +102,16 @@ async def accept_webhook(state: IngestState, endpoint_id: str | None,
         if not _json_media_type(headers.get("content-type")):
             raise UnsupportedMediaType
         envelope = read_envelope(body)
-        event_headers: dict[str, FieldValue] = {
-            HEADER_RECEIVED_AT: int(time.time() * 1000),
-            HEADER_ENDPOINT_ID: endpoint_id or SHARED_ENDPOINT,
-            HEADER_MESSAGE_TYPE: envelope.message_type,
-        }
-        if org_id is not None:
-            event_headers[HEADER_ORG_ID] = org_id
-        if envelope.dedupe_key is not None:
-            event_headers[HEADER_DEDUPE_KEY] = envelope.dedupe_key
-        event = AcceptedEvent(
-            message_id=uuid.uuid4().hex,
-            routing_key=event_routing_key(envelope.message_type),
-            headers=event_headers,
-            body=body,
-        )
+        message_id = uuid.uuid4().hex
+        event = AcceptedEvent(EventEnvelope(
+            message_id=message_id,
+            message_type=envelope.message_type,
+            received_at_ms=int(time.time() * 1000),
+            endpoint_id=endpoint_id or SHARED_ENDPOINT,
+            partition=partition_of(envelope.caller_key, message_id),
+            org_id=org_id,
+            dedupe_key=envelope.dedupe_key,
+        ), body)
         kept = await state.outbox.keep(event)
     except IngestError as error:
         state.metrics.requests.labels(str(error.status_code)).inc()

@@ -1,4 +1,4 @@
-"""What ingest reads of a webhook body: just enough to route it and dedupe it.
+"""What ingest reads of a webhook body: just enough to route it, partition it and dedupe it.
 
 The body itself travels on unchanged; the call processor parses it fully.
 """
@@ -8,25 +8,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from aiormq.abc import FieldValue
 
+from calltrail_common.envelope import EventEnvelope, caller_key
 from ingest.errors import InvalidPayload
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptedEvent:
-    """A webhook as it goes to the broker: the raw request bytes, unchanged, plus headers."""
+    """A webhook as it goes to the broker: the raw request bytes, unchanged, and its
+    envelope."""
 
-    message_id: str
-    routing_key: str
-    headers: dict[str, FieldValue]
+    envelope: EventEnvelope
     body: bytes
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookEnvelope:
     message_type: str
     dedupe_key: str | None
+    caller_key: str | None  # what the partition is derived from (envelope.caller_key)
 
 
 def _text(value: object) -> str | None:
@@ -46,10 +50,13 @@ def read_envelope(body: bytes) -> WebhookEnvelope:
     if message_type is None:
         raise InvalidPayload("message.type is missing or not a string")
     call = message.get("call")
-    call_id = _text(call.get("id")) if isinstance(call, dict) else None
+    if not isinstance(call, dict):
+        call = {}
+    call_id = _text(call.get("id"))
     # Presigned URLs change on every delivery, so never a hash of the body (vapi.md).
     dedupe_key = None
     if call_id is not None:
         status = _text(message.get("status"))
         dedupe_key = f"{call_id}:{message_type}" + (f":{status}" if status else "")
-    return WebhookEnvelope(message_type=message_type, dedupe_key=dedupe_key)
+    return WebhookEnvelope(message_type=message_type, dedupe_key=dedupe_key,
+                           caller_key=caller_key(call, message))

@@ -27,13 +27,14 @@ import struct
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
+from calltrail_common.envelope import HEADER_PARTITION, EventEnvelope, partition_of
 from calltrail_common.logging import get_logger
-from ingest.payload import AcceptedEvent
+from ingest.payload import AcceptedEvent, read_envelope
 
 log = get_logger(__name__)
 
@@ -53,8 +54,7 @@ class SpoolUnavailable(Exception):
 
 
 def encode_frame(event: AcceptedEvent) -> bytes:
-    meta = orjson.dumps({"id": event.message_id, "rk": event.routing_key,
-                         "h": event.headers})
+    meta = orjson.dumps({"id": event.message_id, "h": event.envelope.headers()})
     payload = _META_LENGTH.pack(len(meta)) + meta + event.body
     return _FRAME_HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
@@ -63,8 +63,12 @@ def _decode_payload(payload: bytes) -> AcceptedEvent:
     (meta_length,) = _META_LENGTH.unpack_from(payload)
     meta = orjson.loads(payload[_META_LENGTH.size:_META_LENGTH.size + meta_length])
     body = payload[_META_LENGTH.size + meta_length:]
-    return AcceptedEvent(message_id=meta["id"], routing_key=meta["rk"], headers=meta["h"],
-                         body=body)
+    envelope = EventEnvelope.read(meta["id"], meta["h"])
+    if HEADER_PARTITION not in meta["h"]:
+        # Spooled by a release before partitions: the body says which (ingest read it once).
+        envelope = replace(envelope, partition=partition_of(read_envelope(body).caller_key,
+                                                            envelope.message_id))
+    return AcceptedEvent(envelope, body)
 
 
 def iter_frames(data: bytes, start: int = 0) -> Iterator[tuple[AcceptedEvent, int]]:

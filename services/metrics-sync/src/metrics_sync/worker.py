@@ -16,7 +16,8 @@ means for the account.
 - "Sync now" commands come from the broker (`{prefix}.metrics-sync.commands`): each names a
   queued run; the command only wakes the scheduler (the queued row in Postgres is what
   counts), so it is acknowledged once the row is known to exist. A command that is not
-  JSON, or names no organization, is dead-lettered.
+  JSON, or names no organization, is dead-lettered; one that meets a database outage goes
+  to the retry queue (calltrail_common.settlement, the processor's policy too).
 """
 
 from __future__ import annotations
@@ -28,24 +29,21 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 
 import aio_pika
 import asyncpg
 import httpx
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from calltrail_common import broker
+from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.crypto import CryptoError, KeyRing
-from calltrail_common.db import create_pool
+from calltrail_common.db import TRANSIENT_ERRORS, create_pool
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
-from calltrail_common.topology import (
-    HEADER_DEAD_LETTER_REASON,
-    METRICS_SYNC_COMMANDS,
-    Topology,
-    declare_topology,
-)
+from calltrail_common.settlement import Settlement
+from calltrail_common.topology import METRICS_SYNC_COMMANDS, Topology
 from calltrail_common.vapi import (
     VapiBadResponse,
     VapiRateLimited,
@@ -59,14 +57,11 @@ from metrics_sync.sync import AccountSync, KeyMissing, RunProgress, SyncConfig
 
 log = get_logger("metrics_sync")
 
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
-                   asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                   asyncpg.TooManyConnectionsError)
+DATABASE_ERRORS = TRANSIENT_ERRORS
 INFRASTRUCTURE_RETRY_SECONDS = 5.0  # the broker or Postgres failed a run: not the account
 SHUTDOWN_GRACE_SECONDS = 10.0
 REAP_EVERY_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
-RECONNECT_MAX_SECONDS = 5.0
 _CHANNEL_WAIT_SECONDS = 10.0
 _BACKFILLS_AT_ONCE = 32
 
@@ -138,7 +133,11 @@ class MetricsSync:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._link = BrokerLink(settings.amqp_url.get_secret_value(), self._topology,
+                                heartbeat_seconds=settings.amqp_heartbeat_seconds,
+                                name="metrics-sync")
         self._channel: AbstractChannel | None = None
+        self._settlement: Settlement | None = None
         self._channel_ready = asyncio.Event()
         self._database_ok = False
         self._pool: asyncpg.Pool | None = None
@@ -159,11 +158,12 @@ class MetricsSync:
 
     async def run(self) -> None:
         http = HttpClients(self._settings.vapi_request_timeout_seconds)
-        link = asyncio.create_task(self._keep_broker())
+        link = asyncio.create_task(self._link.run(self._broker_session))
         try:
             await self._schedule(http)
         finally:
             await self._finish_running()
+            self._link.stop()
             link.cancel()
             with contextlib.suppress(BaseException):
                 await link
@@ -350,79 +350,49 @@ class MetricsSync:
         assert self._channel is not None
         return self._channel
 
-    async def _keep_broker(self) -> None:
-        backoff = 0.2
-        while True:
-            connection: AbstractConnection | None = None
-            try:
-                connection = await broker.connect(
-                    self._settings.amqp_url.get_secret_value(),
-                    heartbeat_seconds=self._settings.amqp_heartbeat_seconds)
-                # Returned (unroutable) snapshots raise, never vanish.
-                publishing = await connection.channel(publisher_confirms=True,
-                                                      on_return_raises=True)
-                await declare_topology(publishing, self._topology)
-                consuming = await connection.channel()
-                await consuming.set_qos(prefetch_count=20)
-                queue = await consuming.get_queue(self._topology.queue(METRICS_SYNC_COMMANDS),
-                                                  ensure=False)
-                await queue.consume(self._on_command)
-                lost = await broker.watch(connection, publishing, consuming)
-                self._channel = publishing
-                self._channel_ready.set()
-                log.info("broker_connected")
-                backoff = 0.2
-                reason = await lost
-                log.warning("broker_link_lost", reason=reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("broker_unreachable", error=type(error).__name__,
-                            retry_in=round(backoff, 2))
-            finally:
-                self._channel_ready.clear()
-                self._channel = None
-                await broker.close_quietly(connection)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+    async def _broker_session(self, link: LinkSession) -> None:
+        """Publish snapshots on the link's channel (unroutable ones raise, never vanish) and
+        take sync-now commands, until the link is lost (then this is cancelled)."""
+        consuming = await link.channel(prefetch=20)
+        queue = await consuming.get_queue(self._topology.queue(METRICS_SYNC_COMMANDS),
+                                          ensure=False)
+        self._settlement = Settlement(link.publisher, self._topology, METRICS_SYNC_COMMANDS)
+        await queue.consume(self._on_command)
+        self._channel = link.publisher
+        self._channel_ready.set()
+        try:
+            await asyncio.Future()  # until the link is lost or stopped
+        finally:
+            self._channel_ready.clear()
+            self._channel = None
 
     async def _on_command(self, message: AbstractIncomingMessage) -> None:
+        settlement = self._settlement
+        assert settlement is not None  # set before consuming starts
         try:
             command = orjson.loads(message.body)
             org_id = uuid.UUID(str(command["orgId"]))
             run_id = uuid.UUID(str(command["syncId"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            await self._dead_letter(message, "not a sync-now command")
+            await self._settle(settlement.dead_letter(message, "not a sync-now command"))
             return
         try:
             repository = await self._database()
             await repository.ensure_queued(run_id, org_id)
         except asyncpg.ForeignKeyViolationError:
-            await self._dead_letter(message, "organization does not exist")
+            await self._settle(settlement.dead_letter(message, "organization does not exist"))
             return
         except Exception as error:
             log.warning("command_deferred", error=type(error).__name__)
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-            await asyncio.sleep(1)
+            await self._settle(settlement.retry_later(message, error))
             return
         self._wake.set()
         with contextlib.suppress(Exception):
             await message.ack()
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        """Publish to the dead-letter queue with the reason, then ack (the broker's own
-        dead-lettering on reject cannot carry a reason)."""
-        log.warning("command_dead_lettered", reason=reason, message_id=message.message_id)
+    @staticmethod
+    async def _settle(settling: Awaitable[object]) -> None:
+        """A settlement that fails (the link is going) leaves the message unacknowledged:
+        it is delivered again on the next link."""
         with contextlib.suppress(Exception):
-            channel = await self._current_channel()
-            dlx = await channel.get_exchange(self._topology.dead_letter_exchange, ensure=False)
-            await dlx.publish(aio_pika.Message(
-                message.body, headers={HEADER_DEAD_LETTER_REASON: reason},
-                message_id=message.message_id, content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=self._topology.queue(METRICS_SYNC_COMMANDS))
-            await message.ack()
-            return
-        with contextlib.suppress(Exception):
-            await message.reject(requeue=False)
+            await settling

@@ -1,0 +1,78 @@
+"""What a batch adds to its organizations' daily figures: pure arithmetic over call states.
+
+For each call a batch changes, its contribution before the batch is subtracted and its
+contribution after is added: to the daily statistics (calls by direction, minutes, cost),
+to the outcomes breakdown (ended reason and success evaluation) and to the assistants
+breakdown. The sums of these deltas over every batch are the aggregates over the calls,
+whatever order the batches committed in; new leads are counted where leads are refreshed
+(repository.REFRESH_LEADS), from each lead's first inbound call before and after.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from call_processor.calls import CallState, DayContribution, contribution
+
+
+@dataclass
+class StatsDelta:
+    calls: int = 0
+    inbound: int = 0
+    outbound: int = 0
+    web: int = 0
+    duration_seconds: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+
+    def add(self, part: DayContribution, sign: int) -> None:
+        self.calls += sign * part.calls
+        self.inbound += sign * part.inbound
+        self.outbound += sign * part.outbound
+        self.web += sign * part.web
+        self.duration_seconds += sign * part.duration_seconds
+        self.cost += sign * part.cost
+
+    def is_zero(self) -> bool:
+        return not (self.calls or self.inbound or self.outbound or self.web
+                    or self.duration_seconds or self.cost)
+
+
+StatsKey = tuple[uuid.UUID, dt.date]
+OutcomeKey = tuple[uuid.UUID, dt.date, str | None, str | None]
+AssistantKey = tuple[uuid.UUID, dt.date, str | None]
+
+
+@dataclass
+class DailyFigures:
+    """The deltas of one batch, keyed by organization and day (and breakdown value)."""
+
+    stats: dict[StatsKey, StatsDelta] = field(
+        default_factory=lambda: defaultdict(StatsDelta))
+    outcomes: dict[OutcomeKey, int] = field(default_factory=lambda: defaultdict(int))
+    assistants: dict[AssistantKey, StatsDelta] = field(
+        default_factory=lambda: defaultdict(StatsDelta))
+
+    def add_change(self, org_id: uuid.UUID, before: CallState | None,
+                   after: CallState) -> None:
+        """A call of `org_id` went from `before` (None: not stored) to `after`."""
+        for state, sign in ((before, -1), (after, 1)):
+            part = contribution(state)
+            if state is None or part is None:
+                continue
+            self.stats[(org_id, part.day)].add(part, sign)
+            self.outcomes[(org_id, part.day, state.get("ended_reason"),
+                           state.get("success_evaluation"))] += sign
+            self.assistants[(org_id, part.day, state.get("assistant_id"))].add(part, sign)
+
+    def stats_rows(self) -> list[tuple[StatsKey, StatsDelta]]:
+        return sorted((k, d) for k, d in self.stats.items() if not d.is_zero())
+
+    def outcome_rows(self) -> list[tuple[OutcomeKey, int]]:
+        return [(k, n) for k, n in self.outcomes.items() if n]
+
+    def assistant_rows(self) -> list[tuple[AssistantKey, StatsDelta]]:
+        return [(k, d) for k, d in self.assistants.items() if not d.is_zero()]
