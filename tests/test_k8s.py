@@ -54,7 +54,7 @@ CUSTOM_KINDS = {
 # The KEDA trigger parameters the manifests may use (metadata, then authentication).
 KEDA_TRIGGER_METADATA = {
     "rabbitmq": {"host", "protocol", "mode", "value", "activationValue", "queueName",
-                 "vhostName", "excludeUnacknowledged"},
+                 "vhostName", "excludeUnacknowledged", "useRegex", "operation"},
     "postgresql": {"query", "targetQueryValue", "activationTargetQueryValue", "host", "port",
                    "userName", "dbName", "sslmode"},
 }
@@ -453,7 +453,14 @@ def test_call_processor_scales_on_its_queue_counting_unacked_messages(
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "rabbitmq"
     metadata = trigger["metadata"]
-    assert metadata["queueName"] == Topology(settings.amqp_prefix).queue(CALL_PROCESSOR)
+    # Every queue holding the processor's work, summed: its partitions and its overflow.
+    topology = Topology(settings.amqp_prefix)
+    assert (metadata["useRegex"], metadata["operation"]) == ("true", "sum")
+    matched = [name for name in topology.all_queues()
+               if re.fullmatch(metadata["queueName"], name)]
+    assert matched == topology.work_queues(CALL_PROCESSOR)
+    # No more replicas than partitions: one more would have nothing of its own to consume.
+    assert scaled["spec"]["maxReplicaCount"] <= CALL_PROCESSOR.partitions
     # QueueLength counts unacknowledged messages only through the management API.
     assert metadata["mode"] == "QueueLength"
     assert metadata["protocol"] == "http"
