@@ -3,11 +3,11 @@
 It does the least any call processor on this stack must do for every event, and nothing
 else: consume the call-processor queue (prefetch twice the batch size, as the processor
 does), take batches (`PROCESSOR_BATCH_SIZE`, waiting at most `PROCESSOR_BATCH_WAIT_MS`),
-write each batch to `events` in one transaction with the processor's own `ARCHIVE_EVENTS`
-statement (the same columns: message id, organization from `x-org-id`, received time,
-type, call id from the dedupe key, dedupe key, endpoint, raw body), then acknowledge the
-batch with one multiple ack. Two batches are in flight, as in the processor. No parsing of
-bodies, no organization resolution, no calls, leads or statistics, no metrics.
+write each batch to `events` in one statement that archives them as the processor's
+`WRITE_BATCH` does (the same columns: message id, organization from `x-org-id`, received
+time, type, call id from the dedupe key, dedupe key, endpoint, raw body; the same conflict
+rule), then acknowledge the batch with one multiple ack. Two batches are in flight. No
+parsing of bodies, no organization resolution, no calls, leads or statistics, no metrics.
 
 Run by `bench.processor` as `python -m bench.bare_consumer` with `DATABASE_URL`,
 `AMQP_URL`, `AMQP_PREFIX`, `PROCESSOR_BATCH_SIZE` and `PROCESSOR_BATCH_WAIT_MS` in the
@@ -27,7 +27,6 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
-from call_processor.repository import ARCHIVE_EVENTS
 from calltrail_common.envelope import (
     HEADER_DEDUPE_KEY,
     HEADER_ENDPOINT_ID,
@@ -39,6 +38,13 @@ from calltrail_common.process import run_worker
 from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 BATCHES_IN_FLIGHT = 2
+ARCHIVE_EVENTS = """
+    INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
+                        endpoint_id, body)
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::bytea[])
+    ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
+        WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL"""
 
 
 def archive_columns(messages: list[AbstractIncomingMessage]) -> list[list[object]]:

@@ -17,10 +17,14 @@ batch, retry it in place) is its own: nothing is settled then.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import AbstractChannel as WireChannel
+from aiormq.abc import DeliveredMessage
 
 from calltrail_common.envelope import dead_letter_headers, retry_count, retry_headers
 from calltrail_common.logging import get_logger
@@ -32,11 +36,66 @@ log = get_logger("settlement")
 BROKER_CALL_TIMEOUT_SECONDS = 10.0
 
 
-def message_id(message: AbstractIncomingMessage) -> str:
+class Delivered(Protocol):
+    """What settling a message needs of it: aio-pika's `IncomingMessage` is one, and so is
+    `WireMessage`, a lighter one for a consumer that takes messages off aiormq's channel."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, Any] | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def delivery_tag(self) -> int | None: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def content_type(self) -> str | None: ...
+    async def ack(self, multiple: bool = False) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """A message as aiormq delivers it: no aio-pika object per message (building one was a
+    tenth of the processor's time at a few thousand events/s)."""
+
+    message: DeliveredMessage
+
+    @property
+    def body(self) -> bytes:
+        return self.message.body
+
+    @property
+    def headers(self) -> Mapping[str, Any] | None:
+        return self.message.header.properties.headers
+
+    @property
+    def message_id(self) -> str | None:
+        return self.message.header.properties.message_id
+
+    @property
+    def delivery_tag(self) -> int | None:
+        return self.message.delivery_tag
+
+    @property
+    def routing_key(self) -> str | None:
+        return self.message.routing_key
+
+    @property
+    def content_type(self) -> str | None:
+        return self.message.header.properties.content_type
+
+    async def ack(self, multiple: bool = False) -> None:
+        channel: WireChannel = self.message.channel
+        await channel.basic_ack(self.message.delivery_tag or 0, multiple=multiple)
+
+
+def message_id(message: Delivered) -> str:
     return message.message_id or f"tag-{message.delivery_tag}"
 
 
-async def ack(message: AbstractIncomingMessage) -> None:
+async def ack(message: Delivered) -> None:
     await asyncio.wait_for(message.ack(), BROKER_CALL_TIMEOUT_SECONDS)
 
 
@@ -50,7 +109,7 @@ class Settlement:
         self._topology = topology
         self._consumer = consumer
 
-    async def dead_letter(self, message: AbstractIncomingMessage, reason: str, *,
+    async def dead_letter(self, message: Delivered, reason: str, *,
                           log_reason: str | None = None) -> None:
         """Publish to the dead-letter queue with `reason` (for operators), then ack. The log
         gets `log_reason` when the reason may quote data (a database error can quote a
@@ -65,7 +124,7 @@ class Settlement:
         log.warning("event_dead_lettered", queue=self._consumer.name,
                     message_id=message_id(message), reason=log_reason or reason)
 
-    async def retry_later(self, message: AbstractIncomingMessage, error: BaseException) -> bool:
+    async def retry_later(self, message: Delivered, error: BaseException) -> bool:
         """Send `message` to its next retry queue and ack it; True. Out of retries: dead-letter
         it with the error as its reason; False."""
         retries = retry_count(message.headers)
@@ -99,7 +158,7 @@ class AckCursor:
     def __init__(self) -> None:
         self.settled_through = 0  # every delivery tag up to this one is settled
 
-    async def ack(self, messages: Sequence[AbstractIncomingMessage],
+    async def ack(self, messages: Sequence[Delivered],
                   committed: Sequence[int]) -> None:
         tags = sorted(m.delivery_tag or 0 for m in messages)
         by_tag = {m.delivery_tag: m for m in messages}
@@ -115,7 +174,7 @@ class AckCursor:
             self.settled_through = max(self.settled_through, tags[-1] if tags else 0)
 
 
-def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
+def _copy(message: Delivered, headers: dict) -> aio_pika.Message:
     return aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             message_id=message.message_id)

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import DeliveredMessage
 
 from call_processor.handlers import (
     BatchOutcome,
@@ -66,7 +67,12 @@ from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.db import TRANSIENT_ERRORS, create_pool
 from calltrail_common.envelope import HEADER_RECEIVED_AT
 from calltrail_common.logging import get_logger
-from calltrail_common.settlement import BROKER_CALL_TIMEOUT_SECONDS, AckCursor, Settlement
+from calltrail_common.settlement import (
+    BROKER_CALL_TIMEOUT_SECONDS,
+    AckCursor,
+    Settlement,
+    WireMessage,
+)
 from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 log = get_logger("call_processor")
@@ -108,7 +114,8 @@ class CallProcessor:
         self._stopping = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
         self.partitions: frozenset[int] = frozenset()  # this replica's share, lately
-        self._partitions_changed = asyncio.Event()
+        self._partitions_changed = False
+        self._consumption: _Consumption | None = None
         self._consuming = False
         self._database_paused = False
         self.metrics = metrics or ProcessorMetrics()
@@ -116,7 +123,8 @@ class CallProcessor:
     def stop(self) -> None:
         self._stopping.set()
         self._link.stop()
-        self._partitions_changed.set()
+        if self._consumption is not None:
+            self._consumption.wake()
 
     def not_ready(self) -> list[str]:
         """Why this consumer cannot do its work now; empty when it can (`/readyz`)."""
@@ -150,7 +158,7 @@ class CallProcessor:
                     await asyncio.wait_for(self._pool.close(), 5)
 
     async def _consume(self, link: LinkSession) -> None:
-        consumption = _Consumption(self, link)
+        consumption = self._consumption = _Consumption(self, link)
         try:
             self._consuming = True
             self.metrics.broker_connected.set(1)
@@ -159,6 +167,7 @@ class CallProcessor:
             self._consuming = False
             self.metrics.broker_connected.set(0)
             self.metrics.partitions.set(0)
+            self._consumption = None
             await consumption.abandon()
 
     # --- the database ---------------------------------------------------------------------
@@ -203,7 +212,9 @@ class CallProcessor:
                     log.info("partitions_assigned", partitions=sorted(mine),
                              members=len(members))
                     self.partitions = mine
-                    self._partitions_changed.set()
+                    self._partitions_changed = True
+                    if self._consumption is not None:
+                        self._consumption.wake()
             await asyncio.sleep(self._member_heartbeat)
 
     async def _prune_forever(self) -> None:
@@ -220,7 +231,7 @@ class CallProcessor:
 
     # --- applying a batch -------------------------------------------------------------------
 
-    async def apply(self, settlement: Settlement, messages: Sequence[AbstractIncomingMessage],
+    async def apply(self, settlement: Settlement, messages: Sequence[WireMessage],
                     shard: int) -> BatchOutcome:
         """Apply `messages` (Delivery tags are their indexes) until it is done: committed,
         or settled one by one. Transient database errors pause and retry in place."""
@@ -259,7 +270,7 @@ class CallProcessor:
                 return BatchOutcome()
 
     async def _apply_one_by_one(self, settlement: Settlement,
-                                messages: Sequence[AbstractIncomingMessage], shard: int
+                                messages: Sequence[WireMessage], shard: int
                                 ) -> BatchOutcome:
         total = BatchOutcome()
         for index, message in enumerate(messages):
@@ -290,7 +301,7 @@ class _Source:
     channel: AbstractChannel
     partition: int | None
     tag: str | None = None  # the consumer tag while subscribed
-    inbox: collections.deque[AbstractIncomingMessage] = field(
+    inbox: collections.deque[WireMessage] = field(
         default_factory=collections.deque)
     waiting_since: float = 0.0  # when the oldest message in the inbox arrived
     busy: bool = False  # a batch of its messages is in flight
@@ -308,7 +319,7 @@ class _Consumption:
         self._sources: dict[str, _Source] = {}
         self._leaving: list[_Source] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
+        self._waker: asyncio.Future[None] | None = None
         self._next = 0  # where the next batch starts looking, round robin over sources
         self._failure: BaseException | None = None
         # Overflow batches of different replicas share a shard only by chance.
@@ -317,28 +328,35 @@ class _Consumption:
 
     async def run(self) -> None:
         processor = self._processor
+        loop = asyncio.get_running_loop()
         await self._subscribe(self._topology.queue(CALL_PROCESSOR), None)
-        processor._partitions_changed.clear()
+        processor._partitions_changed = False
         await self._rebalance(processor.partitions)
         log.info("consuming", member=processor.member)
         while not processor._stopping.is_set():
-            if processor._partitions_changed.is_set():
-                processor._partitions_changed.clear()
+            if processor._partitions_changed:
+                processor._partitions_changed = False
                 await self._rebalance(processor.partitions)
             await self._close_left()
             deadline = self._dispatch()
             if self._failure is not None:
                 raise self._failure
-            waiting = [asyncio.ensure_future(self._wake.wait()),
-                       asyncio.ensure_future(processor._partitions_changed.wait())]
+            # Sleep until woken (a batch can start, a batch ended, the partitions changed,
+            # stop) or a partial batch is due. No await between `_dispatch` and here: a
+            # wake-up cannot slip in unseen.
+            self._waker = loop.create_future()
+            timer = loop.call_later(deadline, self.wake) if deadline is not None else None
             try:
-                await asyncio.wait(waiting, timeout=deadline,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await self._waker
             finally:
-                for future in waiting:
-                    future.cancel()
-            self._wake.clear()
+                self._waker = None
+                if timer is not None:
+                    timer.cancel()
         await self._finish()
+
+    def wake(self) -> None:
+        if self._waker is not None and not self._waker.done():
+            self._waker.set_result(None)
 
     # -- which queues ------------------------------------------------------------------------
 
@@ -355,15 +373,20 @@ class _Consumption:
             source = _Source(queue_name, self._overflow_shard if partition is None
                              else partition, channel, partition)
         self._sources[queue_name] = source
-        queue = await source.channel.get_queue(queue_name, ensure=False)
+        batch_size = self._processor._batch_size
 
-        async def arrived(message: AbstractIncomingMessage, source: _Source = source) -> None:
-            if not source.inbox:
+        async def arrived(message: DeliveredMessage, source: _Source = source) -> None:
+            inbox = source.inbox
+            inbox.append(WireMessage(message))
+            if len(inbox) == 1:
                 source.waiting_since = time.monotonic()
-            source.inbox.append(message)
-            self._wake.set()
+            # Wake the loop only when a batch may start: its first message (the batch wait
+            # begins) or a full batch; a busy source is looked at when its batch ends.
+            if not source.busy and (len(inbox) == 1 or len(inbox) == batch_size):
+                self.wake()
 
-        source.tag = await queue.consume(arrived)
+        wire = await source.channel.get_underlay_channel()
+        source.tag = (await wire.basic_consume(queue_name, arrived)).consumer_tag
 
     async def _rebalance(self, partitions: frozenset[int]) -> None:
         wanted = {self._topology.partition_queue(CALL_PROCESSOR, p): p for p in partitions}
@@ -380,9 +403,9 @@ class _Consumption:
     async def _unsubscribe(self, source: _Source) -> None:
         if source.tag is None:
             return
-        queue = await source.channel.get_queue(source.queue, ensure=False)
+        wire = await source.channel.get_underlay_channel()
         tag, source.tag = source.tag, None
-        await asyncio.wait_for(queue.cancel(tag), BROKER_CALL_TIMEOUT_SECONDS)
+        await asyncio.wait_for(wire.basic_cancel(tag), BROKER_CALL_TIMEOUT_SECONDS)
 
     async def _close_left(self) -> None:
         for source in list(self._leaving):
@@ -406,7 +429,7 @@ class _Consumption:
             if waiting < processor._batch_size and time.monotonic() < due \
                     and not processor._stopping.is_set():
                 return max(0.0, due - time.monotonic())
-            parts: list[tuple[_Source, list[AbstractIncomingMessage]]] = []
+            parts: list[tuple[_Source, list[WireMessage]]] = []
             room = processor._batch_size
             for source in ready:
                 taken = [source.inbox.popleft()
@@ -428,9 +451,9 @@ class _Consumption:
         self._in_flight.discard(task)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()  # a broker failure ends this session
-        self._wake.set()
+        self.wake()
 
-    async def _handle(self, parts: Sequence[tuple[_Source, list[AbstractIncomingMessage]]]
+    async def _handle(self, parts: Sequence[tuple[_Source, list[WireMessage]]]
                       ) -> None:
         processor = self._processor
         started = time.perf_counter()
