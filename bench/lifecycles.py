@@ -304,11 +304,14 @@ def assistant_config(rng: random.Random, name: str) -> dict[str, Any]:
 
 def build_call(templates: dict[str, dict[str, Any]], rng: random.Random, *,
                org: Organization, assistant: dict[str, Any], customer: tuple[str, str | None],
-               shared: bool, created_ms: int, mix: str = DEFAULT_MIX) -> Call:
-    """One call's webhooks of `mix`, in the order Vapi sends them."""
+               shared: bool, created_ms: int, mix: str = DEFAULT_MIX,
+               direction: str | None = None) -> Call:
+    """One call's webhooks of `mix`, in the order Vapi sends them (`direction`: drawn when
+    not given)."""
     call_only = mix == CALL_ONLY_MIX
     roll = rng.random()
-    direction = INBOUND if roll < 0.55 else OUTBOUND if roll < 0.9 else WEB
+    if direction is None:
+        direction = INBOUND if roll < 0.55 else OUTBOUND if roll < 0.9 else WEB
     b = _CallBuilder(templates, rng, org=org, assistant=assistant, direction=direction,
                      shared=shared, customer=customer, created_ms=created_ms)
     if call_only:
@@ -364,9 +367,11 @@ class CallFactory:
 
     def __init__(self, samples_dir: Path, organizations: Sequence[Organization], *,
                  seed: int, now_ms: int, shared_share: float = 0.2,
-                 customers_per_org: int = 150, mix: str = DEFAULT_MIX) -> None:
+                 customers_per_org: int = 150, mix: str = DEFAULT_MIX,
+                 direction: str | None = None) -> None:
         self.templates = load_templates(samples_dir)
         self.mix = mix
+        self.direction = direction  # every call's, or None: drawn per call
         self.rng = random.Random(seed)
         self.organizations = list(organizations)
         self.now_ms = now_ms
@@ -383,7 +388,8 @@ class CallFactory:
             customer=self.rng.choice(self.customers[org.org_id]),
             shared=self.rng.random() < self.shared_share,
             created_ms=created_ms if created_ms is not None
-            else self.now_ms - self.rng.randint(60_000, 6 * 3_600_000), mix=self.mix)
+            else self.now_ms - self.rng.randint(60_000, 6 * 3_600_000), mix=self.mix,
+            direction=self.direction)
 
     def calls(self, count: int) -> list[Call]:
         return [self.call() for _ in range(count)]

@@ -151,12 +151,13 @@ class BenchStack:
             await connection.close()
         return organizations
 
-    async def stop_servers(self) -> None:
-        """SIGTERM to every process at once, then wait without blocking the loop (a fault
-        suite's proxies run in it, and a service shutting down still talks through them);
-        SIGKILL what is still running after 15 s."""
+    async def stop_servers(self, names: Sequence[str] | None = None) -> None:
+        """SIGTERM to every process (or those named) at once, then wait without blocking
+        the loop (a fault suite's proxies run in it, and a service shutting down still talks
+        through them); SIGKILL what is still running after 15 s."""
         running = [s.process for s in self.servers
-                   if s.process is not None and s.process.poll() is None]
+                   if s.process is not None and s.process.poll() is None
+                   and (names is None or s.name in names)]
         for process in running:
             process.terminate()
         await asyncio.gather(*(asyncio.to_thread(p.wait, 15) for p in running),
@@ -235,10 +236,15 @@ class BenchStack:
                 "DATABASE_URL": self.database_url, "AMQP_URL": self.amqp_url,
                 "AMQP_PREFIX": self.prefix, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
 
-    def processor(self, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:
-        """A `calltrail-processor` process, not started (run in the temp dir: no `.env`)."""
+    def processor(self, name: str, *, batch_size: int, batch_wait_ms: int,
+                  database_url: str | None = None) -> Server:
+        """A `calltrail-processor` process, not started (run in the temp dir: no `.env`; no
+        probe port, so replicas never collide on one), on `database_url` if given (a
+        proxy's)."""
         env = {**self._env(), "PROCESSOR_BATCH_SIZE": str(batch_size),
-               "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)}
+               "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms), "PROCESSOR_METRICS_PORT": "0"}
+        if database_url is not None:
+            env["DATABASE_URL"] = database_url
         server = Server(name, [str(Path(sys.executable).parent / "calltrail-processor")], env,
                         self.workdir, 0, self.workdir / f"{name}.log")
         self.servers.append(server)
