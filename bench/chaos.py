@@ -29,6 +29,11 @@ is over and everything is back (its end). Faults:
                           half-way and restarted, then the link restored
     spool-full            ingest's SPOOL_DIR on a small tmpfs, filled while ingest's broker
                           link is cut: ingest must answer 503, never a 200 it cannot keep
+    processor-scale       three processors drain under load; one is SIGKILLed (its
+                          partitions wait for its membership to age out), then the count
+                          goes to 1 (SIGTERM: handed over at once), to 4, to 2, a quarter of
+                          the fault each (at least 4 s); `stall` is the longest the archive
+                          stood still with a backlog waiting (goal: under 3 s, never stalls)
     cluster-failover      on a three-node RabbitMQ cluster of the suite's own (every service
                           given the three addresses): the node leading the processors'
                           quorum queue stopped for real, then started; then the node leading
@@ -334,16 +339,10 @@ class Rig:
         self.ingest.env.update({
             "AMQP_URL": ingest_amqp,
             "DATABASE_URL": database_url, "SPOOL_DIR": str(spool)})
-        for index in range(self.plan.processors):
-            processor = self.stack.processor(f"processor-{index + 1}",
-                                             batch_size=PROCESSOR_BATCH,
-                                             batch_wait_ms=PROCESSOR_BATCH_WAIT_MS)
-            processor.port = free_port()
-            processor.env.update({
-                "AMQP_URL": processor_amqp,
-                "DATABASE_URL": database_url, "PROCESSOR_HOST": HOST,
-                "PROCESSOR_METRICS_PORT": str(processor.port)})
-            self.processors.append(processor)
+        self._processor_env = {"AMQP_URL": processor_amqp, "DATABASE_URL": database_url,
+                               "PROCESSOR_HOST": HOST, "LOG_LEVEL": "info"}
+        for _ in range(self.plan.processors):
+            self.add_processor()
         self.factory = CallFactory(self.samples, self.organizations, seed=SEED,
                                    now_ms=int(time.time() * 1000), shared_share=0.3)
         for server in (self.ingest, *self.processors):
@@ -373,6 +372,32 @@ class Rig:
         return self.factory.call(created_ms=int(time.time() * 1000)).events[0]
 
     # -- the services ------------------------------------------------------------------
+
+    def add_processor(self) -> Server:
+        """Another `calltrail-processor` replica, not started."""
+        processor = self.stack.processor(f"processor-{len(self.stack.servers)}",
+                                         batch_size=PROCESSOR_BATCH,
+                                         batch_wait_ms=PROCESSOR_BATCH_WAIT_MS)
+        processor.port = free_port()
+        processor.env.update({**self._processor_env,
+                              "PROCESSOR_METRICS_PORT": str(processor.port)})
+        self.processors.append(processor)
+        return processor
+
+    async def stop_processors(self, processors: list[Server]) -> None:
+        """SIGTERM, as a scale-down does: they finish their batches and hand over."""
+        await self.stack.stop_servers([p.name for p in processors])
+        for processor in processors:
+            self.processors.remove(processor)
+
+    async def live_members(self) -> int:
+        connection = await self.stack.db()
+        try:
+            return int(await connection.fetchval(
+                "SELECT count(*) FROM processor_members"
+                " WHERE heartbeat_at > now() - interval '2 seconds'"))
+        finally:
+            await connection.close()
 
     async def processors_ready(self, limit: float = READY_TIMEOUT_SECONDS) -> float:
         """Until every processor's /readyz says 200 (consuming); seconds it took."""
@@ -669,6 +694,33 @@ async def spool_full(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     await rig.ingest_broker.restore()
 
 
+async def processor_scale(rig: Rig, plan: Plan, window: FaultWindow) -> None:
+    """Three replicas under load: one killed, then 1, 4 and 2 replicas, a phase each."""
+    phase = scale_phase_seconds(plan)
+    window.notes["phase_s"] = phase
+    killed = rig.processors[0]
+    assert killed.process is not None
+    killed.process.kill()
+    await asyncio.to_thread(killed.process.wait, 10)
+    rig.processors.remove(killed)
+    counts = []
+
+    async def hold(label: str) -> None:
+        await asyncio.sleep(phase)
+        counts.append((label, len(rig.processors), await rig.live_members()))
+
+    await hold("3, one killed")
+    await rig.stop_processors(rig.processors[1:])
+    await hold("1")
+    for _ in range(3):
+        rig.add_processor().start()
+    await hold("4")
+    await rig.stop_processors(rig.processors[2:])
+    await hold("2")
+    window.notes["replicas"] = [{"phase": label, "running": running, "members_seen": seen}
+                                for label, running, seen in counts]
+
+
 async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     """On a three-node cluster: the node leading the most of the processors' quorum queues
     (its partitions and its overflow) stopped for real for the first half, then started;
@@ -711,6 +763,7 @@ FAULTS: dict[str, Scenario] = {
     "postgres-cut": postgres_cut,
     "ingest-kill": ingest_kill,
     "spool-full": spool_full,
+    "processor-scale": processor_scale,
 }
 NEEDS_ROOT = frozenset({"spool-full"})
 # The links each fault cuts: only these go through a proxy (the rest are direct).
@@ -723,6 +776,7 @@ FAULT_LINKS: dict[str, frozenset[str]] = {
     "postgres-cut": frozenset({DATABASE}),
     "ingest-kill": frozenset({INGEST_BROKER}),
     "spool-full": frozenset({INGEST_BROKER}),
+    "processor-scale": frozenset(),
     "cluster-failover": frozenset(),  # a node stopped or frozen for real
 }
 # Faults run on a RabbitMQ cluster of the suite's own (three nodes) instead of one node.
@@ -734,6 +788,43 @@ CLUSTER_PHASE_MIN_SECONDS = 12.0
 # On top of its two halves, a node's real stop and start (up to ~40 s on a busy 2-core
 # machine): the load goes on this much longer, so "drained" is measured under it.
 CLUSTER_OVERRUN_SECONDS = 45.0
+
+
+# processor-scale: each of its four phases lasts at least this long, so that a phase outlasts
+# a replica's start and the others' next heartbeat (PROCESSOR_MEMBER_HEARTBEAT_SECONDS), and
+# the first the killed replica's TTL (PROCESSOR_MEMBER_TTL_SECONDS, 5 s).
+SCALE_PHASE_MIN_SECONDS = 6.0
+SCALE_REPLICAS = 3
+SCALE_STALL_GOAL_SECONDS = 3.0
+
+
+def scale_phase_seconds(plan: Plan) -> float:
+    return max(plan.fault_seconds / 4, SCALE_PHASE_MIN_SECONDS)
+
+
+def scale_plan(plan: Plan) -> Plan:
+    """The plan of processor-scale: three replicas, and the load on through its phases."""
+    return replace(plan, processors=SCALE_REPLICAS,
+                   duration=max(plan.duration, plan.fault_at + 4 * scale_phase_seconds(plan)
+                                + 10))
+
+
+def longest_stall(samples: list[Sample], start: float, end: float) -> float:
+    """The longest time within [start, end] that the archive did not grow while accepted
+    webhooks waited for it: processing stood still."""
+    longest, moved_at = 0.0, start
+    last: int | None = None
+    for sample in samples:
+        if sample.at < start or sample.archived is None:
+            continue
+        if sample.at > end:
+            break
+        if sample.archived != last or sample.accepted <= sample.archived:
+            moved_at = sample.at  # it grew, or there was nothing to do
+        else:
+            longest = max(longest, sample.at - moved_at)
+        last = sample.archived
+    return round(longest, 2)
 
 
 def cluster_phase_seconds(plan: Plan) -> float:
@@ -760,6 +851,8 @@ async def run_fault(name: str, plan: Plan, broker: Broker,
                     logs: Path | None = None) -> dict[str, Any]:
     """One fault under load, from a new world to its figures; the logs kept in `logs`."""
     scenario = {**FAULTS, **CLUSTER_FAULTS}[name]
+    if name == "processor-scale":
+        plan = scale_plan(plan)
     started_at = dt.datetime.now(dt.UTC).isoformat()
     async with Rig(broker, plan, samples_dir, proxied=FAULT_LINKS[name],
                    spool_on_tmpfs=name == "spool-full",
@@ -794,6 +887,11 @@ async def run_fault(name: str, plan: Plan, broker: Broker,
     threshold = max(10.0, plan.rate * 0.25)
     during = sender.answers(window.start, window.end)
     problems = goal_problems(result, resumed)
+    if name == "processor-scale":
+        window.notes["stall_s"] = longest_stall(samples, window.start, window.end)
+        if window.notes["stall_s"] > SCALE_STALL_GOAL_SECONDS:
+            problems.append(f"processing stood still for {window.notes['stall_s']} s "
+                            f"(goal under {SCALE_STALL_GOAL_SECONDS} s)")
     if not all_done:
         problems.append("deliveries still retrying when the sender stopped")
     if not settled:

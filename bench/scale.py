@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime as dt
 import os
 import random
@@ -71,7 +72,8 @@ RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards, 
          "daily_assistant_shards, events, unassigned_events, processor_members")
 SESSIONS = """
     SELECT count(*) FILTER (WHERE state <> 'idle') AS busy,
-           count(*) FILTER (WHERE state <> 'idle' AND wait_event_type = 'Lock') AS waiting
+           coalesce(array_agg(wait_event) FILTER (
+               WHERE state <> 'idle' AND wait_event_type = 'Lock'), '{}') AS waiting
     FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
       AND backend_type = 'client backend'"""
 DEADLOCKS = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
@@ -137,19 +139,23 @@ def small_backlog(stack_orgs: Sequence[Any], calls: int, now_ms: int) -> list[Ev
     return list(interleave(factory.calls(calls), random.Random(SEED), CONCURRENT_CALLS))
 
 
-async def sample_sessions(stack: BenchStack, stop: asyncio.Event) -> dict[str, int]:
+async def sample_sessions(stack: BenchStack, stop: asyncio.Event) -> dict[str, Any]:
+    """Busy sessions and lock waits, summed over samples; the waits by lock (`advisory`:
+    a shard or a caller; `tuple`, `transactionid`: a row; `extend`: a table growing)."""
     connection = await stack.db()
-    busy = waiting = samples = 0
+    busy = samples = 0
+    waits: collections.Counter[str] = collections.Counter()
     try:
         while not stop.is_set():
             row = await connection.fetchrow(SESSIONS)
             busy += row["busy"]
-            waiting += row["waiting"]
+            waits.update(row["waiting"])
             samples += 1
             await asyncio.sleep(SAMPLE_SECONDS)
     finally:
         await connection.close()
-    return {"samples": samples, "busy": busy, "waiting": waiting}
+    return {"samples": samples, "busy": busy, "waiting": sum(waits.values()),
+            "by_lock": dict(waits)}
 
 
 async def deadlocks(stack: BenchStack) -> int:
@@ -220,6 +226,7 @@ async def measure(stack: BenchStack, events: list[Event], *, mix: str, count: in
         "events_per_s": round(len(events) / after_startup, 1) if after_startup else 0.0,
         "events_per_s_with_startup": round(len(events) / (done - started), 1),
         "busy_samples": sessions["busy"], "lock_waiting_samples": sessions["waiting"],
+        "lock_waits_by_lock": sessions["by_lock"],
         "lock_wait_share": round(sessions["waiting"] / sessions["busy"], 4)
         if sessions["busy"] else 0.0,
         "deadlocks": found_deadlocks, "cpu_s": cpu, "proxy_cpu_s": proxy_cpu,
@@ -227,7 +234,8 @@ async def measure(stack: BenchStack, events: list[Event], *, mix: str, count: in
     }
     print(f"{mix:<6} {delay_ms:>3g} ms  {count} processor(s) run {run}: "
           f"{record['events_per_s']:8.1f} events/s (start-up {record['startup_s']} s), "
-          f"lock waits {record['lock_wait_share']:.1%} of {sessions['busy']} busy samples, "
+          f"lock waits {record['lock_wait_share']:.1%} of {sessions['busy']} busy samples "
+          f"{sessions['by_lock'] or ''}, "
           f"{found_deadlocks} deadlocks, CPU {cpu}"
           + (f"  FLAGGED: {'; '.join(problems)}" if problems else ""), flush=True)
     return record

@@ -361,17 +361,11 @@ class _Consumption:
     # -- which queues ------------------------------------------------------------------------
 
     async def _subscribe(self, queue_name: str, partition: int | None) -> None:
-        source = self._sources.get(queue_name)
-        if source is None:
-            for left in self._leaving:  # a partition given back before it was handed over
-                if left.queue == queue_name:
-                    self._leaving.remove(left)
-                    source = left
-                    break
-        if source is None:
-            channel = await self._link.channel(prefetch=2 * self._processor._batch_size)
-            source = _Source(queue_name, self._overflow_shard if partition is None
-                             else partition, channel, partition)
+        # A channel of its own, also for a partition given back before its old channel closed
+        # (that one returns what it held when it closes).
+        channel = await self._link.channel(prefetch=2 * self._processor._batch_size)
+        source = _Source(queue_name, self._overflow_shard if partition is None else partition,
+                         channel, partition)
         self._sources[queue_name] = source
         batch_size = self._processor._batch_size
 
@@ -397,7 +391,11 @@ class _Consumption:
             if source.partition is not None and name not in wanted:
                 await self._unsubscribe(source)
                 del self._sources[name]
-                self._leaving.append(source)  # its batch in flight and its inbox finish
+                # Its batch in flight finishes; what waits in its inbox goes back to the
+                # queue, for the new owner, when the channel closes after that batch (the
+                # two replicas then apply no more than that one batch side by side).
+                source.inbox.clear()
+                self._leaving.append(source)
         self._processor.metrics.partitions.set(len(wanted))
 
     async def _unsubscribe(self, source: _Source) -> None:
