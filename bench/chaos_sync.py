@@ -94,6 +94,7 @@ from bench.ingest import HOST, Server, free_port
 from bench.rabbit_node import RabbitNode
 from bench.stack import BenchStack
 from bench.tcp_proxy import TcpProxy
+from calltrail_common.broker import RECONNECT_MAX_SECONDS
 from calltrail_common.crypto import KeyRing
 from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
@@ -104,7 +105,6 @@ from metrics_sync.usage import MINUTES_QUANTUM
 from metrics_sync.worker import (
     INFRASTRUCTURE_RETRY_SECONDS,
     REAP_EVERY_SECONDS,
-    RECONNECT_MAX_SECONDS,
 )
 
 POSTGRES_PORT = 5432
