@@ -47,6 +47,26 @@ async def test_appended_events_come_back_in_order_and_then_the_spool_is_empty(
     spool.close()
 
 
+async def test_the_replay_reads_ahead_of_its_commits_and_a_crash_replays_the_rest(
+        tmp_path: Path) -> None:
+    """Several batches are published before the first is confirmed: reading goes on from
+    where the last read ended; only commits move the cursor, so after a crash everything
+    not committed comes back, and nothing committed does."""
+    spool = claim_slot(tmp_path, segment_bytes=300)  # batches cross segments
+    for n in range(30):
+        await spool.append(event(n))
+    first, after_first = spool.read_batch(7)
+    second, after_second = spool.read_batch(7, start=after_first)
+    third, _ = spool.read_batch(7, start=after_second)
+    assert [e.message_id for e in first + second + third] == [f"m{n}" for n in range(21)]
+    spool.commit(len(first), after_first)  # only the first was confirmed
+    spool.close()
+    again = claim_slot(tmp_path, segment_bytes=300)
+    assert [e.message_id for e in replay_all(again, batch=4)] == \
+        [f"m{n}" for n in range(7, 30)]
+    again.close()
+
+
 async def test_a_torn_tail_is_cut_and_the_rest_survives_a_crash(tmp_path: Path) -> None:
     spool = claim_slot(tmp_path)
     for n in range(3):

@@ -10,9 +10,11 @@ is connected, committing its read position only after the broker confirmed each 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 from pathlib import Path
+from typing import Any
 
 from calltrail_common.logging import get_logger
 from ingest.broker import BrokerPublisher, BrokerUnavailable
@@ -23,6 +25,9 @@ from ingest.spool import Spool, SpoolUnavailable, adopt_orphans
 log = get_logger(__name__)
 
 _REPLAY_BATCH = 256
+# Batches published and awaiting their confirms at once: the next is read and sent while
+# the broker confirms the last (one at a time, a replay took ~2,800 events/s here).
+_REPLAY_BATCHES_IN_FLIGHT = 4
 _REPLAY_IDLE_SECONDS = 1.0
 _ORPHAN_SCAN_SECONDS = 10.0
 
@@ -116,20 +121,39 @@ class Outbox:
                 log.error("spool_replay_failed", error=str(error))
 
     async def _drain(self, spool: Spool) -> None:
-        while spool.backlog > 0:
-            events, position = spool.read_batch(_REPLAY_BATCH)
-            if not events:
-                # Appends in flight are not readable until their fsync returns.
-                await asyncio.sleep(0.005)
-                continue
-            # Publishes issued in order reach the channel in order; their confirms overlap.
-            results = await asyncio.gather(
-                *(self._broker.publish(event) for event in events), return_exceptions=True
-            )
-            failure = next((r for r in results if isinstance(r, BaseException)), None)
-            if failure is not None:
-                raise failure if isinstance(failure, BrokerUnavailable) \
-                    else BrokerUnavailable(repr(failure))
-            spool.commit(len(events), position)
-            log.info("spool_replayed", events=len(events), backlog=spool.backlog,
-                     slot=spool.directory.name)
+        """Publish what `spool` holds, in order, several batches awaiting their confirms at
+        once; commit each batch's position once it and every batch before it is confirmed.
+        A failure stops the drain: what was not committed is published again next time
+        (the processor dedupes)."""
+        in_flight: collections.deque[tuple[asyncio.Future[list[Any]], int, Any]] = \
+            collections.deque()
+        read_to = spool.read_position
+        ahead = 0  # events read and published, not yet committed
+        try:
+            while spool.backlog > 0:
+                while len(in_flight) < _REPLAY_BATCHES_IN_FLIGHT and spool.backlog > ahead:
+                    events, position = spool.read_batch(_REPLAY_BATCH, start=read_to)
+                    if not events:
+                        break  # appends in flight are not readable until their fsync returns
+                    # Publishes issued in order reach the channel in order; confirms overlap.
+                    in_flight.append((asyncio.gather(
+                        *(self._broker.publish(event) for event in events),
+                        return_exceptions=True), len(events), position))
+                    read_to, ahead = position, ahead + len(events)
+                if not in_flight:
+                    await asyncio.sleep(0.005)
+                    continue
+                publishing, count, position = in_flight.popleft()
+                results = await publishing
+                failure = next((r for r in results if isinstance(r, BaseException)), None)
+                if failure is not None:
+                    raise failure if isinstance(failure, BrokerUnavailable) \
+                        else BrokerUnavailable(repr(failure))
+                spool.commit(count, position)
+                ahead -= count
+                log.info("spool_replayed", events=count, backlog=spool.backlog,
+                         slot=spool.directory.name)
+        finally:
+            for publishing, _, _ in in_flight:  # after a failure: not committed, retried
+                publishing.cancel()
+            await asyncio.gather(*(p for p, _, _ in in_flight), return_exceptions=True)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import struct
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -239,11 +240,19 @@ class Spool:
 
     # -- replaying --------------------------------------------------------------------
 
-    def read_batch(self, max_events: int,
-                   max_bytes: int = 8 * 1024 * 1024) -> tuple[list[AcceptedEvent], _Position]:
-        """Events after the cursor, in order, and the position after the last one."""
+    @property
+    def read_position(self) -> _Position:
+        """Where the replay has got: the position after the last committed event."""
+        return _Position(self._read.segment, self._read.offset)
+
+    def read_batch(self, max_events: int, max_bytes: int = 8 * 1024 * 1024,
+                   start: _Position | None = None) -> tuple[list[AcceptedEvent], _Position]:
+        """Events after the cursor (or after `start`, a position `read_batch` returned and
+        not yet committed: the replay reads ahead), in order, and the position after the
+        last one."""
         events: list[AcceptedEvent] = []
-        position = _Position(self._read.segment, self._read.offset)
+        position = _Position(*(astuple(start) if start is not None
+                               else (self._read.segment, self._read.offset)))
         for segment in self._segments():
             if segment < position.segment:
                 continue
@@ -259,11 +268,14 @@ class Spool:
                 while True:
                     f.seek(base)
                     data = f.read(max(0, min(durable - base, budget)))
-                    frames = list(iter_frames(data))
-                    if frames or base + len(data) >= durable:
+                    # Decoded one by one as taken: the budget holds far more frames than a
+                    # batch (decoding them all, each batch, was most of the replay's time).
+                    frames = iter_frames(data)
+                    first = next(frames, None)
+                    if first is not None or base + len(data) >= durable:
                         break
                     budget *= 2  # one frame larger than the budget: read it whole
-            for event, end in frames:
+            for event, end in itertools.chain([first] if first is not None else [], frames):
                 events.append(event)
                 position = _Position(segment, base + end)
                 if len(events) >= max_events:
