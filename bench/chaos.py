@@ -28,7 +28,9 @@ is over and everything is back (its end). Faults:
     ingest-kill           ingest's broker link cut (so it spools to disk), ingest SIGKILLed
                           half-way and restarted, then the link restored
     spool-full            ingest's SPOOL_DIR on a small tmpfs, filled while ingest's broker
-                          link is cut: ingest must answer 503, never a 200 it cannot keep
+                          link is cut: ingest must answer 503, never a 200 it cannot keep;
+                          once the link is back the replay frees the disk, and no webhook
+                          may be answered 503 more than 5 s after that (`last 503`)
     processor-scale       three processors drain under load; one is SIGKILLed (its
                           partitions wait for its membership to age out), then the count
                           goes to 1 (SIGTERM: handed over at once), to 4, to 2, a quarter of
@@ -796,6 +798,8 @@ CLUSTER_OVERRUN_SECONDS = 45.0
 SCALE_PHASE_MIN_SECONDS = 6.0
 SCALE_REPLICAS = 3
 SCALE_STALL_GOAL_SECONDS = 3.0
+# spool-full: once the broker is back, the replay frees the disk; ingest answers 200 again.
+SPOOL_FULL_503_GOAL_SECONDS = 5.0
 
 
 def scale_phase_seconds(plan: Plan) -> float:
@@ -887,6 +891,14 @@ async def run_fault(name: str, plan: Plan, broker: Broker,
     threshold = max(10.0, plan.rate * 0.25)
     during = sender.answers(window.start, window.end)
     problems = goal_problems(result, resumed)
+    if name == "spool-full":
+        answered_503 = [a.sent + (a.seconds or 0.0) for d in sender.deliveries
+                        for a in d.attempts if a.status == 503]
+        last = round(max(answered_503) - window.end, 2) if answered_503 else None
+        window.notes["last_503_after_s"] = last
+        if last is not None and last > SPOOL_FULL_503_GOAL_SECONDS:
+            problems.append(f"a 503 {last} s after the disk had room again "
+                            f"(goal {SPOOL_FULL_503_GOAL_SECONDS} s)")
     if name == "processor-scale":
         window.notes["stall_s"] = longest_stall(samples, window.start, window.end)
         if window.notes["stall_s"] > SCALE_STALL_GOAL_SECONDS:
