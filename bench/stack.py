@@ -190,6 +190,11 @@ class BenchStack:
 
     # -- broker --------------------------------------------------------------------------
 
+    async def open_channel(self) -> aio_pika.abc.AbstractChannel:
+        """Another channel on the harness's connection (the caller closes it)."""
+        assert self._connection is not None
+        return await self._connection.channel()
+
     async def queue_depth(self, name: str | None = None) -> int:
         """Ready messages in a queue (unless named, in all of the call processor's: its
         partitions and its overflow queue)."""

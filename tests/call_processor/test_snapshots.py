@@ -25,7 +25,12 @@ from call_processor.events import PoisonMessage, parse_event
 from call_processor.handlers import Delivery, process_batch
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
-from calltrail_common.snapshots import CALL_SNAPSHOT, SNAPSHOT_ROUTING_KEY, snapshot_message
+from calltrail_common.snapshots import (
+    CALL_SNAPSHOT,
+    SNAPSHOT_ROUTING_KEY,
+    snapshot_bundles,
+    snapshot_message,
+)
 from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
 from tests.conftest import AMQP_URL
 from tests.support.lifecycles import lifecycle
@@ -281,6 +286,34 @@ async def test_every_order_of_a_scenario_is_one_row(connection, org_id, name: st
                 "x-org-id": str(org_id), "x-message-type": kind}, body)])
         states.append(await snapshot(connection))
     assert all(state == states[0] for state in states)
+
+
+async def test_a_bundle_is_its_calls_snapshots_and_is_archived_once(
+        connection, database_url, org_id) -> None:
+    """metrics-sync sends a poll's calls in bundles: the state is the one their snapshots
+    one by one give, the bundle is one row of the archive, and a call in it without a usable
+    id is left out while the others are applied."""
+    calls = [api_call(id=str(uuid.uuid4()), customer={"number": f"+1415555{n:04d}"})
+             for n in range(6)]
+    for envelope, body in snapshot_bundles(org_id, calls, received_at=RECEIVED):
+        await apply(connection, [Delivery.received(next(_tags), envelope.message_id,
+                                                   envelope.headers(), body)])
+    by_bundle = await snapshot(connection)
+    bundles = await connection.fetchval(
+        "SELECT count(*) FROM events WHERE message_type = 'call-snapshots'")
+    assert bundles == len(snapshot_bundles(org_id, calls, received_at=RECEIVED)) >= 2
+    await connection.execute(RESET)
+    await apply(connection, [snapshot_delivery(org_id, call) for call in calls])
+    assert await snapshot(connection) == by_bundle
+    await connection.execute(RESET)
+    envelope, body = snapshot_bundles(org_id, calls[:2], received_at=RECEIVED)[0]
+    document = orjson.loads(body)
+    document["message"]["calls"].append({"timestamp": UPDATED_MS, "call": {"id": ""}})
+    outcome = await process_batch(connection, [Delivery.received(
+        1, envelope.message_id, envelope.headers(), orjson.dumps(document))])
+    assert (outcome.applied, outcome.dead) == ([1], {})
+    assert await connection.fetchval("SELECT count(*) FROM calls") == \
+        len(document["message"]["calls"]) - 1
 
 
 async def test_a_repolled_snapshot_is_archived_once_and_changes_nothing(connection,

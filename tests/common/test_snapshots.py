@@ -13,9 +13,12 @@ import pytest
 
 from calltrail_common.envelope import webhook_partition
 from calltrail_common.snapshots import (
+    BUNDLE_CALLS,
     CALL_SNAPSHOT,
     SNAPSHOT_ENDPOINT,
     SNAPSHOT_ROUTING_KEY,
+    snapshot_bundles,
+    snapshot_event,
     snapshot_message,
 )
 from calltrail_common.topology import CALL_PROCESSOR
@@ -109,3 +112,27 @@ def test_what_is_not_a_snapshot_of_an_organizations_call_is_refused(org_id, call
 
 def test_the_call_processor_queue_is_bound_to_snapshots() -> None:
     assert SNAPSHOT_ROUTING_KEY in CALL_PROCESSOR.binding_keys
+
+
+def test_a_polls_calls_go_in_bundles_of_one_partition_each() -> None:
+    calls = [api_call(id=str(uuid.uuid4()), customer={"number": f"+1415555{n % 40:04d}"})
+             for n in range(300)]
+    bundles = snapshot_bundles(ORG, calls, received_at=RECEIVED)
+    seen = []
+    for envelope, body in bundles:
+        message = orjson.loads(body)["message"]
+        assert envelope.org_id == str(ORG) and envelope.routing_key == SNAPSHOT_ROUTING_KEY
+        assert 1 <= len(message["calls"]) <= BUNDLE_CALLS
+        # Each call in the partition of its own snapshot, which is its webhooks' partition.
+        for item in message["calls"]:
+            single, _ = snapshot_event(ORG, item["call"], received_at=RECEIVED)
+            assert single.partition == envelope.partition
+            assert item["timestamp"] == orjson.loads(snapshot_message(
+                ORG, item["call"], received_at=RECEIVED).body)["message"]["timestamp"]
+            seen.append(item["call"]["id"])
+        assert webhook_partition(message, "any") == envelope.partition
+    assert sorted(seen) == sorted(c["id"] for c in calls)  # each once
+    assert len(bundles) < len(calls) / 5
+    # Polling the same calls again sends the same messages (the archive keeps them once).
+    assert [e.message_id for e, _ in snapshot_bundles(ORG, calls, received_at=RECEIVED)] == \
+        [e.message_id for e, _ in bundles]

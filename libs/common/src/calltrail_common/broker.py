@@ -33,8 +33,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from pamqp.commands import Basic
 
+from calltrail_common.envelope import EventEnvelope
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology, declare_topology
 
@@ -302,3 +305,28 @@ async def _watch_channel(channel: AbstractChannel, mark: Callable[[str], None]
         underlay.on_consumer_cancel_callbacks.discard(on_consumer_cancel)
 
     return unwatch
+
+
+class PublishRefused(Exception):
+    """The broker did not take an event: it was returned (no queue bound to its route) or
+    refused (nack)."""
+
+
+async def publish_event(channel: AbstractChannel, exchange: str, envelope: EventEnvelope,
+                        body: bytes, *, routing_key: str | None = None,
+                        confirm_timeout: float | None = None) -> None:
+    """Publish one event, persistent and mandatory, on a confirming channel; return once the
+    broker confirmed it. Straight on aiormq's channel: building aio-pika's message and going
+    through its exchange was a sixth of metrics-sync's CPU in a backfill (py-spy).
+
+    Raises `PublishRefused`, TimeoutError, or what a closed channel raises."""
+    wire = await channel.get_underlay_channel()
+    try:
+        confirmation = await wire.basic_publish(
+            body, exchange=exchange,
+            routing_key=envelope.routing_key if routing_key is None else routing_key,
+            properties=envelope.properties(), mandatory=True, timeout=confirm_timeout)
+    except aiormq.exceptions.PublishError:
+        raise PublishRefused("returned: no queue is bound to its route") from None
+    if not isinstance(confirmation, Basic.Ack):
+        raise PublishRefused(f"not confirmed: {type(confirmation).__name__}")

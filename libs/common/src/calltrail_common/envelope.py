@@ -32,6 +32,7 @@ from typing import Any
 
 import aio_pika
 from aiormq.abc import FieldValue
+from pamqp.commands import Basic
 
 from calltrail_common.topology import (
     CALL_PROCESSOR,
@@ -53,6 +54,7 @@ HEADER_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 SHARED_ENDPOINT = "shared"
 SNAPSHOT_ENDPOINT = "sync"  # the endpoint of every call snapshot: it came from no webhook
 CALL_SNAPSHOT = "call-snapshot"  # the snapshot's message type (Vapi sends none of this name)
+CALL_SNAPSHOTS = "call-snapshots"  # several snapshots of one partition in one message
 
 # What a replay drops: they describe a failed attempt, not the event.
 _ATTEMPT_HEADERS = frozenset({
@@ -113,7 +115,12 @@ def partition_of(key: str | None, message_id: str) -> int:
 
 
 def webhook_partition(message: Mapping[str, Any], message_id: str) -> int:
-    """The partition of a webhook's `message` object."""
+    """The partition of a webhook's `message` object (of a bundle of call snapshots: its
+    first call's, which every call of the bundle shares)."""
+    if message.get("type") == CALL_SNAPSHOTS:
+        calls = message.get("calls")
+        first = _dict(calls[0]) if isinstance(calls, list) and calls else {}
+        return partition_of(caller_key(_dict(first.get("call"))), message_id)
     return partition_of(caller_key(_dict(message.get("call")), message), message_id)
 
 
@@ -130,7 +137,7 @@ class EventEnvelope:
 
     @property
     def routing_key(self) -> str:
-        if self.message_type == CALL_SNAPSHOT:
+        if self.message_type in (CALL_SNAPSHOT, CALL_SNAPSHOTS):
             return SNAPSHOT_ROUTING_KEY
         return event_routing_key(self.message_type)
 
@@ -159,6 +166,12 @@ class EventEnvelope:
         return aio_pika.Message(body, headers=self.headers(), content_type="application/json",
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                 message_id=self.message_id)
+
+    def properties(self) -> Basic.Properties:
+        """The same message's properties as the wire carries them (`broker.publish_event`:
+        no aio-pika message built per event)."""
+        return Basic.Properties(content_type="application/json", delivery_mode=2,
+                                headers=self.headers(), message_id=self.message_id)
 
     def retried(self) -> EventEnvelope:
         return replace(self, retries=self.retries + 1)

@@ -21,7 +21,7 @@ import orjson
 
 from call_processor.calls import REPORT, SNAPSHOT, Observation
 from call_processor.phones import to_e164
-from calltrail_common.snapshots import CALL_SNAPSHOT
+from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
 CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT})
 
@@ -284,16 +284,42 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
     )
 
 
+def _message(body: bytes) -> Mapping[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise PoisonMessage("body is not valid JSON") from None
+    return _dict(_dict(document).get("message"))
+
+
 def parse_event(body: bytes, *, route: bool = True) -> WebhookEvent:
     """The event in `body`; raise `PoisonMessage` for one that can never be processed.
 
     `route=False` skips what only finding the organization needs (the endpoint decided it).
     """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PoisonMessage("body is not valid JSON") from None
-    message = _dict(_dict(document).get("message"))
+    return _event(_message(body), route=route)
+
+
+def parse_snapshot_bundle(body: bytes) -> tuple[list[WebhookEvent], int]:
+    """The call snapshots of a bundle (calltrail_common.snapshots), and how many of its calls
+    could not be read (no usable id: left out, as metrics-sync leaves such calls out). Raise
+    `PoisonMessage` when `body` is not a bundle at all."""
+    message = _message(body)
+    calls = message.get("calls")
+    if message.get("type") != CALL_SNAPSHOTS or not isinstance(calls, list):
+        raise PoisonMessage("not a bundle of call snapshots")
+    events, unusable = [], 0
+    for item in calls:
+        item = _dict(item)
+        try:
+            events.append(_event({"type": CALL_SNAPSHOT, "timestamp": item.get("timestamp"),
+                                  "call": item.get("call")}, route=False))
+        except PoisonMessage:
+            unusable += 1
+    return events, unusable
+
+
+def _event(message: Mapping[str, Any], *, route: bool) -> WebhookEvent:
     message_type = _text(message.get("type"))
     if message_type is None:
         raise PoisonMessage("message.type is missing")

@@ -19,10 +19,12 @@ import asyncpg
 from call_processor.calls import CallState, combine, is_inbound, merge
 from call_processor.events import (
     CALL_EVENT_TYPES,
+    NO_ROUTING,
     PoisonMessage,
     WebhookEvent,
     archived_chatter,
     parse_event,
+    parse_snapshot_bundle,
 )
 from call_processor.figures import DailyFigures
 from call_processor.repository import (
@@ -35,7 +37,10 @@ from call_processor.repository import (
     StoredCall,
     UnassignedEvent,
 )
-from calltrail_common.envelope import EventEnvelope
+from calltrail_common.envelope import CALL_SNAPSHOTS, EventEnvelope
+from calltrail_common.logging import get_logger
+
+log = get_logger("call_processor")
 
 FOREIGN_CALL = "call id belongs to another organization"
 # A batch starts over when another transaction got in its way (NumbersBusy,
@@ -76,6 +81,9 @@ class _Parsed:
     delivery: Delivery
     event: WebhookEvent
     header_org: uuid.UUID | None  # the organization the endpoint decided
+    # One call snapshot of a bundle: applied, but archived and settled with its bundle (a
+    # `_Parsed` of its own, without an observation).
+    in_bundle: bool = False
 
 
 def _as_uuid(value: object) -> uuid.UUID | None:
@@ -112,10 +120,16 @@ def prepare_batch(deliveries: Sequence[Delivery]) -> PreparedBatch:
     for delivery in deliveries:
         envelope = delivery.envelope
         header_org = _as_uuid(envelope.org_id)
+        bundled: list[WebhookEvent] = []
         try:
             if "\x00" in delivery.message_id:  # the archive's key: Postgres text refuses NUL
                 raise PoisonMessage("message id holds NUL")
-            if header_org is not None and envelope.message_type \
+            if envelope.message_type == CALL_SNAPSHOTS:
+                if header_org is None:
+                    raise PoisonMessage("a bundle of call snapshots names no organization")
+                bundled, _ = parse_snapshot_bundle(delivery.body)
+                event = WebhookEvent(CALL_SNAPSHOTS, NO_ROUTING, None, None)
+            elif header_org is not None and envelope.message_type \
                     and envelope.message_type not in CALL_EVENT_TYPES:
                 event = archived_chatter(envelope.message_type, envelope.dedupe_key)
             else:
@@ -124,15 +138,19 @@ def prepare_batch(deliveries: Sequence[Delivery]) -> PreparedBatch:
             poison[delivery.tag] = str(reason)
             continue
         parsed.append(_Parsed(delivery, event, header_org))
-        observation = event.observation
-        if observation is None:
-            continue
-        number = observation.values.get("customer_number")
-        if number is not None and isinstance(number[0], str) and number[0].startswith("+"):
-            numbers.add(number[0])
-        if header_org is not None:
-            key = (observation.call_id, header_org)
-            merged[key] = merge(merged.get(key) or CallState(call_id=key[0]), observation)
+        parsed.extend(_Parsed(delivery, snapshot, header_org, in_bundle=True)
+                      for snapshot in bundled)
+        for observed in (event, *bundled):
+            observation = observed.observation
+            if observation is None:
+                continue
+            number = observation.values.get("customer_number")
+            if number is not None and isinstance(number[0], str) \
+                    and number[0].startswith("+"):
+                numbers.add(number[0])
+            if header_org is not None:
+                key = (observation.call_id, header_org)
+                merged[key] = merge(merged.get(key) or CallState(call_id=key[0]), observation)
     return PreparedBatch(poison, parsed, merged, frozenset(numbers))
 
 
@@ -191,7 +209,10 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
         org, observation = orgs[p.delivery.message_id], p.event.observation
         if org is not None and observation is not None \
                 and changes[observation.call_id].org_id != org:
-            outcome.dead[p.delivery.tag] = FOREIGN_CALL
+            if p.in_bundle:  # its bundle's other calls are applied; this one is left out
+                log.warning("snapshot_of_foreign_call", message_id=p.delivery.message_id)
+            else:
+                outcome.dead[p.delivery.tag] = FOREIGN_CALL
 
     archived, unassigned = _archive(parsed, orgs, outcome)
     figures = DailyFigures()
@@ -305,7 +326,7 @@ def _archive(parsed: Sequence[_Parsed], orgs: Mapping[str, uuid.UUID | None],
     unassigned: list[UnassignedEvent] = []
     for p in parsed:
         message_id = p.delivery.message_id
-        if p.delivery.tag in outcome.dead:
+        if p.delivery.tag in outcome.dead or p.in_bundle:
             continue
         org = orgs[message_id]
         (outcome.applied if org is not None else outcome.unassigned).append(p.delivery.tag)

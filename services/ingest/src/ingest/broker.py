@@ -16,9 +16,9 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractChannel
 
-from calltrail_common.broker import BrokerLink, LinkSession
+from calltrail_common.broker import BrokerLink, LinkSession, publish_event
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology
 from ingest.payload import AcceptedEvent
@@ -47,7 +47,7 @@ class BrokerPublisher:
         # Called after every (re)connect; the outbox sets it to start draining the spool.
         self.on_connected: Callable[[], None] | None = None
         self._observe_publish = observe_publish
-        self._exchange: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._reconnect = asyncio.Event()
         # A confirm that is late is not a dead link: under load (or a broker catching up after
@@ -59,7 +59,7 @@ class BrokerPublisher:
 
     @property
     def connected(self) -> bool:
-        return self._exchange is not None
+        return self._channel is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._link.run(self._session), name="broker-link")
@@ -77,35 +77,33 @@ class BrokerPublisher:
         then the link cancels this)."""
         self._reconnect.clear()
         self._last_confirm = time.monotonic()
-        self._exchange = await link.publisher.get_exchange(self._topology.events_exchange,
-                                                           ensure=False)
+        self._channel = link.publisher
         if self.on_connected is not None:
             self.on_connected()
         try:
             await self._reconnect.wait()
         finally:
-            self._exchange = None
+            self._channel = None
 
     async def publish(self, event: AcceptedEvent) -> None:
-        exchange = self._exchange
-        if exchange is None:
+        channel = self._channel
+        if channel is None:
             raise BrokerUnavailable("not connected")
-        envelope = event.envelope
         started = time.perf_counter()
         try:
-            await exchange.publish(envelope.message(event.body), envelope.routing_key,
-                                   mandatory=True, timeout=self._confirm_timeout)
+            await publish_event(channel, self._topology.events_exchange, event.envelope,
+                                event.body, confirm_timeout=self._confirm_timeout)
         except TimeoutError:
             # A broker that stopped confirming altogether may be half-dead: reconnect to find
             # out. One that is only slow keeps its link.
             if time.monotonic() - self._last_confirm > self._silence_limit:
-                self._request_reconnect(exchange)
+                self._request_reconnect(channel)
             raise BrokerUnavailable("no confirm in time") from None
         except Exception as error:
             # Refused, returned (a binding gone: the reconnect declares it again), closed, or
             # anything else the client library raises mid-failure (aiormq can raise a bare
             # Exception from a dying channel): the event is spooled, never answered 500.
-            self._request_reconnect(exchange)
+            self._request_reconnect(channel)
             raise BrokerUnavailable(type(error).__name__) from None
         except asyncio.CancelledError:
             # aiormq cancels the confirm futures of a connection it closes (a heartbeat
@@ -114,14 +112,14 @@ class BrokerPublisher:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
-            self._request_reconnect(exchange)
+            self._request_reconnect(channel)
             raise BrokerUnavailable("confirm cancelled: the connection closed") from None
         self._last_confirm = time.monotonic()
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
 
-    def _request_reconnect(self, failed_on: AbstractExchange) -> None:
+    def _request_reconnect(self, failed_on: AbstractChannel) -> None:
         # Only for a failure on the current link: publishes still failing on a replaced one
         # must not tear down the new link too (that made ingest flap after an outage).
-        if failed_on is self._exchange:
+        if failed_on is self._channel:
             self._reconnect.set()

@@ -25,8 +25,10 @@ import httpx
 from aio_pika.abc import AbstractChannel
 
 from calltrail_common import vapi_keys
+from calltrail_common.broker import publish_event
 from calltrail_common.crypto import KeyRing
-from calltrail_common.snapshots import SNAPSHOT_ROUTING_KEY, snapshot_message
+from calltrail_common.envelope import EventEnvelope
+from calltrail_common.snapshots import snapshot_bundles
 from calltrail_common.topology import Topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import (
@@ -133,16 +135,19 @@ class AccountSync:
 
     async def _publish(self, channel: AbstractChannel, account: ClaimedAccount,
                        calls: Sequence[Mapping[str, Any]], now: dt.datetime) -> int:
-        exchange = await channel.get_exchange(self._topology.events_exchange, ensure=False)
+        """Every call with an id, as bundles of snapshots (one partition's calls each),
+        confirmed; how many calls."""
+        exchange = self._topology.events_exchange
         limit = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
-        async def publish(call: Mapping[str, Any]) -> None:
-            async with limit, asyncio.timeout(_PUBLISH_TIMEOUT_SECONDS):
-                # asyncio.timeout, not wait_for: no task of its own for each of 50,000 calls.
-                await exchange.publish(snapshot_message(account.org_id, call, received_at=now),
-                                       routing_key=SNAPSHOT_ROUTING_KEY, mandatory=True)
+        async def publish(envelope: EventEnvelope, body: bytes) -> None:
+            async with limit:
+                await publish_event(channel, exchange, envelope, body,
+                                    confirm_timeout=_PUBLISH_TIMEOUT_SECONDS)
 
-        usable = [call for call in calls if isinstance(call.get("id"), str)]
-        await asyncio.gather(*(publish(call) for call in usable))
+        usable = [call for call in calls
+                  if isinstance(call.get("id"), str) and call["id"].strip()]
+        await asyncio.gather(*(publish(envelope, body) for envelope, body
+                               in snapshot_bundles(account.org_id, usable, received_at=now)))
         return len(usable)
 
