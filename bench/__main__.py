@@ -3,6 +3,10 @@
     ingest      bench.ingest: ingest vs the stack's ceiling vs a direct-write function
     processor   bench.processor: events/s from a full queue into Postgres, default and
                 call-only mixes, 1 and 2 consumers and the bare (archive-only) consumer
+    scale       bench.scale: a call-only backlog drained by 1, 2, 4 and 8 processors, with
+                Postgres next to them and 5 ms away; lock waits and deadlocks
+    spool       bench.spool: ingest's spool replayed after a broker outage, vs publishing
+                the same events straight to the broker
     end_to_end  bench.end_to_end: webhook sent -> call row visible at 500 events/s
     metrics_sync  bench.metrics_sync: 1,000 Vapi accounts synced (backfill, then a quiet
                 round) against the fake Vapi with 100 ms latency, vs one at a time
@@ -23,12 +27,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import api, capacity, end_to_end, ingest, metrics_sync, processor
+from bench import api, capacity, end_to_end, ingest, metrics_sync, processor, scale, spool
 from bench.ingest import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("ingest", ingest.main),
     ("processor", processor.main),
+    ("scale", scale.main),
+    ("spool", spool.main),
     ("end_to_end", end_to_end.main),
     ("metrics_sync", metrics_sync.main),
     ("api", api.main),

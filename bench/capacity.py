@@ -16,18 +16,20 @@ Capacity of one replica (measured, one process of each, medians over runs):
   with 64 connections on the same cores, bodies of 1-20 KB (`bench.ingest`'s mix);
 - call-processor: events/s of one consumer draining a full queue, after its start-up (a
   running replica pays it once), on Vapi's default `serverMessages` mix and on the
-  call-only mix, across 4 organizations, with no calls stored before; and two consumers,
-  to show what a second replica adds on this machine;
+  call-only mix, across 4 organizations, with no calls stored before; and of two and four
+  replicas draining it together (measured: the deployment table takes them as they are);
 - metrics-sync: accounts one replica keeps in sync: HEADROOM of SYNC_INTERVAL_SECONDS
   (its default) over the time per account of a quiet round (every account due at once,
   nothing new: two Vapi requests each) at the largest account count measured, less the
   round's fixed part (the tick's pick-up); and what a call seen adds (the first round's
   time per account less the quiet round's, per call).
-A deployment of N replicas of each is then derived, not measured: N times each figure,
-and the webhook rate it sustains is the lower of ingest's and the processor's. That
-linear extrapolation assumes each replica gets cores like the one it was measured on, and
-holds only while the shared PostgreSQL and RabbitMQ have room: they share this machine's
-cores with everything here, so their own limit is not measured.
+A deployment of N replicas of each is then: for the processor, what N replicas drained
+(measured on this machine's two cores, so it shows what replicas add here, not on a host
+each); for ingest and metrics-sync, N times one replica's figure, a linear extrapolation
+that assumes each replica gets cores like the one it was measured on and holds only while
+the shared PostgreSQL and RabbitMQ have room (their own limit is not measured here). The
+webhook rate sustained is the lower of ingest's and the processor's. `bench.scale` measures
+the processor's replicas with Postgres a few milliseconds away, where cores do not bound.
 
 Growth (measured): the cost of one unit of work at sizes X, 2X and 4X, in each run:
 - processor, calls stored: ms per event (call-only mix, 4 organizations) while the calls
@@ -121,7 +123,7 @@ class Sizes:
     api_seconds: int  # wrk per route and size, after API_WARMUP_SECONDS
     accounts: int  # A
     account_calls: int  # calls per Vapi account (the first round's backfill)
-    consumers: tuple[int, ...] = (1, 2)  # processor replicas measured for its capacity
+    consumers: tuple[int, ...] = (1, 2, 4)  # processor replicas measured for its capacity
 
 
 FULL = Sizes(ingest_seconds=8, default_calls=200, call_only_calls=2000, organizations=16,
@@ -336,17 +338,22 @@ async def measure_processor(stack: BenchStack, sizes: Sizes, runs: int,
 
     capacity: dict[str, Any] = {}
     for mix in MIXES:
-        one, two = records[f"{mix} x1"], records.get(f"{mix} x2", [])
+        one = records[f"{mix} x1"]
         rates = [rate for r in one if (rate := sustained_rate(r))]
-        two_rates = [rate for r in two if (rate := sustained_rate(r))]
+        by_replicas = {}
+        for side in sizes.consumers:
+            side_rates = [rate for r in records.get(f"{mix} x{side}", [])
+                          if (rate := sustained_rate(r))]
+            by_replicas[side] = statistics.median(side_rates) if side_rates else None
         capacity[mix] = {
             "events": len(capacity_traffic[mix]), "calls": capacity_calls[mix],
             "events_per_s": statistics.median(rates) if rates else None,
             "min": min(rates, default=None), "max": max(rates, default=None),
             "events_per_s_with_startup": median(one, "events_per_s"),
-            "two_consumers_events_per_s": statistics.median(two_rates) if two_rates else None,
+            "by_replicas": by_replicas,
             "machine_cpu_busy": median(one, "machine_cpu_busy"),
-            "flagged_runs": sum(r["flagged"] for r in one + two),
+            "flagged_runs": sum(r["flagged"] for side in sizes.consumers
+                                for r in records.get(f"{mix} x{side}", [])),
         }
     return {"capacity": capacity, "records": records}
 
@@ -494,18 +501,22 @@ def times(n: int, figure: float | None) -> float | None:
 
 
 def deployment(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """N replicas of each: N times each replica's figure (extrapolated beyond N = 1). A
-    webhook is one event, so the slower of ingest and the processor sets the rate."""
+    """N replicas of each: the processor's as measured with N replicas (N times one where N
+    was not measured), ingest's and metrics-sync's N times one replica's figure. A webhook
+    is one event, so the slower of ingest and the processor sets the rate."""
     ingest_rate = results.get("ingest", {}).get("events_per_s")
-    processor_rates = {mix: m["events_per_s"] for mix, m in
-                       results.get("processor", {}).get("capacity", {}).items()}
+    processor = results.get("processor", {}).get("capacity", {})
     accounts = results.get("metrics_sync", {}).get("accounts_per_replica")
     rows = []
     for n in DEPLOYMENTS:
         webhooks = times(n, ingest_rate)
-        events = {mix: times(n, rate) for mix, rate in processor_rates.items()}
+        events = {}
+        for mix, m in processor.items():
+            measured = m.get("by_replicas", {}).get(n) if n > 1 else m["events_per_s"]
+            events[mix] = measured if measured is not None else times(n, m["events_per_s"])
         rows.append({
-            "replicas": n, "basis": "measured" if n == 1 else f"linear extrapolation (x{n})",
+            "replicas": n,
+            "basis": "measured" if n == 1 else f"processor measured, others x{n}",
             "ingest_webhooks_per_s": webhooks, "processor_events_per_s": events,
             "sustained_webhooks_per_s": {mix: min(webhooks, rate) if webhooks and rate
                                          else None for mix, rate in events.items()},
@@ -538,8 +549,10 @@ def print_tables(results: dict[str, Any]) -> None:
     for mix, m in results.get("processor", {}).get("capacity", {}).items():
         print(f"{'call-processor':<16}{f'events/s, {mix} mix':<38}"
               f"{number(m['events_per_s']):>9}{number(m['min']) + '-' + number(m['max']):>14}"
-              f"  {number(m['events_per_s_with_startup'])} with start-up; 2 consumers "
-              f"{number(m['two_consumers_events_per_s'])}; machine "
+              f"  {number(m['events_per_s_with_startup'])} with start-up; "
+              + "; ".join(f"{side} replicas {number(rate)}" for side, rate
+                          in m["by_replicas"].items() if side > 1)
+              + "; machine "
               f"{number(100 * (m['machine_cpu_busy'] or 0))}% busy" + flagged(m["flagged_runs"]))
     if "metrics_sync" in results:
         m = results["metrics_sync"]
@@ -554,7 +567,8 @@ def print_tables(results: dict[str, Any]) -> None:
 
     mixes = list(results.get("processor", {}).get("capacity", {}))
     pair = " / ".join(mixes) or "not measured"
-    print("\nN replicas of each: N = 1 is measured; N > 1 is N times it, a linear "
+    print("\nN replicas of each: N = 1 is measured; the processor's N > 1 too (N replicas "
+          "on these same cores); ingest's and metrics-sync's N > 1 is N times one, a linear "
           "extrapolation that holds only while the shared PostgreSQL and RabbitMQ keep up "
           "(not measured here). Sustained: the lower of ingest and the processor.")
     print(f"{'N':>3}{'ingest webhooks/s':>20}{f'processor events/s ({pair})':>42}"
