@@ -784,9 +784,10 @@ FAULT_LINKS: dict[str, frozenset[str]] = {
 # Faults run on a RabbitMQ cluster of the suite's own (three nodes) instead of one node.
 CLUSTER_FAULTS: dict[str, Scenario] = {"cluster-failover": cluster_failover}
 # Each half of the cluster fault lasts at least this long: a silent node is noticed by
-# missed heartbeats (3 x AMQP_HEARTBEAT_SECONDS) or a confirm timeout, so a shorter freeze
-# would end before anyone fails over and show nothing.
-CLUSTER_PHASE_MIN_SECONDS = 12.0
+# missed heartbeats (3 x AMQP_HEARTBEAT_SECONDS) or a confirm timeout, and by its peers after
+# net_ticktime (10 s on the suite's nodes), so a shorter freeze would end before anyone
+# fails over and show nothing.
+CLUSTER_PHASE_MIN_SECONDS = 15.0
 # On top of its two halves, a node's real stop and start (up to ~40 s on a busy 2-core
 # machine): the load goes on this much longer, so "drained" is measured under it.
 CLUSTER_OVERRUN_SECONDS = 45.0

@@ -105,8 +105,12 @@ class RabbitNode(_StartedInWith):
         cookie = home / ".erlang.cookie"
         cookie.write_text(self._cookie)
         cookie.chmod(0o400)
+        # net_ticktime: a node that stops answering (frozen) is declared down after about
+        # 10 s rather than 60, so the quorum queues it leads elect another leader within a
+        # fault's phase (deploy/k8s/rabbitmq sets the same).
         (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = {HOST}:{self.port}\nloopback_users = none\n")
+            f"listeners.tcp.local = {HOST}:{self.port}\nloopback_users = none\n"
+            "net_ticktime = 10\n")
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         if self._user is not None:

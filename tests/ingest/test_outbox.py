@@ -45,9 +45,27 @@ async def test_with_a_backlog_on_a_full_disk_the_broker_takes_events_and_without
         with pytest.raises(Unavailable):  # broker away and the disk full: 503, not a 200
             await outbox.keep(event(2, size=4000))
         assert not outbox.ready()
-        # The broker is back while the spool still holds a backlog: new events would queue
-        # behind it, but the spool cannot take them; the broker can, so no 503.
+        # The broker is back while the spool still holds a backlog of the event's partition:
+        # it would queue behind it, but the spool cannot take it; the broker can: no 503.
         broker.connected = True
-        assert await outbox.keep(event(3, size=4000)) is Kept.PUBLISHED
-        assert broker.published == ["m3"] and spool.backlog == 1
+        assert event(17).envelope.partition == event(1).envelope.partition
+        assert await outbox.keep(event(17, size=4000)) is Kept.PUBLISHED
+        assert broker.published == ["m17"] and spool.backlog == 1
         spool.close()
+
+
+async def test_only_the_partitions_with_a_backlog_queue_behind_it(tmp_path: Path) -> None:
+    """A partition whose events the broker did not confirm (its queue's leader frozen, say)
+    holds back its own later events, in order, and no other partition's."""
+    spool = claim_slot(tmp_path / "spool")
+    broker = FakeBroker(connected=False)
+    outbox = Outbox(broker, spool, tmp_path / "spool")  # type: ignore[arg-type]
+    assert await outbox.keep(event(3)) is Kept.SPOOLED
+    broker.connected = True
+    assert await outbox.keep(event(19)) is Kept.SPOOLED  # partition 3: behind its backlog
+    assert await outbox.keep(event(4)) is Kept.PUBLISHED  # partition 4: straight on
+    assert broker.published == ["m4"] and spool.backlog == 2
+    events, position = spool.read_batch(10)
+    spool.commit(events, position)  # replayed: partition 3 goes straight on again
+    assert await outbox.keep(event(35)) is Kept.PUBLISHED
+    spool.close()

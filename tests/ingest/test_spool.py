@@ -30,7 +30,7 @@ def replay_all(spool, batch: int = 1000) -> list[AcceptedEvent]:
         events, position = spool.read_batch(batch)
         assert events, "backlog says there is more, but nothing is readable"
         seen.extend(events)
-        spool.commit(len(events), position)
+        spool.commit(events, position)
     return seen
 
 
@@ -59,7 +59,7 @@ async def test_the_replay_reads_ahead_of_its_commits_and_a_crash_replays_the_res
     second, after_second = spool.read_batch(7, start=after_first)
     third, _ = spool.read_batch(7, start=after_second)
     assert [e.message_id for e in first + second + third] == [f"m{n}" for n in range(21)]
-    spool.commit(len(first), after_first)  # only the first was confirmed
+    spool.commit(first, after_first)  # only the first was confirmed
     spool.close()
     again = claim_slot(tmp_path, segment_bytes=300)
     assert [e.message_id for e in replay_all(again, batch=4)] == \
@@ -93,7 +93,7 @@ async def test_bytes_whose_fsync_has_not_returned_are_never_replayed(tmp_path: P
     in_flight.write_bytes(encode_frame(event(1)))  # written, its fsync not yet returned
     events, position = spool.read_batch(100)
     assert [e.message_id for e in events] == ["m0"]
-    spool.commit(len(events), position)
+    spool.commit(events, position)
     assert spool.backlog == 0
     spool.close()
 
@@ -133,7 +133,7 @@ async def test_any_mix_of_appends_replays_and_crashes_loses_and_reorders_nothing
         elif action == "replay":
             events, position = spool.read_batch(n)
             replayed.extend(e.message_id for e in events)
-            spool.commit(len(events), position)
+            spool.commit(events, position)
         else:
             spool.close()
             spool = claim_slot(root, segment_bytes=segment_bytes)

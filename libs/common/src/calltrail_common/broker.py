@@ -147,6 +147,25 @@ class LinkSession:
     publisher: AbstractChannel
     lost: asyncio.Future[str]
     _unwatch: dict[int, Callable[[], None]] = field(default_factory=dict)
+    _publishers: dict[int, AbstractChannel] = field(default_factory=dict)
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def publisher_for(self, partition: int) -> AbstractChannel:
+        """A confirming channel of the partition's own (opened on first use, watched). The
+        broker confirms a channel's messages in order: one that a queue cannot confirm (its
+        leader node frozen) holds back every later confirm on its channel, so events of one
+        partition, on one channel, never wait on another partition's queue."""
+        channel = self._publishers.get(partition)
+        if channel is not None:
+            return channel
+        async with self._opening:
+            channel = self._publishers.get(partition)
+            if channel is None:
+                channel = await self.connection.channel(publisher_confirms=True,
+                                                        on_return_raises=True)
+                self._unwatch[id(channel)] = await _watch_channel(channel, self._mark)
+                self._publishers[partition] = channel
+            return channel
 
     async def channel(self, *, prefetch: int | None = None) -> AbstractChannel:
         """Another channel on the connection, watched like the first (its loss, or a

@@ -16,8 +16,6 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from aio_pika.abc import AbstractChannel
-
 from calltrail_common.broker import BrokerLink, LinkSession, publish_event
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import Topology
@@ -47,7 +45,7 @@ class BrokerPublisher:
         # Called after every (re)connect; the outbox sets it to start draining the spool.
         self.on_connected: Callable[[], None] | None = None
         self._observe_publish = observe_publish
-        self._channel: AbstractChannel | None = None
+        self._link_session: LinkSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._reconnect = asyncio.Event()
         # A confirm that is late is not a dead link: under load (or a broker catching up after
@@ -59,7 +57,7 @@ class BrokerPublisher:
 
     @property
     def connected(self) -> bool:
-        return self._channel is not None
+        return self._link_session is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._link.run(self._session), name="broker-link")
@@ -77,33 +75,36 @@ class BrokerPublisher:
         then the link cancels this)."""
         self._reconnect.clear()
         self._last_confirm = time.monotonic()
-        self._channel = link.publisher
+        self._link_session = link
         if self.on_connected is not None:
             self.on_connected()
         try:
             await self._reconnect.wait()
         finally:
-            self._channel = None
+            self._link_session = None
 
     async def publish(self, event: AcceptedEvent) -> None:
-        channel = self._channel
-        if channel is None:
+        link = self._link_session
+        if link is None:
             raise BrokerUnavailable("not connected")
         started = time.perf_counter()
         try:
+            # Each partition on its channel: a queue that cannot confirm (its leader frozen)
+            # holds back its own partition's events, not the others'.
+            channel = await link.publisher_for(event.envelope.partition)
             await publish_event(channel, self._topology.events_exchange, event.envelope,
                                 event.body, confirm_timeout=self._confirm_timeout)
         except TimeoutError:
             # A broker that stopped confirming altogether may be half-dead: reconnect to find
             # out. One that is only slow keeps its link.
             if time.monotonic() - self._last_confirm > self._silence_limit:
-                self._request_reconnect(channel)
+                self._request_reconnect(link)
             raise BrokerUnavailable("no confirm in time") from None
         except Exception as error:
             # Refused, returned (a binding gone: the reconnect declares it again), closed, or
             # anything else the client library raises mid-failure (aiormq can raise a bare
             # Exception from a dying channel): the event is spooled, never answered 500.
-            self._request_reconnect(channel)
+            self._request_reconnect(link)
             raise BrokerUnavailable(type(error).__name__) from None
         except asyncio.CancelledError:
             # aiormq cancels the confirm futures of a connection it closes (a heartbeat
@@ -112,14 +113,14 @@ class BrokerPublisher:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
-            self._request_reconnect(channel)
+            self._request_reconnect(link)
             raise BrokerUnavailable("confirm cancelled: the connection closed") from None
         self._last_confirm = time.monotonic()
         if self._observe_publish is not None:
             self._observe_publish(time.perf_counter() - started)
 
-    def _request_reconnect(self, failed_on: AbstractChannel) -> None:
+    def _request_reconnect(self, failed_on: LinkSession) -> None:
         # Only for a failure on the current link: publishes still failing on a replaced one
         # must not tear down the new link too (that made ingest flap after an outage).
-        if failed_on is self._channel:
+        if failed_on is self._link_session:
             self._reconnect.set()

@@ -1,10 +1,14 @@
 """Making an accepted webhook durable: the broker's confirm, or else an fsync in the spool.
 
-Rule: while the spool holds events not yet re-published, new events are spooled too, so the
-broker receives everything in the order ingest accepted it; only when the spool cannot take
-an event is it published directly, out of order, rather than refused. The replayer drains the spool
-(this process's slot first, then slots left behind by dead processes) whenever the broker
-is connected, committing its read position only after the broker confirmed each batch.
+Rule: while the spool holds events of a processor partition not yet re-published, that
+partition's new events are spooled too, so the broker receives each partition's events in
+the order ingest accepted them (the processor consumes partitions side by side: there is no
+order across them). Other partitions' events go straight to the broker, so a partition whose
+queue cannot confirm (its leader node frozen) holds back only its own events. Only when the
+spool cannot take an event is it published directly, out of order, rather than refused.
+The replayer drains the spool (this process's slot first, then slots left behind by dead
+processes) whenever the broker is connected, committing its read position only after the
+broker confirmed each batch.
 """
 
 from __future__ import annotations
@@ -54,9 +58,13 @@ class Outbox:
     def ready(self) -> bool:
         return self._broker.connected or self._spool.is_writable()
 
+    def _backlog_of(self, partition: int) -> int:
+        return self._spool.backlog_of(partition) + sum(o.backlog_of(partition)
+                                                       for o in self._orphans)
+
     async def keep(self, event: AcceptedEvent) -> Kept:
         """Return once `event` is durable; raise `Unavailable` when it cannot be made so."""
-        if self._spool.backlog == 0 and self._broker.connected:
+        if self._backlog_of(event.envelope.partition) == 0 and self._broker.connected:
             try:
                 await self._broker.publish(event)
                 return Kept.PUBLISHED
@@ -125,8 +133,8 @@ class Outbox:
         once; commit each batch's position once it and every batch before it is confirmed.
         A failure stops the drain: what was not committed is published again next time
         (the processor dedupes)."""
-        in_flight: collections.deque[tuple[asyncio.Future[list[Any]], int, Any]] = \
-            collections.deque()
+        in_flight: collections.deque[
+            tuple[asyncio.Future[list[Any]], list[AcceptedEvent], Any]] = collections.deque()
         read_to = spool.read_position
         ahead = 0  # events read and published, not yet committed
         try:
@@ -138,20 +146,20 @@ class Outbox:
                     # Publishes issued in order reach the channel in order; confirms overlap.
                     in_flight.append((asyncio.gather(
                         *(self._broker.publish(event) for event in events),
-                        return_exceptions=True), len(events), position))
+                        return_exceptions=True), events, position))
                     read_to, ahead = position, ahead + len(events)
                 if not in_flight:
                     await asyncio.sleep(0.005)
                     continue
-                publishing, count, position = in_flight.popleft()
+                publishing, published, position = in_flight.popleft()
                 results = await publishing
                 failure = next((r for r in results if isinstance(r, BaseException)), None)
                 if failure is not None:
                     raise failure if isinstance(failure, BrokerUnavailable) \
                         else BrokerUnavailable(repr(failure))
-                spool.commit(count, position)
-                ahead -= count
-                log.info("spool_replayed", events=count, backlog=spool.backlog,
+                spool.commit(published, position)
+                ahead -= len(published)
+                log.info("spool_replayed", events=len(published), backlog=spool.backlog,
                          slot=spool.directory.name)
         finally:
             for publishing, _, _ in in_flight:  # after a failure: not committed, retried

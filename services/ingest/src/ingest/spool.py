@@ -19,6 +19,7 @@ acknowledged, so reading stops at the first incomplete frame at the tail of the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import itertools
@@ -26,7 +27,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
@@ -97,8 +98,9 @@ class Spool:
     """One slot of the spool: appended by its owner, read and trimmed by the replayer.
 
     `backlog` counts events appended (or being appended) and not yet committed as
-    re-published: while it is above zero, the outbox spools new events too, so that the
-    broker receives them in the order they were accepted.
+    re-published, and `backlog_of(partition)` those of one processor partition: while it is
+    above zero, the outbox spools that partition's new events too, so that the broker
+    receives each partition's events in the order they were accepted.
     """
 
     def __init__(self, directory: Path, lock_fd: int, *, writable: bool,
@@ -116,6 +118,7 @@ class Spool:
         self._durable_size: dict[int, int] = {}  # segment -> bytes known to be on disk
         self._read = _Position(0, 0)
         self.backlog = 0
+        self._by_partition: collections.Counter[int] = collections.Counter()
         self._recover()
 
     # -- start-up ---------------------------------------------------------------------
@@ -144,8 +147,9 @@ class Spool:
             data = self._segment_path(segment).read_bytes()
             start = self._read.offset if segment == self._read.segment else 0
             end = start
-            for _, end in iter_frames(data, start):  # noqa: B007
+            for event, end in iter_frames(data, start):  # noqa: B007
                 self.backlog += 1
+                self._by_partition[event.envelope.partition] += 1
             if end < len(data):
                 # A torn tail was never acknowledged (its fsync never returned): cut it.
                 log.warning("spool_truncated_torn_tail", segment=segment,
@@ -168,13 +172,16 @@ class Spool:
             raise SpoolUnavailable("this spool slot is only being drained")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((encode_frame(event), future))
+        partition = event.envelope.partition
         self.backlog += 1
+        self._by_partition[partition] += 1
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         try:
             await asyncio.shield(future)
         except SpoolUnavailable:
             self.backlog -= 1
+            self._by_partition[partition] -= 1
             raise
 
     async def _flush(self) -> None:
@@ -284,10 +291,14 @@ class Spool:
                 return events, position  # the byte budget ran out inside this segment
         return events, position
 
-    def commit(self, events: int, position: _Position) -> None:
-        """Record that `events` up to `position` reached the broker; trim what is done."""
+    def backlog_of(self, partition: int) -> int:
+        return self._by_partition[partition]
+
+    def commit(self, events: Sequence[AcceptedEvent], position: _Position) -> None:
+        """Record that `events`, up to `position`, reached the broker; trim what is done."""
         self._read = position
-        self.backlog -= events
+        self.backlog -= len(events)
+        self._by_partition.subtract(event.envelope.partition for event in events)
         for segment in self._segments():
             if segment < position.segment:
                 self._segment_path(segment).unlink()
