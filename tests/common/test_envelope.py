@@ -61,6 +61,16 @@ def test_headers_of_another_producer_read_as_absent_never_as_a_failure() -> None
     assert EventEnvelope.read("m", None).endpoint_id == "shared"
 
 
+def test_a_header_number_too_long_for_a_bigint_reads_as_absent() -> None:
+    """Python refuses to read an int of more than 4,300 digits; a header is anyone's input."""
+    huge = "9" * 100_000
+    read = EventEnvelope.read("m", {"x-received-at": huge, "x-retries": str(2**63),
+                                    "partition": 1e300})
+    assert (read.retries, read.partition) == (0, 0)
+    assert abs((read.received_at - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+    assert EventEnvelope.read("m", {"x-retries": str(2**63 - 1)}).retries == 2**63 - 1
+
+
 def test_a_callers_events_share_a_partition_however_the_number_is_written() -> None:
     call = {"id": "call-1", "customer": {"number": "+1 (415) 555-0123"}}
     beside = {"customer": {"number": "+14155550123"}}

@@ -62,6 +62,8 @@ _ATTEMPT_HEADERS = frozenset({
     "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
     "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
 })
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+_BIGINT_DIGITS = len(str(_BIGINT_MIN))
 _MIN_NUMBER_DIGITS = 7  # fewer digits than any real number: "anonymous", short codes
 
 
@@ -81,15 +83,18 @@ def _text(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
+    """A header's whole number, or None when it holds none that fits a bigint: a header is
+    anyone's input, and a number of a hundred thousand digits must not stop a batch."""
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str | bytes):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str | bytes):
         text = _text(value)
-        if text is not None and text.lstrip("-").isdigit():
-            return int(text)
-    return None
+        if text is not None and len(text) <= _BIGINT_DIGITS and text.lstrip("-").isdigit():
+            number = int(text)
+    return number if number is not None and _BIGINT_MIN <= number <= _BIGINT_MAX else None
 
 
 def caller_key(call: Mapping[str, Any], beside: Mapping[str, Any] | None = None) -> str | None:
