@@ -111,6 +111,21 @@ async def _seed(connection: asyncpg.Connection, org: NewOrganization
                   count(*) FILTER (WHERE direction = 'outboundPhoneCall'), 0,
                   0, sum(duration_seconds), sum(cost)
            FROM calls WHERE org_id = $1 GROUP BY org_id, stats_day""", org.org_id)
+    # How calls ended and per assistant, as migration 0008 derives them from the calls.
+    await connection.execute(
+        """INSERT INTO daily_call_outcome_shards (org_id, day, outcome_key, ended_reason,
+                                                  success_evaluation, calls)
+           SELECT org_id, stats_day, md5(ROW(ended_reason, success_evaluation)::text)::uuid,
+                  ended_reason, success_evaluation, count(*)
+           FROM calls WHERE org_id = $1
+           GROUP BY org_id, stats_day, ended_reason, success_evaluation""", org.org_id)
+    await connection.execute(
+        """INSERT INTO daily_assistant_shards (org_id, day, assistant_key, assistant_id, calls,
+                                               duration_seconds, cost)
+           SELECT org_id, stats_day, md5(ROW(assistant_id)::text)::uuid, assistant_id,
+                  count(*), sum(duration_seconds), sum(cost)
+           FROM calls WHERE org_id = $1 GROUP BY org_id, stats_day, assistant_id""",
+        org.org_id)
     for created in (now - timedelta(days=3), now - timedelta(days=6)):  # the two leads
         await connection.execute(
             """INSERT INTO daily_stats_shards (org_id, day, new_leads) VALUES ($1, $2, 1)
