@@ -22,11 +22,11 @@ from typing import Any
 import aio_pika
 import asyncpg
 import orjson
-import phonenumbers
 from aio_pika.abc import AbstractChannel
 
 from calltrail_common import phone_numbers, vapi_keys
 from calltrail_common.crypto import KeyRing
+from calltrail_common.e164 import to_e164
 from calltrail_common.handback import republish
 from calltrail_common.logging import get_logger
 from calltrail_common.topology import SYNC_NOW_ROUTING_KEY, Topology
@@ -92,18 +92,6 @@ class ConnectedAccount:
     phone_numbers: tuple[str, ...]
     sync_id: uuid.UUID
     events_handed_back: int
-
-
-def to_e164(raw: Any) -> str | None:
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    try:
-        parsed = phonenumbers.parse(raw.strip(), None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def vapi_org_id_of(items: Iterable[Mapping[str, Any]]) -> str | None:

@@ -16,12 +16,12 @@ from typing import Any
 import aio_pika
 import asyncpg
 import orjson
-import phonenumbers
 
 from admin import accounts
 from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import db, phone_numbers
 from calltrail_common.crypto import CryptoError
+from calltrail_common.e164 import to_e164
 from calltrail_common.handback import republish
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import (
@@ -102,13 +102,10 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _e164(raw: str) -> str:
-    try:
-        number = phonenumbers.parse(raw, None)
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is None or not phonenumbers.is_possible_number(number):
+    number = to_e164(raw)
+    if number is None:
         raise CommandError(f"--number must be an E.164 number like +14155550123: {raw!r}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return number
 
 
 async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> None:

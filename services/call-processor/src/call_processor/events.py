@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from call_processor.calls import REPORT, SNAPSHOT, Observation
-from call_processor.phones import to_e164
+from calltrail_common.e164 import to_e164
 from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
 CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT})
@@ -245,7 +245,7 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
     values: dict[str, tuple[Any, int]] = {
         "direction": (_text(call.get("type")), SNAPSHOT),
         "created_at": (parse_time(call.get("createdAt")), SNAPSHOT),
-        "customer_number": (to_e164(number_raw) or number_raw, SNAPSHOT),
+        "customer_number": (to_e164(number_raw, bare_digits=True) or number_raw, SNAPSHOT),
         "customer_name": (_text(customer.get("name")), SNAPSHOT),
         "customer_email": (_text(customer.get("email")), SNAPSHOT),
         "phone_number_id": (_key(call.get("phoneNumberId")), SNAPSHOT),
@@ -329,7 +329,8 @@ def _event(message: Mapping[str, Any], *, route: bool) -> WebhookEvent:
     routing = Routing(
         metadata_org_ids=_metadata_org_ids(beside, call),
         phone_number_id=_key(call.get("phoneNumberId")),
-        dialled_number=to_e164(_key(_dict(beside.get("phoneNumber")).get("number"))),
+        dialled_number=to_e164(_key(_dict(beside.get("phoneNumber")).get("number")),
+                               bare_digits=True),
         vapi_org_id=_key(call.get("orgId")),
     ) if route else NO_ROUTING
     observation = None
