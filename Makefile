@@ -35,13 +35,13 @@ test: install services  ## and Chromium, PgBouncer and promtool, which tests dri
 	$(VENV)/bin/pytest
 
 demo: install
-	PYTHONPATH=. $(VENV)/bin/python deploy/demo.py
+	$(VENV)/bin/python deploy/demo.py
 
 bench: install services
 	$(VENV)/bin/python -m bench
 
 chaos: install services  ## faults under load, one at a time (root: spool-full mounts a tmpfs)
-	$(VENV)/bin/python -m bench.chaos
+	$(VENV)/bin/python -m chaos
 
 lint: install  ## ruff, and mypy (strict on the domain rules: see pyproject.toml)
 	$(VENV)/bin/ruff check .

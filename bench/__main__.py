@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import api, capacity, end_to_end, ingest, metrics_sync, processor, scale, spool
-from bench.ingest import REPO_ROOT
+from bench.harness import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("ingest", ingest.main),

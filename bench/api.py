@@ -28,7 +28,7 @@ days, is kept in the results with its execution time: the goal is met with index
 caches. Goal: p99 under 50 ms for the overviews and the first page.
 
 Everything lives under `AMQP_PREFIX=bench-<id>` and database `calltrail_bench_<id>`
-(`bench.stack.BenchStack`), removed at the end. Results go to
+(`calltrail_testkit.stack.Stack`), removed at the end. Results go to
 `bench/results/api-<UTC timestamp>.json`.
 """
 
@@ -40,7 +40,6 @@ import datetime as dt
 import itertools
 import os
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -50,24 +49,11 @@ import asyncpg
 import httpx
 
 from api import repository
-from bench.ingest import (
-    AMQP_URL,
-    HOST,
-    WRK_GRACE_SECONDS,
-    WRK_THREADS,
-    WRK_TIMEOUT,
-    Server,
-    WrkResult,
-    ensure_wrk,
-    free_port,
-    machine_info,
-    parse_wrk,
-    peak_rss_mib,
-    write_results,
-)
-from bench.stack import BenchStack
+from bench.harness import WRK_THREADS, ensure_wrk, machine_info, run_wrk, write_results
 from calltrail_common.db import connect
 from calltrail_common.organizations import create_organization
+from calltrail_testkit.processes import HOST, Server, peak_rss_mib
+from calltrail_testkit.stack import Stack
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "api.lua"
 ENCRYPTION_KEY = "bench-api-encryption-key-" + "0" * 24
@@ -160,7 +146,7 @@ async def seed_daily_tables(connection: asyncpg.Connection, org_id: uuid.UUID) -
         await connection.execute(statement, org_id)
 
 
-async def seed(stack: BenchStack, calls: int) -> tuple[uuid.UUID, str, dict[str, Any]]:
+async def seed(stack: Stack, calls: int) -> tuple[uuid.UUID, str, dict[str, Any]]:
     """Organizations A (measured) and B (so queries must scope); A's id and token."""
     started = time.perf_counter()
     connection = await connect(stack.database_url)
@@ -236,18 +222,6 @@ async def check_answers(client: httpx.AsyncClient, paths: dict[str, str],
     return problems
 
 
-def api_server(stack: BenchStack) -> Server:
-    port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
-           "HOME": os.environ.get("HOME", str(stack.workdir)),
-           "API_HOST": HOST, "API_PORT": str(port), "DATABASE_URL": stack.database_url,
-           "AMQP_URL": AMQP_URL, "AMQP_PREFIX": stack.prefix,
-           "ENCRYPTION_KEY": ENCRYPTION_KEY, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
-    # In the temp dir, so that no `.env` is read.
-    return Server("api", [str(Path(sys.executable).parent / "calltrail-api")], env,
-                  stack.workdir, port, stack.workdir / "api.log")
-
-
 async def wait_ready(client: httpx.AsyncClient, server: Server) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -262,30 +236,13 @@ async def wait_ready(client: httpx.AsyncClient, server: Server) -> None:
     raise RuntimeError(f"the api was not ready in {STARTUP_TIMEOUT_SECONDS} s")
 
 
-async def run_wrk(wrk: str, url: str, token: str, *, seconds: int, connections: int
-                  ) -> WrkResult:
-    process = await asyncio.create_subprocess_exec(
-        wrk, f"-t{min(WRK_THREADS, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
-        "--timeout", WRK_TIMEOUT, "-s", str(LUA_SCRIPT), url,
-        env={**os.environ, "BENCH_API_TOKEN": token},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(),
-                                                seconds + WRK_GRACE_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise RuntimeError("wrk did not finish in time") from None
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.decode()}")
-    return parse_wrk(stdout.decode())
-
-
 async def measure(wrk: str, url: str, token: str, *, label: str, seconds: int,
                   connections: int, warmup: int = WARMUP_SECONDS) -> dict[str, Any]:
     """`warmup` seconds of wrk, then `seconds` measured; printed after `label`."""
-    await run_wrk(wrk, url, token, seconds=warmup, connections=connections)
-    result = await run_wrk(wrk, url, token, seconds=seconds, connections=connections)
+    env = {"BENCH_API_TOKEN": token}
+    await run_wrk(wrk, url, LUA_SCRIPT, seconds=warmup, connections=connections, env=env)
+    result = await run_wrk(wrk, url, LUA_SCRIPT, seconds=seconds, connections=connections,
+                           env=env)
     print(f"{label} {result.requests_per_s:8.0f} req/s  "
           f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
           + (f"  {result.errors} errors" if result.errors else ""), flush=True)
@@ -317,13 +274,12 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     machine = machine_info(wrk)
     today = started_at.date()
     runs: list[dict[str, Any]] = []
-    async with BenchStack() as stack:
+    async with Stack() as stack:
         org_id, token, seeded = await seed(stack, args.calls)
         print(f"seeded {seeded['calls']:,} calls, {seeded['leads']:,} leads in "
               f"{seeded['seconds']} s; prefix {stack.prefix}", flush=True)
         plans = await explain(stack.database_url, org_id, today)
-        server = api_server(stack)
-        stack.servers.append(server)
+        server = stack.api(encryption_key=ENCRYPTION_KEY)
         server.start()
         base = f"http://{HOST}:{server.port}"
         paths = targets(today)

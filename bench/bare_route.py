@@ -16,13 +16,13 @@ import os
 from collections.abc import AsyncIterator
 
 import aio_pika
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from calltrail_common.topology import Topology, declare_topology
+from calltrail_testkit.processes import serve_app
 
 ROUTING_KEY = "vapi.status-update"
 _OK = b'{"ok":true}'
@@ -51,18 +51,8 @@ def create_app(amqp_url: str, prefix: str) -> Starlette:
 
 
 def main() -> None:
-    uvicorn.run(
-        create_app(os.environ["AMQP_URL"], os.environ["AMQP_PREFIX"]),
-        host="127.0.0.1",
-        port=int(os.environ["BENCH_PORT"]),
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        workers=1,
-    )
+    serve_app(create_app(os.environ["AMQP_URL"], os.environ["AMQP_PREFIX"]),
+              int(os.environ["BENCH_PORT"]))
 
 
 if __name__ == "__main__":

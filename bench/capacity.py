@@ -82,12 +82,20 @@ import httpx
 import structlog
 
 from bench import api, ingest, metrics_sync, processor
-from bench.ingest import machine_info, write_results
-from bench.lifecycles import CALL_ONLY_MIX, MIXES, CallFactory, Event, Organization, interleave
+from bench.harness import ensure_wrk, machine_info, write_results
 from bench.payloads import build_requests, write_requests
-from bench.stack import BenchStack
 from calltrail_common.organizations import NewOrganization, create_organization
 from calltrail_common.settings import Settings
+from calltrail_testkit.lifecycles import (
+    CALL_ONLY_MIX,
+    MIXES,
+    CallFactory,
+    Event,
+    Organization,
+    interleave,
+)
+from calltrail_testkit.processes import HOST
+from calltrail_testkit.stack import Stack
 from metrics_sync.repository import CLAIM_DUE
 
 DOUBLINGS = (1, 2, 4)
@@ -194,12 +202,12 @@ def median(records: list[dict[str, Any]], key: str) -> float | None:
 # --- ingest -------------------------------------------------------------------------------
 
 
-async def measure_ingest(stack: BenchStack, sizes: Sizes, runs: int,
+async def measure_ingest(stack: Stack, sizes: Sizes, runs: int,
                          growth: dict[str, Series]) -> dict[str, Any]:
     """bench.ingest's measurement of the real ingest alone, on this stack's prefix (no
     growth series: its work per webhook does not depend on stored data)."""
     args = ingest.parse_args(["--runs", str(runs), "--duration", str(sizes.ingest_seconds)])
-    wrk = ingest.ensure_wrk()
+    wrk = ensure_wrk()
     secret = secrets.token_urlsafe(32)
     now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     organizations = [(str(uuid.uuid4()), f"+1415555{2000 + index:04d}")
@@ -252,7 +260,7 @@ def ms_per_event(record: dict[str, Any]) -> float | None:
     return 1000 / rate if rate else None
 
 
-async def store_history(stack: BenchStack, organizations: list[Organization], calls: int,
+async def store_history(stack: Stack, organizations: list[Organization], calls: int,
                         *, level: int, leads: int) -> int:
     """`calls` more calls stored in the organizations with bench.api's seed statements (ids
     `call-h<level>o<index>-<n>`, numbers of `leads` leads each, seeded with level 0, that
@@ -271,7 +279,7 @@ async def store_history(stack: BenchStack, organizations: list[Organization], ca
     return each * len(organizations)
 
 
-async def forget_last_measurement(stack: BenchStack, organizations: list[Organization]
+async def forget_last_measurement(stack: Stack, organizations: list[Organization]
                                   ) -> None:
     """Back to the seeded history alone: the last measurement's calls, leads and statistics
     gone, the history's statistics aggregated again, vacuumed (no dead rows in its way)."""
@@ -286,7 +294,7 @@ async def forget_last_measurement(stack: BenchStack, organizations: list[Organiz
         await connection.close()
 
 
-async def measure_processor(stack: BenchStack, sizes: Sizes, runs: int,
+async def measure_processor(stack: Stack, sizes: Sizes, runs: int,
                             growth: dict[str, Series]) -> dict[str, Any]:
     args = processor.parse_args(["--runs", str(runs)])
     org_counts = sized(sizes.organizations)
@@ -361,11 +369,11 @@ async def measure_processor(stack: BenchStack, sizes: Sizes, runs: int,
 # --- api ----------------------------------------------------------------------------------
 
 
-async def measure_api(stack: BenchStack, sizes: Sizes, runs: int,
+async def measure_api(stack: Stack, sizes: Sizes, runs: int,
                       growth: dict[str, Series]) -> dict[str, Any]:
     """bench.api's routes for three organizations of C, 2C and 4C calls in one database."""
     args = api.parse_args(["--runs", str(runs), "--duration", str(sizes.api_seconds)])
-    wrk = ingest.ensure_wrk()
+    wrk = ensure_wrk()
     today = dt.datetime.now(dt.UTC).date()
     counts = sized(sizes.api_calls)
     connection = await stack.db()
@@ -379,10 +387,9 @@ async def measure_api(stack: BenchStack, sizes: Sizes, runs: int,
         await connection.close()
     print(f"api: seeded organizations of {', '.join(f'{c:,}' for c in counts)} calls; "
           f"prefix {stack.prefix}", flush=True)
-    server = api.api_server(stack)
-    stack.servers.append(server)
+    server = stack.api(encryption_key=api.ENCRYPTION_KEY)
     server.start()
-    base = f"http://{api.HOST}:{server.port}"
+    base = f"http://{HOST}:{server.port}"
     paths = api.targets(today)
     problems, plans = [], {}
     for count, org in orgs.items():
@@ -430,7 +437,7 @@ def ms_per_account(record: dict[str, Any], label: str) -> float | None:
     return 1000 * (round_["seconds"] - (round_["first_started_s"] or 0)) / record["accounts"]
 
 
-async def claim_ms(stack: BenchStack) -> float:
+async def claim_ms(stack: Stack) -> float:
     """One claim of due accounts, the scheduler's own query (rolled back), as a replica
     makes it on every tick and whenever a run ends: ms, the median of CLAIM_SAMPLES."""
     connection = await stack.db()
@@ -449,14 +456,14 @@ async def claim_ms(stack: BenchStack) -> float:
     return statistics.median(samples)
 
 
-async def measure_metrics_sync(stack: BenchStack, sizes: Sizes, runs: int,
+async def measure_metrics_sync(stack: Stack, sizes: Sizes, runs: int,
                                growth: dict[str, Series]) -> dict[str, Any]:
     """bench.metrics_sync's two rounds with A, 2A and 4A accounts, one replica at its
     default SYNC_CONCURRENCY."""
     counts = sized(sizes.accounts)
     args = metrics_sync.parse_args(["--accounts", str(counts[-1]), "--runs", str(runs),
                                     "--calls", str(sizes.account_calls)])
-    fake, base_url = await metrics_sync.start_fake(stack, args.latency)
+    fake, base_url = await stack.serve_fake_vapi(latency=args.latency)
     keys = await metrics_sync.add_fake_accounts(base_url, counts[-1], args.calls, stack.prefix)
     orgs = await metrics_sync.create_organizations(stack, counts[-1])
     print(f"metrics-sync: {counts[-1]} fake accounts of {args.calls} calls; "
@@ -616,7 +623,7 @@ def print_tables(results: dict[str, Any]) -> None:
 
 
 # Each part in a stack of its own (prefix, database), in this order.
-MEASUREMENTS: dict[str, Callable[[BenchStack, Sizes, int, dict[str, Series]],
+MEASUREMENTS: dict[str, Callable[[Stack, Sizes, int, dict[str, Series]],
                                  Awaitable[dict[str, Any]]]] = {
     "ingest": measure_ingest,
     "processor": measure_processor,
@@ -638,7 +645,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     results["seconds"] = {}
     for part in args.parts:
         started = time.perf_counter()
-        async with BenchStack() as stack:
+        async with Stack() as stack:
             print(f"\n--- {part} ---", flush=True)
             results[part] = await MEASUREMENTS[part](stack, sizes, args.runs, growth)
         results["seconds"][part] = round(time.perf_counter() - started, 1)

@@ -16,9 +16,10 @@ earlier ones, each on a free keep-alive connection of a pool (a new one is opene
 is free), from pre-formatted HTTP/1.1 requests written with asyncio streams (uvloop), so the
 sender costs little of the two shared cores. How far behind its schedule each request went
 out is recorded (p50, p99, max); more than 1 % of requests over 10 ms late, or any over
-100 ms late, flags the run. The requests are real call lifecycles (`bench.lifecycles`) with
-50 calls under way at once: status-updates, speech-update / conversation-update /
-user-interrupted chatter, end-of-call-reports, bodies of 1-20 KB; so the processor sees a
+100 ms late, flags the run. The requests are real call lifecycles
+(`calltrail_testkit.lifecycles`) with 50 calls under way at once: status-updates,
+speech-update / conversation-update / user-interrupted chatter, end-of-call-reports, bodies
+of 1-20 KB; so the processor sees a
 realistic mix, and only about one request in 45 is a measured one. The first `--warmup`
 seconds of each run are sent the same way but not measured.
 
@@ -44,30 +45,25 @@ import asyncio
 import collections
 import datetime as dt
 import itertools
-import json
 import os
 import random
 import secrets
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
-from bench.ingest import (
-    DEFAULT_SAMPLES,
-    HOST,
-    REPO_ROOT,
-    RESULTS_DIR,
-    Server,
-    ingest_events,
-    machine_info,
-)
-from bench.lifecycles import Call, CallFactory, Event, Organization, interleave
-from bench.stack import BenchStack, cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from bench.harness import machine_info, write_results
+from calltrail_testkit.lifecycles import Call, CallFactory, Event, interleave
+from calltrail_testkit.processes import cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import Stack, ingest_events
+from calltrail_testkit.vapi_sender import ConnectionPool, org_request, percentile, read_answer
 
 GOAL_P99_MS = 100
 NEVER_SECONDS = 10  # a call not visible this long after its first event never appeared
@@ -81,17 +77,6 @@ STARTUP_TIMEOUT_SECONDS = 30
 DRAIN_TIMEOUT_SECONDS = 60
 SEED = 20261122
 SELECT_SEEN = "SELECT id FROM calls WHERE id = ANY($1::text[])"
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks; q in [0, 100]."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -108,15 +93,6 @@ class Request:
     raw: bytes  # the whole HTTP/1.1 request
 
 
-def http_request(event: Event, org: Organization, port: int) -> bytes:
-    head = (f"POST /webhooks/vapi/{org.endpoint_id} HTTP/1.1\r\n"
-            f"Host: {HOST}:{port}\r\n"
-            "Content-Type: application/json\r\n"
-            f"X-Vapi-Secret: {org.webhook_secret}\r\n"
-            f"Content-Length: {len(event.body)}\r\n\r\n")
-    return head.encode() + event.body
-
-
 def build_schedule(factory: CallFactory, count: int, port: int) -> list[Request]:
     """`count` requests: the interleaved events of as many new calls as it takes."""
     now_ms = int(time.time() * 1000)
@@ -126,41 +102,11 @@ def build_schedule(factory: CallFactory, count: int, port: int) -> list[Request]
             yield factory.call(created_ms=now_ms)
 
     events = itertools.islice(interleave(calls(), random.Random(SEED), CONCURRENT_CALLS), count)
-    return [Request(event, http_request(event, event.org, port)) for event in events]
+    return [Request(event, org_request(event, event.org, port)) for event in events]
 
 
 # ---------------------------------------------------------------------------------------
 # The sender and the poller
-
-
-class ConnectionPool:
-    """Keep-alive connections to one server; most recently used first."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.opened = 0
-
-    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        while self.idle:
-            reader, writer = self.idle.pop()
-            if not reader.at_eof() and not writer.is_closing():
-                return reader, writer
-            writer.close()
-        self.opened += 1
-        return await asyncio.open_connection(HOST, self.port)
-
-    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        self.idle.append(connection)
-
-    async def prefill(self, count: int) -> None:
-        for _ in range(count):
-            self.put(await self.get())
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-        self.idle.clear()
 
 
 @dataclass
@@ -176,19 +122,6 @@ class RunState:
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     connections_opened: int = 0
     sending: bool = True
-
-
-async def read_answer(reader: asyncio.StreamReader, seconds: float) -> int:
-    """Read one HTTP/1.1 answer (head and Content-Length body); its status code."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), seconds)
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await asyncio.wait_for(reader.readexactly(length), seconds)
-    return int(head[9:12])
 
 
 async def send(pool: ConnectionPool, state: RunState, request: Request, scheduled: float,
@@ -216,7 +149,7 @@ async def send(pool: ConnectionPool, state: RunState, request: Request, schedule
         writer.close()
 
 
-async def poll(stack: BenchStack, state: RunState, interval: float) -> None:
+async def poll(stack: Stack, state: RunState, interval: float) -> None:
     """Stamp each outstanding call id when its row is first seen; stop when none is left."""
     connection = await stack.db()
     try:
@@ -236,7 +169,7 @@ async def poll(stack: BenchStack, state: RunState, interval: float) -> None:
         await connection.close()
 
 
-async def run_schedule(stack: BenchStack, port: int, schedule: list[Request], *, rate: float,
+async def run_schedule(stack: Stack, port: int, schedule: list[Request], *, rate: float,
                        warmup: float, poll_interval: float) -> RunState:
     pool = ConnectionPool(port)
     await pool.prefill(PREOPENED_CONNECTIONS)
@@ -316,41 +249,7 @@ def run_record(state: RunState, *, index: int, rate: float, sent: int,
 # The benchmark
 
 
-async def wait_ready(client: httpx.AsyncClient, stack: BenchStack, ingest: Server,
-                     processor: Server, probe: Event) -> None:
-    """Until ingest publishes a webhook for the organization and the processor archives it."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    url = f"http://{HOST}:{ingest.port}/webhooks/vapi/{probe.org.endpoint_id}"
-    headers = {"Content-Type": "application/json", "X-Vapi-Secret": probe.org.webhook_secret}
-    last_problem = "no answer"
-    while time.monotonic() < deadline:
-        for server in (ingest, processor):
-            if server.exited():
-                raise RuntimeError(f"{server.name} exited at start:\n{server.log_tail()}")
-        try:
-            response = await client.post(url, content=probe.body, headers=headers)
-            if response.status_code == 200 and (
-                    await ingest_events(client, ingest)).get("published", 0) > 0:
-                break
-            last_problem = f"HTTP {response.status_code}: {response.text[:200]}"
-        except httpx.TransportError as error:
-            last_problem = repr(error)
-        await asyncio.sleep(0.2)
-    else:
-        raise RuntimeError(f"ingest not ready after {STARTUP_TIMEOUT_SECONDS} s "
-                           f"({last_problem}):\n{ingest.log_tail()}")
-    connection = await stack.db()
-    try:
-        while await connection.fetchval("SELECT count(*) FROM events") == 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the processor archived nothing in "
-                                   f"{STARTUP_TIMEOUT_SECONDS} s:\n{processor.log_tail()}")
-            await asyncio.sleep(0.1)
-    finally:
-        await connection.close()
-
-
-async def drained(stack: BenchStack) -> bool:
+async def drained(stack: Stack) -> bool:
     """Wait until the processor has taken every queued event (bounded)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
     while await stack.queue_depth() > 0:
@@ -360,7 +259,7 @@ async def drained(stack: BenchStack) -> bool:
     return True
 
 
-async def final_checks(stack: BenchStack, accepted: int) -> dict[str, Any]:
+async def final_checks(stack: Stack, accepted: int) -> dict[str, Any]:
     connection = await stack.db()
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
     try:
@@ -437,7 +336,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started_at = dt.datetime.now(dt.UTC)
     machine = machine_info()
     per_run = int(args.rate * (args.warmup + args.duration))
-    async with BenchStack() as stack, httpx.AsyncClient(timeout=10) as client:
+    async with Stack() as stack, httpx.AsyncClient(timeout=10) as client:
         (org,) = await stack.create_organizations(1)
         ingest = stack.ingest(shared_secret=secrets.token_urlsafe(32))  # shared: unused
         processor = stack.processor("processor", batch_size=args.batch_size,
@@ -447,7 +346,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ingest.start()
         processor.start()
         # The probe, a call's first status-update, is accepted and archived like any other.
-        await wait_ready(client, stack, ingest, processor, factory.call().events[0])
+        await stack.wait_ready(client, ingest, processor, factory.call().events[0])
         print(f"ingest :{ingest.port} and processor ready; {args.runs} run(s) of "
               f"{args.warmup} s warm-up + {args.duration} s at {args.rate} events/s "
               f"({per_run} requests each); prefix {stack.prefix}", flush=True)
@@ -523,8 +422,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="PROCESSOR_BATCH_SIZE (default 200, the service default)")
     parser.add_argument("--batch-wait-ms", type=int, default=20,
                         help="PROCESSOR_BATCH_WAIT_MS (default 20, the service default)")
-    parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES,
-                        help=f"Vapi sample payloads (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--samples", type=Path, default=SAMPLES_DIR,
+                        help=f"Vapi sample payloads (default {SAMPLES_DIR})")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.runs < 1 \
             or not 1 <= args.poll_ms <= 50:
@@ -533,28 +432,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _run(coroutine: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
-
-
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    results = _run(benchmark(args))
+    results = uvloop.run(benchmark(args))
     print_table(results)
     checks = results["final_checks"]
     print(f"after all runs: {checks['archived']} of {checks['accepted']} accepted events "
           f"archived, {checks['calls']} calls, {checks['leads']} leads, dead letters "
           f"{sum(checks['queues'].values())}")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"end_to_end-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    path = write_results("end_to_end", results)
     if results["summary"]["flagged_runs"] or checks["problems"]:
         print("WARNING: " + "; ".join(
             [f"{results['summary']['flagged_runs']} flagged run(s)"] + checks["problems"]))

@@ -11,11 +11,11 @@ process (uvicorn, uvloop + httptools, one worker, access log off, bound to 127.0
     bare          `bench.bare_route`: read the body, publish it with a confirm to the same
                   exchange, answer. The ceiling of this stack (Starlette + aio-pika +
                   RabbitMQ): ingest can only approach it.
-    direct-write  `bench.direct_write`: what one serverless function does inline: check
-                  the credential, parse, resolve the organization with a query, and for
-                  status-updates and end-of-call-reports upsert the call, the lead
-                  (inbound callers) and the day's stats row in one transaction on a warm
-                  asyncpg pool of 10; answer once committed.
+    direct-write  `calltrail_testkit.direct_write`: what one serverless function does
+                  inline: check the credential, parse, resolve the organization with a
+                  query, and for status-updates and end-of-call-reports upsert the call,
+                  the lead (inbound callers) and the day's stats row in one transaction on
+                  a warm asyncpg pool of 10; answer once committed.
 
 Method. Request bodies are built once from the shared Vapi samples (`bench.payloads`:
 status, speech, conversation and end-of-call messages of 1-20 KB, varied call ids and
@@ -52,21 +52,15 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import json
 import os
-import platform
-import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,250 +68,58 @@ import aio_pika
 import asyncpg
 import httpx
 
-from bench.direct_write import create_schema, seed_organizations, table_counts
+from bench.harness import (
+    BENCH_DIR,
+    REPO_ROOT,
+    WRK_THREADS,
+    WRK_TIMEOUT,
+    WrkResult,
+    ensure_wrk,
+    machine_info,
+    run_wrk,
+    write_results,
+)
 from bench.payloads import AUTH_MODES, WebhookRequest, build_requests, write_requests
 from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology, delete_topology
+from calltrail_testkit.direct_write import (
+    create_schema,
+    direct_write_server,
+    seed_organizations,
+    table_counts,
+)
+from calltrail_testkit.processes import (
+    HOST,
+    WEBHOOK_PATH,
+    Server,
+    base_env,
+    free_port,
+    peak_rss_mib,
+)
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import AMQP_URL, POSTGRES_URL, admin_execute, ingest_events
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
-HOST = "127.0.0.1"
-WEBHOOK_PATH = "/webhooks/vapi"
-
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-# shared/ sits beside the repo (as in CI); the tests keep a copy of the same samples.
-DEFAULT_SAMPLES = next(
-    (path for path in (REPO_ROOT.parent / "shared" / "vapi-samples",
-                       REPO_ROOT / "tests" / "fixtures" / "vapi") if path.is_dir()),
-    REPO_ROOT.parent / "shared" / "vapi-samples")
 LUA_SCRIPT = BENCH_DIR / "webhooks.lua"
-RESULTS_DIR = BENCH_DIR / "results"
-
 WARMUP_SECONDS = 2
-WRK_THREADS = 2
-WRK_TIMEOUT = "5s"  # per request; ingest's confirm timeout is 3 s
-WRK_GRACE_SECONDS = 30  # how much longer than its duration wrk may take before it is killed
 BODY_COUNT = 400
 BODY_SEED = 20261103
 ORGANIZATIONS = 4  # registered in direct-write's database, named by the bodies
 GOAL_RATIO = 3.0
 STARTUP_TIMEOUT_SECONDS = 30
 SETTLE_TIMEOUT_SECONDS = 15  # for the broker or the database to show every 2xx as kept
-STOP_TIMEOUT_SECONDS = 10
-APT_TIMEOUT_SECONDS = 300
 
 INGEST, BARE, DIRECT = "ingest", "bare", "direct-write"
 SERVERS = (INGEST, BARE, DIRECT)
 
 
 # ---------------------------------------------------------------------------------------
-# wrk
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    seconds: float
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    statuses: dict[int, int]
-    socket_errors: dict[str, int]
-    non_2xx_3xx: int
-
-    @property
-    def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
-
-    @property
-    def errors(self) -> int:
-        """Non-2xx answers plus socket errors (connect, read, write, timeout)."""
-        refused = sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
-        return max(refused, self.non_2xx_3xx) + sum(self.socket_errors.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests, "seconds": self.seconds,
-            "requests_per_s": self.requests_per_s, "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms, "ok": self.ok, "errors": self.errors,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "socket_errors": self.socket_errors, "non_2xx_3xx": self.non_2xx_3xx,
-        }
-
-
-_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def _latency_ms(output: str, percentile: str) -> float:
-    match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
-    if match is None:
-        raise ValueError(f"wrk printed no {percentile}% latency:\n{output}")
-    return float(match.group(1)) * _TIME_UNITS_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """Parse `wrk --latency` output plus the BENCH_STATUS line of webhooks.lua."""
-    total = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", output, re.MULTILINE)
-    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    status_line = re.search(r"^BENCH_STATUS(.*)$", output, re.MULTILINE)
-    if total is None or rate is None or status_line is None:
-        raise ValueError(f"unexpected wrk output:\n{output}")
-    statuses = {int(code): int(count)
-                for code, count in re.findall(r"(\d+)=(\d+)", status_line.group(1))}
-    socket_errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
-    if errors is not None:
-        socket_errors = dict(zip(socket_errors, map(int, errors.groups()), strict=True))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return WrkResult(
-        requests=int(total.group(1)),
-        seconds=float(total.group(2)) * _TIME_UNITS_MS[total.group(3)] / 1000,
-        requests_per_s=float(rate.group(1)),
-        p50_ms=_latency_ms(output, "50"),
-        p99_ms=_latency_ms(output, "99"),
-        statuses=statuses,
-        socket_errors=socket_errors,
-        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
-    )
-
-
-def ensure_wrk() -> str:
-    """The path of `wrk`, installed with apt-get when missing and running as root."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise SystemExit("bench.ingest: `wrk` is not on PATH. Install it (Debian/Ubuntu: "
-                         "`sudo apt-get install -y wrk`) or run the benchmark as root.")
-    print("wrk is not on PATH: installing it with apt-get", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "wrk"]
-    for commands in ([install], [["apt-get", "update"], install]):
-        try:
-            for command in commands:
-                subprocess.run(command, env=env, check=True, timeout=APT_TIMEOUT_SECONDS,
-                               stdout=subprocess.DEVNULL)
-            break
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            continue
-    found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("bench.ingest: could not install `wrk` with apt-get; install it "
-                         "and run the benchmark again.")
-    return found
-
-
-def wrk_version(wrk: str) -> str:
-    # `wrk -v` prints its version and exits non-zero.
-    done = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10,
-                          check=False)
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "unknown"
-
-
-async def run_wrk(wrk: str, url: str, manifest: Path, *, seconds: int,
-                  connections: int) -> WrkResult:
-    process = await asyncio.create_subprocess_exec(
-        wrk, f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency",
-        "--timeout", WRK_TIMEOUT, "-s", str(LUA_SCRIPT), url, "--", str(manifest),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(),
-                                                seconds + WRK_GRACE_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise RuntimeError(f"wrk did not finish within {seconds + WRK_GRACE_SECONDS} s") \
-            from None
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.decode()}")
-    return parse_wrk(stdout.decode())
-
-
-# ---------------------------------------------------------------------------------------
 # Servers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM (peak resident set) of a live process, in MiB."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
-@dataclass
-class Server:
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    cwd: Path
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}{WEBHOOK_PATH}"
-
-    def start(self) -> None:
-        # Appended: a server restarted by the fault suite keeps the log of its earlier life.
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd,
-                                            stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)
-
-    def exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(STOP_TIMEOUT_SECONDS)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def log_summary(self) -> dict[str, int]:
-        """Log lines by level and event (structured lines) or by first words (others)."""
-        counts: collections.Counter[str] = collections.Counter()
-        with contextlib.suppress(OSError):
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    counts[f"{record.get('level')} {record.get('event')}"] += 1
-                except (ValueError, AttributeError):
-                    counts[" ".join(line.split()[:3])[:80]] += 1
-        return dict(counts.most_common(20))
-
-
 def make_servers(workdir: Path, *, prefix: str, secret: str, database_url: str) -> list[Server]:
-    bin_dir = Path(sys.executable).parent
-    base_env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
-                "HOME": os.environ.get("HOME", str(workdir))}
+    env = base_env(workdir)
     ports = [free_port() for _ in SERVERS]
     ingest_env = {
-        **base_env,
+        **env,
         "INGEST_HOST": HOST,
         "INGEST_PORT": str(ports[0]),
         "AMQP_URL": AMQP_URL,
@@ -330,27 +132,16 @@ def make_servers(workdir: Path, *, prefix: str, secret: str, database_url: str) 
         # request path, and the benchmark uses the shared endpoint.
         "DATABASE_URL": f"{POSTGRES_URL}/{prefix.replace('-', '_')}_absent",
     }
-    python = [sys.executable, "-m"]
     return [
         # The ingest process runs in the temp dir so that no `.env` is read.
-        Server(INGEST, [str(bin_dir / "calltrail-ingest")], ingest_env, workdir, ports[0],
-               workdir / "ingest.log"),
-        Server(BARE, [*python, "bench.bare_route"],
-               {**base_env, "BENCH_PORT": str(ports[1]), "AMQP_URL": AMQP_URL,
+        Server(INGEST, [str(Path(sys.executable).parent / "calltrail-ingest")], ingest_env,
+               workdir, ports[0], workdir / "ingest.log"),
+        Server(BARE, [sys.executable, "-m", "bench.bare_route"],
+               {**env, "BENCH_PORT": str(ports[1]), "AMQP_URL": AMQP_URL,
                 "AMQP_PREFIX": prefix}, REPO_ROOT, ports[1], workdir / "bare.log"),
-        Server(DIRECT, [*python, "bench.direct_write"],
-               {**base_env, "BENCH_PORT": str(ports[2]), "BENCH_DATABASE_URL": database_url,
-                "BENCH_WEBHOOK_SECRET": secret},
-               REPO_ROOT, ports[2], workdir / "direct-write.log"),
+        direct_write_server(port=ports[2], database_url=database_url, secret=secret,
+                            workdir=workdir),
     ]
-
-
-async def ingest_events(client: httpx.AsyncClient, server: Server) -> dict[str, float]:
-    """Ingest's accepted-event counters by where each was kept (published, spooled)."""
-    response = await client.get(f"http://{HOST}:{server.port}/metrics")
-    response.raise_for_status()
-    return {kept: float(value) for kept, value in re.findall(
-        r'^calltrail_ingest_events_total\{kept="(\w+)"\} (\S+)$', response.text, re.MULTILINE)}
 
 
 async def direct_counts(client: httpx.AsyncClient, server: Server) -> dict[str, int]:
@@ -426,14 +217,6 @@ class EventQueue:
             await self._connection.close()
 
 
-async def admin_execute(sql: str) -> None:
-    connection = await asyncpg.connect(f"{POSTGRES_URL}/postgres", timeout=10)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 async def stored_events(database_url: str) -> int:
     connection = await asyncpg.connect(database_url, timeout=10)
     try:
@@ -469,8 +252,8 @@ class Bench:
     connections: int
 
     async def _wrk(self, server: Server, seconds: int) -> WrkResult:
-        return await run_wrk(self.wrk, server.url, self.manifest, seconds=seconds,
-                             connections=self.connections)
+        return await run_wrk(self.wrk, server.url, LUA_SCRIPT, seconds=seconds,
+                             connections=self.connections, script_args=[str(self.manifest)])
 
     async def _direct_kept(self) -> int:
         return await stored_events(self.database_url)
@@ -592,23 +375,6 @@ def print_table(medians: dict[str, Any], ratios: dict[str, float | None], runs: 
           f"   goal >= {GOAL_RATIO:g}: {'met' if met['p99_met'] else 'NOT met'}")
 
 
-def machine_info(wrk: str | None = None) -> dict[str, Any]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg(),
-        **({"wrk": wrk_version(wrk)} if wrk else {}),
-    }
-
-
 def body_stats(requests: list[WebhookRequest]) -> dict[str, Any]:
     sizes = [len(r.body) for r in requests]
     return {
@@ -696,16 +462,6 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_results(name: str, results: dict[str, Any]) -> Path:
-    """`results` as `bench/results/<name>-<UTC timestamp>.json`; the path, also printed."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
-    return path
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest",
                                      description=__doc__.split("\n\n")[0])
@@ -714,8 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds measured per server per run (default 10)")
     parser.add_argument("--connections", type=int, default=64,
                         help="concurrent connections (default 64)")
-    parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES,
-                        help=f"Vapi sample payloads (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--samples", type=Path, default=SAMPLES_DIR,
+                        help=f"Vapi sample payloads (default {SAMPLES_DIR})")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration < 1 or args.connections < WRK_THREADS:
         parser.error(f"--runs and --duration must be >= 1, --connections >= {WRK_THREADS}")

@@ -4,10 +4,10 @@
                                            [--concurrency 32[,64,...]] [--baseline-accounts B]
 
 What is measured. The real `calltrail-metrics-sync` (one replica, its defaults but for
-`SYNC_CONCURRENCY`) against `bench.fake_vapi` run as a process of its own with `--latency`
-seconds added to every API request (default 0.1): N accounts (default 1,000) of K calls
-each (default 50, spread over the last 14 days, 3 phone numbers and 2 assistants each),
-created through the fake's admin route. Per measurement:
+`SYNC_CONCURRENCY`) against the fake Vapi (`calltrail_testkit.fake_vapi`) run as a process
+of its own with `--latency` seconds added to every API request (default 0.1): N accounts
+(default 1,000) of K calls each (default 50, spread over the last 14 days, 3 phone numbers
+and 2 assistants each), created through the fake's admin route. Per measurement:
 - round 1 (backfill): the N organizations are connected with
   `calltrail_common.vapi_accounts.connect_account` before the service starts (the key
   checked, stored sealed, a 'connect' run queued; no broker channel, so the queued runs are
@@ -60,14 +60,15 @@ import httpx
 import orjson
 import structlog
 
-from bench.ingest import HOST, Server, machine_info, write_results
-from bench.stack import BenchStack, cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from bench.harness import machine_info, write_results
 from calltrail_common.crypto import KeyRing
 from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import CALL_PROCESSOR
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import connect_account
+from calltrail_testkit.processes import Server, cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from calltrail_testkit.stack import Stack
 
 GOAL_FIRST_ROUND_S = 20.0
 GOAL_SECOND_ROUND_S = 5.0
@@ -129,7 +130,7 @@ def side_label(concurrency: int, accounts: int, total: int) -> str:
 
 
 
-async def queued_snapshots(stack: BenchStack, wait_seconds: float = 60.0) -> int:
+async def queued_snapshots(stack: Stack, wait_seconds: float = 60.0) -> int:
     """The call snapshots in the processor's queues (no processor runs here): each message
     is taken off and its calls counted (metrics-sync sends them in bundles)."""
     expected = await stack.queue_depth()
@@ -153,25 +154,6 @@ async def queued_snapshots(stack: BenchStack, wait_seconds: float = 60.0) -> int
         await channel.close()
     return counted["calls"]
 
-async def start_fake(stack: BenchStack, latency: float) -> tuple[Server, str]:
-    """The fake Vapi as its own process; its base URL once it answers."""
-    fake = stack.fake_vapi(latency=latency)
-    fake.start()
-    base_url = f"http://{HOST}:{fake.port}"
-    deadline = time.perf_counter() + STARTUP_TIMEOUT_SECONDS
-    async with httpx.AsyncClient(timeout=2) as http:
-        while True:
-            if fake.exited():
-                raise RuntimeError(f"the fake Vapi exited:\n{fake.log_tail()}")
-            try:
-                await http.get(f"{base_url}/_fake/accounts/none")
-                return fake, base_url
-            except httpx.TransportError:
-                if time.perf_counter() > deadline:
-                    raise RuntimeError("the fake Vapi did not start") from None
-                await asyncio.sleep(0.1)
-
-
 async def add_fake_accounts(base_url: str, count: int, calls: int, run_id: str) -> list[str]:
     """`count` accounts of `calls` calls each on the fake; their API keys."""
     keys = [f"bench-{run_id}-{index:05d}-{secrets.token_hex(8)}" for index in range(count)]
@@ -187,7 +169,7 @@ async def add_fake_accounts(base_url: str, count: int, calls: int, run_id: str) 
     return keys
 
 
-async def create_organizations(stack: BenchStack, count: int) -> list[uuid.UUID]:
+async def create_organizations(stack: Stack, count: int) -> list[uuid.UUID]:
     connection = await stack.db()
     try:
         return [(await create_organization(connection, f"Bench roofing {index + 1}")).org_id
@@ -196,7 +178,7 @@ async def create_organizations(stack: BenchStack, count: int) -> list[uuid.UUID]
         await connection.close()
 
 
-async def connect_accounts(stack: BenchStack, base_url: str, orgs: list[uuid.UUID],
+async def connect_accounts(stack: Stack, base_url: str, orgs: list[uuid.UUID],
                            keys: list[str]) -> float:
     """Connect each organization to its account as the CLI does, but without the broker
     (the queued 'connect' runs wait for the service's tick); seconds it took."""
@@ -293,7 +275,7 @@ class RoundMeter:
         }
 
 
-async def measure(stack: BenchStack, fake: Server, base_url: str, orgs: list[uuid.UUID],
+async def measure(stack: Stack, fake: Server, base_url: str, orgs: list[uuid.UUID],
                   keys: list[str], *, concurrency: int, run: int, args: argparse.Namespace,
                   settle_s: float = STATS_SETTLE_SECONDS) -> dict[str, Any]:
     """Both rounds for the first len(orgs) accounts, with one replica at `concurrency`.
@@ -502,8 +484,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     machine = machine_info()
     runs: list[dict[str, Any]] = []
     baseline = min(args.baseline_accounts, args.accounts)
-    async with BenchStack() as stack:
-        fake, base_url = await start_fake(stack, args.latency)
+    async with Stack() as stack:
+        fake, base_url = await stack.serve_fake_vapi(latency=args.latency)
         fake_started = time.perf_counter()
         keys = await add_fake_accounts(base_url, args.accounts, args.calls, stack.prefix)
         orgs = await create_organizations(stack, args.accounts)

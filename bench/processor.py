@@ -12,7 +12,7 @@ until every event is archived (`SELECT count(*) FROM events` equals the number p
 and the queue is empty; the table also shows the start-up time (until the queue first
 shrinks) and the rate after it, and one processor's rate over the ceiling's.
 
-Traffic, one or both mixes (`bench.lifecycles`), across four organizations, calls in all
+Traffic, one or both mixes (`calltrail_testkit.lifecycles`), across four organizations, calls in all
 directions interleaved as if 200 calls were under way at once, customers that come back
 (leads repeat):
 - `default` (Vapi's default `serverMessages`), K calls (default 500, about 24,000 events):
@@ -59,14 +59,24 @@ import datetime as dt
 import os
 import random
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import DEFAULT_SAMPLES, Server, machine_info, write_results
-from bench.lifecycles import CALL_ONLY_MIX, DEFAULT_MIX, MIXES, CallFactory, Event, interleave
-from bench.stack import BenchStack, cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from bench.harness import REPO_ROOT, machine_info, write_results
+from calltrail_testkit.lifecycles import (
+    CALL_ONLY_MIX,
+    DEFAULT_MIX,
+    MIXES,
+    CallFactory,
+    Event,
+    interleave,
+)
+from calltrail_testkit.processes import Server, cpu_seconds, machine_cpu_ticks, peak_rss_mib
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import Stack
 
 GOAL_EVENTS_PER_S = 3000  # with one consumer, on either mix
 GOAL_CEILING_RATIO = 0.5  # one consumer over the bare consumer, on the call-only mix
@@ -94,7 +104,7 @@ CHECKS = """
            (SELECT count(*) FROM unassigned_events) AS unassigned_events"""
 
 
-async def drain(stack: BenchStack, servers: list[Server], total: int) -> dict[str, Any]:
+async def drain(stack: Stack, servers: list[Server], total: int) -> dict[str, Any]:
     """Start the processes; poll until every event is archived and the queue is empty."""
     deadline_s = max(MIN_DRAIN_TIMEOUT_SECONDS, total / 250) + STARTUP_TIMEOUT_SECONDS
     connection = await stack.db()
@@ -134,7 +144,7 @@ async def drain(stack: BenchStack, servers: list[Server], total: int) -> dict[st
             "problem": problem}
 
 
-async def check(stack: BenchStack, *, calls: int, events: int, bare: bool
+async def check(stack: Stack, *, calls: int, events: int, bare: bool
                 ) -> tuple[dict[str, Any], list[str]]:
     connection = await stack.db()
     try:
@@ -163,7 +173,14 @@ async def check(stack: BenchStack, *, calls: int, events: int, bare: bool
     return row, problems
 
 
-async def measure(stack: BenchStack, events: list[Event], *, mix: str, calls: int,
+def bare_consumer(stack: Stack, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:
+    """The processor's ceiling (`bench.bare_consumer`) on the stack, not started."""
+    return stack.service(name, [sys.executable, "-m", "bench.bare_consumer"], cwd=REPO_ROOT,
+                         env={"PROCESSOR_BATCH_SIZE": str(batch_size),
+                              "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)})
+
+
+async def measure(stack: Stack, events: list[Event], *, mix: str, calls: int,
                   side: int | str, run: int, args: argparse.Namespace,
                   reset: str = RESET) -> dict[str, Any]:
     """One drain of `events` by `side`: a number of processor consumers, or BARE. `reset`
@@ -174,8 +191,8 @@ async def measure(stack: BenchStack, events: list[Event], *, mix: str, calls: in
     publish_s = await stack.publish(events, run_tag)
     queued = await stack.queue_depth()
     if side == BARE:
-        servers = [stack.bare_consumer(f"bare-{mix}-r{run}", batch_size=args.batch_size,
-                                       batch_wait_ms=args.batch_wait_ms)]
+        servers = [bare_consumer(stack, f"bare-{mix}-r{run}", batch_size=args.batch_size,
+                                 batch_wait_ms=args.batch_wait_ms)]
     else:
         servers = [stack.processor(f"processor-{mix}-r{run}-c{side}-{index + 1}",
                                    batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
@@ -324,7 +341,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     counts = [str(c) for c in args.consumers]
     sides = [*counts[:1], BARE, *counts[1:]]
     mixes: dict[str, Any] = {}
-    async with BenchStack() as stack:
+    async with Stack() as stack:
         organizations = await stack.create_organizations(ORGANIZATIONS)
         for mix in args.mixes:
             factory = CallFactory(args.samples, organizations, seed=SEED,
@@ -375,8 +392,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="PROCESSOR_BATCH_SIZE (default 200, the service default)")
     parser.add_argument("--batch-wait-ms", type=int, default=20,
                         help="PROCESSOR_BATCH_WAIT_MS (default 20, the service default)")
-    parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES,
-                        help=f"Vapi sample payloads (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--samples", type=Path, default=SAMPLES_DIR,
+                        help=f"Vapi sample payloads (default {SAMPLES_DIR})")
     args = parser.parse_args(argv)
     try:
         args.consumers = [int(c) for c in args.consumers.split(",") if c.strip()]

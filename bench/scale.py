@@ -6,11 +6,11 @@ Postgres next to them and a few milliseconds away.
 
 Why a latency proxy: this machine has two cores shared by the broker, Postgres, the load
 and the processors, so replicas next to Postgres soon share one CPU and cannot show
-whether they wait on each other. With Postgres 5 ms away (`bench.tcp_proxy`, a process of
-its own, every chunk forwarded 5 ms late in each direction), round trips, not cores,
+whether they wait on each other. With Postgres 5 ms away (`calltrail_testkit.tcp_proxy`, a
+process of its own, every chunk forwarded 5 ms late in each direction), round trips, not cores,
 bound a processor's work, and replicas that do not wait on each other add up.
 
-The backlogs (`bench.lifecycles`, the call-only mix: the status-updates and
+The backlogs (`calltrail_testkit.lifecycles`, the call-only mix: the status-updates and
 end-of-call-reports of each call, transcripts of 1-10 KB, no chatter), published as ingest
 does while no processor runs:
 - `busy`: one organization, 3,000 inbound calls from 1,500 callers (about two calls each,
@@ -53,9 +53,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import DEFAULT_SAMPLES, HOST, REPO_ROOT, Server, machine_info, write_results
-from bench.lifecycles import CALL_ONLY_MIX, INBOUND, CallFactory, Event, interleave
-from bench.stack import BenchStack, cpu_seconds, free_port
+from bench.harness import machine_info, write_results
+from calltrail_testkit.lifecycles import CALL_ONLY_MIX, INBOUND, CallFactory, Event, interleave
+from calltrail_testkit.processes import HOST, cpu_seconds, free_port
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import Stack
 
 SEED = 20261204
 CONCURRENT_CALLS = 200
@@ -97,17 +99,14 @@ CHECKS = """
 
 
 class LatencyProxy:
-    """`bench.tcp_proxy` in a process of its own, in front of Postgres."""
+    """`calltrail_testkit.tcp_proxy` in a process of its own, in front of Postgres."""
 
-    def __init__(self, stack: BenchStack, delay_ms: float) -> None:
+    def __init__(self, stack: Stack, delay_ms: float) -> None:
         self.port = free_port()
-        self.server = Server(f"pg-proxy-{delay_ms:g}ms",
-                             [sys.executable, "-m", "bench.tcp_proxy", "--port",
-                              str(self.port), "--target", f"{HOST}:5432",
-                              "--delay-ms", str(delay_ms)],
-                             {"PATH": os.environ.get("PATH", "")}, REPO_ROOT, self.port,
-                             stack.workdir / f"pg-proxy-{delay_ms:g}.log")
-        stack.servers.append(self.server)
+        self.server = stack.service(
+            f"pg-proxy-{delay_ms:g}ms",
+            [sys.executable, "-m", "calltrail_testkit.tcp_proxy", "--port", str(self.port),
+             "--target", f"{HOST}:5432", "--delay-ms", str(delay_ms)], port=self.port)
 
     async def start(self) -> None:
         self.server.start()
@@ -127,19 +126,19 @@ class LatencyProxy:
 
 
 def busy_backlog(stack_orgs: Sequence[Any], calls: int, now_ms: int) -> list[Event]:
-    factory = CallFactory(DEFAULT_SAMPLES, stack_orgs[:1], seed=SEED, now_ms=now_ms,
+    factory = CallFactory(SAMPLES_DIR, stack_orgs[:1], seed=SEED, now_ms=now_ms,
                           shared_share=0.0, customers_per_org=max(1, calls // 2),
                           mix=CALL_ONLY_MIX, direction=INBOUND)
     return list(interleave(factory.calls(calls), random.Random(SEED), CONCURRENT_CALLS))
 
 
 def small_backlog(stack_orgs: Sequence[Any], calls: int, now_ms: int) -> list[Event]:
-    factory = CallFactory(DEFAULT_SAMPLES, stack_orgs, seed=SEED, now_ms=now_ms,
+    factory = CallFactory(SAMPLES_DIR, stack_orgs, seed=SEED, now_ms=now_ms,
                           shared_share=0.2, customers_per_org=10, mix=CALL_ONLY_MIX)
     return list(interleave(factory.calls(calls), random.Random(SEED), CONCURRENT_CALLS))
 
 
-async def sample_sessions(stack: BenchStack, stop: asyncio.Event) -> dict[str, Any]:
+async def sample_sessions(stack: Stack, stop: asyncio.Event) -> dict[str, Any]:
     """Busy sessions and lock waits, summed over samples; the waits by lock (`advisory`:
     a shard or a caller; `tuple`, `transactionid`: a row; `extend`: a table growing)."""
     connection = await stack.db()
@@ -158,7 +157,7 @@ async def sample_sessions(stack: BenchStack, stop: asyncio.Event) -> dict[str, A
             "by_lock": dict(waits)}
 
 
-async def deadlocks(stack: BenchStack) -> int:
+async def deadlocks(stack: Stack) -> int:
     connection = await stack.db()
     try:
         await connection.execute("SELECT pg_stat_clear_snapshot()")
@@ -167,7 +166,7 @@ async def deadlocks(stack: BenchStack) -> int:
         await connection.close()
 
 
-async def measure(stack: BenchStack, events: list[Event], *, mix: str, count: int,
+async def measure(stack: Stack, events: list[Event], *, mix: str, count: int,
                   delay_ms: float, proxy: LatencyProxy | None, run: int, calls: int
                   ) -> dict[str, Any]:
     await stack.reset(RESET)
@@ -241,7 +240,7 @@ async def measure(stack: BenchStack, events: list[Event], *, mix: str, count: in
     return record
 
 
-async def check(stack: BenchStack, *, events: int, calls: int, mix: str
+async def check(stack: Stack, *, events: int, calls: int, mix: str
                 ) -> tuple[dict[str, Any], list[str]]:
     connection = await stack.db()
     try:
@@ -343,7 +342,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started_at = dt.datetime.now(dt.UTC)
     now_ms = int(started_at.timestamp() * 1000)
     runs: list[dict[str, Any]] = []
-    async with BenchStack() as stack:
+    async with Stack() as stack:
         organizations = await stack.create_organizations(200 if "small" in args.mixes else 1)
         backlogs = {}
         if "busy" in args.mixes:

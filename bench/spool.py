@@ -3,14 +3,15 @@
     .venv/bin/python -m bench.spool [--events 6000] [--runs 3]
 
 What is measured. The real `calltrail-ingest` with its broker link through a TCP proxy
-(`bench.tcp_proxy`, in this process). The link is cut; `--events` webhooks of real call
-lifecycles (`bench.lifecycles`, default mix, 1-20 KB) are posted, 64 at a time, and each is
-answered 200 from the spool. Then the link is restored; ingest reconnects (within its
-back-off, printed apart) and replays: the replay is timed from the first event it takes
-off the spool until the spool depth (its /metrics) is zero, and every event must then be
-in the processor's queues. The ceiling, in the same run: the same events published by this process
-straight to the broker, persistent and confirmed, 500 awaiting their confirm at once (as
-`bench.stack` publishes a backlog). Medians of `--runs`.
+(`calltrail_testkit.tcp_proxy`, in this process). The link is cut; `--events` webhooks of
+real call lifecycles (`calltrail_testkit.lifecycles`, default mix, 1-20 KB) are posted, 64
+at a time, and each is answered 200 from the spool. Then the link is restored; ingest
+reconnects (within its back-off, printed apart) and replays: the replay is timed from the
+first event it takes off the spool until the spool depth (its /metrics) is zero, and every
+event must then be in the processor's queues. The ceiling, in the same run: the same events
+published by this process straight to the broker, persistent and confirmed, 500 awaiting
+their confirm at once (as `calltrail_testkit.stack` publishes a backlog). Medians of
+`--runs`.
 
 Goal: the replay takes at least 3,000 events/s (after a 20 s outage at 300 webhooks/s,
 6,000 events wait; new webhooks queue behind them, so this is how soon processing of new
@@ -31,10 +32,12 @@ from typing import Any
 
 import httpx
 
-from bench.ingest import DEFAULT_SAMPLES, HOST, machine_info, write_results
-from bench.lifecycles import CallFactory, Event, interleave
-from bench.stack import BenchStack
-from bench.tcp_proxy import TcpProxy
+from bench.harness import machine_info, write_results
+from calltrail_testkit.lifecycles import CallFactory, Event, interleave
+from calltrail_testkit.processes import HOST
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import Stack
+from calltrail_testkit.tcp_proxy import TcpProxy
 
 SEED = 20261205
 GOAL_EVENTS_PER_S = 3000
@@ -67,7 +70,7 @@ async def post_all(client: httpx.AsyncClient, port: int, events: list[Event]) ->
     return ok
 
 
-async def replay_once(stack: BenchStack, events: list[Event], run: int) -> dict[str, Any]:
+async def replay_once(stack: Stack, events: list[Event], run: int) -> dict[str, Any]:
     await stack.purge_all()
     proxy = TcpProxy(HOST, int(stack.amqp_url.rsplit(":", 1)[1].strip("/")))
     await proxy.start()
@@ -131,7 +134,7 @@ async def replay_once(stack: BenchStack, events: list[Event], run: int) -> dict[
             "problems": problems}
 
 
-async def ceiling_once(stack: BenchStack, events: list[Event], run: int) -> dict[str, Any]:
+async def ceiling_once(stack: Stack, events: list[Event], run: int) -> dict[str, Any]:
     await stack.purge_all()
     seconds = await stack.publish(events, f"ceiling-{run}")
     return {"run": run, "events": len(events), "seconds": round(seconds, 3),
@@ -141,9 +144,9 @@ async def ceiling_once(stack: BenchStack, events: list[Event], run: int) -> dict
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     started_at = dt.datetime.now(dt.UTC)
     replays, ceilings = [], []
-    async with BenchStack() as stack:
+    async with Stack() as stack:
         organizations = await stack.create_organizations(3)
-        factory = CallFactory(DEFAULT_SAMPLES, organizations, seed=SEED,
+        factory = CallFactory(SAMPLES_DIR, organizations, seed=SEED,
                               now_ms=int(time.time() * 1000), shared_share=0.0)
         calls = []
         while sum(len(c.events) for c in calls) < args.events:

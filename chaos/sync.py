@@ -1,10 +1,10 @@
 """metrics-sync's faults in the fault suite (`make chaos` runs them after the webhook faults).
 
-    .venv/bin/python -m bench.chaos --faults sync-replica-kill,sync-vapi-5xx [--short]
+    .venv/bin/python -m chaos --faults sync-replica-kill,sync-vapi-5xx [--short]
 
-The world of each fault is new (`SyncRig`): its own `AMQP_PREFIX` and database
-(`BenchStack`) on the suite's RabbitMQ node; the fake Vapi served for real over HTTP in a
-thread of this process (`bench.fake_vapi.serve`) with `latency` seconds per request (so
+The world of each fault is new (`SyncRig`): its own `AMQP_PREFIX` and database (`Stack`) on
+the suite's RabbitMQ node; the fake Vapi served for real over HTTP in a thread of this
+process (`calltrail_testkit.fake_vapi.serve`) with `latency` seconds per request (so
 runs are in flight when a fault strikes), holding N accounts of K calls over the last
 week; N organizations connected to them as the CLI connects them (key checked, stored
 sealed, a 'connect' run queued); two `calltrail-metrics-sync` replicas as processes, each
@@ -89,17 +89,19 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.fake_vapi import FakeAccount, FakeVapi, format_instant, parse_instant, serve
-from bench.ingest import HOST, Server, free_port
-from bench.rabbit_node import RabbitNode
-from bench.stack import BenchStack
-from bench.tcp_proxy import TcpProxy
 from calltrail_common.broker import RECONNECT_MAX_SECONDS
 from calltrail_common.crypto import KeyRing
 from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import connect_account
+from calltrail_testkit.fake_vapi import FakeAccount, FakeVapi, format_instant, parse_instant, serve
+from calltrail_testkit.processes import HOST, Server, free_port
+from calltrail_testkit.rabbit_node import RabbitNode
+from calltrail_testkit.stack import Stack
+from calltrail_testkit.tcp_proxy import TcpProxy
+from chaos.rig import POSTGRES_PORT, World, sleep_until
+from chaos.verdict import fmt
 from metrics_sync.schedule import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 from metrics_sync.usage import MINUTES_QUANTUM
 from metrics_sync.worker import (
@@ -107,7 +109,6 @@ from metrics_sync.worker import (
     REAP_EVERY_SECONDS,
 )
 
-POSTGRES_PORT = 5432
 SEED = 20261201
 CALL_DAYS = 7
 ENCRYPTION_KEY = "chaos-metrics-sync-encryption-key-" + "0" * 16
@@ -168,10 +169,6 @@ def takeover_goal(plan: SyncPlan) -> float:
     return max(float(plan.interval), plan.lease + RUN_SLACK_SECONDS)
 
 
-async def sleep_until(moment: float) -> None:
-    await asyncio.sleep(max(0.0, moment - time.monotonic()))
-
-
 @dataclass
 class SyncWindow:
     start: float  # monotonic
@@ -196,33 +193,22 @@ class Account:
 # --- the world --------------------------------------------------------------------------
 
 
-class SyncRig:
+class SyncRig(World):
     """One sync fault's world: prefix, database, proxies, the fake Vapi, the accounts, two
     metrics-sync replicas and a processor."""
 
     def __init__(self, node: RabbitNode, plan: SyncPlan, *,
                  keep_logs: Path | None = None) -> None:
+        super().__init__()
         self.node = node
         self.plan = plan
         self.keep_logs = keep_logs
-        self.stack = BenchStack(node.url)
+        self.stack = Stack(node.url)
         self.broker = TcpProxy(HOST, node.port)
         self.database = TcpProxy(HOST, POSTGRES_PORT)
         self.fake = FakeVapi(seed=SEED, latency=plan.latency)
         self.accounts: list[Account] = []
         self.replicas: list[Server] = []
-        self._exit = contextlib.AsyncExitStack()
-
-    async def __aenter__(self) -> SyncRig:
-        try:
-            await self._enter()
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._exit.aclose()
 
     async def _enter(self) -> None:
         await self._exit.enter_async_context(self.stack)
@@ -647,10 +633,6 @@ async def run_sync_fault(name: str, plan: SyncPlan, node: RabbitNode,
 # --- printing ---------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
 def print_sync_table(rows: list[dict[str, Any]], plan: SyncPlan) -> None:
     print()
     print(f"metrics-sync faults: {plan.accounts} accounts x {plan.calls} calls, 2 replicas, "
@@ -669,7 +651,7 @@ def print_sync_table(rows: list[dict[str, Any]], plan: SyncPlan) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in during["failed_by_reason"].items())
         notes = ", ".join(f"{k} {v}" for k, v in row["notes"].items())
         print(f"{row['fault']:<20}{row['accounts']:>9}{row['calls']:>7}"
-              f"{during['succeeded']:>8}{during['failed']:>7}{_fmt(row['resumed_s']):>10}"
+              f"{during['succeeded']:>8}{during['failed']:>7}{fmt(row['resumed_s']):>10}"
               f"{row['resume_goal_s']:>7g}{'yes' if row['usage_exact'] else 'NO':>7}"
               f"{row['calls_missing'] + row['calls_wrong']:>8}{row['stuck_runs']:>6}"
               f"  {reasons or '-'}" + (f"; {notes}" if notes else ""))

@@ -5,9 +5,9 @@ It needs `make up` first. It creates a demo organization, sends five call lifecy
 URL, signed with HMAC as a Vapi HMAC credential would, and prints the calls, leads and
 today's statistics the call processor made of them.
 
-Then the Vapi account side: it starts the fake Vapi API (`bench.fake_vapi --demo`, on
-127.0.0.1:8090, left running for metrics-sync's next rounds; `make down` stops it),
-connects its demo account to an organization "Demo Vapi account" (created once) the way
+Then the Vapi account side: it starts the fake Vapi API (`calltrail_testkit.fake_vapi
+--demo`, on 127.0.0.1:8090, left running for metrics-sync's next rounds; `make down` stops
+it), connects its demo account to an organization "Demo Vapi account" (created once) the way
 `calltrail vapi connect --api-base-url` does, waits for metrics-sync's first run and prints
 the account's daily usage and how many calls the sync brought in without a webhook.
 Last, it prints the dashboard's address and a new API token of that organization to sign in
@@ -31,7 +31,6 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from bench.fake_vapi import DEMO_API_KEY
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging
@@ -40,12 +39,13 @@ from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import connect_account
+from calltrail_testkit.fake_vapi import DEMO_API_KEY
+from calltrail_testkit.samples import sample
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_VAPI = "http://127.0.0.1:8090"
 VAPI_DEMO_ORG = "Demo Vapi account"
 
-SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "vapi"
 INBOUND = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
            "inbound-3-speech-update", "inbound-6-status-ended", "inbound-7-end-of-call-report"]
 OUTBOUND = ["outbound-1-status-queued", "outbound-2-status-ringing",
@@ -59,8 +59,8 @@ def _lifecycle(names: list[str], *, number: str | None, name: str | None, minute
     call_id = str(uuid.uuid4())
     created = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
     bodies = []
-    for step, sample in enumerate(names):
-        body = json.loads((SAMPLES / f"{sample}.json").read_text())
+    for step, sample_name in enumerate(names):
+        body = sample(sample_name)
         message = body["message"]
         call = message["call"]
         call["id"] = call_id
@@ -191,7 +191,7 @@ async def _start_fake_vapi(client: httpx.AsyncClient) -> bool:
     (REPO / "var/log").mkdir(parents=True, exist_ok=True)
     with (REPO / "var/log/fake-vapi.log").open("ab") as log:
         process = subprocess.Popen(  # noqa: ASYNC220 - it outlives this script, by design
-            [sys.executable, "-m", "bench.fake_vapi", "--demo", "--port", "8090"],
+            [sys.executable, "-m", "calltrail_testkit.fake_vapi", "--demo", "--port", "8090"],
             stdout=log, stderr=log, cwd=REPO, start_new_session=True)
     (REPO / "var/run/fake-vapi.pid").write_text(f"{process.pid}\n")
     for _ in range(100):

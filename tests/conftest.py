@@ -29,10 +29,10 @@ import httpx
 import pytest
 import uvicorn
 
-from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology, delete_topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from ingest.app import create_app
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")

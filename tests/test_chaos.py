@@ -1,4 +1,4 @@
-"""The fault suite's short variant (`bench.chaos` with `SHORT` sizes): every fault, each in a
+"""The fault suite's short variant (`chaos` with `SHORT` sizes): every fault, each in a
 world of its own on one RabbitMQ node of the suite's own, started for this module.
 
 Each test runs real call lifecycles at 50 webhooks/s for 8 s through `calltrail-ingest` and
@@ -9,9 +9,9 @@ becomes visible within 10 s: processing resumed on its own. `make chaos` runs th
 faults at full size and prints the table.
 
 The cluster variant runs the same load on a three-node RabbitMQ cluster of the test's own
-(`bench.rabbit_node.RabbitCluster`) through `cluster-failover`, and asserts the same.
+(`calltrail_testkit.rabbit_node.RabbitCluster`) through `cluster-failover`, and asserts the same.
 
-metrics-sync's faults (`bench.chaos_sync` with `SYNC_SHORT` sizes: 12 accounts of 20 calls,
+metrics-sync's faults (`chaos.sync` with `SYNC_SHORT` sizes: 12 accounts of 20 calls,
 two replicas, a 4 s interval, 6 s faults) assert its promise: after the fault, new calls
 and a repriced one on every account are synced within one interval plus the fault's
 back-off bound, usage equals the fake Vapi's truth exactly, every call is a row at its
@@ -27,17 +27,11 @@ from typing import Any
 
 import pytest
 
-from bench.chaos import (
-    FAULTS,
-    NEEDS_ROOT,
-    RESUME_GOAL_SECONDS,
-    SHORT,
-    can_mount,
-    cluster_plan,
-    run_fault,
-)
-from bench.chaos_sync import SYNC_FAULTS, SYNC_SHORT, run_sync_fault, takeover_goal
-from bench.rabbit_node import RabbitCluster, RabbitNode
+from calltrail_testkit.rabbit_node import RabbitCluster, RabbitNode
+from chaos.faults import FAULTS, NEEDS_ROOT, cluster_plan, run_fault
+from chaos.rig import SHORT, can_mount
+from chaos.sync import SYNC_FAULTS, SYNC_SHORT, run_sync_fault, takeover_goal
+from chaos.verdict import RESUME_GOAL_SECONDS
 
 
 @pytest.fixture(scope="module")

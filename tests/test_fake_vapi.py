@@ -12,7 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from bench.fake_vapi import (
+from calltrail_testkit.fake_vapi import (
     DEMO_API_KEY,
     UNAUTHORIZED_BODY,
     FakeAccount,

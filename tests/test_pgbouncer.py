@@ -24,14 +24,12 @@ import httpx
 import orjson
 import pytest
 
-from bench.api import api_server
-from bench.ingest import DEFAULT_SAMPLES
-from bench.lifecycles import CallFactory, Organization, fake_uuid
-from bench.metrics_sync import start_fake
-from bench.stack import BenchStack
 from calltrail_common import db
+from calltrail_testkit.lifecycles import CallFactory, Organization, fake_uuid
+from calltrail_testkit.pgbouncer import PgBouncer
+from calltrail_testkit.samples import SAMPLES_DIR
+from calltrail_testkit.stack import Stack
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.support.pgbouncer import PgBouncer
 
 ENCRYPTION_KEY = "pgbouncer-test-encryption-key-0123456789"
 SERVER_POOL = 4  # server connections per database behind the pooler
@@ -124,9 +122,9 @@ async def _until(check: Any, what: str, timeout: float = 45) -> Any:
 @pytest.mark.timeout(180)
 async def test_every_service_and_the_cli_work_through_the_pooler(
         pgbouncer: PgBouncer) -> None:
-    async with BenchStack() as stack:
+    async with Stack() as stack:
         url = pgbouncer.url(stack.database)
-        _fake, vapi_url = await start_fake(stack, latency=0.0)
+        _fake, vapi_url = await stack.serve_fake_vapi(latency=0.0)
         api_key = f"pooler-{uuid.uuid4().hex}"
         async with httpx.AsyncClient(base_url=vapi_url, timeout=30) as http:
             (await http.post("/_fake/accounts", json={
@@ -139,8 +137,7 @@ async def test_every_service_and_the_cli_work_through_the_pooler(
         processor = stack.processor("processor", batch_size=50, batch_wait_ms=20)
         sync = stack.metrics_sync("metrics-sync", vapi_base_url=vapi_url,
                                   encryption_key=ENCRYPTION_KEY, concurrency=4)
-        api = api_server(stack)
-        stack.servers.append(api)
+        api = stack.api(encryption_key=ENCRYPTION_KEY)
         for server in (ingest, processor, sync, api):
             server.env.update({"DATABASE_URL": url, "LOG_LEVEL": "info",
                                "INGEST_ENDPOINT_REFRESH_SECONDS": "1",
@@ -151,7 +148,7 @@ async def test_every_service_and_the_cli_work_through_the_pooler(
         # its endpoint must still reach ingest (the timer reloads it).
         second = _calltrail("org", "create", "--name", "Late Roofing", env=cli_env)
         organizations = [_organization(first, 1), _organization(second, 2)]
-        factory = CallFactory(DEFAULT_SAMPLES, organizations, seed=11,
+        factory = CallFactory(SAMPLES_DIR, organizations, seed=11,
                               now_ms=int(time.time() * 1000), shared_share=0.0)
         calls = factory.calls(24)
         async with httpx.AsyncClient(timeout=10) as client:

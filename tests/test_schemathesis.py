@@ -33,11 +33,11 @@ from schemathesis.checks import (
 from schemathesis.specs.openapi.adapter.validators import validate_v3
 
 from api.app import create_app
-from bench.fake_vapi import FakeVapi, serve
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi, serve
 from ingest.app import operations
 from ingest.openapi import openapi_document
 from tests.api.conftest import ENCRYPTION_KEY, insert_call, insert_lead, serve_api

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from api.app import create_app
-from bench.fake_vapi import FakeVapi, serve
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi, serve
 from tests.conftest import make_settings, serve_asgi
 
 ENCRYPTION_KEY = "api-test-encryption-key-0123456789abcdef"

@@ -23,9 +23,9 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from api.app import create_app
-from bench.fake_vapi import FakeVapi
 from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_token, revoke_token, token_digest
+from calltrail_testkit.fake_vapi import FakeVapi
 from tests.api.conftest import RunningApi, Tenant, assert_error, insert_call, insert_lead
 
 

@@ -9,8 +9,8 @@ import aio_pika
 import orjson
 import pytest
 
-from bench.fake_vapi import FakeVapi
 from calltrail_common.topology import METRICS_SYNC_COMMANDS, Topology
+from calltrail_testkit.fake_vapi import FakeVapi
 from tests.api.conftest import RunningApi, Tenant, assert_error
 from tests.conftest import AMQP_URL
 

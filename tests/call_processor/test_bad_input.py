@@ -30,6 +30,7 @@ from calltrail_common import db
 from calltrail_common.envelope import HEADER_DEAD_LETTER_REASON
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import CALL_PROCESSOR, Topology
+from calltrail_testkit.state import assert_invariants
 from tests.conftest import AMQP_URL
 from tests.support import bad_json
 from tests.support.bad_json import (
@@ -47,7 +48,6 @@ from tests.support.bad_json import (
 )
 from tests.support.processor import eventually, publish, queue_depth, running_processor
 from tests.support.samples import sample
-from tests.support.state import assert_invariants
 
 # What Postgres can hold: no NUL in text or jsonb, jsonb that orjson can write (255 levels),
 # index entries under the 2704-byte b-tree limit, numerics summed exactly in 28 digits.

@@ -15,9 +15,9 @@ import uuid
 import aio_pika
 import httpx
 
-from bench.tcp_proxy import TcpProxy
 from calltrail_common.probes import ProbeServer
 from calltrail_common.topology import CALL_PROCESSOR, Topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.call_processor.test_consumer import fetchval, with_call_id
 from tests.conftest import AMQP_URL, proxied_amqp_url
 from tests.support.processor import eventually, publish, queue_depth, running_processor

@@ -20,12 +20,12 @@ from call_processor.handlers import FOREIGN_CALL
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
+from calltrail_testkit.state import assert_invariants, snapshot
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.admin.test_cli import calltrail
 from tests.conftest import AMQP_URL, free_port
 from tests.support.processor import eventually, publish, queue_depth, running_processor
 from tests.support.samples import sample
-from tests.support.state import assert_invariants, snapshot
-from tests.support.tcp_proxy import TcpProxy
 
 INBOUND = [f"inbound-{n}" for n in ("1-status-ringing", "2-status-in-progress",
                                     "3-speech-update", "4-conversation-update",

@@ -10,8 +10,8 @@ from decimal import Decimal
 import orjson
 
 from call_processor.handlers import Delivery, join_prepared, prepare_batch, process_batch
+from calltrail_testkit.state import assert_invariants
 from tests.support.samples import sample
-from tests.support.state import assert_invariants
 
 _tags = itertools.count(1)
 

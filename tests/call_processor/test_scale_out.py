@@ -18,10 +18,10 @@ from call_processor.consumer import CallProcessor
 from calltrail_common import db
 from calltrail_common.envelope import webhook_partition
 from calltrail_common.topology import CALL_PROCESSOR, Topology
+from calltrail_testkit.state import assert_invariants
 from tests.call_processor.test_consumer import INBOUND, fetchval, with_call_id
 from tests.conftest import AMQP_URL
 from tests.support.processor import eventually, publish, queue_depth, running_processor
-from tests.support.state import assert_invariants
 
 PARTITIONS = frozenset(range(CALL_PROCESSOR.partitions))
 

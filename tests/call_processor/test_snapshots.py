@@ -32,11 +32,11 @@ from calltrail_common.snapshots import (
     snapshot_message,
 )
 from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
+from calltrail_testkit.state import assert_invariants, snapshot
 from tests.conftest import AMQP_URL
 from tests.support.lifecycles import lifecycle
 from tests.support.processor import eventually, queue_depth, running_processor
 from tests.support.samples import sample, sample_bytes
-from tests.support.state import assert_invariants, snapshot
 
 CALL_ID = "db5b5fab-8f4d-4e27-9da1-494c73cf256d"
 ORG = uuid.UUID("0b9c6f4e-3d2a-4f7b-8e1c-5a6d7e8f9a0b")

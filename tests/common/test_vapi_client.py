@@ -19,7 +19,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from bench.fake_vapi import FakeAccount, FakeVapi, serve
 from calltrail_common.vapi import (
     RetryPolicy,
     VapiBadResponse,
@@ -36,6 +35,7 @@ from calltrail_common.vapi import (
     to_millisecond,
     window_is_full,
 )
+from calltrail_testkit.fake_vapi import FakeAccount, FakeVapi, serve
 
 KEY = "sk-live-0123456789abcdef-secret"
 MS = timedelta(milliseconds=1)

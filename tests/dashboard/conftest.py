@@ -22,11 +22,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from bench.fake_vapi import FakeVapi, serve
 from calltrail_common import db
 from calltrail_common.organizations import NewOrganization, create_organization
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi, serve
 from tests.api.conftest import ENCRYPTION_KEY, insert_call, insert_lead, serve_api
 from tests.conftest import REPO, make_settings
 

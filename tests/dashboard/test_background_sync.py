@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from bench.fake_vapi import FakeVapi
+from calltrail_testkit.fake_vapi import FakeVapi
 from tests.dashboard.conftest import Dashboard
 
 

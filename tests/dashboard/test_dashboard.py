@@ -12,7 +12,7 @@ from playwright.async_api import Page, expect
 
 from api.dashboard import formats
 from api.dashboard.app import CONTENT_SECURITY_POLICY
-from bench.fake_vapi import FakeVapi
+from calltrail_testkit.fake_vapi import FakeVapi
 from tests.dashboard.conftest import PHONE, Dashboard, screenshot, sign_in
 from tests.metrics_sync.conftest import running_sync
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.tcp_proxy import TcpProxy
 from calltrail_common.topology import Topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.conftest import (
     AMQP_URL,
     WEBHOOK_SECRET,

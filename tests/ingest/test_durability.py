@@ -15,11 +15,11 @@ import httpx
 import orjson
 import pytest
 
-from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.envelope import HEADER_PARTITION
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.conftest import (
     AMQP_URL,
     WEBHOOK_SECRET,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.tcp_proxy import TcpProxy
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.conftest import WEBHOOK_SECRET, proxied_amqp_url
 from tests.support.samples import sample_bytes, webhook_samples
 

@@ -15,7 +15,6 @@ import asyncpg
 import httpx
 import pytest
 
-from bench.fake_vapi import FakeVapi, serve
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
@@ -23,6 +22,7 @@ from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import ConnectedAccount, connect_account, request_sync
+from calltrail_testkit.fake_vapi import FakeVapi, serve
 from metrics_sync.worker import MetricsSync
 from tests.conftest import AMQP_URL, make_settings
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.fake_vapi import FakeVapi
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi
 from tests.admin.test_cli import calltrail
 from tests.conftest import AMQP_URL, free_port
 from tests.metrics_sync.conftest import ENCRYPTION_KEY, fetch, new_org

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.fake_vapi import FakeVapi
 from calltrail_common import db
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi
 from metrics_sync.repository import RunCounts, SyncRepository
 from tests.conftest import AMQP_URL
 from tests.metrics_sync.conftest import (

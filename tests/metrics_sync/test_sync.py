@@ -8,9 +8,10 @@ import datetime as dt
 import random
 from decimal import ROUND_HALF_UP, Decimal
 
-from bench.fake_vapi import FakeVapi
 from calltrail_common import db
 from calltrail_common.topology import Topology
+from calltrail_testkit.fake_vapi import FakeVapi
+from calltrail_testkit.state import assert_invariants
 from metrics_sync.usage import MINUTES_QUANTUM
 from tests.conftest import AMQP_URL
 from tests.metrics_sync.conftest import (
@@ -24,7 +25,6 @@ from tests.metrics_sync.conftest import (
     wait_until,
 )
 from tests.support.processor import publish, running_processor
-from tests.support.state import assert_invariants
 
 
 async def _usage_matches(database_url: str, org_id, fake_account) -> None:

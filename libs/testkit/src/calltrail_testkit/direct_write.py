@@ -31,10 +31,11 @@ All on a warm asyncpg pool of 10 connections (a typical setting), in one uvicorn
 (uvloop, httptools, access log off). `GET /counts` returns what the handler answered and
 wrote, so that the benchmark can check that every 200 was kept.
 
-Run by `bench.ingest` as `python -m bench.direct_write` with `BENCH_PORT`,
-`BENCH_DATABASE_URL` and `BENCH_WEBHOOK_SECRET` in the environment; the benchmark creates
-the database, calls `create_schema` and `seed_organizations` first, and drops the database
-at the end.
+Run by `bench.ingest` and the fault suite's baseline (`chaos/baseline.py`) as
+`python -m calltrail_testkit.direct_write` (`direct_write_server`) with `BENCH_PORT`,
+`BENCH_DATABASE_URL` and `BENCH_WEBHOOK_SECRET` in the environment; the caller creates the
+database, calls `create_schema` and `seed_organizations` first, and drops the database at
+the end.
 """
 
 from __future__ import annotations
@@ -45,16 +46,19 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import asyncpg
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from calltrail_testkit.processes import Server, base_env, serve_app
 
 POOL_SIZE = 10
 CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report"})
@@ -378,20 +382,18 @@ def create_app(dsn: str, secret: bytes) -> Starlette:
                      lifespan=lifespan)
 
 
+def direct_write_server(*, port: int, database_url: str, secret: str, workdir: Path) -> Server:
+    """This handler as a process of its own on `port`, not started (its log in `workdir`)."""
+    return Server("direct-write", [sys.executable, "-m", "calltrail_testkit.direct_write"],
+                  {**base_env(workdir), "BENCH_PORT": str(port),
+                   "BENCH_DATABASE_URL": database_url, "BENCH_WEBHOOK_SECRET": secret},
+                  workdir, port, workdir / "direct-write.log")
+
+
 def main() -> None:
-    uvicorn.run(
-        create_app(os.environ["BENCH_DATABASE_URL"],
-                   os.environ["BENCH_WEBHOOK_SECRET"].encode()),
-        host="127.0.0.1",
-        port=int(os.environ["BENCH_PORT"]),
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        workers=1,
-    )
+    serve_app(create_app(os.environ["BENCH_DATABASE_URL"],
+                         os.environ["BENCH_WEBHOOK_SECRET"].encode()),
+              int(os.environ["BENCH_PORT"]))
 
 
 if __name__ == "__main__":

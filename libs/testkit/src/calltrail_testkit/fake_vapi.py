@@ -29,8 +29,9 @@ thread or through the admin routes under `/_fake/` from another process:
 
 `FakeAccount.daily_usage()` is the truth a sync is compared with.
 
-Run it: `python -m bench.fake_vapi --port 8090 [--demo]` (`--demo` seeds one account whose
-key is DEMO_API_KEY), or `with serve(fake) as base_url:` in a test (its own thread and loop).
+Run it: `python -m calltrail_testkit.fake_vapi --port 8090 [--demo]` (`--demo` seeds one
+account whose key is DEMO_API_KEY), or `with serve(fake) as base_url:` in a test (its own
+thread and loop).
 """
 
 from __future__ import annotations
@@ -660,7 +661,8 @@ def seed_demo(fake: FakeVapi, *, now: datetime | None = None) -> FakeAccount:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fake_vapi", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m calltrail_testkit.fake_vapi",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)

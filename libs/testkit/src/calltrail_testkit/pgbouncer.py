@@ -27,15 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-HOST = "127.0.0.1"
+from calltrail_testkit.processes import HOST, free_port
+
 PGBOUNCER = "/usr/sbin/pgbouncer"
 START_TIMEOUT_SECONDS = 15
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _name(common_name: str) -> x509.Name:
@@ -76,7 +71,7 @@ class PgBouncer:
         if not Path(PGBOUNCER).exists():
             raise RuntimeError(f"{PGBOUNCER} is missing: `make test` installs it "
                                "(apt-get install pgbouncer)")
-        self.port = _free_port()
+        self.port = free_port()
         self.base = Path(tempfile.mkdtemp(prefix="calltrail-pgbouncer-"))
         self.ca, cert, key = write_tls_files(self.base)
         (self.base / "userlist.txt").write_text('"postgres" ""\n')

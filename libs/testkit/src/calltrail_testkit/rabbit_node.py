@@ -38,17 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Self
 
-HOST = "127.0.0.1"
+from calltrail_testkit.processes import HOST, free_port
+
 SBIN = Path("/usr/lib/rabbitmq/bin")  # Debian's real scripts (/usr/sbin wraps them in su)
 START_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 30
 CTL_TIMEOUT_SECONDS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _program(name: str) -> str:
@@ -86,8 +81,8 @@ class RabbitNode(_StartedInWith):
     def __init__(self, cookie: str | None = None) -> None:
         self.name = f"calltrail-chaos-{uuid.uuid4().hex[:8]}@localhost"
         self._cookie = cookie or secrets.token_hex(16)  # a cluster's nodes share theirs
-        self.port = _free_port()
-        self.dist_port = _free_port()
+        self.port = free_port()
+        self.dist_port = free_port()
         self.base = Path(tempfile.mkdtemp(prefix="calltrail-rabbit-"))
         self._user = "rabbitmq" if os.geteuid() == 0 else None
         self._running = False

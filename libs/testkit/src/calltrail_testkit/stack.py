@@ -1,17 +1,20 @@
-"""What the processor and end-to-end benchmarks share: their own broker prefix and database,
-organizations, the services as processes, and events published exactly as ingest does.
+"""A world of its own for one benchmark, fault or test: a broker prefix, a migrated
+database, organizations, the services as processes, and events published as ingest does.
 
-`BenchStack` creates `AMQP_PREFIX=bench-<id>` (the whole topology) and the database
+`Stack` creates `AMQP_PREFIX=bench-<id>` (the whole topology) and the database
 `calltrail_bench_<id>` (migrated with `calltrail_common.db.migrate`), and removes both on
-exit, with the processes it started and its temp dir.
+exit, with the processes it started and its temp dir. Every service is started one way:
+`stack.ingest()`, `stack.processor()`, `stack.metrics_sync()`, `stack.api()`,
+`stack.fake_vapi()`, or `stack.service()` for any other command, each with the stack's
+environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -22,18 +25,8 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+import httpx
 
-from bench.ingest import (  # noqa: F401 - peak_rss_mib is re-exported for the others
-    AMQP_URL,
-    HOST,
-    POSTGRES_URL,
-    REPO_ROOT,
-    Server,
-    admin_execute,
-    free_port,
-    peak_rss_mib,
-)
-from bench.lifecycles import Event, Organization, fake_uuid
 from calltrail_common.broker import connect as connect_broker
 from calltrail_common.db import connect, migrate
 from calltrail_common.envelope import SHARED_ENDPOINT, EventEnvelope, partition_of
@@ -45,8 +38,12 @@ from calltrail_common.topology import (
     declare_topology,
     delete_topology,
 )
+from calltrail_testkit.lifecycles import Event, Organization, fake_uuid
+from calltrail_testkit.processes import HOST, Server, base_env, free_port
 from ingest.payload import read_envelope
 
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 PUBLISH_WINDOW = 500  # publishes awaiting their confirm at once
 HEARTBEAT_SECONDS = 30  # the harness's own broker connection
 
@@ -65,22 +62,27 @@ def event_envelope(event: Event, message_id: str, received_ms: int) -> EventEnve
     )
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a live process has used so far."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
-    return None
+STARTUP_TIMEOUT_SECONDS = 30
 
 
-def machine_cpu_ticks() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return sum(values) - idle, sum(values)
+async def admin_execute(sql: str) -> None:
+    """`sql` on the machine's Postgres as its superuser (CREATE or DROP DATABASE)."""
+    connection = await asyncpg.connect(f"{POSTGRES_URL}/postgres", timeout=10)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
 
 
-class BenchStack:
+async def ingest_events(client: httpx.AsyncClient, server: Server) -> dict[str, float]:
+    """Ingest's accepted-event counters by where each was kept (published, spooled)."""
+    response = await client.get(f"http://{HOST}:{server.port}/metrics")
+    response.raise_for_status()
+    return {kept: float(value) for kept, value in re.findall(
+        r'^calltrail_ingest_events_total\{kept="(\w+)"\} (\S+)$', response.text, re.MULTILINE)}
+
+
+class Stack:
     """Prefix, database, organizations and processes of one benchmark invocation."""
 
     def __init__(self, amqp_url: str = AMQP_URL) -> None:
@@ -97,7 +99,7 @@ class BenchStack:
         self.channel: aio_pika.abc.AbstractChannel | None = None
         self._exit = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> BenchStack:
+    async def __aenter__(self) -> Stack:
         self._exit.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         self._connection = await connect_broker(self.amqp_url, heartbeat_seconds=HEARTBEAT_SECONDS)
         self._exit.push_async_callback(self._delete_topology)
@@ -235,64 +237,115 @@ class BenchStack:
 
     # -- processes -----------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
-                "HOME": os.environ.get("HOME", str(self.workdir)),
-                "DATABASE_URL": self.database_url, "AMQP_URL": self.amqp_url,
-                "AMQP_PREFIX": self.prefix, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+    def env(self) -> dict[str, str]:
+        """What every process of this stack is given: its database, broker and prefix."""
+        return {**base_env(self.workdir), "DATABASE_URL": self.database_url,
+                "AMQP_URL": self.amqp_url, "AMQP_PREFIX": self.prefix,
+                "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+
+    def service(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
+                port: int = 0, cwd: Path | None = None) -> Server:
+        """A process of this stack (the stack's environment, and `env` on top), not started;
+        stopped with the stack. It runs in the temp dir unless told (so no `.env` is read)."""
+        server = Server(name, command, {**self.env(), **(env or {})}, cwd or self.workdir,
+                        port, self.workdir / f"{name}.log")
+        self.servers.append(server)
+        return server
 
     def processor(self, name: str, *, batch_size: int, batch_wait_ms: int,
                   database_url: str | None = None) -> Server:
-        """A `calltrail-processor` process, not started (run in the temp dir: no `.env`; no
-        probe port, so replicas never collide on one), on `database_url` if given (a
-        proxy's)."""
-        env = {**self._env(), "PROCESSOR_BATCH_SIZE": str(batch_size),
+        """A `calltrail-processor` process (no probe port, so replicas never collide on one),
+        on `database_url` if given (a proxy's)."""
+        env = {"PROCESSOR_BATCH_SIZE": str(batch_size),
                "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms), "PROCESSOR_METRICS_PORT": "0"}
         if database_url is not None:
             env["DATABASE_URL"] = database_url
-        server = Server(name, [str(Path(sys.executable).parent / "calltrail-processor")], env,
-                        self.workdir, 0, self.workdir / f"{name}.log")
-        self.servers.append(server)
-        return server
-
-    def bare_consumer(self, name: str, *, batch_size: int, batch_wait_ms: int) -> Server:
-        """The processor's ceiling (`bench.bare_consumer`), not started, with the same env."""
-        env = {**self._env(), "PROCESSOR_BATCH_SIZE": str(batch_size),
-               "PROCESSOR_BATCH_WAIT_MS": str(batch_wait_ms)}
-        server = Server(name, [sys.executable, "-m", "bench.bare_consumer"], env, REPO_ROOT, 0,
-                        self.workdir / f"{name}.log")
-        self.servers.append(server)
-        return server
+        return self.service(name, [_script("calltrail-processor")], env=env)
 
     def metrics_sync(self, name: str, *, vapi_base_url: str, encryption_key: str,
                      concurrency: int) -> Server:
-        """A `calltrail-metrics-sync` process against `vapi_base_url`, not started (no probe
-        port, so replicas and other benchmarks never collide on one)."""
-        env = {**self._env(), "ENCRYPTION_KEY": encryption_key,
-               "VAPI_API_BASE_URL": vapi_base_url, "SYNC_CONCURRENCY": str(concurrency),
-               "METRICS_SYNC_METRICS_PORT": "0"}
-        server = Server(name, [str(Path(sys.executable).parent / "calltrail-metrics-sync")],
-                        env, self.workdir, 0, self.workdir / f"{name}.log")
-        self.servers.append(server)
-        return server
-
-    def fake_vapi(self, *, latency: float) -> Server:
-        """`bench.fake_vapi` on a free port with `latency` seconds per API request, not
-        started (a process of its own: its CPU is not the client's, its latency real HTTP)."""
-        port = free_port()
-        server = Server("fake-vapi", [sys.executable, "-m", "bench.fake_vapi", "--port",
-                                      str(port), "--latency", str(latency)],
-                        self._env(), REPO_ROOT, port, self.workdir / "fake-vapi.log")
-        self.servers.append(server)
-        return server
+        """A `calltrail-metrics-sync` process against `vapi_base_url` (no probe port, so
+        replicas and other benchmarks never collide on one)."""
+        return self.service(name, [_script("calltrail-metrics-sync")], env={
+            "ENCRYPTION_KEY": encryption_key, "VAPI_API_BASE_URL": vapi_base_url,
+            "SYNC_CONCURRENCY": str(concurrency), "METRICS_SYNC_METRICS_PORT": "0"})
 
     def ingest(self, *, shared_secret: str) -> Server:
-        """A `calltrail-ingest` process on a free port, not started."""
+        """A `calltrail-ingest` process on a free port."""
         port = free_port()
-        env = {**self._env(), "INGEST_HOST": HOST, "INGEST_PORT": str(port),
-               "VAPI_WEBHOOK_SECRET": shared_secret,
-               "SPOOL_DIR": str(self.workdir / "spool")}
-        server = Server("ingest", [str(Path(sys.executable).parent / "calltrail-ingest")], env,
-                        self.workdir, port, self.workdir / "ingest.log")
-        self.servers.append(server)
-        return server
+        return self.service("ingest", [_script("calltrail-ingest")], port=port, env={
+            "INGEST_HOST": HOST, "INGEST_PORT": str(port), "VAPI_WEBHOOK_SECRET": shared_secret,
+            "SPOOL_DIR": str(self.workdir / "spool")})
+
+    def api(self, *, encryption_key: str) -> Server:
+        """A `calltrail-api` process on a free port."""
+        port = free_port()
+        return self.service("api", [_script("calltrail-api")], port=port, env={
+            "API_HOST": HOST, "API_PORT": str(port), "ENCRYPTION_KEY": encryption_key})
+
+    def fake_vapi(self, *, latency: float) -> Server:
+        """The fake Vapi (`calltrail_testkit.fake_vapi`) on a free port with `latency` seconds
+        per API request (a process of its own: its CPU is not the client's, its latency real
+        HTTP)."""
+        port = free_port()
+        return self.service("fake-vapi", [
+            sys.executable, "-m", "calltrail_testkit.fake_vapi", "--port", str(port),
+            "--latency", str(latency)], port=port)
+
+    async def serve_fake_vapi(self, *, latency: float) -> tuple[Server, str]:
+        """`fake_vapi()` started; it and its base URL once it answers."""
+        fake = self.fake_vapi(latency=latency)
+        fake.start()
+        base_url = f"http://{HOST}:{fake.port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if fake.exited():
+                    raise RuntimeError(f"the fake Vapi exited:\n{fake.log_tail()}")
+                try:
+                    await http.get(f"{base_url}/_fake/accounts/none")
+                    return fake, base_url
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the fake Vapi did not start") from None
+                    await asyncio.sleep(0.1)
+
+    async def wait_ready(self, client: httpx.AsyncClient, ingest: Server, processor: Server,
+                         probe: Event) -> None:
+        """Until ingest publishes a webhook for the organization and the processor archives
+        it (`probe`, the first event of a call, becomes that call's row)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        url = f"http://{HOST}:{ingest.port}/webhooks/vapi/{probe.org.endpoint_id}"
+        headers = {"Content-Type": "application/json",
+                   "X-Vapi-Secret": probe.org.webhook_secret}
+        last_problem = "no answer"
+        while time.monotonic() < deadline:
+            for server in (ingest, processor):
+                if server.exited():
+                    raise RuntimeError(f"{server.name} exited at start:\n{server.log_tail()}")
+            try:
+                response = await client.post(url, content=probe.body, headers=headers)
+                if response.status_code == 200 and (
+                        await ingest_events(client, ingest)).get("published", 0) > 0:
+                    break
+                last_problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.TransportError as error:
+                last_problem = repr(error)
+            await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError(f"ingest not ready after {STARTUP_TIMEOUT_SECONDS} s "
+                               f"({last_problem}):\n{ingest.log_tail()}")
+        connection = await self.db()
+        try:
+            while await connection.fetchval("SELECT count(*) FROM events") == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the processor archived nothing in "
+                                       f"{STARTUP_TIMEOUT_SECONDS} s:\n{processor.log_tail()}")
+                await asyncio.sleep(0.1)
+        finally:
+            await connection.close()
+
+
+def _script(name: str) -> str:
+    """A service's console script, from the environment this runs in."""
+    return str(Path(sys.executable).parent / name)

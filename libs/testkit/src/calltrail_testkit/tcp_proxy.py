@@ -11,7 +11,7 @@ With `delay_seconds`, every chunk read on either side is written to the other th
 later, in order: a one-way latency, as across a network (this kernel has no netem). As a
 process of its own, so its CPU is not the benchmark's:
 
-    python -m bench.tcp_proxy --port 0 --target 127.0.0.1:5432 --delay-ms 5
+    python -m calltrail_testkit.tcp_proxy --port 0 --target 127.0.0.1:5432 --delay-ms 5
 
 prints the port it listens on, then forwards until SIGTERM.
 """
@@ -161,7 +161,7 @@ async def _serve(port: int, target: str, delay_ms: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.tcp_proxy",
+    parser = argparse.ArgumentParser(prog="python -m calltrail_testkit.tcp_proxy",
                                      description="Forward TCP, a few milliseconds late.")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any)")
     parser.add_argument("--target", required=True, help="host:port to forward to")

@@ -1,11 +1,18 @@
-"""Vapi's side of a webhook, as the fault suite plays it: an open-loop sender that retries.
+"""Vapi's side of a webhook: raw HTTP/1.1 requests on keep-alive connections, and an
+open-loop sender that retries, as the fault suite plays Vapi.
 
-Each webhook is first sent at its slot of a fixed-rate schedule, whatever became of the
-earlier ones (open loop: an outage does not slow the sender down, as it does not slow Vapi's
-calls down). An answer other than 200, a connection error or no answer within the timeout
-counts as a failed delivery; it is retried after the delay of a back-off plan like Vapi's
-`server.backoffPlan` (exponential, a cap per delay, at most `max_retries` retries) and given
-up after the last. Vapi's default is no retries at all (`NO_RETRIES`).
+The requests are pre-formatted bytes written with asyncio streams (uvloop), so a sender
+costs little of the machine's cores: `org_request` to an organization's own endpoint with
+its secret, `shared_request` to the shared endpoint with the shared secret as a Bearer
+credential, `secret_request` to `POST /webhooks/vapi` with an `X-Vapi-Secret` (the
+direct-write baseline); `ConnectionPool` keeps connections alive, `read_answer` reads one.
+
+`Sender`: each webhook is first sent at its slot of a fixed-rate schedule, whatever became
+of the earlier ones (open loop: an outage does not slow the sender down, as it does not
+slow Vapi's calls down). An answer other than 200, a connection error or no answer within
+the timeout counts as a failed delivery; it is retried after the delay of a back-off plan
+like Vapi's `server.backoffPlan` (exponential, a cap per delay, at most `max_retries`
+retries) and given up after the last. Vapi's default is no retries at all (`NO_RETRIES`).
 
 Every attempt is recorded (when it was sent, its status or error, how long the answer took),
 so a run can say what each server answered during a fault and with what latency, and which
@@ -20,10 +27,94 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.end_to_end import ConnectionPool, percentile, read_answer
-from bench.lifecycles import Event
+from calltrail_testkit.lifecycles import Event, Organization
+from calltrail_testkit.processes import HOST, WEBHOOK_PATH
 
 VAPI_TIMEOUT_SECONDS = 20.0  # Vapi's default `server.timeoutSeconds`
+
+
+# --- requests and connections -----------------------------------------------------------
+
+
+def _request(event: Event, port: int, path: str, credential: str) -> bytes:
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            "Content-Type: application/json\r\n"
+            f"{credential}\r\n"
+            f"Content-Length: {len(event.body)}\r\n\r\n")
+    return head.encode() + event.body
+
+
+def org_request(event: Event, org: Organization, port: int) -> bytes:
+    """A webhook to the organization's own endpoint, with its secret."""
+    return _request(event, port, f"{WEBHOOK_PATH}/{org.endpoint_id}",
+                    f"X-Vapi-Secret: {org.webhook_secret}")
+
+
+def shared_request(event: Event, port: int, secret: str) -> bytes:
+    """A webhook to the shared endpoint, with the shared secret as a Bearer credential."""
+    return _request(event, port, WEBHOOK_PATH, f"Authorization: Bearer {secret}")
+
+
+def secret_request(event: Event, port: int, secret: str) -> bytes:
+    """A webhook to `POST /webhooks/vapi` with `X-Vapi-Secret` (the direct-write baseline)."""
+    return _request(event, port, WEBHOOK_PATH, f"X-Vapi-Secret: {secret}")
+
+
+class ConnectionPool:
+    """Keep-alive connections to one server; most recently used first."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def get(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:
+            reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.close()
+        self.opened += 1
+        return await asyncio.open_connection(HOST, self.port)
+
+    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.idle.append(connection)
+
+    async def prefill(self, count: int) -> None:
+        for _ in range(count):
+            self.put(await self.get())
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+async def read_answer(reader: asyncio.StreamReader, seconds: float) -> int:
+    """Read one HTTP/1.1 answer (head and Content-Length body); its status code."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), seconds)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await asyncio.wait_for(reader.readexactly(length), seconds)
+    return int(head[9:12])
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks; q in [0, 100]."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- the sender -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
