@@ -86,6 +86,7 @@ from bench.harness import ensure_wrk, machine_info, write_results
 from bench.payloads import build_requests, write_requests
 from calltrail_common.organizations import NewOrganization, create_organization
 from calltrail_common.settings import Settings
+from calltrail_common.vapi_accounts import CLAIM_DUE
 from calltrail_testkit.lifecycles import (
     CALL_ONLY_MIX,
     MIXES,
@@ -96,7 +97,6 @@ from calltrail_testkit.lifecycles import (
 )
 from calltrail_testkit.processes import HOST
 from calltrail_testkit.stack import Stack
-from metrics_sync.repository import CLAIM_DUE
 
 DOUBLINGS = (1, 2, 4)
 HEADROOM = 0.5  # a replica's round may take at most this share of the sync interval

@@ -2,22 +2,26 @@
 replays): straight to its partitions exchange, so no other consumer sees them twice,
 persistent and confirmed, with the envelope ingest gave them and their original message
 id, so the archive does not grow a second copy and processing stays idempotent. Used by
-the CLI and by metrics-sync."""
+the CLI, by connecting an account and by metrics-sync."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel
 
+from calltrail_common import archive
+from calltrail_common.archive import StoredEvent
 from calltrail_common.envelope import (
     SHARED_ENDPOINT,
     EventEnvelope,
     partition_of,
     webhook_partition,
 )
-from calltrail_common.phone_numbers import StoredEvent
+from calltrail_common.phone_numbers import number_keys
 from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 
@@ -51,3 +55,18 @@ async def republish(channel: AbstractChannel, topology: Topology,
         )
         await exchange.publish(envelope.message(event.body), routing_key="", mandatory=True)
     return len(events)
+
+
+async def hand_back_matching(connection: asyncpg.Connection, channel: AbstractChannel,
+                             topology: Topology, numbers: Sequence[Mapping[str, Any]],
+                             vapi_org_id: str | None) -> int:
+    """Hand the unassigned events that an account's numbers (Vapi's phone number list) or
+    its Vapi org id now match back to the processor, which assigns them (as `calltrail
+    phone-number add` does); how many."""
+    keys = [number_keys(item) for item in numbers]
+    waiting = await archive.unassigned_matching(
+        connection, [n for n, _ in keys if n is not None],
+        [i for _, i in keys if i is not None], vapi_org_id)
+    if not waiting:
+        return 0
+    return await republish(channel, topology, waiting)  # in the order received

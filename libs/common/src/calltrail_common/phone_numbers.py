@@ -1,4 +1,5 @@
-"""Phone numbers registered to organizations, and the archived events waiting for one.
+"""The `phone_numbers` table: numbers registered to organizations (by the CLI, and from a
+connected account's number list), which the processor finds events' organizations by.
 
 Registering a number takes the assignment lock exclusively (the call processor holds it
 shared while it sets an event aside as unassigned), so once `register` returns, every event
@@ -7,13 +8,17 @@ that this number would have matched is already committed to `unassigned_events`.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from calltrail_common.e164 import to_e164
+from calltrail_common.logging import get_logger
+
+log = get_logger(__name__)
 
 ASSIGNMENT_LOCK_KEY = 0x61737369  # the same key as call_processor.repository's
 
@@ -24,24 +29,8 @@ REGISTER_NUMBER = """
     RETURNING id"""
 NUMBER_OWNER = """
     SELECT org_id FROM phone_numbers WHERE number = $1 OR vapi_phone_number_id = $2"""
-UNASSIGNED = """
-    SELECT u.message_id, u.received_at, e.message_type, e.call_id, u.phone_number_id,
-           u.dialled_number, u.vapi_org_id, u.metadata_org_ids
-    FROM unassigned_events u JOIN events e USING (message_id)
-    ORDER BY u.received_at, u.message_id
-    LIMIT $1"""
-UNASSIGNED_MATCHING = """
-    SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body
-    FROM unassigned_events u JOIN events e USING (message_id)
-    WHERE u.dialled_number = ANY($1::text[]) OR u.phone_number_id = ANY($2::text[])
-       OR u.vapi_org_id = $3
-    ORDER BY u.received_at, u.message_id"""
 ORG_NUMBERS = """
     SELECT number, vapi_phone_number_id FROM phone_numbers WHERE org_id = $1"""
-ARCHIVED_FOR_ORG = """
-    SELECT message_id, message_type, dedupe_key, endpoint_id, received_at, body
-    FROM events WHERE org_id = $1 AND received_at >= $2
-    ORDER BY received_at, message_id"""
 
 
 class NumberTaken(Exception):
@@ -49,13 +38,15 @@ class NumberTaken(Exception):
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    message_id: str
-    message_type: str
-    dedupe_key: str | None
-    endpoint_id: str | None
-    received_at: dt.datetime
-    body: bytes
+class AccountNumbers:
+    numbers: tuple[str, ...]  # E.164 numbers (and SIP ids without a number) now registered
+    taken: int  # numbers another organization had already registered: left alone
+
+
+def number_keys(item: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(E.164 number, Vapi phone number id) of one item of Vapi's phone number list."""
+    vapi_id = item.get("id")
+    return to_e164(item.get("number")), vapi_id if isinstance(vapi_id, str) else None
 
 
 async def register(connection: asyncpg.Connection, org_id: uuid.UUID, number: str | None,
@@ -74,23 +65,35 @@ async def register(connection: asyncpg.Connection, org_id: uuid.UUID, number: st
     return True
 
 
-async def unassigned(connection: asyncpg.Connection, limit: int = 1000
-                     ) -> list[dict[str, Any]]:
-    return [dict(r) for r in await connection.fetch(UNASSIGNED, limit)]
-
-
-def _stored(rows: list[asyncpg.Record]) -> list[StoredEvent]:
-    return [StoredEvent(r["message_id"], r["message_type"], r["dedupe_key"],
-                        r["endpoint_id"], r["received_at"], bytes(r["body"])) for r in rows]
-
-
-async def unassigned_matching(connection: asyncpg.Connection, numbers: Sequence[str],
-                                  vapi_phone_number_ids: Sequence[str],
-                                  vapi_org_id: str | None) -> list[StoredEvent]:
-    """The unassigned events any of these numbers, Vapi phone number ids or the Vapi org id
-    match, in the order they were received: one query for a whole account."""
-    return _stored(await connection.fetch(UNASSIGNED_MATCHING, list(numbers),
-                                          list(vapi_phone_number_ids), vapi_org_id))
+async def register_account_numbers(connection: asyncpg.Connection, org_id: uuid.UUID,
+                                   numbers: Sequence[Mapping[str, Any]]) -> AccountNumbers:
+    """Register each number of an account's list (Vapi's `GET /phone-number`) to `org_id`;
+    one another organization has is left to it."""
+    registered: list[str] = []
+    taken = 0
+    # A sync re-reads numbers that are already ours: registering one again would change
+    # nothing, so only the others take the lock (a quiet round costs one query here).
+    ours_numbers, ours_ids = await org_numbers(connection, org_id)
+    for item in numbers:
+        number, vapi_id = number_keys(item)
+        if number is None and vapi_id is None:
+            continue
+        if (number is None or number in ours_numbers) and (vapi_id is None
+                                                            or vapi_id in ours_ids):
+            registered.append(number or vapi_id or "")
+            continue
+        try:
+            await register(connection, org_id, number, vapi_id)
+        except NumberTaken:
+            taken += 1
+            log.warning("phone_number_taken", org_id=str(org_id), vapi_phone_number_id=vapi_id)
+            continue
+        except asyncpg.UniqueViolationError:
+            # The number is ours under another Vapi id (or the reverse): keep what is there.
+            taken += 1
+            continue
+        registered.append(number or vapi_id or "")
+    return AccountNumbers(tuple(registered), taken)
 
 
 async def org_numbers(connection: asyncpg.Connection, org_id: uuid.UUID
@@ -100,8 +103,3 @@ async def org_numbers(connection: asyncpg.Connection, org_id: uuid.UUID
     return (frozenset(r["number"] for r in rows if r["number"] is not None),
             frozenset(r["vapi_phone_number_id"] for r in rows
                       if r["vapi_phone_number_id"] is not None))
-
-
-async def archived_for(connection: asyncpg.Connection, org_id: uuid.UUID,
-                       since: dt.datetime) -> list[StoredEvent]:
-    return _stored(await connection.fetch(ARCHIVED_FOR_ORG, org_id, since))

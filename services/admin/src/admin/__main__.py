@@ -19,7 +19,7 @@ import orjson
 
 from admin import accounts
 from admin.broker import confirmed_channel, dead_letters
-from calltrail_common import db, phone_numbers
+from calltrail_common import archive, db, phone_numbers
 from calltrail_common.crypto import CryptoError
 from calltrail_common.e164 import to_e164
 from calltrail_common.handback import republish
@@ -119,7 +119,7 @@ async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> Non
             raise CommandError(f"no organization {org_id}") from None
         except phone_numbers.NumberTaken as taken:
             raise CommandError(str(taken)) from None
-        waiting = await phone_numbers.unassigned_matching(
+        waiting = await archive.unassigned_matching(
             connection, [number] if number else [], [args.vapi_id] if args.vapi_id else [],
             None)
     finally:
@@ -135,7 +135,7 @@ async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> Non
 async def _unassigned_list(settings: Settings, args: argparse.Namespace) -> None:
     connection = await db.connect(settings.database_url)
     try:
-        rows = await phone_numbers.unassigned(connection, args.limit)
+        rows = await archive.unassigned(connection, args.limit)
     finally:
         await connection.close()
     _print_json([{
@@ -166,7 +166,7 @@ async def _events_replay(settings: Settings, args: argparse.Namespace) -> None:
         since = since.replace(tzinfo=dt.UTC)
     connection = await db.connect(settings.database_url)
     try:
-        events = await phone_numbers.archived_for(connection, org_id, since)
+        events = await archive.archived_for(connection, org_id, since)
     finally:
         await connection.close()
     topology = Topology(settings.amqp_prefix)

@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from admin.broker import confirmed_channel
-from calltrail_common import db, vapi_keys
+from calltrail_common import db, sync_runs, vapi_keys
 from calltrail_common.crypto import KeyRing
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
@@ -125,11 +125,7 @@ async def _wait_for_run(pool: Any, sync_id: uuid.UUID, wait_seconds: float
                         ) -> dict[str, Any]:
     deadline = time.monotonic() + wait_seconds
     while True:
-        async with pool.acquire() as connection:
-            row = await connection.fetchrow(
-                """SELECT id, org_id, trigger, status, requested_at, started_at, finished_at,
-                          calls_seen, calls_published, days_updated, requests, reason
-                   FROM sync_runs WHERE id = $1""", sync_id)
+        row = await sync_runs.find(pool, sync_id)
         if row is None:
             raise AccountCommandError(f"sync {sync_id} is not recorded (pruned?)")
         if row["status"] in ("succeeded", "failed"):

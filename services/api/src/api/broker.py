@@ -17,8 +17,8 @@ from aio_pika.abc import AbstractChannel
 
 from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.logging import get_logger
+from calltrail_common.sync_runs import publish_command
 from calltrail_common.topology import Topology
-from calltrail_common.vapi_accounts import publish_sync_command
 
 log = get_logger(__name__)
 
@@ -63,7 +63,7 @@ class SyncCommands:
         if channel is None:
             return False
         try:
-            await publish_sync_command(channel, self.topology, org_id, sync_id)
+            await publish_command(channel, self.topology, org_id, sync_id)
         except Exception as error:
             self.lost(error)
             return False

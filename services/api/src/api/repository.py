@@ -1,5 +1,8 @@
 """The api's reads over Postgres. Every query is scoped by the token's organization: an id
-of another organization finds nothing, exactly like an id that does not exist."""
+of another organization finds nothing, exactly like an id that does not exist. The api
+writes no table itself: connected accounts and sync runs change through their owners
+(`calltrail_common.vapi_accounts`, `calltrail_common.sync_runs`: decision 5), whose reads
+it shares too."""
 
 from __future__ import annotations
 
@@ -9,20 +12,13 @@ from datetime import date, datetime
 import asyncpg
 
 from api.cursors import Position
+from calltrail_common import sync_runs, vapi_accounts
 from calltrail_common.organizations import token_digest
 
 # The digest is looked up through the unique index on api_tokens.token_sha256: the
 # comparison happens on the digest, so its timing tells nothing about the token itself.
 ORG_OF_TOKEN = """
     SELECT org_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL"""  # noqa: S105 - SQL
-
-VAPI_ACCOUNT = """
-    SELECT status, disconnected_reason, vapi_org_id, last_synced_at, connected_at
-    FROM vapi_accounts WHERE org_id = $1"""
-
-SYNC_RUN = """
-    SELECT id, status, reason, trigger, requested_at, started_at, finished_at
-    FROM sync_runs WHERE id = $2 AND org_id = $1"""
 
 USAGE_DAYS = """
     SELECT day, calls, minutes, cost FROM vapi_usage_daily
@@ -110,14 +106,6 @@ COST_COMPONENTS = """
       AND part.value ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
     GROUP BY part.key"""
 
-SYNC_PENDING = """
-    SELECT EXISTS (SELECT 1 FROM sync_runs WHERE org_id = $1
-                   AND status IN ('queued', 'running') AND requested_at > $2)"""
-
-LATEST_SYNC_RUN = """
-    SELECT id, status, reason, trigger, requested_at, started_at, finished_at
-    FROM sync_runs WHERE org_id = $1 ORDER BY requested_at DESC LIMIT 1"""
-
 WEBHOOK_ENDPOINT = """
     SELECT id, secret FROM webhook_endpoints
     WHERE org_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT 1"""
@@ -134,10 +122,10 @@ class Repository:
         return org_id
 
     async def vapi_account(self, org_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(VAPI_ACCOUNT, org_id)
+        return await vapi_accounts.find(self._pool, org_id)
 
     async def sync_run(self, org_id: uuid.UUID, sync_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(SYNC_RUN, org_id, sync_id)
+        return await sync_runs.find(self._pool, sync_id, org_id)
 
     async def usage_days(self, org_id: uuid.UUID, start: date, end: date
                          ) -> list[asyncpg.Record]:
@@ -159,12 +147,8 @@ class Repository:
                               components: list[str]) -> list[asyncpg.Record]:
         return await self._pool.fetch(COST_COMPONENTS, org_id, start, end, components)
 
-    async def sync_pending(self, org_id: uuid.UUID, since: datetime) -> bool:
-        """Whether a run requested after `since` is still queued or running."""
-        return bool(await self._pool.fetchval(SYNC_PENDING, org_id, since))
-
     async def latest_sync_run(self, org_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(LATEST_SYNC_RUN, org_id)
+        return await sync_runs.latest(self._pool, org_id)
 
     async def webhook_endpoint(self, org_id: uuid.UUID) -> asyncpg.Record | None:
         """The organization's newest active endpoint (its id and secret): for its own

@@ -1,10 +1,11 @@
-"""metrics-sync's SQL, visible and named: leases on accounts, sync runs, usage.
+"""metrics-sync's side of Postgres: the usage tables it owns (`vapi_call_usage`,
+`vapi_usage_daily`), and the transactions in which a replica leases accounts and records
+their runs, with the statements of those tables' owners (`calltrail_common.vapi_accounts`,
+`calltrail_common.sync_runs`: decision 5).
 
-Replicas coordinate through Postgres only. An account is claimed with `FOR UPDATE SKIP
-LOCKED` and held by a lease (owner, until) that its replica renews while it syncs: two
-replicas never sync one account at once, and the accounts of a replica that died are free
-again when its leases run out. A run is `running` only while its replica holds the lease;
-`reap` fails those whose lease ran out, so no run stays running for ever.
+Replicas coordinate through Postgres only: an account is leased by one replica at a time,
+and a run is `running` only while its replica holds the lease; `reap` fails those whose
+lease ran out, so no run stays running for ever.
 """
 
 from __future__ import annotations
@@ -12,101 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 
+from calltrail_common import sync_runs, vapi_accounts
+from calltrail_common.sync_runs import RunCounts
+from calltrail_common.vapi_accounts import ClaimedAccount
 from metrics_sync.usage import CallUsage
 
-# Both arms are index conditions (a BitmapOr of vapi_accounts_due and the primary key), so
-# a claim reads the due and requested accounts only. A correlated EXISTS here made every
-# claim read every connected account once accounts were spread over the interval (6 ms at
-# 5,000 accounts, 20 ms at 20,000, against 0.2-0.4 ms for this form at both).
-CLAIM_DUE = """
-    WITH due AS (
-        SELECT a.org_id FROM vapi_accounts a
-        WHERE a.status = 'connected'
-          AND (a.lease_until IS NULL OR a.lease_until < now())
-          AND (a.backoff_until IS NULL OR a.backoff_until <= now())
-          AND (a.next_sync_at <= now()
-               OR a.org_id = ANY (ARRAY(SELECT r.org_id FROM sync_runs r
-                                        WHERE r.status = 'queued')))
-        ORDER BY a.next_sync_at
-        LIMIT $2
-        FOR UPDATE OF a SKIP LOCKED
-    )
-    UPDATE vapi_accounts a
-    SET lease_owner = $1, lease_until = now() + make_interval(secs => $3)
-    FROM due WHERE a.org_id = due.org_id
-    RETURNING a.org_id, a.api_base_url, a.calls_watermark, a.failures, a.vapi_org_id,
-              a.next_sync_at"""
-START_QUEUED_RUNS = """
-    UPDATE sync_runs SET status = 'running', started_at = now(), worker = $2
-    WHERE org_id = $1 AND status = 'queued'
-    RETURNING id"""
-START_SCHEDULED_RUN = """
-    INSERT INTO sync_runs (id, org_id, trigger, status, started_at, worker)
-    VALUES ($1, $2, 'schedule', 'running', now(), $3)"""
-RENEW_LEASE = """
-    UPDATE vapi_accounts SET lease_until = now() + make_interval(secs => $3)
-    WHERE org_id = $1 AND lease_owner = $2 AND lease_until >= now()
-    RETURNING org_id"""
-ABANDONED = "abandoned: the replica running it stopped or lost the account"
-# A run the reaper failed as abandoned (its lease ran out, say while Postgres was cut) is
-# still this replica's if no other took the account meanwhile: its true end replaces the
-# reaper's guess, so a run that did its work is never shown as failed.
-FINISH_RUNS = f"""
-    UPDATE sync_runs SET status = $2, finished_at = now(), calls_seen = $3,
-        calls_published = $4, days_updated = $5, requests = $6, reason = $7
-    WHERE id = ANY($1::uuid[])
-      AND (status = 'running' OR (status = 'failed' AND reason = '{ABANDONED}'))"""  # noqa: S608 - a constant
-RELEASE_SUCCEEDED = """
-    UPDATE vapi_accounts SET lease_owner = NULL, lease_until = NULL, failures = 0,
-        backoff_until = NULL, next_sync_at = $3, calls_watermark = $4, last_synced_at = now()
-    WHERE org_id = $1 AND lease_owner = $2
-    RETURNING org_id"""
-RELEASE_FAILED = """
-    UPDATE vapi_accounts SET lease_owner = NULL, lease_until = NULL,
-        failures = failures + 1, backoff_until = now() + make_interval(secs => $3)
-    WHERE org_id = $1 AND lease_owner = $2
-    RETURNING org_id"""
-RELEASE_UNAUTHORIZED = """
-    UPDATE vapi_accounts SET lease_owner = NULL, lease_until = NULL,
-        status = 'disconnected', disconnected_reason = 'invalid_api_key'
-    WHERE org_id = $1 AND lease_owner = $2
-    RETURNING org_id"""
-RELEASE_QUIETLY = """
-    UPDATE vapi_accounts SET lease_owner = NULL, lease_until = NULL
-    WHERE org_id = $1 AND lease_owner = $2"""
-REQUEUE_RUNS = """
-    UPDATE sync_runs SET status = 'queued', started_at = NULL, worker = NULL
-    WHERE id = ANY($1::uuid[]) AND status = 'running'"""
-REAP_ABANDONED = f"""
-    UPDATE sync_runs r SET status = 'failed', finished_at = now(),
-        reason = '{ABANDONED}'
-    FROM vapi_accounts a
-    WHERE r.org_id = a.org_id AND r.status = 'running'
-      AND (a.lease_until IS NULL OR a.lease_until < now()
-           OR a.lease_owner IS DISTINCT FROM r.worker)
-    RETURNING r.id"""  # noqa: S608 - a constant
-REAP_QUEUED_WITHOUT_ACCOUNT = """
-    UPDATE sync_runs r SET status = 'failed', finished_at = now(),
-        reason = 'no connected Vapi account'
-    WHERE r.status = 'queued' AND NOT EXISTS (
-        SELECT 1 FROM vapi_accounts a WHERE a.org_id = r.org_id AND a.status = 'connected')
-    RETURNING r.id"""
-ENSURE_QUEUED_RUN = """
-    INSERT INTO sync_runs (id, org_id, trigger, status) VALUES ($1, $2, 'manual', 'queued')
-    ON CONFLICT (id) DO NOTHING"""
-PRUNE_RUNS = """
-    DELETE FROM sync_runs
-    WHERE status IN ('succeeded', 'failed')
-      AND finished_at < now() - make_interval(days => $1)"""
-SCHEDULE_LAG = """
-    SELECT coalesce(extract(epoch FROM now() - min(next_sync_at)), 0)::float8
-    FROM vapi_accounts
-    WHERE status = 'connected' AND next_sync_at < now()
-      AND (backoff_until IS NULL OR backoff_until <= now())"""
 DATABASE_NOW = "SELECT now()"
 UPSERT_CALL_USAGE = """
     INSERT INTO vapi_call_usage (org_id, call_id, day, seconds, cost, cost_breakdown,
@@ -147,23 +61,6 @@ RECOMPUTE_DAYS = """
         cost_breakdown = EXCLUDED.cost_breakdown, synced_at = EXCLUDED.synced_at"""
 
 
-@dataclass(frozen=True)
-class ClaimedAccount:
-    org_id: uuid.UUID
-    api_base_url: str | None
-    calls_watermark: dt.datetime | None
-    failures: int
-    vapi_org_id: str | None
-
-
-@dataclass(frozen=True)
-class RunCounts:
-    calls_seen: int = 0
-    calls_published: int = 0
-    days_updated: int = 0
-    requests: int = 0
-
-
 class SyncRepository:
     def __init__(self, pool: asyncpg.Pool, worker: str, lease_seconds: float) -> None:
         self._pool = pool
@@ -175,26 +72,16 @@ class SyncRepository:
         with the run ids it now runs: its queued runs, or one new scheduled run."""
         if limit <= 0:
             return []
-        claimed = []
         async with self._pool.acquire() as connection, connection.transaction():
-            for row in await connection.fetch(CLAIM_DUE, self.worker, limit, self._lease):
-                runs = [r["id"] for r in await connection.fetch(
-                    START_QUEUED_RUNS, row["org_id"], self.worker)]
-                if not runs:
-                    run_id = uuid.uuid4()
-                    await connection.execute(START_SCHEDULED_RUN, run_id, row["org_id"],
-                                             self.worker)
-                    runs = [run_id]
-                claimed.append((ClaimedAccount(row["org_id"], row["api_base_url"],
-                                               row["calls_watermark"], row["failures"],
-                                               row["vapi_org_id"]), runs))
-        return claimed
+            return [(account, await sync_runs.start(connection, account.org_id, self.worker))
+                    for account in await vapi_accounts.claim_due(connection, self.worker,
+                                                                 limit, self._lease)]
 
     async def renew(self, org_id: uuid.UUID) -> bool:
         """Extend the lease; False when this replica no longer holds the account."""
         async with self._pool.acquire() as connection:
-            return await connection.fetchval(RENEW_LEASE, org_id, self.worker,
-                                             self._lease) is not None
+            return await vapi_accounts.renew_lease(connection, org_id, self.worker,
+                                                   self._lease)
 
     @staticmethod
     async def database_now(connection: asyncpg.Connection) -> dt.datetime:
@@ -223,13 +110,11 @@ class SyncRepository:
         """Record the runs and release the account in one transaction; False (and nothing
         recorded) when the lease was lost meanwhile: another replica has the account."""
         async with self._pool.acquire() as connection, connection.transaction():
-            held = await connection.fetchval(RELEASE_SUCCEEDED, account.org_id, self.worker,
-                                             next_sync_at, watermark)
-            if held is None:
+            if not await vapi_accounts.release_synced(connection, account.org_id, self.worker,
+                                                      next_sync_at=next_sync_at,
+                                                      watermark=watermark):
                 return False
-            await connection.execute(FINISH_RUNS, list(runs), "succeeded",
-                                     counts.calls_seen, counts.calls_published,
-                                     counts.days_updated, counts.requests, None)
+            await sync_runs.finish(connection, runs, "succeeded", counts, None)
         return True
 
     async def fail(self, account: ClaimedAccount, runs: Sequence[uuid.UUID],
@@ -239,40 +124,35 @@ class SyncRepository:
         disconnect it (`unauthorized`: 401, its polling stops)."""
         async with self._pool.acquire() as connection, connection.transaction():
             if unauthorized:
-                held = await connection.fetchval(RELEASE_UNAUTHORIZED, account.org_id,
-                                                 self.worker)
+                held = await vapi_accounts.release_disconnected(connection, account.org_id,
+                                                                self.worker)
             else:
-                held = await connection.fetchval(RELEASE_FAILED, account.org_id, self.worker,
-                                                 float(retry_in or 0))
-            if held is None:
+                held = await vapi_accounts.release_backed_off(connection, account.org_id,
+                                                              self.worker, retry_in or 0)
+            if not held:
                 return False
-            await connection.execute(FINISH_RUNS, list(runs), "failed", counts.calls_seen,
-                                     counts.calls_published, counts.days_updated,
-                                     counts.requests, reason)
+            await sync_runs.finish(connection, runs, "failed", counts, reason)
         return True
 
     async def hand_back(self, org_id: uuid.UUID, runs: Sequence[uuid.UUID]) -> None:
         """Give an account back untouched (shutdown): its runs are queued again, for any
         replica to run from the start."""
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(REQUEUE_RUNS, list(runs))
-            await connection.execute(RELEASE_QUIETLY, org_id, self.worker)
+            await sync_runs.requeue(connection, runs)
+            await vapi_accounts.release(connection, org_id, self.worker)
 
     async def reap(self) -> int:
         async with self._pool.acquire() as connection, connection.transaction():
-            abandoned = await connection.fetch(REAP_ABANDONED)
-            orphaned = await connection.fetch(REAP_QUEUED_WITHOUT_ACCOUNT)
-        return len(abandoned) + len(orphaned)
+            return await sync_runs.reap(connection)
 
     async def ensure_queued(self, run_id: uuid.UUID, org_id: uuid.UUID) -> None:
         async with self._pool.acquire() as connection:
-            await connection.execute(ENSURE_QUEUED_RUN, run_id, org_id)
+            await sync_runs.ensure_queued(connection, run_id, org_id)
 
     async def prune(self, retention_days: int) -> None:
         async with self._pool.acquire() as connection:
-            await connection.execute(PRUNE_RUNS, retention_days)
+            await sync_runs.prune(connection, retention_days)
 
     async def schedule_lag(self) -> float:
         async with self._pool.acquire() as connection:
-            lag: float = await connection.fetchval(SCHEDULE_LAG)
-            return lag
+            return await vapi_accounts.schedule_lag(connection)

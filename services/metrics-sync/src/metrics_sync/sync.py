@@ -28,15 +28,13 @@ from calltrail_common import vapi_keys
 from calltrail_common.broker import publish_event
 from calltrail_common.crypto import KeyRing
 from calltrail_common.envelope import EventEnvelope
+from calltrail_common.handback import hand_back_matching
 from calltrail_common.snapshots import snapshot_bundles
+from calltrail_common.sync_runs import RunCounts
 from calltrail_common.topology import Topology
 from calltrail_common.vapi import VapiClient
-from calltrail_common.vapi_accounts import (
-    hand_back_matching,
-    register_numbers,
-    vapi_org_id_of,
-)
-from metrics_sync.repository import ClaimedAccount, RunCounts, SyncRepository
+from calltrail_common.vapi_accounts import ClaimedAccount, register_numbers, vapi_org_id_of
+from metrics_sync.repository import SyncRepository
 from metrics_sync.usage import call_usage
 
 # Snapshots published at once by one run (each waits for the broker's confirm).
@@ -129,8 +127,8 @@ class AccountSync:
         usages = [u for u in (call_usage(call) for call in calls) if u is not None]
         progress.days_updated = await self._repository.record_usage(account.org_id, usages)
         async with self._pool.acquire() as connection:
-            await hand_back_matching(connection, channel, self._topology, account.org_id,
-                                     numbers, registered.vapi_org_id)
+            await hand_back_matching(connection, channel, self._topology, numbers,
+                                     registered.vapi_org_id)
         return now
 
     async def _publish(self, channel: AbstractChannel, account: ClaimedAccount,

@@ -112,23 +112,13 @@ async def _form(request: Request, token: str | None) -> dict[str, str]:
 
 async def _sync_if_stale(state: ApiState, org_id: uuid.UUID) -> None:
     """Opening the dashboard asks for a sync when the last one is older than the interval
-    and none is waiting. Best effort: metrics-sync's own schedule is the backstop."""
-    account = await state.repository.vapi_account(org_id)
-    if account is None or account["status"] != "connected":
-        return
-    since = datetime.now(UTC) - timedelta(seconds=state.settings.sync_interval_seconds)
-    last = account["last_synced_at"]
-    if last is not None and last > since:
-        return
-    try:
-        if await state.repository.sync_pending(org_id, since):
-            return
-        sync_id = await vapi_accounts.request_sync(state.pool, org_id, channel=None,
-                                                   topology=None, trigger="dashboard")
+    and none is waiting (`vapi_accounts.request_sync_if_stale`)."""
+    sync_id = await vapi_accounts.request_sync_if_stale(
+        state.pool, org_id, interval_seconds=state.settings.sync_interval_seconds,
+        trigger="dashboard")
+    if sync_id is not None:
         await state.commands.publish_sync(org_id, sync_id)
         log.info("dashboard_sync_requested", org_id=str(org_id), sync_id=str(sync_id))
-    except vapi_accounts.NotConnected:
-        return
 
 
 async def _page(request: Request) -> Session:
