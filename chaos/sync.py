@@ -104,10 +104,8 @@ from chaos.rig import POSTGRES_PORT, World, sleep_until
 from chaos.verdict import fmt
 from metrics_sync.schedule import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 from metrics_sync.usage import MINUTES_QUANTUM
-from metrics_sync.worker import (
-    INFRASTRUCTURE_RETRY_SECONDS,
-    REAP_EVERY_SECONDS,
-)
+from metrics_sync.failures import INFRASTRUCTURE_RETRY_SECONDS
+from metrics_sync.worker import REAP_EVERY_SECONDS
 
 SEED = 20261201
 CALL_DAYS = 7

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from calltrail_common import db
+from calltrail_common.sync_runs import RunCounts
 from calltrail_common.topology import Topology
 from calltrail_testkit.fake_vapi import FakeVapi
-from metrics_sync.repository import RunCounts, SyncRepository
+from metrics_sync.repository import SyncRepository
 from tests.conftest import AMQP_URL
 from tests.metrics_sync.conftest import (
     ENCRYPTION_KEY,

@@ -34,16 +34,13 @@ from calltrail_common.sync_runs import RunCounts
 from calltrail_common.topology import Topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import ClaimedAccount, register_numbers, vapi_org_id_of
+from metrics_sync.errors import KeyMissing
 from metrics_sync.repository import SyncRepository
 from metrics_sync.usage import call_usage
 
 # Snapshots published at once by one run (each waits for the broker's confirm).
 _PUBLISH_CONCURRENCY = 64
 _PUBLISH_TIMEOUT_SECONDS = 10.0
-
-
-class KeyMissing(Exception):
-    """The account has no stored key any more (disconnected while the run was queued)."""
 
 
 @dataclass

@@ -4,20 +4,12 @@ means for the account.
 - Scheduling: every tick (and at once when a "sync now" command arrives) the replica leases
   as many due accounts as it has free slots (`SYNC_CONCURRENCY`); each runs in its own task,
   so a slow or failing account holds one slot and never delays the others.
-- Outcomes, in full:
-  succeeded                 runs recorded, account due again at its next slot, watermark on;
-  401 from Vapi             account disconnected (`invalid_api_key`), its polling stops;
-  429 / 5xx / timeouts      runs failed with the reason, account backed off (honouring
-                            Retry-After), retried;
-  broker or database gone   runs failed, account retried in a few seconds;
-  lease lost                (another replica has the account) nothing recorded by this one;
-  SIGTERM                   runs in progress get `SHUTDOWN_GRACE` to finish, the rest are
-                            queued again for any replica, never left half-recorded.
-- "Sync now" commands come from the broker (`{prefix}.metrics-sync.commands`): each names a
-  queued run; the command only wakes the scheduler (the queued row in Postgres is what
-  counts), so it is acknowledged once the row is known to exist. A command that is not
-  JSON, or names no organization, is dead-lettered; one that meets a database outage goes
-  to the retry queue (calltrail_common.settlement, the processor's policy too).
+- Outcomes: a run that succeeds is recorded and its account is due again at its next
+  slot, watermark on; a failed one is recorded with its reason, and its account backed off,
+  disconnected or let go as the table in `failures` says; on SIGTERM runs in progress get
+  `SHUTDOWN_GRACE` to finish, the rest are queued again for any replica, never left
+  half-recorded.
+- "Sync now" commands are taken by `commands.SyncCommands`, which wakes the scheduler.
 """
 
 from __future__ import annotations
@@ -29,49 +21,34 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable
 
-import aio_pika
 import asyncpg
-import httpx
-import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 
 from calltrail_common.broker import BrokerLink, LinkSession
-from calltrail_common.crypto import CryptoError, KeyRing
+from calltrail_common.crypto import KeyRing
 from calltrail_common.db import TRANSIENT_ERRORS, create_pool
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
-from calltrail_common.settlement import Settlement
-from calltrail_common.topology import METRICS_SYNC_COMMANDS, Topology
-from calltrail_common.vapi import (
-    VapiBadResponse,
-    VapiRateLimited,
-    VapiUnauthorized,
-    VapiUnavailable,
-)
+from calltrail_common.topology import Topology
+from calltrail_common.vapi_accounts import ClaimedAccount
+from metrics_sync.commands import SyncCommands
+from metrics_sync.errors import BrokerUnavailable, LeaseLost
+from metrics_sync.failures import run_failure
+from metrics_sync.http_clients import HttpClients
 from metrics_sync.metrics import SyncMetrics
-from metrics_sync.repository import ClaimedAccount, SyncRepository
-from metrics_sync.schedule import backoff_seconds, next_sync_after
-from metrics_sync.sync import AccountSync, KeyMissing, RunProgress, SyncConfig
+from metrics_sync.repository import SyncRepository
+from metrics_sync.schedule import next_sync_after
+from metrics_sync.sync import AccountSync, RunProgress, SyncConfig
 
 log = get_logger("metrics_sync")
 
 DATABASE_ERRORS = TRANSIENT_ERRORS
-INFRASTRUCTURE_RETRY_SECONDS = 5.0  # the broker or Postgres failed a run: not the account
 SHUTDOWN_GRACE_SECONDS = 10.0
 REAP_EVERY_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
 _CHANNEL_WAIT_SECONDS = 10.0
 _BACKFILLS_AT_ONCE = 32
-
-
-class BrokerUnavailable(Exception):
-    pass
-
-
-class LeaseLost(Exception):
-    """Another replica took the account (this one could not renew its lease in time)."""
 
 
 def backfills_at_once(concurrency: int) -> int:
@@ -83,40 +60,6 @@ def backfills_at_once(concurrency: int) -> int:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class HttpClients:
-    """One small httpx client for each run in progress, kept for the next run.
-
-    A run's requests to Vapi go one after another, so one connection (kept alive) is all a
-    run needs. One client shared by every run would hold a pool of some 2 x
-    SYNC_CONCURRENCY connections, and httpcore walks its whole pool (is each connection
-    idle, has it expired?) on every request and every answer: at 64 runs that walk was 40%
-    of the service's CPU in `bench.metrics_sync` (py-spy). The clients share one TLS context.
-    """
-
-    def __init__(self, timeout_seconds: float) -> None:
-        self._timeout = httpx.Timeout(timeout_seconds)
-        self._limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
-        self._tls = httpx.create_ssl_context()
-        self._free: list[httpx.AsyncClient] = []
-        self._all: list[httpx.AsyncClient] = []
-
-    def take(self) -> httpx.AsyncClient:
-        if self._free:
-            return self._free.pop()
-        client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits,
-                                   verify=self._tls)
-        self._all.append(client)
-        return client
-
-    def give_back(self, client: httpx.AsyncClient) -> None:
-        self._free.append(client)
-
-    async def aclose(self) -> None:
-        for client in self._all:
-            with contextlib.suppress(Exception):
-                await client.aclose()
 
 
 class MetricsSync:
@@ -137,7 +80,7 @@ class MetricsSync:
                                 heartbeat_seconds=settings.amqp_heartbeat_seconds,
                                 name="metrics-sync")
         self._channel: AbstractChannel | None = None
-        self._settlement: Settlement | None = None
+        self._commands = SyncCommands(self._topology, self._ensure_queued, self._wake.set)
         self._channel_ready = asyncio.Event()
         self._database_ok = False
         self._pool: asyncpg.Pool | None = None
@@ -247,15 +190,17 @@ class MetricsSync:
             log.info("sync_handed_back", org_id=org)
             raise
         except Exception as error:
-            reason, retry_in, unauthorized = self._failure(error, account)
-            self.metrics.failures.labels(reason.split(":", 1)[0]).inc()
+            failure = run_failure(error, account.failures + 1,
+                                  self._settings.sync_interval_seconds)
+            self.metrics.failures.labels(failure.kind).inc()
             self.metrics.runs.labels("failed").inc()
-            log.warning("sync_failed", org_id=org, reason=reason,
-                        retry_in=None if unauthorized else round(retry_in, 1),
+            log.warning("sync_failed", org_id=org, reason=failure.reason,
+                        retry_in=None if failure.disconnects else round(failure.retry_in, 1),
                         requests=progress.counts().requests)
             with contextlib.suppress(*DATABASE_ERRORS, asyncpg.PostgresError):
-                await repository.fail(account, runs, progress.counts(), reason,
-                                      retry_in=retry_in, unauthorized=unauthorized)
+                await repository.fail(account, runs, progress.counts(), failure.reason,
+                                      retry_in=failure.retry_in,
+                                      unauthorized=failure.disconnects)
             return
         finally:
             self.metrics.run_seconds.observe(time.monotonic() - started)
@@ -303,33 +248,6 @@ class MetricsSync:
                 with contextlib.suppress(BaseException):
                     await run
 
-    def _failure(self, error: Exception, account: ClaimedAccount
-                 ) -> tuple[str, float, bool]:
-        """(reason, seconds before the account is tried again, disconnect?) for a failure."""
-        failures = account.failures + 1
-        if isinstance(error, VapiUnauthorized):
-            return "invalid_api_key", 0.0, True
-        if isinstance(error, VapiRateLimited):
-            return "rate_limited", backoff_seconds(failures, error.retry_after), False
-        if isinstance(error, VapiUnavailable):
-            return "vapi_unavailable", backoff_seconds(failures), False
-        if isinstance(error, VapiBadResponse):
-            return f"vapi_bad_response: {error}", backoff_seconds(failures), False
-        if isinstance(error, KeyMissing):
-            return "no_api_key", float(self._settings.sync_interval_seconds), False
-        if isinstance(error, CryptoError):
-            return (f"api_key_unreadable: {type(error).__name__}",
-                    float(self._settings.sync_interval_seconds), False)
-        if isinstance(error, LeaseLost):
-            return "lease_lost", 0.0, False
-        if isinstance(error, TimeoutError):
-            return "timeout", backoff_seconds(failures), False
-        if isinstance(error, BrokerUnavailable | aio_pika.exceptions.AMQPError):
-            return "broker_unavailable", INFRASTRUCTURE_RETRY_SECONDS, False
-        if isinstance(error, DATABASE_ERRORS):
-            return "database_unavailable", INFRASTRUCTURE_RETRY_SECONDS, False
-        return f"error: {type(error).__name__}", backoff_seconds(failures), False
-
     async def _finish_running(self) -> None:
         if not self._running:
             return
@@ -353,11 +271,7 @@ class MetricsSync:
     async def _broker_session(self, link: LinkSession) -> None:
         """Publish snapshots on the link's channel (unroutable ones raise, never vanish) and
         take sync-now commands, until the link is lost (then this is cancelled)."""
-        consuming = await link.channel(prefetch=20)
-        queue = await consuming.get_queue(self._topology.queue(METRICS_SYNC_COMMANDS),
-                                          ensure=False)
-        self._settlement = Settlement(link.publisher, self._topology, METRICS_SYNC_COMMANDS)
-        await queue.consume(self._on_command)
+        await self._commands.consume(link)
         self._channel = link.publisher
         self._channel_ready.set()
         try:
@@ -366,33 +280,6 @@ class MetricsSync:
             self._channel_ready.clear()
             self._channel = None
 
-    async def _on_command(self, message: AbstractIncomingMessage) -> None:
-        settlement = self._settlement
-        assert settlement is not None  # set before consuming starts
-        try:
-            command = orjson.loads(message.body)
-            org_id = uuid.UUID(str(command["orgId"]))
-            run_id = uuid.UUID(str(command["syncId"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            await self._settle(settlement.dead_letter(message, "not a sync-now command"))
-            return
-        try:
-            repository = await self._database()
-            await repository.ensure_queued(run_id, org_id)
-        except asyncpg.ForeignKeyViolationError:
-            await self._settle(settlement.dead_letter(message, "organization does not exist"))
-            return
-        except Exception as error:
-            log.warning("command_deferred", error=type(error).__name__)
-            await self._settle(settlement.retry_later(message, error))
-            return
-        self._wake.set()
-        with contextlib.suppress(Exception):
-            await message.ack()
-
-    @staticmethod
-    async def _settle(settling: Awaitable[object]) -> None:
-        """A settlement that fails (the link is going) leaves the message unacknowledged:
-        it is delivered again on the next link."""
-        with contextlib.suppress(Exception):
-            await settling
+    async def _ensure_queued(self, run_id: uuid.UUID, org_id: uuid.UUID) -> None:
+        repository = await self._database()
+        await repository.ensure_queued(run_id, org_id)
