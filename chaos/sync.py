@@ -95,16 +95,17 @@ from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import connect_account
-from calltrail_testkit.fake_vapi import FakeAccount, FakeVapi, format_instant, parse_instant, serve
+from calltrail_testkit.fake_vapi import FakeAccount, FakeVapi, serve
 from calltrail_testkit.processes import HOST, Server, free_port
 from calltrail_testkit.rabbit_node import RabbitNode
+from calltrail_testkit.samples import format_instant, parse_instant
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.tcp_proxy import TcpProxy
 from chaos.rig import POSTGRES_PORT, World, sleep_until
 from chaos.verdict import fmt
+from metrics_sync.failures import INFRASTRUCTURE_RETRY_SECONDS
 from metrics_sync.schedule import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 from metrics_sync.usage import MINUTES_QUANTUM
-from metrics_sync.failures import INFRASTRUCTURE_RETRY_SECONDS
 from metrics_sync.worker import REAP_EVERY_SECONDS
 
 SEED = 20261201

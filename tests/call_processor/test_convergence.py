@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from call_processor.handlers import Delivery, process_batch
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
+from calltrail_testkit.lifecycles import traffic
 from calltrail_testkit.state import assert_invariants, snapshot
-from tests.support.lifecycles import traffic
 
 RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards,"
          " daily_assistant_shards, events, unassigned_events")

@@ -32,9 +32,9 @@ from calltrail_common.snapshots import (
     snapshot_message,
 )
 from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
+from calltrail_testkit.lifecycles import lifecycle
 from calltrail_testkit.state import assert_invariants, snapshot
 from tests.conftest import AMQP_URL
-from tests.support.lifecycles import lifecycle
 from tests.support.processor import eventually, queue_depth, running_processor
 from tests.support.samples import sample, sample_bytes
 

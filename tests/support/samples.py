@@ -1,25 +1,14 @@
-"""Vapi-shaped payloads from tests/fixtures/vapi, and the SDK as an oracle of their shape."""
+"""Vapi-shaped payloads from tests/fixtures/vapi (read by the test kit), and the SDK as an
+oracle of their shape."""
 
 from __future__ import annotations
 
-import json
 import typing
 from functools import cache
-from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vapi"
+from calltrail_testkit.samples import sample, sample_bytes, webhook_samples
 
-
-def sample(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
-def sample_bytes(name: str) -> bytes:
-    return (FIXTURES / f"{name}.json").read_bytes()
-
-
-def webhook_samples() -> list[str]:
-    return sorted(p.stem for p in FIXTURES.glob("*.json") if p.stem != "api-get-call-item")
+__all__ = ["assert_vapi_shaped", "sample", "sample_bytes", "webhook_samples"]
 
 
 @cache

@@ -58,6 +58,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from calltrail_testkit.samples import format_instant, parse_instant
+
 DEMO_API_KEY = "demo-vapi-private-key-0000000000000000"
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -97,16 +99,6 @@ def _transcript(rng: random.Random) -> str:
     phrases = rng.choices(_PHRASES, k=rng.randrange(12, 56))
     return "\n".join(f"{'User' if turn % 2 else 'AI'}: {phrase}"
                      for turn, phrase in enumerate(phrases))
-
-
-def format_instant(value: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and Z, as Vapi writes it."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def parse_instant(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _ms(value: datetime) -> datetime:

@@ -1,12 +1,22 @@
-"""Realistic Vapi call lifecycles, for the processor and end-to-end benchmarks.
+"""Vapi call lifecycles: every webhook Vapi sends for a call, in the order it sends them.
 
-A call here is every webhook Vapi sends for it with its default `serverMessages`
-(`shared/vapi.md`): the status-updates (outbound: queued, ringing, in-progress, ended;
-inbound: ringing, in-progress, ended; web: in-progress, ended), the chatter of each turn of
-the conversation (a speech-update when the speaker starts and stops, a conversation-update
-with the conversation so far, now and then a user-interrupted), and the end-of-call-report.
-Most of the traffic is therefore chatter, and calls are built from the status-updates and
-the report.
+Two generators, for two kinds of callers, from the same samples (`calltrail_testkit.samples`):
+
+- Seeded traffic (`CallFactory`, `interleave`): reproducible for a seed, realistic in size
+  and mix, as bytes ready to send; for the benchmarks, the fault suite and the tests that
+  run the services as processes.
+- Hypothesis strategies (`lifecycle`, `traffic`): small calls whose awkward cases come
+  first (status paths that skip or repeat a status, reports that correct the caller, a
+  legacy report, chatter around the end, calls near midnight so days differ, callers
+  written in several ways), as dicts; for the property tests of the call processor.
+
+Seeded traffic. A call here is every webhook Vapi sends for it with its default
+`serverMessages` (`shared/vapi.md`): the status-updates (outbound: queued, ringing,
+in-progress, ended; inbound: ringing, in-progress, ended; web: in-progress, ended), the
+chatter of each turn of the conversation (a speech-update when the speaker starts and
+stops, a conversation-update with the conversation so far, now and then a
+user-interrupted), and the end-of-call-report. Most of the traffic is therefore chatter,
+and calls are built from the status-updates and the report.
 
 What varies, reproducibly for a seed: the call id, the direction (about 55 % inbound, 35 %
 outbound, 10 % web), the customer's number (drawn from a small pool per organization, so
@@ -40,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import strategies as st
+
+from calltrail_testkit.samples import format_instant, sample
 
 MAX_BODY_BYTES = 20 * 1024
 DEFAULT_MIX, CALL_ONLY_MIX = "default", "call-only"
@@ -70,7 +83,7 @@ INBOUND, OUTBOUND, WEB = "inboundPhoneCall", "outboundPhoneCall", "webCall"
 
 @dataclass(frozen=True)
 class Organization:
-    """A Calltrail organization as the benchmarks use it."""
+    """A Calltrail organization as the seeded traffic addresses it."""
 
     org_id: str  # Calltrail's organization id
     endpoint_id: str  # its webhook endpoint, `POST /webhooks/vapi/{endpoint_id}`
@@ -105,8 +118,7 @@ def load_templates(samples_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return format_instant(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
 
 
 def _sentence(rng: random.Random) -> str:
@@ -419,3 +431,75 @@ def interleave(calls: Iterable[Call], rng: random.Random, concurrency: int) -> I
 
 def fake_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+# --- hypothesis strategies, for property tests ------------------------------------------
+
+T0 = dt.datetime(2026, 11, 3, 23, 50, tzinfo=dt.UTC)  # near midnight: days differ
+CALLERS = ["+14155550123", "+1 (415) 555-0123", "+442071838750", "+14155550999"]
+NAMES = [None, "Ana Ruiz", "Dana Whitfield"]
+STATUS_PATHS = [["ringing", "in-progress", "ended"], ["queued", "ringing", "in-progress",
+                "ended"], ["in-progress", "in-progress", "ended"], ["ended"], ["ringing"]]
+
+
+@st.composite
+def lifecycle(draw: st.DrawFn, call_id: str) -> list[dict[str, Any]]:
+    """The webhook bodies Vapi sends for one call, in the order it sends them."""
+    call_type = draw(st.sampled_from([INBOUND, OUTBOUND, WEB]))
+    created = T0 + dt.timedelta(minutes=draw(st.integers(0, 20)))
+    call: dict[str, Any] = {
+        "id": call_id, "orgId": "7d3e2a10-6c1b-4f0e-9a55-2f4be1c0a001", "type": call_type,
+        "createdAt": format_instant(created), "updatedAt": format_instant(created),
+        "assistantId": draw(st.sampled_from(["a1", "a2"]))}
+    customer: dict[str, Any] = {}
+    if call_type != WEB:
+        customer["number"] = draw(st.sampled_from(CALLERS))
+        if (name := draw(st.sampled_from(NAMES))) is not None:
+            customer["name"] = name
+        call["customer"] = customer
+        call["phoneNumberId"] = "pn-1"
+    events = []
+    at = created
+    for status in draw(st.sampled_from(STATUS_PATHS)):
+        at += dt.timedelta(seconds=draw(st.integers(1, 30)))
+        body = sample("inbound-2-status-in-progress")
+        message = body["message"]
+        message.update({"status": status, "timestamp": int(at.timestamp() * 1000),
+                        "call": {**call, "status": status}, "customer": customer})
+        if status == "ended":
+            message["endedReason"] = draw(st.sampled_from(["customer-ended-call",
+                                                           "silence-timed-out"]))
+        events.append(body)
+    if draw(st.booleans()):
+        report = sample(draw(st.sampled_from(
+            ["inbound-7-end-of-call-report", "legacy-end-of-call-report"])))
+        message = report["message"]
+        started = created + dt.timedelta(seconds=2)
+        ended = started + dt.timedelta(seconds=draw(st.integers(1, 900)),
+                                       milliseconds=draw(st.integers(0, 999)))
+        report_call, report_customer = call, customer
+        if customer and draw(st.integers(0, 2)) == 0:
+            # Now and then the report corrects who the caller was: leads must follow.
+            report_customer = {**customer, "number": draw(st.sampled_from(CALLERS))}
+            report_call = {**call, "customer": report_customer}
+        message.update({"call": report_call, "customer": report_customer,
+                        "startedAt": format_instant(started), "endedAt": format_instant(ended),
+                        "cost": draw(st.sampled_from([0.2134, 0.05, 1.1, 0])),
+                        "timestamp": int((ended.timestamp() + 5) * 1000)})
+        if "analysis" in message:
+            message["analysis"]["structuredData"] = draw(st.sampled_from([
+                {}, {"name": "From Analysis", "email": "lead@example.com"}]))
+        # Chatter around the end: archived, never applied to the call.
+        chatter = sample("inbound-3-speech-update")
+        chatter["message"]["call"] = call
+        events += [chatter, report]
+    return events
+
+
+@st.composite
+def traffic(draw: st.DrawFn, organizations: int = 2, most_calls: int = 6
+            ) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(organization index, lifecycle) for several calls."""
+    calls = draw(st.integers(1, most_calls))
+    return [(draw(st.integers(0, organizations - 1)), draw(lifecycle(str(uuid.uuid4()))))
+            for _ in range(calls)]
