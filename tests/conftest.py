@@ -35,6 +35,8 @@ from calltrail_common.topology import Topology, delete_topology
 from calltrail_testkit.tcp_proxy import TcpProxy
 from ingest.app import create_app
 
+pytest_plugins = ["tests.timeout_backstop"]  # a swallowed timeout ends the run: issue 16
+
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent

@@ -139,22 +139,29 @@ async def test_pages_neither_skip_nor_repeat_while_calls_arrive(
     seen: list[str] = []
     arrived: set[str] = set()
     cursor = None
-    pages = 0
-    while True:
+    # Bounded, so that a cursor that does not move on fails the test instead of paging for
+    # ever (issue 16): calls arrive between the first pages only, and a page with a next
+    # cursor is full of calls not listed before, so there are at most this many pages.
+    most_pages = len(present) + sum(len(a) for a in arrivals) + 1
+    for pages in range(most_pages):
         query: dict[str, str | int] = {"limit": limit}
         if cursor is not None:
             query["cursor"] = cursor
         response = await tenant.client.get("/api/calls", params=query)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert len(body["calls"]) <= limit
-        seen.extend(c["id"] for c in body["calls"])
+        page = [c["id"] for c in body["calls"]]
+        assert not set(page) & set(seen), f"page {pages + 1} lists a call again"
+        seen.extend(page)
         cursor = body["nextCursor"]
         if cursor is None:
+            assert len(page) <= limit
             break
-        for offset, undated in arrivals[pages % len(arrivals)]:
+        assert len(page) == limit
+        for offset, undated in arrivals[pages] if pages < len(arrivals) else ():
             arrived.add(await add(offset, undated))
-        pages += 1
+    else:
+        raise AssertionError(f"still paging after {most_pages} pages")
     assert len(seen) == len(set(seen)), "a call was listed twice"
     assert present <= set(seen), "a call was skipped"
     assert set(seen) <= present | arrived

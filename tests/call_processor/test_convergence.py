@@ -136,13 +136,18 @@ class _Dawdling:
         return await self._connection.fetchval(*args, **kwargs)
 
 
+_MOST_DEADLOCKS_PER_BATCH = 50
+
+
 async def _consume(database_url: str, batches: Sequence[Sequence[Delivery]], shard: int,
                    deadlocks: _Deadlocks, seed: int) -> None:
     connection = await db.connect(database_url)
     dawdling: Any = _Dawdling(connection, random.Random(seed))
     try:
         for batch in batches:
-            while True:
+            # Retried as the consumer retries, but bounded: a batch that deadlocks every time
+            # fails the test rather than looping until the timeout (issue 16).
+            for _ in range(_MOST_DEADLOCKS_PER_BATCH):
                 try:
                     outcome = await process_batch(dawdling, batch, shard)
                 except asyncpg.DeadlockDetectedError:
@@ -150,6 +155,8 @@ async def _consume(database_url: str, batches: Sequence[Sequence[Delivery]], sha
                     continue
                 assert not outcome.dead
                 break
+            else:
+                raise AssertionError(f"a batch deadlocked {_MOST_DEADLOCKS_PER_BATCH} times")
             await asyncio.sleep(0)
     finally:
         await connection.close()
