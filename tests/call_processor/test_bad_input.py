@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from call_processor.calls import CallState, merge
+from call_processor.deliveries import Delivery
 from call_processor.events import CALL_EVENT_TYPES, PoisonMessage, WebhookEvent, parse_event
-from call_processor.handlers import Delivery, process_batch
+from call_processor.handlers import process_batch
 from calltrail_common import db
 from calltrail_common.envelope import HEADER_DEAD_LETTER_REASON
 from calltrail_common.organizations import create_organization

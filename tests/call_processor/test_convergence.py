@@ -24,7 +24,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from call_processor.handlers import Delivery, process_batch
+from call_processor.deliveries import Delivery
+from call_processor.handlers import process_batch
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_testkit.lifecycles import traffic

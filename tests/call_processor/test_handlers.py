@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import orjson
 
-from call_processor.handlers import Delivery, join_prepared, prepare_batch, process_batch
+from call_processor.deliveries import Delivery, join_prepared, prepare_batch
+from call_processor.handlers import process_batch
 from calltrail_testkit.state import assert_invariants
 from tests.support.samples import sample
 

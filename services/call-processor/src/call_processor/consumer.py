@@ -52,14 +52,14 @@ import asyncpg
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
 
-from call_processor.handlers import (
+from call_processor.deliveries import (
     BatchOutcome,
     Delivery,
     PreparedBatch,
-    apply_batch,
     join_prepared,
     prepare_batch,
 )
+from call_processor.handlers import apply_batch
 from call_processor.metrics import ProcessorMetrics
 from call_processor.partitions import partitions_of
 from call_processor.repository import heartbeat, leave, prune_events

@@ -28,18 +28,16 @@ applies one batch of a partition at a time, and a batch's shard is its partition
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
 from call_processor.calls import CALL_FIELDS, CallState, stats_day
-from call_processor.figures import DailyFigures
+from call_processor.changes import BatchWrite, StoredCall, changed_mask
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
@@ -340,58 +338,6 @@ PRUNE_EVENTS = """
         LIMIT $2)"""
 
 
-@dataclass(frozen=True, slots=True)
-class ArchivedEvent:
-    message_id: str
-    org_id: uuid.UUID | None
-    received_at: dt.datetime
-    message_type: str
-    call_id: str | None
-    dedupe_key: str | None
-    endpoint_id: str | None
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class UnassignedEvent:
-    message_id: str
-    received_at: dt.datetime
-    phone_number_id: str | None
-    dialled_number: str | None
-    vapi_org_id: str | None
-    metadata_org_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCall:
-    org_id: uuid.UUID
-    state: CallState
-
-
-@dataclass(frozen=True, slots=True)
-class CallChange:
-    """A call's state before and after this batch, and the organization that owns it."""
-
-    org_id: uuid.UUID
-    before: CallState | None  # None: not stored before this batch
-    after: CallState
-
-
-@dataclass(frozen=True, slots=True)
-class BatchWrite:
-    """Everything `WRITE_BATCH` does for one batch."""
-
-    new_calls: Sequence[CallChange]
-    saved_calls: Sequence[CallChange]
-    new_inbound_callers: Sequence[tuple[uuid.UUID, str]]  # leads to create
-    lead_numbers: Sequence[tuple[uuid.UUID, str]]  # the numbers of the calls written
-    archived: Sequence[ArchivedEvent]
-    unassigned: Sequence[UnassignedEvent]
-    assigned: Sequence[str]  # message ids no longer unassigned
-    figures: DailyFigures
-    shard: int
-
-
 class NumbersBusy(Exception):
     """A stored call names a caller's number another transaction holds: start over, asking
     for these numbers' locks in the first step."""
@@ -426,16 +372,6 @@ def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
         for offset, value in enumerate(derived, start=len(CALL_FIELDS)):
             columns[offset].append(value)
     return columns
-
-
-def changed_mask(change: CallChange) -> int:
-    """Bit i set when CALL_FIELDS[i] changed (`merge` keeps the very value otherwise)."""
-    assert change.before is not None
-    mask = 0
-    for bit, name in enumerate(CALL_FIELDS):
-        if change.after.values.get(name) is not change.before.values.get(name):
-            mask |= 1 << bit
-    return mask
 
 
 def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
