@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal, get_args
 
 from api.errors import InvalidParameter, NotFound
 
@@ -20,11 +21,13 @@ MAX_PAGE_LIMIT = 100
 MAX_SEARCH_LENGTH = 100
 MAX_CALL_ID_LENGTH = 200
 
-# The `direction` filter's values and the Vapi call type each stands for.
-DIRECTIONS = {"inbound": "inboundPhoneCall", "outbound": "outboundPhoneCall",
-              "web": "webCall"}
+# The calls' filters: `direction` (each stands for a Vapi call type) and `status`.
+Direction = Literal["inbound", "outbound", "web"]
+CallStatus = Literal["scheduled", "queued", "ringing", "in-progress", "forwarding", "ended"]
+DIRECTIONS: dict[Direction, str] = {"inbound": "inboundPhoneCall",
+                                    "outbound": "outboundPhoneCall", "web": "webCall"}
 CALL_TYPE_DIRECTIONS = {v: k for k, v in DIRECTIONS.items()}
-STATUSES = ("scheduled", "queued", "ringing", "in-progress", "forwarding", "ended")
+STATUSES: tuple[CallStatus, ...] = get_args(CallStatus)
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,23 @@ def filter_uuid(name: str, value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         raise InvalidParameter(name, "is not a valid id") from None
+
+
+def as_direction(value: str | None) -> Direction | None:
+    """A `direction` filter given as text (the dashboard's form): None for every direction."""
+    if value is None:
+        return None
+    for direction in DIRECTIONS:
+        if direction == value:
+            return direction
+    raise InvalidParameter("direction", f"is not one of {', '.join(DIRECTIONS)}")
+
+
+def as_status(value: str | None) -> CallStatus | None:
+    """A `status` filter given as text (the dashboard's form): None for every status."""
+    if value is None:
+        return None
+    for status in STATUSES:
+        if status == value:
+            return status
+    raise InvalidParameter("status", f"is not one of {', '.join(STATUSES)}")

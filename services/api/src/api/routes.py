@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
 from aio_pika.exceptions import AMQPError
@@ -198,9 +198,8 @@ async def list_calls(
         state: State, org_id: Org,
         limit: Limit = params.DEFAULT_PAGE_LIMIT,
         cursor: Cursor = None,
-        direction: Literal["inbound", "outbound", "web"] | None = None,
-        status: Literal["scheduled", "queued", "ringing", "in-progress", "forwarding",
-                        "ended"] | None = None,
+        direction: params.Direction | None = None,
+        status: params.CallStatus | None = None,
         lead_id: Annotated[str | None, Query(alias="leadId")] = None,
         created_from: Annotated[datetime | None, Query(
             alias="from", description="ISO 8601; calls created at or after")] = None,

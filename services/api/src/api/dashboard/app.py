@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dashboard.routes import CsrfRejected, SignInRequired, router
+from api.dashboard.page import CsrfRejected, SignInRequired
+from api.dashboard.routes import router
 from api.dashboard.session import SESSION_COOKIE
 
 # Recordings are Vapi's (remote https) files; everything else comes from this origin.

@@ -1,0 +1,13 @@
+"""The dashboard's pages, by page group: signing in and out, the overview and usage figures,
+calls, leads, and settings (the Vapi account, "Sync now", the webhook address). What every
+page does is `api.dashboard.page`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.dashboard.routes import calls, figures, leads, settings, sign_in
+
+router = APIRouter(include_in_schema=False)
+for group in (sign_in, figures, calls, leads, settings):
+    router.include_router(group.router)

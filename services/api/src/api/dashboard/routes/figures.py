@@ -1,0 +1,86 @@
+"""The figures over a period: the overview (calls, leads, minutes, cost, how calls ended)
+and usage and billing (the synced Vapi metrics)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api import routes as json_api
+from api.dashboard import charts
+from api.dashboard.page import api_state, open_page, parse_day, render
+from api.errors import ApiError
+
+PERIODS = (7, 30, 90)
+
+router = APIRouter()
+
+
+def _period(request: Request) -> tuple[date | None, date | None, str | None]:
+    raw_start, raw_end = request.query_params.get("startDate"), request.query_params.get(
+        "endDate")
+    start, end = parse_day(raw_start), parse_day(raw_end)
+    if (raw_start and start is None) or (raw_end and end is None):
+        return None, None, "Dates are written YYYY-MM-DD; showing the last 30 days."
+    return start, end, None
+
+
+def _period_links(path: str) -> list[tuple[str, str]]:
+    today = datetime.now(UTC).date()
+    return [(f"{days} days", f"{path}?" + urlencode({
+        "startDate": (today - timedelta(days=days - 1)).isoformat(),
+        "endDate": today.isoformat()})) for days in PERIODS]
+
+
+def _daily_labels(days: list[date]) -> list[str]:
+    return [d.strftime("%b %-d") for d in days]
+
+
+@router.get("/")
+async def overview(request: Request) -> Response:
+    current = await open_page(request)
+    start, end, error = _period(request)
+    state = api_state(request)
+    try:
+        stats = await json_api.stats_overview(state, current.org_id, start, end)
+    except ApiError as problem:
+        error = problem.message
+        stats = await json_api.stats_overview(state, current.org_id, None, None)
+    labels = _daily_labels([d.date for d in stats.daily])
+    ended = stats.ended_reasons
+    outcomes = [("Completed", ended.completed), ("Voicemail", ended.voicemail),
+                ("No answer", ended.no_answer), ("Busy", ended.busy),
+                ("Failed", ended.failed), ("Other", ended.other)]
+    return render(request, "overview.html", {
+        "title": "Overview", "nav": "overview", "stats": stats, "error": error,
+        "periods": _period_links("/"),
+        "calls_chart": charts.bar_chart([d.calls for d in stats.daily], labels,
+                                        unit=" calls", whole=True),
+        "outcomes": outcomes, "outcomes_total": sum(n for _, n in outcomes)},
+        token=current.token)
+
+
+@router.get("/usage")
+async def usage(request: Request) -> Response:
+    current = await open_page(request)
+    start, end, error = _period(request)
+    state = api_state(request)
+    try:
+        metrics = await json_api.usage_metrics(state, current.org_id, start, end)
+    except ApiError as problem:
+        error = problem.message
+        metrics = await json_api.usage_metrics(state, current.org_id, None, None)
+    account = await json_api.get_connection(state, current.org_id)
+    labels = _daily_labels([d.date for d in metrics.daily])
+    return render(request, "usage.html", {
+        "title": "Usage and billing", "nav": "usage", "metrics": metrics, "error": error,
+        "account": account, "periods": _period_links("/usage"),
+        "minutes_chart": charts.bar_chart([d.minutes for d in metrics.daily], labels,
+                                          unit=" min", fmt="{:,.1f}"),
+        "cost_chart": charts.bar_chart([d.cost for d in metrics.daily], labels,
+                                       fmt="${:,.2f}"),
+        "components": sorted(metrics.cost_by_component.items(), key=lambda kv: -kv[1])},
+        token=current.token)

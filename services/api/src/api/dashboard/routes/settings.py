@@ -1,0 +1,100 @@
+"""Settings: connect or disconnect the Vapi account, "Sync now" and the latest run, and the
+organization's webhook address."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from api import routes as json_api
+from api import shapes
+from api.dashboard.page import (
+    Session,
+    api_state,
+    open_page,
+    posted_form,
+    redirect,
+    render,
+    signed_in,
+)
+from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
+from calltrail_common.organizations import webhook_url
+
+SYNC_REFRESH_SECONDS = 2
+
+router = APIRouter()
+
+_NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
+            "disconnected": "Vapi account disconnected; its key is deleted.",
+            "sync": "Sync requested."}
+
+
+async def _settings_page(request: Request, current: Session, *, error: str | None = None,
+                         status: int = 200) -> Response:
+    state = api_state(request)
+    account = await json_api.get_connection(state, current.org_id)
+    run = None
+    wanted = request.query_params.get("sync")
+    if wanted:
+        try:
+            run = await json_api.sync_run(state, current.org_id, wanted)
+        except NotFound:
+            run = None
+    latest = await state.repository.latest_sync_run(current.org_id)
+    if run is None and latest is not None:
+        run = shapes.sync_run(latest)
+    endpoint = await state.repository.webhook_endpoint(current.org_id)
+    in_progress = run is not None and run.status in ("queued", "running")
+    return render(request, "settings.html", {
+        "title": "Settings", "nav": "settings", "account": account, "run": run,
+        "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
+        "webhook_url": None if endpoint is None else webhook_url(
+            state.settings.public_base_url, endpoint["id"]),
+        "webhook_secret": None if endpoint is None else endpoint["secret"],
+        "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
+        token=current.token, status=status)
+
+
+@router.get("/settings")
+async def settings_page(request: Request) -> Response:
+    return await _settings_page(request, await open_page(request))
+
+
+@router.post("/settings/connect")
+async def connect(request: Request) -> Response:
+    current = await signed_in(request)
+    form = await posted_form(request, current.token)
+    try:
+        body = shapes.ConnectRequest(api_key=(form.get("apiKey") or "").strip())
+    except ValidationError:
+        return await _settings_page(request, current, status=400, error=(
+            "That is not a Vapi API key: paste the private key from Vapi's dashboard "
+            "(Organization settings, API keys)."))
+    try:
+        connected = await json_api.connect(api_state(request), current.org_id, body)
+    except (InvalidApiKey, VapiUnavailable) as problem:
+        return await _settings_page(request, current, error=problem.message,
+                                    status=problem.status_code)
+    sync = f"&sync={connected.sync_id}" if connected.sync_id else ""
+    return redirect(f"/settings?notice=connected{sync}")
+
+
+@router.post("/settings/disconnect")
+async def disconnect(request: Request) -> Response:
+    current = await signed_in(request)
+    await posted_form(request, current.token)
+    await json_api.disconnect(api_state(request), current.org_id)
+    return redirect("/settings?notice=disconnected")
+
+
+@router.post("/settings/sync")
+async def sync_now(request: Request) -> Response:
+    current = await signed_in(request)
+    await posted_form(request, current.token)
+    try:
+        queued = await json_api.sync_now(api_state(request), current.org_id, None)
+    except NotConnected:
+        return await _settings_page(request, current, status=409,
+                                    error="Connect a Vapi account first.")
+    return redirect(f"/settings?notice=sync&sync={queued.sync_id}")
