@@ -43,6 +43,14 @@ bench: install services
 chaos: install services  ## faults under load, one at a time (root: spool-full mounts a tmpfs)
 	$(VENV)/bin/python -m chaos
 
-lint: install  ## ruff, and mypy (strict on the domain rules: see pyproject.toml)
+DEPTRY_MODULES := calltrail-ingest=ingest,calltrail-admin=admin,calltrail-api=api,$\
+calltrail-call-processor=call_processor,calltrail-metrics-sync=metrics_sync
+lint: install  ## ruff, mypy (strict on the domain rules: see pyproject.toml), deptry (below)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@# Each workspace member declares what its own code imports: none missing (DEP001),
+	@# none only there through another package (DEP003). A member's module named apart.
+	@for member in libs/*/ services/*/; do \
+	  (cd $$member && $(CURDIR)/$(VENV)/bin/deptry src --no-ansi \
+	    --ignore DEP002,DEP004,DEP005 --package-module-name-map $(DEPTRY_MODULES)) || exit 1; \
+	done
