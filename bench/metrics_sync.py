@@ -61,12 +61,8 @@ import orjson
 import structlog
 
 from bench.harness import machine_info, write_results
-from calltrail_common.crypto import KeyRing
-from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import CALL_PROCESSOR
-from calltrail_common.vapi import VapiClient
-from calltrail_common.vapi_accounts import connect_account
 from calltrail_testkit.processes import Server, cpu_seconds, machine_cpu_ticks, peak_rss_mib
 from calltrail_testkit.stack import Stack
 
@@ -178,29 +174,6 @@ async def create_organizations(stack: Stack, count: int) -> list[uuid.UUID]:
         await connection.close()
 
 
-async def connect_accounts(stack: Stack, base_url: str, orgs: list[uuid.UUID],
-                           keys: list[str]) -> float:
-    """Connect each organization to its account as the CLI does, but without the broker
-    (the queued 'connect' runs wait for the service's tick); seconds it took."""
-    keyring = KeyRing(ENCRYPTION_KEY)
-    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    started = time.perf_counter()
-    pool = await create_pool(stack.database_url, max_size=10)
-    try:
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
-                max_connections=CONNECT_CONCURRENCY)) as http:
-            async def connect(org_id: uuid.UUID, key: str) -> None:
-                async with limit:
-                    await connect_account(pool, keyring,
-                                          VapiClient(http, key, base_url=base_url),
-                                          org_id, key, channel=None)
-
-            await asyncio.gather(*(connect(o, k) for o, k in zip(orgs, keys, strict=True)))
-    finally:
-        await pool.close()
-    return time.perf_counter() - started
-
-
 # --- one measurement ----------------------------------------------------------------------
 
 
@@ -283,7 +256,9 @@ async def measure(stack: Stack, fake: Server, base_url: str, orgs: list[uuid.UUI
     undercounted (the wait is only for them)."""
     accounts = len(orgs)
     await stack.reset(RESET)
-    connect_s = await connect_accounts(stack, base_url, orgs, keys)
+    connect_s = await stack.connect_vapi_accounts(orgs, keys, vapi_base_url=base_url,
+                                                  encryption_key=ENCRYPTION_KEY,
+                                                  concurrency=CONNECT_CONCURRENCY)
     name = f"metrics-sync-r{run}-c{concurrency}-n{accounts}"
     server = stack.metrics_sync(name, vapi_base_url=base_url, encryption_key=ENCRYPTION_KEY,
                                 concurrency=concurrency)

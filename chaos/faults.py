@@ -56,6 +56,7 @@ from chaos.rig import (
     Plan,
     Rig,
     Sample,
+    break_links,
     load_events,
     sleep_until,
 )
@@ -68,7 +69,9 @@ class FaultWindow:
     end: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
 
-
+    def end_of(self, plan: Plan) -> float:
+        """When the fault is over (monotonic)."""
+        return self.start + plan.fault_seconds
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,28 +79,20 @@ class FaultWindow:
 
 
 async def broker_cut_ingest(rig: Rig, plan: Plan, window: FaultWindow) -> None:
-    await rig.ingest_broker.cut()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.ingest_broker.restore()
+    await break_links(window.end_of(plan), rig.ingest_broker)
 
 
 async def broker_cut_processor(rig: Rig, plan: Plan, window: FaultWindow) -> None:
-    await rig.processor_broker.cut()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.processor_broker.restore()
+    await break_links(window.end_of(plan), rig.processor_broker)
 
 
 async def broker_partition(rig: Rig, plan: Plan, window: FaultWindow) -> None:
-    await rig.ingest_broker.stall()
-    await rig.processor_broker.stall()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.ingest_broker.restore()
-    await rig.processor_broker.restore()
+    await break_links(window.end_of(plan), rig.ingest_broker, rig.processor_broker, stall=True)
 
 
 async def broker_restart(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     window.notes["stop_s"] = round(await asyncio.to_thread(rig.node.stop), 2)
-    await sleep_until(window.start + plan.fault_seconds)
+    await sleep_until(window.end_of(plan))
     window.notes["start_s"] = round(await asyncio.to_thread(rig.node.start), 2)
     await rig.stack.reconnect()
 
@@ -111,17 +106,15 @@ async def processor_kill(rig: Rig, plan: Plan, window: FaultWindow) -> None:
             await asyncio.to_thread(processor.process.wait, 10)
             processor.start()
             kills += 1
-        if time.monotonic() + plan.kill_every >= window.start + plan.fault_seconds:
+        if time.monotonic() + plan.kill_every >= window.end_of(plan):
             break
         await asyncio.sleep(plan.kill_every)
     window.notes["kills"] = kills
-    await sleep_until(window.start + plan.fault_seconds)
+    await sleep_until(window.end_of(plan))
 
 
 async def postgres_cut(rig: Rig, plan: Plan, window: FaultWindow) -> None:
-    await rig.database.cut()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.database.restore()
+    await break_links(window.end_of(plan), rig.database)
 
 
 async def ingest_kill(rig: Rig, plan: Plan, window: FaultWindow) -> None:
@@ -135,13 +128,13 @@ async def ingest_kill(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     rig.ingest.start()
     await rig.ingest_healthy()
     window.notes["ingest_down_s"] = round(time.monotonic() - killed, 2)
-    await sleep_until(window.start + plan.fault_seconds)
+    await sleep_until(window.end_of(plan))
     await rig.ingest_broker.restore()
 
 
 async def spool_full(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     await rig.ingest_broker.cut()
-    await sleep_until(window.start + plan.fault_seconds)
+    await sleep_until(window.end_of(plan))
     window.notes["spool_at_end"] = await rig.spool_depth()
     await rig.ingest_broker.restore()
 
@@ -310,7 +303,7 @@ async def run_fault(name: str, plan: Plan, broker: Broker,
             load.cancel()
             await sender.close()
         result = await account(rig, sender)
-        logs = {server.name: server.log_summary() for server in rig.stack.servers}
+        server_logs = {server.name: server.log_summary() for server in rig.stack.servers}
     threshold = max(10.0, plan.rate * 0.25)
     during = sender.answers(window.start, window.end)
     problems = goal_problems(result, resumed)
@@ -353,7 +346,7 @@ async def run_fault(name: str, plan: Plan, broker: Broker,
         "all_answers": sender.answers(),
         "notes": window.notes,
         "problems": problems,
-        "server_logs": logs,
+        "server_logs": server_logs,
         "samples": [asdict(s) | {"at": round(s.at - t0, 2)} for s in samples],
         "fault_window_s": [round(window.start - t0, 2), round(window.end - t0, 2)],
     }

@@ -190,6 +190,17 @@ class BrokerLinks:
 
 
 Broker = RabbitNode | RabbitCluster
+Link = BrokerLinks | TcpProxy
+
+
+async def break_links(until: float, *links: Link, stall: bool = False) -> None:
+    """Cut `links` (connections reset, new ones refused) or, with `stall`, partition them
+    (nothing gets through, no RST, no FIN), and restore them at `until` (monotonic)."""
+    for link in links:
+        await (link.stall() if stall else link.cut())
+    await sleep_until(until)
+    for link in links:
+        await link.restore()
 
 
 class Rig(World):

@@ -87,21 +87,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 
 from calltrail_common.broker import RECONNECT_MAX_SECONDS
-from calltrail_common.crypto import KeyRing
-from calltrail_common.db import create_pool
 from calltrail_common.organizations import create_organization
-from calltrail_common.vapi import VapiClient
-from calltrail_common.vapi_accounts import connect_account
 from calltrail_testkit.fake_vapi import FakeAccount, FakeVapi, serve
 from calltrail_testkit.processes import HOST, Server, free_port
 from calltrail_testkit.rabbit_node import RabbitNode
 from calltrail_testkit.samples import format_instant, parse_instant
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.tcp_proxy import TcpProxy
-from chaos.rig import POSTGRES_PORT, World, sleep_until
+from chaos.rig import POSTGRES_PORT, World, break_links, sleep_until
 from chaos.verdict import fmt
 from metrics_sync.failures import INFRASTRUCTURE_RETRY_SECONDS
 from metrics_sync.schedule import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
@@ -244,26 +239,18 @@ class SyncRig(World):
     async def connect_accounts(self) -> None:
         """N fake accounts, N organizations, each connected as the CLI does (without a
         broker channel: the queued 'connect' runs wait for a replica's tick)."""
-        keyring = KeyRing(ENCRYPTION_KEY)
         connection = await self.stack.db()
         try:
             orgs = [(await create_organization(connection, f"Chaos roofing {i + 1}")).org_id
                     for i in range(self.plan.accounts)]
         finally:
             await connection.close()
-        pool = await create_pool(self.stack.database_url, max_size=8)
-        try:
-            async with httpx.AsyncClient(timeout=30) as http:
-                for index, org_id in enumerate(orgs):
-                    key = f"chaos-{index:03d}-{secrets.token_hex(12)}"
-                    fake = self.fake.add_account(key, seed=SEED + index,
-                                                 calls=self.plan.calls, days=CALL_DAYS)
-                    await connect_account(pool, keyring,
-                                          VapiClient(http, key, base_url=self.base_url),
-                                          org_id, key, channel=None)
-                    self.accounts.append(Account(org_id, fake))
-        finally:
-            await pool.close()
+        keys = [f"chaos-{index:03d}-{secrets.token_hex(12)}" for index in range(len(orgs))]
+        fakes = [self.fake.add_account(key, seed=SEED + index, calls=self.plan.calls,
+                                       days=CALL_DAYS) for index, key in enumerate(keys)]
+        await self.stack.connect_vapi_accounts(orgs, keys, vapi_base_url=self.base_url,
+                                               encryption_key=ENCRYPTION_KEY)
+        self.accounts = [Account(org_id, fake) for org_id, fake in zip(orgs, fakes, strict=True)]
 
     def exited(self) -> list[str]:
         return [s.name for s in (self.processor, *self.replicas) if s.exited()]
@@ -459,18 +446,14 @@ async def broker_cut(rig: SyncRig, plan: SyncPlan, window: SyncWindow,
                      connection: asyncpg.Connection) -> None:
     window.notes["runs_in_flight"] = len(await in_flight(connection, plan))
     await window.restart(connection)
-    await rig.broker.cut()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.broker.restore()
+    await break_links(window.start + plan.fault_seconds, rig.broker)
 
 
 async def postgres_cut(rig: SyncRig, plan: SyncPlan, window: SyncWindow,
                        connection: asyncpg.Connection) -> None:
     window.notes["runs_in_flight"] = len(await in_flight(connection, plan))
     await window.restart(connection)
-    await rig.database.cut()
-    await sleep_until(window.start + plan.fault_seconds)
-    await rig.database.restore()
+    await break_links(window.start + plan.fault_seconds, rig.database)
 
 
 async def vapi_5xx(rig: SyncRig, plan: SyncPlan, window: SyncWindow,

@@ -28,7 +28,8 @@ import asyncpg
 import httpx
 
 from calltrail_common.broker import connect as connect_broker
-from calltrail_common.db import connect, migrate
+from calltrail_common.crypto import KeyRing
+from calltrail_common.db import connect, create_pool, migrate
 from calltrail_common.envelope import SHARED_ENDPOINT, EventEnvelope, partition_of
 from calltrail_common.organizations import create_organization
 from calltrail_common.phone_numbers import register
@@ -38,6 +39,8 @@ from calltrail_common.topology import (
     declare_topology,
     delete_topology,
 )
+from calltrail_common.vapi import VapiClient
+from calltrail_common.vapi_accounts import connect_account
 from calltrail_testkit.lifecycles import Event, Organization, fake_uuid
 from calltrail_testkit.processes import HOST, Server, base_env, free_port
 from ingest.payload import read_envelope
@@ -45,7 +48,8 @@ from ingest.payload import read_envelope
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432"
 PUBLISH_WINDOW = 500  # publishes awaiting their confirm at once
-HEARTBEAT_SECONDS = 30  # the harness's own broker connection
+HEARTBEAT_SECONDS = 30  # the stack's own broker connection
+STARTUP_TIMEOUT_SECONDS = 30
 
 
 def event_envelope(event: Event, message_id: str, received_ms: int) -> EventEnvelope:
@@ -60,9 +64,6 @@ def event_envelope(event: Event, message_id: str, received_ms: int) -> EventEnve
         org_id=None if event.shared else event.org.org_id,
         dedupe_key=read.dedupe_key,
     )
-
-
-STARTUP_TIMEOUT_SECONDS = 30
 
 
 async def admin_execute(sql: str) -> None:
@@ -83,7 +84,7 @@ async def ingest_events(client: httpx.AsyncClient, server: Server) -> dict[str, 
 
 
 class Stack:
-    """Prefix, database, organizations and processes of one benchmark invocation."""
+    """Prefix, database, organizations and processes of one benchmark, fault or test."""
 
     def __init__(self, amqp_url: str = AMQP_URL) -> None:
         bench_id = uuid.uuid4().hex[:8]
@@ -152,6 +153,31 @@ class Stack:
         finally:
             await connection.close()
         return organizations
+
+    async def connect_vapi_accounts(self, orgs: Sequence[uuid.UUID], api_keys: Sequence[str], *,
+                                    vapi_base_url: str, encryption_key: str,
+                                    concurrency: int = 1) -> float:
+        """Connect each organization to its Vapi account as `calltrail vapi connect` does (the
+        key checked against `vapi_base_url`, stored sealed), but without the broker: the
+        queued 'connect' runs wait for a metrics-sync tick. Seconds it took."""
+        keyring = KeyRing(encryption_key)
+        limit = asyncio.Semaphore(concurrency)
+        started = time.perf_counter()
+        pool = await create_pool(self.database_url, max_size=10)
+        try:
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+                    max_connections=concurrency)) as http:
+                async def connect(org_id: uuid.UUID, key: str) -> None:
+                    async with limit:
+                        await connect_account(pool, keyring,
+                                              VapiClient(http, key, base_url=vapi_base_url),
+                                              org_id, key, channel=None)
+
+                await asyncio.gather(*(connect(org_id, key) for org_id, key
+                                       in zip(orgs, api_keys, strict=True)))
+        finally:
+            await pool.close()
+        return time.perf_counter() - started
 
     async def stop_servers(self, names: Sequence[str] | None = None) -> None:
         """SIGTERM to every process (or those named) at once, then wait without blocking
