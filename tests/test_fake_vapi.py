@@ -1,5 +1,5 @@
-"""The fake Vapi API (bench.fake_vapi), served for real: what the client tests, the demo, the
-benchmarks and the chaos suite rely on."""
+"""The fake Vapi API (calltrail_testkit.fake_vapi), served for real: what the client tests,
+the demo, the benchmarks and the chaos suite rely on."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Vapi REST client: its pure rules exhaustively, then against the fake Vapi served for
-real over HTTP (bench.fake_vapi), faults included."""
+real over HTTP (calltrail_testkit.fake_vapi), faults included."""
 
 from __future__ import annotations
 
