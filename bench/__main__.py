@@ -17,11 +17,15 @@
                 history double
 
 Each prints its own table and writes its JSON to `bench/results/`; a benchmark that fails
-is reported and the others still run. The exit status is non-zero if any failed.
+is reported and the others still run. The exit status is non-zero if any failed. Run one
+with `python -m bench.<name> --help` to see its options. What they share: `bench/harness.py`
+(wrk, results, the machine) and `calltrail_testkit` (the services as processes, the fake
+Vapi, the traffic).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
 from collections.abc import Callable
@@ -42,7 +46,9 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
 )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     written: dict[str, str] = {}
     for name, run in BENCHMARKS:
         print(f"\n=== bench.{name} ===", flush=True)

@@ -79,7 +79,6 @@ POLL_SECONDS = 0.1
 # An idle backend reports its transactions to pg_stat up to 10 s late (PGSTAT_IDLE_INTERVAL);
 # one that exits reports them at once.
 STATS_SETTLE_SECONDS = 11.0
-STARTUP_TIMEOUT_SECONDS = 15
 ROUND_TIMEOUT_SECONDS = 120  # plus the latency floor of one account at a time, doubled
 ENCRYPTION_KEY = "bench-metrics-sync-encryption-key-" + "0" * 16
 
