@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 from api.errors import InvalidParameter, NotFound
 
@@ -28,6 +28,7 @@ DIRECTIONS: dict[Direction, str] = {"inbound": "inboundPhoneCall",
                                     "outbound": "outboundPhoneCall", "web": "webCall"}
 CALL_TYPE_DIRECTIONS = {v: k for k, v in DIRECTIONS.items()}
 STATUSES: tuple[CallStatus, ...] = get_args(CallStatus)
+_Choice = TypeVar("_Choice", bound=str)
 
 
 @dataclass(frozen=True)
@@ -102,19 +103,18 @@ def filter_uuid(name: str, value: str | None) -> uuid.UUID | None:
 
 def as_direction(value: str | None) -> Direction | None:
     """A `direction` filter given as text (the dashboard's form): None for every direction."""
-    if value is None:
-        return None
-    for direction in DIRECTIONS:
-        if direction == value:
-            return direction
-    raise InvalidParameter("direction", f"is not one of {', '.join(DIRECTIONS)}")
+    return _one_of("direction", value, tuple(DIRECTIONS))
 
 
 def as_status(value: str | None) -> CallStatus | None:
     """A `status` filter given as text (the dashboard's form): None for every status."""
+    return _one_of("status", value, STATUSES)
+
+
+def _one_of(parameter: str, value: str | None, allowed: tuple[_Choice, ...]) -> _Choice | None:
     if value is None:
         return None
-    for status in STATUSES:
-        if status == value:
-            return status
-    raise InvalidParameter("status", f"is not one of {', '.join(STATUSES)}")
+    for choice in allowed:
+        if choice == value:
+            return choice
+    raise InvalidParameter(parameter, f"is not one of {', '.join(allowed)}")

@@ -78,6 +78,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
 
+StartDate = Annotated[date | None, Query(alias="startDate", description="YYYY-MM-DD, inclusive")]
+EndDate = Annotated[date | None, Query(alias="endDate", description="YYYY-MM-DD, inclusive")]
+
 
 def _today() -> date:
     return datetime.now(UTC).date()
@@ -133,10 +136,8 @@ async def disconnect(state: State, org_id: Org) -> shapes.VapiConnection:
 @router.get("/vapi/metrics", response_model=shapes.UsageMetrics, tags=["vapi"])
 async def usage_metrics(
         state: State, org_id: Org,
-        start_date: Annotated[date | None, Query(alias="startDate",
-                                                 description="YYYY-MM-DD, inclusive")] = None,
-        end_date: Annotated[date | None, Query(alias="endDate",
-                                               description="YYYY-MM-DD, inclusive")] = None,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
 ) -> shapes.UsageMetrics:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.usage_days(org_id, days.start, days.end)
@@ -175,10 +176,8 @@ async def sync_run(state: State, org_id: Org, sync_id: str) -> shapes.SyncRun:
 @router.get("/stats/overview", response_model=shapes.StatsOverview, tags=["stats"])
 async def stats_overview(
         state: State, org_id: Org,
-        start_date: Annotated[date | None, Query(alias="startDate",
-                                                 description="YYYY-MM-DD, inclusive")] = None,
-        end_date: Annotated[date | None, Query(alias="endDate",
-                                               description="YYYY-MM-DD, inclusive")] = None,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
 ) -> shapes.StatsOverview:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.stats_days(org_id, days.start, days.end)

@@ -1,1 +1,2 @@
-"""The dashboard: server-rendered pages over the JSON API's own handlers (see `routes.py`)."""
+"""The dashboard: server-rendered pages over the JSON API's own handlers (`routes/`, by page
+group; what every page does is `page.py`)."""

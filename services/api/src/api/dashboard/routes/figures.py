@@ -3,7 +3,10 @@ and usage and billing (the synced Vapi metrics)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -11,10 +14,13 @@ from fastapi.responses import Response
 
 from api import routes as json_api
 from api.dashboard import charts
-from api.dashboard.page import api_state, open_page, parse_day, render
+from api.dashboard.page import Session, api_state, open_page, parse_day, render
 from api.errors import ApiError
+from api.routes import ApiState
 
 PERIODS = (7, 30, 90)
+
+Figures = TypeVar("Figures")
 
 router = APIRouter()
 
@@ -35,20 +41,28 @@ def _period_links(path: str) -> list[tuple[str, str]]:
         "endDate": today.isoformat()})) for days in PERIODS]
 
 
+async def _over_period(
+        request: Request,
+        figures: Callable[[ApiState, uuid.UUID, date | None, date | None], Awaitable[Figures]]
+) -> tuple[Session, Figures, str | None]:
+    """The page's session, the API's figures over the period asked for (the last 30 days,
+    and the reason, when the API refuses that period), and what to say about it."""
+    current = await open_page(request)
+    start, end, error = _period(request)
+    state = api_state(request)
+    try:
+        return current, await figures(state, current.org_id, start, end), error
+    except ApiError as problem:
+        return current, await figures(state, current.org_id, None, None), problem.message
+
+
 def _daily_labels(days: list[date]) -> list[str]:
     return [d.strftime("%b %-d") for d in days]
 
 
 @router.get("/")
 async def overview(request: Request) -> Response:
-    current = await open_page(request)
-    start, end, error = _period(request)
-    state = api_state(request)
-    try:
-        stats = await json_api.stats_overview(state, current.org_id, start, end)
-    except ApiError as problem:
-        error = problem.message
-        stats = await json_api.stats_overview(state, current.org_id, None, None)
+    current, stats, error = await _over_period(request, json_api.stats_overview)
     labels = _daily_labels([d.date for d in stats.daily])
     ended = stats.ended_reasons
     outcomes = [("Completed", ended.completed), ("Voicemail", ended.voicemail),
@@ -65,15 +79,8 @@ async def overview(request: Request) -> Response:
 
 @router.get("/usage")
 async def usage(request: Request) -> Response:
-    current = await open_page(request)
-    start, end, error = _period(request)
-    state = api_state(request)
-    try:
-        metrics = await json_api.usage_metrics(state, current.org_id, start, end)
-    except ApiError as problem:
-        error = problem.message
-        metrics = await json_api.usage_metrics(state, current.org_id, None, None)
-    account = await json_api.get_connection(state, current.org_id)
+    current, metrics, error = await _over_period(request, json_api.usage_metrics)
+    account = await json_api.get_connection(api_state(request), current.org_id)
     labels = _daily_labels([d.date for d in metrics.daily])
     return render(request, "usage.html", {
         "title": "Usage and billing", "nav": "usage", "metrics": metrics, "error": error,
