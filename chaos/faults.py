@@ -7,8 +7,6 @@ retried with a back-off plan like Vapi's (`backoffPlan`: exponential from 1 s, a
 apart, 8 retries). At `fault_at` s into the load the fault starts; the scenario function
 returns when the fault is over and everything is back (its end). Faults:
 
-is over and everything is back (its end). Faults:
-
     broker-cut-ingest     ingest's broker link cut (connections reset, new ones refused)
     broker-cut-processor  the processors' broker link cut
     broker-partition      both broker links stalled: no RST, no FIN, nothing gets through

@@ -74,7 +74,6 @@ SHORT = Plan(rate=50, duration=8, fault_at=2, fault_seconds=3, kill_every=2,
              organizations=2, spool_bytes=256 * 1024, resume_bound=30, settle_timeout=60)
 
 
-
 async def sleep_until(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.monotonic()))
 
@@ -102,7 +101,7 @@ class World:
 
 
 # ---------------------------------------------------------------------------------------
-# Where the services run
+# Where the services run, the load, what is sampled
 
 
 @contextlib.contextmanager
@@ -151,7 +150,6 @@ class Sample:
     archived: int | None  # rows in the events archive (ingest's world) or None
     queue: int | None  # ready messages in the processors' queue
     spool: float | None  # ingest's spool depth
-
 
 
 # The links a fault can cut, each behind a proxy of its own.
