@@ -1,11 +1,13 @@
 """Every hex digit of an HMAC signature counts: one wrong digit, anywhere, or a digest cut
-short, is refused. (A check of the first 8 digits alone passed the older tests: issue 16.)"""
+short, is refused (a check of the first 8 digits alone passed the older tests: issue 16);
+and the timestamp rule to its edges."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.ingest.test_auth import BODY, accepted, sign
+from ingest.auth import MAX_TIMESTAMP_SKEW_SECONDS, timestamp_seconds
+from tests.ingest.test_auth import BODY, NOW, accepted, sign
 
 SIGNATURE = sign(BODY)
 TIMESTAMP = "1793718240"
@@ -38,3 +40,18 @@ def test_a_signature_wrong_only_in_its_last_digit_is_refused() -> None:
 def test_a_digest_cut_short_is_refused(digits: int) -> None:
     assert not accepted({"x-vapi-signature": SIGNATURE[:digits]})
     assert not accepted({"x-vapi-signature": SIGNATURE + "00"})  # nor one made longer
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"])
+def test_a_timestamp_that_is_not_a_finite_number_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="not a finite number"):
+        timestamp_seconds(raw)
+    assert not accepted({"x-vapi-signature": sign(raw.encode() + b"." + BODY),
+                         "x-timestamp": raw})
+
+
+@pytest.mark.parametrize("offset", [-MAX_TIMESTAMP_SKEW_SECONDS, MAX_TIMESTAMP_SKEW_SECONDS])
+def test_a_timestamp_exactly_five_minutes_off_is_still_accepted(offset: int) -> None:
+    timestamp = str(int(NOW) + offset)
+    assert accepted({"x-vapi-signature": sign(timestamp.encode() + b"." + BODY),
+                     "x-timestamp": timestamp})

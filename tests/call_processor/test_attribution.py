@@ -1,0 +1,156 @@
+"""Which organization an event on the shared endpoint belongs to (contract section 5, in
+order: metadata's organization id, Vapi's phone number id, the dialled number, the Vapi
+account), through the real handler into real Postgres, without a broker; and the second
+look under the assignment lock. (Issue 16: every mutant of this rule survived the fast
+tests; only the consumer's end-to-end test covered it.)"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from call_processor.deliveries import Delivery, prepare_batch
+from call_processor.handlers import _organizations, process_batch
+from calltrail_common import db
+from calltrail_common.organizations import create_organization
+from tests.support.samples import sample
+
+_tags = itertools.count(1)
+
+
+def shared_event(call_id: str, *, metadata: dict[str, str] | None = None,
+                 phone_id: str | None = None, number: str | None = None,
+                 vapi_org: str = "none") -> dict[str, Any]:
+    body = copy.deepcopy(sample("inbound-1-status-ringing"))
+    message = body["message"]
+    message["call"]["id"] = call_id
+    message["call"].pop("phoneNumberId", None)
+    message["call"]["orgId"] = vapi_org
+    message["phoneNumber"] = {"number": number} if number else {}
+    if metadata is not None:
+        message["call"]["assistantOverrides"] = {"metadata": metadata}
+    if phone_id is not None:
+        message["call"]["phoneNumberId"] = phone_id
+    return body
+
+
+def delivery(body: dict[str, Any], headers: dict[str, str] | None = None) -> Delivery:
+    return Delivery.received(next(_tags), uuid.uuid4().hex, headers or {}, orjson.dumps(body))
+
+
+@pytest.fixture
+async def connection(database_url: str) -> Any:
+    connection = await db.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_each_rule_in_its_order(connection: asyncpg.Connection) -> None:
+    named, by_phone_id, by_number, by_account = [
+        (await create_organization(connection, n)).org_id
+        for n in ("named", "pid", "num", "acct")]
+    await connection.execute(
+        "INSERT INTO phone_numbers (id, org_id, vapi_phone_number_id) VALUES ($1, $2, 'pn-x')",
+        uuid.uuid4(), by_phone_id)
+    await connection.execute(
+        "INSERT INTO phone_numbers (id, org_id, number) VALUES ($1, $2, '+15550001111')",
+        uuid.uuid4(), by_number)
+    await connection.execute(
+        "INSERT INTO vapi_accounts (org_id, vapi_org_id) VALUES ($1, 'vapi-org-9')", by_account)
+    expected = {
+        # Each rule wins over every later one that also matches.
+        "c-meta": (shared_event("c-meta", metadata={"orgId": str(named)}, phone_id="pn-x",
+                                number="+15550001111", vapi_org="vapi-org-9"), named),
+        "c-meta-organizationId": (shared_event(
+            "c-meta-organizationId", metadata={"organizationId": str(named)}), named),
+        # An id that names no organization, or is no id, falls through to the next rule.
+        "c-meta-unknown": (shared_event("c-meta-unknown", metadata={"orgId": str(uuid.uuid4())},
+                                        phone_id="pn-x"), by_phone_id),
+        "c-meta-not-a-uuid": (shared_event("c-meta-not-a-uuid", metadata={"orgId": "acme"},
+                                           number="+1 555 000 1111"), by_number),
+        "c-phone-id": (shared_event("c-phone-id", phone_id="pn-x", number="+15550001111",
+                                    vapi_org="vapi-org-9"), by_phone_id),
+        "c-unknown-phone-id": (shared_event("c-unknown-phone-id", phone_id="pn-other",
+                                            number="+15550001111"), by_number),
+        "c-number": (shared_event("c-number", number="+15550001111", vapi_org="vapi-org-9"),
+                     by_number),
+        "c-account": (shared_event("c-account", vapi_org="vapi-org-9"), by_account),
+    }
+    nobody = shared_event("c-nobody", number="+15559999999", phone_id="pn-none")
+    # One batch (one lookup for every event) and one batch per event: the same answer.
+    outcome = await process_batch(connection, [delivery(body) for body, _ in expected.values()]
+                                  + [delivery(nobody)])
+    assert not outcome.dead and len(outcome.unassigned) == 1
+    assert await _organizations_of_calls(connection) == {
+        call_id: org for call_id, (_, org) in expected.items()}
+    assert await connection.fetchval(
+        "SELECT count(*) FROM unassigned_events WHERE dialled_number = '+15559999999'") == 1
+
+    await connection.execute("TRUNCATE calls, leads, events, unassigned_events")
+    for body, _ in expected.values():
+        assert not (await process_batch(connection, [delivery(body)])).dead
+    assert await _organizations_of_calls(connection) == {
+        call_id: org for call_id, (_, org) in expected.items()}
+
+
+async def test_the_endpoints_organization_is_taken_as_it_is(
+        connection: asyncpg.Connection) -> None:
+    org, other = [(await create_organization(connection, n)).org_id for n in ("a", "b")]
+    await connection.execute(
+        "INSERT INTO phone_numbers (id, org_id, number) VALUES ($1, $2, '+15550001111')",
+        uuid.uuid4(), other)
+    body = shared_event("c-endpoint", number="+15550001111", metadata={"orgId": str(other)})
+    outcome = await process_batch(connection, [delivery(body, {"x-org-id": str(org)})])
+    assert not outcome.dead and not outcome.unassigned
+    assert await _organizations_of_calls(connection) == {"c-endpoint": org}
+
+
+async def _organizations_of_calls(connection: asyncpg.Connection) -> dict[str, uuid.UUID]:
+    return {r["id"]: r["org_id"] for r in await connection.fetch("SELECT id, org_id FROM calls")}
+
+
+class NumberAddedMeanwhile:
+    """A repository whose number mapping appears once the assignment lock is held, as when
+    `phone-number add` commits between the two looks."""
+
+    def __init__(self, org: uuid.UUID) -> None:
+        self.org = org
+        self.locked = False
+        self.looked_for: list[list[str]] = []
+
+    async def hold_assignment_lock(self) -> None:
+        self.locked = True
+
+    async def resolve(self, metadata_org_ids: Sequence[uuid.UUID],
+                      phone_number_ids: Sequence[str], numbers: Sequence[str],
+                      vapi_org_ids: Sequence[str]) -> dict[tuple[str, str], uuid.UUID]:
+        self.looked_for.append(sorted(numbers))
+        return {("number", n): self.org for n in numbers} if self.locked else {}
+
+
+async def test_unmatched_events_are_looked_up_again_under_the_lock_and_only_they() -> None:
+    org, endpoint_org = uuid.uuid4(), uuid.uuid4()
+    repo = NumberAddedMeanwhile(org)
+    shared = delivery(shared_event("c-1", number="+15550001111"))
+    decided = delivery(shared_event("c-2", number="+15550002222"),
+                       {"x-org-id": str(endpoint_org)})
+    orgs = await _organizations(repo, prepare_batch([shared, decided]).parsed)  # type: ignore[arg-type]
+    assert orgs == {shared.message_id: org, decided.message_id: endpoint_org}
+    assert repo.locked and repo.looked_for == [["+15550001111"], ["+15550001111"]]
+
+
+async def test_a_batch_matched_at_the_first_look_takes_no_lock() -> None:
+    repo = NumberAddedMeanwhile(uuid.uuid4())
+    decided = delivery(shared_event("c-3", number="+15550001111"),
+                       {"x-org-id": str(uuid.uuid4())})
+    await _organizations(repo, prepare_batch([decided]).parsed)  # type: ignore[arg-type]
+    assert not repo.locked and repo.looked_for == []
