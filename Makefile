@@ -6,10 +6,10 @@ VENV := .venv
 # uv from PATH, else bootstrapped into .tools/ with the machine's python3.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help install services migrate up down test demo bench chaos lint
+.PHONY: help install services migrate up down test demo bench chaos lint mutate
 
 help:
-	@echo "make up | down | test | demo | bench | chaos | lint | migrate"
+	@echo "make up | down | test | demo | bench | chaos | lint | migrate | mutate"
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -54,3 +54,6 @@ lint: install  ## ruff, mypy (strict on the domain rules: see pyproject.toml), d
 	  (cd $$member && $(CURDIR)/$(VENV)/bin/deptry src --no-ansi \
 	    --ignore DEP002,DEP004,DEP005 --package-module-name-map $(DEPTRY_MODULES)) || exit 1; \
 	done
+
+mutate: install services  ## mutation testing of the rules (minutes; not in make test): docs/mutation.md
+	$(VENV)/bin/python deploy/mutate.py

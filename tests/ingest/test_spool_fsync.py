@@ -124,3 +124,19 @@ async def test_with_the_broker_away_the_200_waits_for_the_fsync(
 def _webhook(n: int) -> bytes:
     return orjson.dumps({"message": {"type": "status-update", "status": "in-progress",
                                      "call": {"id": f"call-{n}"}}})
+
+
+async def test_an_event_refused_by_its_fsync_does_not_come_back_after_a_restart(
+        tmp_path: Path, segment_fsync: SegmentFsync) -> None:
+    """Its bytes were written before the fsync failed: they are cut off, so a restart
+    cannot find a whole frame there and replay an event whose webhook got a 503."""
+    spool = claim_slot(tmp_path)
+    await spool.append(event(1))
+    segment_fsync.failing = True
+    with pytest.raises(SpoolUnavailable):
+        await spool.append(event(2))
+    segment_fsync.failing = False
+    spool.close()  # a crash: nothing replayed
+    restarted = claim_slot(tmp_path)
+    assert [e.message_id for e in replay_all(restarted)] == ["m1"]
+    restarted.close()
