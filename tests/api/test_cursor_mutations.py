@@ -59,3 +59,4 @@ def test_the_longest_cursor_there_can_be_is_read() -> None:
                   if len(cursor := cursors.encode("c", cursors.Position(None, "x" * n)))
                   == cursors.MAX_CURSOR_LENGTH - 1]
     assert cursors.decode("c", longest).id.startswith("x")
+

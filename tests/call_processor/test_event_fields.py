@@ -7,6 +7,8 @@ that reading one field from another's place, or one place before another, shows.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from call_processor.calls import REPORT, SNAPSHOT
 from call_processor.events import (
+    NO_ROUTING,
     PoisonMessage,
     archived_chatter,
     parse_event,
@@ -24,6 +27,15 @@ from call_processor.events import (
 from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
 T0 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def at(seconds: int) -> dt.datetime:
@@ -294,3 +306,55 @@ def test_money_is_exact_bounded_and_finite(cost: Any, expected: Decimal | None) 
 def test_an_instant_is_iso_text_or_epoch_milliseconds_within_what_postgres_keeps(
         value: Any, expected: dt.datetime | None) -> None:
     assert parse_time(value) == expected
+
+
+def test_a_reports_call_keeps_its_own_ended_reason_when_the_report_has_none() -> None:
+    got = values({"type": "end-of-call-report", "call": the_call()})
+    assert got["ended_reason"] == ("call-said-ended", SNAPSHOT)
+
+
+def test_numbers_given_as_digits_alone_are_read_as_international() -> None:
+    message = {"type": "status-update", "status": "ringing",
+               "phoneNumber": {"number": "14155550111"},
+               "call": the_call(customer={"number": "14155550100"})}
+    event = parse_event(body(message))
+    assert event.observation is not None
+    assert event.observation.values["customer_number"] == ("+14155550100", SNAPSHOT)
+    assert event.routing.dialled_number == "+14155550111"
+
+
+def test_a_single_snapshot_finds_what_webhooks_put_beside_the_call_inside_it() -> None:
+    call = the_call(phoneNumber={"number": "+14155550111"}, customer={"name": "Inside"},
+                    assistant={"metadata": {"orgId": "org-of-assistant", "x": "y"}},
+                    assistantOverrides=None, metadata=None)
+    message = {"type": CALL_SNAPSHOT, "customer": {"name": "Beside"},
+               "phoneNumber": {"number": "+14155550199"}, "call": call}
+    event = parse_event(body(message))
+    assert event.routing.dialled_number == "+14155550111"
+    assert event.routing.metadata_org_ids == ("org-of-assistant",)
+    assert event.observation is not None
+    assert event.observation.values["metadata"] == (
+        {"orgId": "org-of-assistant", "x": "y"}, SNAPSHOT)
+    assert event.observation.values["customer_name"] == ("Inside", SNAPSHOT)
+
+
+def test_chatter_has_no_routing_to_look_up() -> None:
+    assert archived_chatter("speech-update", "c:speech-update").routing == NO_ROUTING
+
+
+@pytest.mark.parametrize(("cost", "text"), [(0.5, "0.5"), ("1.20", "1.20"), (3, "3"),
+                                            ("0.000000000001", "1E-12")])
+def test_money_keeps_the_digits_vapi_wrote(cost: Any, text: str) -> None:
+    got = values({"type": "status-update", "call": the_call(cost=cost)})["cost"]
+    assert str(got[0]) == text
+
+
+def test_the_latest_instant_postgres_keeps_is_kept() -> None:
+    assert parse_time("9999-12-30T00:00:00Z") == dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.usefixtures("local_time_not_utc")
+@pytest.mark.parametrize("text", ["2026-11-22T10:00:00", "2026-11-22T05:00:00-05:00"])
+def test_an_instant_is_utc_whatever_the_processs_local_time(text: str) -> None:
+    moment = parse_time(text)
+    assert moment == T0 and moment is not None and moment.utcoffset() == dt.timedelta(0)

@@ -55,3 +55,7 @@ def test_a_timestamp_exactly_five_minutes_off_is_still_accepted(offset: int) -> 
     timestamp = str(int(NOW) + offset)
     assert accepted({"x-vapi-signature": sign(timestamp.encode() + b"." + BODY),
                      "x-timestamp": timestamp})
+
+
+def test_a_bearer_token_after_more_than_one_space_is_accepted() -> None:
+    assert accepted({"authorization": "Bearer   s3cret-value"})
