@@ -32,7 +32,7 @@ down:
 
 test: install services  ## and Chromium, PgBouncer and promtool, which tests drive
 	deploy/ensure-packages.sh
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 4 --dist loadgroup
 
 demo: install
 	$(VENV)/bin/python deploy/demo.py

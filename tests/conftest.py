@@ -37,6 +37,36 @@ from ingest.app import create_app
 
 pytest_plugins = ["tests.timeout_backstop"]  # a swallowed timeout ends the run: issue 16
 
+# `make test` runs the suite on 4 xdist workers (`-n 4 --dist loadgroup`): most tests wait on
+# sockets and timers, not on the 2 cores. Tests in a group run on one worker, in order, and
+# the groups go first (the longest work starts first): the fault tests (10-110 s each, each
+# driving its own services at 50 webhooks/s, so never all at once) in two groups of about 3
+# minutes; the tests that load Vapi's SDK in one (its import alone is ~20 s of CPU, paid once
+# per worker that needs it). Without xdist the marks do nothing.
+_FAULTS_FIRST_GROUP = ("cluster", "sync-broker-cut", "sync-vapi-hang")
+_VAPI_SDK_FILES = ("tests/test_fixtures.py", "tests/test_fake_vapi.py",
+                   "tests/call_processor/test_snapshots.py")
+
+
+def _group(item: pytest.Item) -> str | None:
+    path = item.nodeid.split("::", 1)[0]
+    if path == "tests/test_chaos.py":
+        first = any(name in item.nodeid for name in _FAULTS_FIRST_GROUP)
+        return "faults-1" if first else "faults-2"
+    return "vapi-sdk" if path in _VAPI_SDK_FILES else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    grouped: list[pytest.Item] = []
+    rest: list[pytest.Item] = []
+    for item in items:
+        group = _group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        (grouped if group is not None else rest).append(item)
+    items[:] = [*sorted(grouped, key=lambda item: _group(item) or ""), *rest]
+
+
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 REPO = Path(__file__).resolve().parent.parent
