@@ -36,6 +36,7 @@ class SegmentFsync:
     def __init__(self, real: Callable[[int], None]) -> None:
         self._real = real
         self.failing = False
+        self.fail_times = 0  # the next this many fail, then `failing` decides
         self.entered = threading.Event()  # a segment's fsync has started
         self.release = threading.Event()  # ... and may return (set: never waits)
         self.release.set()
@@ -45,6 +46,9 @@ class SegmentFsync:
             self.entered.set()
             if not self.release.wait(WAIT):
                 raise AssertionError("the test never released the fsync")
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise OSError(errno.EIO, "Input/output error (the test's failing fsync)")
             if self.failing:
                 raise OSError(errno.EIO, "Input/output error (the test's failing fsync)")
         self._real(fd)

@@ -4,6 +4,7 @@ failed writes in a row, and the cursor of a spool that was emptied."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import zlib
 from pathlib import Path
@@ -41,6 +42,16 @@ def test_a_frame_spooled_before_partitions_takes_its_partition_from_its_body() -
     expected = partition_of(read_envelope(CALLER_BODY).caller_key, "m-old")
     assert old.envelope.partition == expected
     assert expected != partition_of(None, "m-old")  # the caller decides, not the message id
+
+
+def test_a_frame_spooled_before_partitions_without_a_caller_takes_its_message_ids() -> None:
+    headers = {k: v for k, v in event(1).envelope.headers().items() if k != HEADER_PARTITION}
+    meta = orjson.dumps({"id": "m-chatter", "h": headers})
+    chatter = orjson.dumps({"message": {"type": "speech-update"}})
+    payload = len(meta).to_bytes(4, "big") + meta + chatter
+    frame = b"CT" + len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big")
+    ((old, _),) = list(iter_frames(frame + payload))
+    assert old.envelope.partition == partition_of(None, "m-chatter")
 
 
 def test_a_frame_with_another_magic_is_not_a_frame() -> None:
@@ -135,10 +146,48 @@ async def test_failed_writes_in_a_row_lose_and_reorder_nothing_accepted(
             await spool.append(event(n))
             accepted.append(f"m{n}")
     segment_fsync.failing = False
+    assert spool.backlog == len(accepted)
+    assert sum(spool.backlog_of(p) for p in range(16)) == len(accepted)
+    assert spool.backlog_of(1) == 0  # m1, refused, counts nowhere
     spool.close()  # a crash: what is on disk is all there is
     again = claim_slot(tmp_path)
     assert [e.message_id for e in replay_all(again)] == accepted
     again.close()
+
+
+async def test_an_append_queued_behind_a_failed_write_is_still_written(
+        tmp_path: Path, segment_fsync: SegmentFsync) -> None:  # noqa: F811
+    spool = claim_slot(tmp_path)
+    segment_fsync.fail_times = 1
+    segment_fsync.release.clear()
+    first = asyncio.create_task(spool.append(event(1)))
+    try:
+        assert await asyncio.to_thread(segment_fsync.entered.wait, 10)
+        second = asyncio.create_task(spool.append(event(2)))  # queued meanwhile
+        await asyncio.sleep(0.05)
+    finally:
+        segment_fsync.release.set()
+    with pytest.raises(SpoolUnavailable):
+        await asyncio.wait_for(first, 10)
+    await asyncio.wait_for(second, 5)
+    assert [e.message_id for e in replay_all(spool)] == ["m2"]
+    spool.close()
+
+
+async def test_appends_made_together_are_written_together_and_read_back_apart(
+        tmp_path: Path) -> None:
+    spool = claim_slot(tmp_path)
+    await asyncio.gather(*(spool.append(event(n)) for n in range(20)))
+    assert [e.message_id for e in replay_all(spool)] == [f"m{n}" for n in range(20)]
+    spool.close()
+
+
+async def test_what_the_spool_writes_only_its_owner_can_read(tmp_path: Path) -> None:
+    spool = claim_slot(tmp_path)
+    await spool.append(event(1))
+    for path in spool.directory.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
+    spool.close()
 
 
 async def test_an_emptied_spool_leaves_no_cursor_behind_to_mislead_a_restart(
