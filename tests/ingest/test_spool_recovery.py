@@ -207,3 +207,18 @@ async def test_an_emptied_spool_leaves_no_cursor_behind_to_mislead_a_restart(
     third = claim_slot(tmp_path)
     assert [e.message_id for e in replay_all(third)] == ["m7"]
     third.close()
+
+
+async def test_a_read_from_inside_a_segment_stops_at_its_last_durable_byte(
+        tmp_path: Path) -> None:
+    spool = claim_slot(tmp_path)
+    await spool.append(event(0))
+    await spool.append(event(1))
+    first, position = spool.read_batch(1)
+    spool.commit(first, position)  # the next read starts inside the segment
+    (segment,) = [p for p in spool.directory.iterdir() if p.suffix == ".seg"]
+    with segment.open("ab") as f:  # written, its fsync not yet returned
+        f.write(encode_frame(event(2)))
+    events, _ = spool.read_batch(100)
+    assert [e.message_id for e in events] == ["m1"]
+    spool.close()
