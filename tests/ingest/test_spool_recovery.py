@@ -222,3 +222,23 @@ async def test_a_read_from_inside_a_segment_stops_at_its_last_durable_byte(
     events, _ = spool.read_batch(100)
     assert [e.message_id for e in events] == ["m1"]
     spool.close()
+
+
+async def test_segments_keep_counting_up_after_the_spool_empties_and_fills_again(
+        tmp_path: Path, segment_fsync: SegmentFsync) -> None:  # noqa: F811
+    """A spool emptied by its replay starts on a later segment; new segments, whether the
+    last one filled up or a write failed, come after it, never before the replay's
+    position, where they would be skipped for ever."""
+    spool = claim_slot(tmp_path, segment_bytes=150)
+    for n in range(3):
+        await spool.append(event(n))
+    assert [e.message_id for e in replay_all(spool)] == ["m0", "m1", "m2"]
+    for n in range(3, 6):  # fills a segment or two again
+        await spool.append(event(n))
+    assert [e.message_id for e in replay_all(spool)] == ["m3", "m4", "m5"]
+    segment_fsync.fail_times = 1
+    with pytest.raises(SpoolUnavailable):
+        await spool.append(event(6))
+    await spool.append(event(7))
+    assert [e.message_id for e in replay_all(spool)] == ["m7"]
+    spool.close()
