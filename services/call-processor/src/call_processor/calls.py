@@ -168,10 +168,6 @@ class DayContribution:
     duration_seconds: Decimal = Decimal(0)
     cost: Decimal = Decimal(0)
 
-    def negated(self) -> DayContribution:
-        return DayContribution(self.day, -self.calls, -self.inbound, -self.outbound,
-                               -self.web, -self.duration_seconds, -self.cost)
-
 
 def stats_day(state: CallState) -> dt.date | None:
     """The UTC day a call counts on: when Vapi created it (else started, ended, last heard)."""
