@@ -8,9 +8,10 @@ runs (the task stores it as its own exception and dies; the test goes on). Eithe
 instead of going red, as a pagination test did while its cursor never moved on.
 
 So each test also gets a watchdog: still running `BACKSTOP_SECONDS` after its timeout, the
-process prints every thread's stack and exits with status 1. The signal method stays first,
-because a timeout it reports fails one test and the rest of the run goes on; the thread
-method alone would end the whole run at the first timeout.
+process prints every thread's stack and exits with status 1 (under xdist that process is a
+worker: xdist reports the test as failed, "worker crashed", and the run goes on). The
+signal method stays first, because a timeout it reports fails one test and the rest of the
+run goes on; the thread method alone would end the whole run at the first timeout.
 """
 
 from __future__ import annotations
