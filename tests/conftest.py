@@ -263,3 +263,14 @@ def ingest_process_factory(tmp_path: Path) -> Iterator:
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is New York's: what reads an instant or a day must not
+    depend on it."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

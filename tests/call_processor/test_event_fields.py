@@ -7,8 +7,6 @@ that reading one field from another's place, or one place before another, shows.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,15 +25,6 @@ from call_processor.events import (
 from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
 T0 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def at(seconds: int) -> dt.datetime:

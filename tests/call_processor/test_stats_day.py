@@ -5,8 +5,6 @@ merge that skips what an event does not know."""
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -16,15 +14,6 @@ from call_processor.calls import SNAPSHOT, CallState, Observation, contribution,
 BEFORE_MIDNIGHT = dt.datetime(2026, 11, 21, 23, 59, 50, tzinfo=dt.UTC)
 AFTER_MIDNIGHT = dt.datetime(2026, 11, 22, 0, 0, 10, tzinfo=dt.UTC)
 NEXT_DAY = dt.datetime(2026, 11, 23, 0, 0, 10, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_each_instant_counts_only_when_those_before_it_are_unknown() -> None:

@@ -5,8 +5,6 @@ process whose local time is not UTC, and the day's rounding."""
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -14,15 +12,6 @@ import pytest
 from metrics_sync.usage import call_seconds, call_usage, day_minutes, money, parse_time
 
 START = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def local_time_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.mark.parametrize("value", [None, "", 12, 1.5, ["2026-11-22T10:00:00Z"], "noon"])
