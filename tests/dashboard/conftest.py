@@ -10,6 +10,7 @@ saying so; they are never skipped.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from calltrail_common import db
+from calltrail_common import db, people
+from calltrail_common.access import Role
 from calltrail_common.organizations import NewOrganization, create_organization
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
@@ -53,6 +55,9 @@ def fake_vapi() -> Iterator[tuple[FakeVapi, str]]:
         yield fake, url
 
 
+PASSWORD = "correct horse battery staple"
+
+
 @dataclass
 class Dashboard:
     url: str
@@ -62,6 +67,17 @@ class Dashboard:
     api: httpx.AsyncClient  # the JSON API with the organization's token
     call_ids: list[str]
     lead_id: uuid.UUID
+    email: str = "owner@acme-roofing.example"  # the organization's owner
+    password: str = PASSWORD
+
+
+async def add_person(connection: asyncpg.Connection, org_id: uuid.UUID, email: str,
+                     role: Role, password: str = PASSWORD) -> uuid.UUID:
+    """A person who has joined `org_id` with `role` and this password."""
+    user_id = await people.ensure_user(connection, email)
+    await people.set_password(connection, user_id, password)
+    await people.add_member(connection, org_id, user_id, role)
+    return user_id
 
 
 async def _seed(connection: asyncpg.Connection, org: NewOrganization
@@ -146,6 +162,7 @@ async def dashboard(database_url: str, topology: Topology, fake_vapi: tuple[Fake
     try:
         org = await create_organization(connection, "Acme Roofing")
         call_ids, lead_id = await _seed(connection, org)
+        await add_person(connection, org.org_id, Dashboard.email, "owner")
         async with serve_api(settings) as url, httpx.AsyncClient(
                 base_url=url, headers={"Authorization": f"Bearer {org.api_token}"},
                 timeout=10) as api:
@@ -179,11 +196,29 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
         await context.close()
 
 
-async def sign_in(page: Page, dashboard: Dashboard) -> None:
+async def sign_in(page: Page, dashboard: Dashboard, email: str | None = None,
+                  password: str = PASSWORD) -> None:
     await page.goto(f"{dashboard.url}/login")
-    await page.fill("#token", dashboard.org.api_token)
+    await page.fill("#email", email or dashboard.email)
+    await page.fill("#password", password)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{dashboard.url}/")
+
+
+async def signed_in_client(dashboard: Dashboard, email: str | None = None,
+                           password: str = PASSWORD) -> tuple[httpx.AsyncClient, str]:
+    """A browser-like client signed in through the form, and the CSRF token of its pages."""
+    client = httpx.AsyncClient(base_url=dashboard.url, timeout=10)
+    login = await client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert csrf is not None
+    response = await client.post("/login", data={
+        "csrf": csrf.group(1), "email": email or dashboard.email, "password": password})
+    assert response.status_code == 303, response.text
+    page = await client.get("/settings")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return client, csrf.group(1)
 
 
 async def screenshot(page: Page, name: str, *, viewport: dict[str, int] | None = None) -> None:

@@ -3,12 +3,11 @@ only once while it waits."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
-import httpx
-
 from calltrail_testkit.fake_vapi import FakeVapi
-from tests.dashboard.conftest import Dashboard
+from tests.dashboard.conftest import Dashboard, signed_in_client
 
 
 async def _dashboard_runs(dashboard: Dashboard) -> int:
@@ -24,8 +23,8 @@ async def test_opening_a_page_requests_a_sync_when_stale(
     fake.add_account(api_key, phone_numbers=1)
     assert (await dashboard.api.post("/api/vapi/connect", json={"apiKey": api_key})
             ).status_code == 200
-    async with httpx.AsyncClient(base_url=dashboard.url, cookies={
-            "calltrail_session": dashboard.org.api_token}) as browser:
+    browser, _ = await signed_in_client(dashboard)
+    async with contextlib.aclosing(browser):
         # The first sync (trigger connect) is queued: nothing more is asked for.
         assert (await browser.get("/")).status_code == 200
         assert await _dashboard_runs(dashboard) == 0

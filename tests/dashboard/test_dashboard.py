@@ -25,10 +25,11 @@ async def test_sign_in_overview_equals_the_api_and_sign_out(page: Page,
     assert response.headers["x-content-type-options"] == "nosniff"
     await screenshot(page, "login")
 
-    await page.fill("#token", "ct_not-a-token")
+    await page.fill("#email", dashboard.email)
+    await page.fill("#password", "not-the-password")
     await page.click("button[type=submit]")
-    await expect(page.get_by_role("alert")).to_contain_text("not valid")
-    assert "ct_not-a-token" not in await page.content()
+    await expect(page.get_by_role("alert")).to_contain_text("do not match")
+    assert "not-the-password" not in await page.content()
 
     await sign_in(page, dashboard)
     cookies = {c["name"]: c for c in await page.context.cookies()}

@@ -3,32 +3,17 @@ flags, the headers, and no token or key in what a page answers."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 
 from api.dashboard.app import CONTENT_SECURITY_POLICY
-from tests.dashboard.conftest import Dashboard
+from tests.dashboard.conftest import PASSWORD, Dashboard, signed_in_client
 
 FORMS = ["/login", "/logout", "/settings/connect", "/settings/disconnect", "/settings/sync"]
 
 
 async def _signed_in(dashboard: Dashboard) -> tuple[httpx.AsyncClient, str]:
-    """A browser-like client signed in through the form; the CSRF token of its pages."""
-    client = httpx.AsyncClient(base_url=dashboard.url, timeout=10)
-    login = await client.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
-    assert csrf is not None
-    response = await client.post("/login", data={"csrf": csrf.group(1),
-                                                 "token": dashboard.org.api_token})
-    assert response.status_code == 303, response.text
-    cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
-    page = await client.get("/settings")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf is not None
-    return client, csrf.group(1)
+    return await signed_in_client(dashboard)
 
 
 @pytest.mark.parametrize("path", FORMS)
@@ -38,11 +23,12 @@ async def test_a_post_without_the_csrf_token_is_refused(dashboard: Dashboard, pa
     try:
         for data in ({}, {"csrf": "forged"}, {"csrf": csrf + "x"}):
             response = await client.post(path, data={**data, "apiKey": "k",
-                                                     "token": dashboard.org.api_token})
+                                                     "email": dashboard.email,
+                                                     "password": PASSWORD})
             assert response.status_code == 403, (path, data)
         # The right token from a client without the nonce cookie is refused too.
         stranger = httpx.AsyncClient(base_url=dashboard.url, cookies={
-            "calltrail_session": dashboard.org.api_token})
+            "calltrail_session": client.cookies["calltrail_session"]})
         async with stranger:
             assert (await stranger.post(path, data={"csrf": csrf})).status_code == 403
         # The session still works: nothing above changed it.
@@ -75,11 +61,10 @@ async def test_headers_and_no_secrets_in_pages(dashboard: Dashboard) -> None:
 
 async def test_pages_need_a_valid_session(dashboard: Dashboard) -> None:
     async with httpx.AsyncClient(base_url=dashboard.url, cookies={
-            "calltrail_session": "ct_revoked-or-made-up"}) as client:
+            "calltrail_session": "made-up-session-id"}) as client:
         for path in ("/", "/calls", "/usage", "/settings", "/leads"):
             response = await client.get(path)
             assert response.status_code == 303 and response.headers["location"] == "/login"
-        await dashboard.connection.execute(
-            "UPDATE api_tokens SET revoked_at = now() WHERE org_id = $1", dashboard.org.org_id)
+        # The organization's API token is no session: the dashboard is for people.
         client.cookies.set("calltrail_session", dashboard.org.api_token)
         assert (await client.get("/")).status_code == 303

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     api_host: str = "0.0.0.0"  # noqa: S104
     api_port: int = 8001
     public_base_url: str = "http://localhost:8000"
+    # The dashboard's own address, for the links in invitations and password resets.
+    dashboard_base_url: str = "http://localhost:8001"
+    # Behind a proxy that terminates TLS: mark cookies Secure (with the __Host- prefix) and
+    # send HSTS whatever the request's scheme says (X-Forwarded-Proto can be spoofed).
+    dashboard_force_https: bool = False
+    # A dashboard session ends after this long unused, and in any case this long after
+    # sign-in.
+    dashboard_session_idle_minutes: int = Field(default=480, ge=1)
+    dashboard_session_max_hours: int = Field(default=72, ge=1)
 
     # Metrics-sync.
     sync_interval_seconds: int = Field(default=300, gt=0)
@@ -118,7 +127,7 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("public_base_url", "vapi_api_base_url")
+    @field_validator("public_base_url", "vapi_api_base_url", "dashboard_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -17,7 +17,7 @@ import aio_pika
 import asyncpg
 import orjson
 
-from admin import accounts
+from admin import accounts, people
 from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import archive, db, phone_numbers
 from calltrail_common.crypto import CryptoError
@@ -234,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     events_replay.set_defaults(run=_events_replay)
 
     accounts.add_commands(commands)
+    people.add_commands(commands)
     return parser
 
 
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings if settings.log_level == "debug"
                           else settings.model_copy(update={"log_level": "warning"}))
         asyncio.run(run(settings, args))
-    except (CommandError, SettingsError, accounts.AccountCommandError, CryptoError) as error:
+    except (CommandError, SettingsError, accounts.AccountCommandError,
+            people.PeopleCommandError, CryptoError) as error:
         sys.exit(f"calltrail: {error}")
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(f"calltrail: database error: {type(error).__name__}: {error}")

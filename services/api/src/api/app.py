@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from api.errors import ApiError
 from api.metrics import ApiMetrics
 from api.repository import Repository
 from api.routes import ApiState, router
+from api.sessions import Sessions
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
@@ -107,9 +109,12 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         try:
             async with httpx.AsyncClient(
                     timeout=settings.vapi_request_timeout_seconds) as vapi_http:
+                sessions = Sessions(
+                    pool, idle=timedelta(minutes=settings.dashboard_session_idle_minutes),
+                    absolute=timedelta(hours=settings.dashboard_session_max_hours))
                 yield {"api": ApiState(settings=settings, repository=Repository(pool),
                                        keyring=keyring, pool=pool, vapi_http=vapi_http,
-                                       commands=commands)}
+                                       commands=commands, sessions=sessions)}
         finally:
             await commands.close()
             await pool.close()
@@ -121,7 +126,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                     '`{"error": code, "message": text}`.',
         docs_url=None, redoc_url=None)
     app.include_router(router)
-    install_dashboard(app)
+    install_dashboard(app, force_https=settings.dashboard_force_https)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

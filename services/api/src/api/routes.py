@@ -26,6 +26,7 @@ from api.errors import (
     VapiUnavailable,
 )
 from api.repository import Repository
+from api.sessions import Sessions
 from calltrail_common import vapi_accounts
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
@@ -49,6 +50,7 @@ class ApiState:
     pool: Any  # asyncpg.Pool, for calltrail_common.vapi_accounts
     vapi_http: httpx.AsyncClient
     commands: SyncCommands
+    sessions: Sessions
 
 
 def api_state(request: Request) -> ApiState:

@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dashboard.page import CsrfRejected, SignInRequired
+from api.dashboard.page import CsrfRejected, FormTooLarge, SignInRequired, cookies
 from api.dashboard.routes import router
-from api.dashboard.session import SESSION_COOKIE
+from api.dashboard.session import HSTS
 
 # Recordings are Vapi's (remote https) files; everything else comes from this origin.
 CONTENT_SECURITY_POLICY = (
@@ -27,19 +27,24 @@ SECURITY_HEADERS = [
 
 
 class SecurityHeaders:
-    """The dashboard's headers on every answer outside the JSON API."""
+    """The dashboard's headers on every answer outside the JSON API, and HSTS on every
+    answer over https (or always, when a proxy terminates TLS: `force_https`)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, force_https: bool = False) -> None:
         self._app = app
+        self._force_https = force_https
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/"):
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        headers = [] if scope["path"].startswith("/api/") else SECURITY_HEADERS
+        if self._force_https or scope.get("scheme") == "https":
+            headers = [*headers, (b"strict-transport-security", HSTS.encode())]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         await self._app(scope, receive, sending)
@@ -47,8 +52,15 @@ class SecurityHeaders:
 
 async def _sign_in(request: Request, exc: Exception) -> Response:
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(cookies(request).session, path="/")
     return response
+
+
+async def _form_too_large(request: Request, exc: Exception) -> Response:
+    return HTMLResponse(
+        "<!doctype html><title>Form too large</title><link rel=stylesheet "
+        "href=/static/style.css><main><h1>This form is too large</h1></main>",
+        status_code=413, headers={"connection": "close"})
 
 
 async def _csrf_rejected(request: Request, exc: Exception) -> Response:
@@ -58,10 +70,11 @@ async def _csrf_rejected(request: Request, exc: Exception) -> Response:
         "</p></main>", status_code=403)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, force_https: bool = False) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
-    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(FormTooLarge, _form_too_large)
+    app.add_middleware(SecurityHeaders, force_https=force_https)

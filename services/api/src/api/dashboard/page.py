@@ -10,7 +10,6 @@ carries a key or a token (see `api.errors`).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.dashboard import formats, session
 from api.routes import ApiState
+from api.sessions import SessionView
 from calltrail_common import vapi_accounts
 from calltrail_common.logging import get_logger
 
@@ -42,10 +42,7 @@ class CsrfRejected(Exception):
     """A POST without the form's CSRF token: 403."""
 
 
-@dataclass(frozen=True)
-class Session:
-    org_id: uuid.UUID
-    token: str
+Session = SessionView
 
 
 def api_state(request: Request) -> ApiState:
@@ -54,15 +51,21 @@ def api_state(request: Request) -> ApiState:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether cookies are Secure with the __Host- prefix: over https, or always when a
+    proxy terminates TLS (DASHBOARD_FORCE_HTTPS)."""
+    return api_state(request).settings.dashboard_force_https or request.url.scheme == "https"
+
+
+def cookies(request: Request) -> session.CookieNames:
+    return session.cookie_names(secure(request))
+
+
+def session_id(request: Request) -> str | None:
+    return request.cookies.get(cookies(request).session)
 
 
 async def find_session(request: Request) -> Session | None:
-    token = session.session_token(request.cookies.get(session.SESSION_COOKIE))
-    if token is None:
-        return None
-    org_id = await api_state(request).repository.org_of_token(token)
-    return None if org_id is None else Session(org_id, token)
+    return await api_state(request).sessions.find(session_id(request))
 
 
 async def signed_in(request: Request) -> Session:
@@ -90,15 +93,29 @@ async def sync_if_stale(state: ApiState, org_id: uuid.UUID) -> None:
         log.info("dashboard_sync_requested", org_id=str(org_id), sync_id=str(sync_id))
 
 
+def set_csrf_nonce(request: Request, response: Response, nonce: str) -> None:
+    response.set_cookie(cookies(request).csrf, nonce, httponly=True, samesite="strict",
+                        secure=secure(request), path="/")
+
+
+def set_session_cookie(request: Request, response: Response, new_session_id: str) -> None:
+    response.set_cookie(cookies(request).session, new_session_id, httponly=True,
+                        samesite="lax", secure=secure(request), path="/")
+
+
 def render(request: Request, name: str, context: dict[str, Any], *,
-           token: str | None, status: int = 200) -> Response:
-    nonce = request.cookies.get(session.CSRF_COOKIE) or session.new_nonce()
-    context = {"signed_in": token is not None, "csrf": session.csrf_token(nonce, token),
+           current: Session | None, status: int = 200, nonce: str | None = None) -> Response:
+    """Render a page for `current` (None: signed out); `nonce` replaces the CSRF nonce
+    (at sign-in), else the browser's is kept (or one is made)."""
+    names = cookies(request)
+    nonce = nonce or request.cookies.get(names.csrf) or session.new_nonce()
+    context = {"signed_in": current is not None, "me": current,
+               "csrf": session.csrf_token(nonce, None if current is None else
+                                          current.session_id),
                "error": None, "notice": None, "refresh": None, **context}
     response = templates.TemplateResponse(request, name, context, status_code=status)
-    if request.cookies.get(session.CSRF_COOKIE) != nonce:
-        response.set_cookie(session.CSRF_COOKIE, nonce, httponly=True, samesite="strict",
-                            secure=secure(request), path="/")
+    if request.cookies.get(names.csrf) != nonce:
+        set_csrf_nonce(request, response, nonce)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -108,19 +125,38 @@ def render_missing(request: Request, current: Session, *, what: str, back: str) 
     return render(request, "missing.html", {"title": f"{what.capitalize()} not found",
                                             "nav": back.strip("/"), "what": what,
                                             "back": back},
-                  token=current.token, status=404)
+                  current=current, status=404)
 
 
 def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-async def posted_form(request: Request, token: str | None) -> dict[str, str]:
+class FormTooLarge(Exception):
+    """A posted form over MAX_FORM_BYTES: 413, and the rest is never read."""
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The request body, refused (FormTooLarge) as soon as it passes `limit` bytes: a
+    Content-Length over it is refused before anything is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise FormTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise FormTooLarge
+    return bytes(body)
+
+
+async def posted_form(request: Request, current: Session | None) -> dict[str, str]:
     """The posted form's fields, after its CSRF token was checked against the session."""
-    body = await request.body()
-    fields = parse_qs(body[:MAX_FORM_BYTES].decode(errors="replace"), max_num_fields=10)
+    body = await read_bounded(request, MAX_FORM_BYTES)
+    fields = parse_qs(body.decode(errors="replace"), max_num_fields=20)
     form = {name: values[0] for name, values in fields.items()}
-    if not session.csrf_valid(request.cookies.get(session.CSRF_COOKIE), token,
+    if not session.csrf_valid(request.cookies.get(cookies(request).csrf),
+                              None if current is None else current.session_id,
                               form.get(session.CSRF_FIELD)):
         raise CsrfRejected
     return form

@@ -1,12 +1,14 @@
-"""The dashboard's session and CSRF rules. Pure: cookies and form values in, verdicts out.
+"""The dashboard's cookie and CSRF rules. Pure: cookies and form values in, verdicts out.
 
-The session cookie holds the organization's API token itself (HttpOnly, so no script reads
-it; SameSite=Lax, so other sites' requests do not carry it on a POST; Secure over https). It
-is checked on every request like a Bearer token, so revoking the token signs the browser out.
+The session cookie holds a random session id (`api.sessions`: stored only as a digest,
+ended at sign-out, idle and absolute expiry). Over https (or when DASHBOARD_FORCE_HTTPS
+says a proxy terminates TLS) cookies are `Secure` and named with the `__Host-` prefix, so
+no sibling subdomain can set or shadow them; over plain http (a developer's machine) the
+prefix is impossible and the plain names are used.
 
 CSRF: a random nonce cookie (HttpOnly, SameSite=Strict) and, in every form, an HMAC of the
-session token keyed by that nonce. A forged form knows neither the nonce nor the token; a
-token planted by a sibling site's cookie does not match a session it cannot read.
+session id keyed by that nonce. A forged form knows neither; the nonce is replaced at every
+sign-in, so a nonce planted before it (login CSRF) is worthless after.
 """
 
 from __future__ import annotations
@@ -15,33 +17,37 @@ import base64
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
-from api.auth import MAX_TOKEN_LENGTH
-
-SESSION_COOKIE = "calltrail_session"
-CSRF_COOKIE = "calltrail_csrf"
 CSRF_FIELD = "csrf"
+_SESSION = "calltrail_session"
+_CSRF = "calltrail_csrf"
+HOST_PREFIX = "__Host-"
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    csrf: str
+
+
+def cookie_names(secure: bool) -> CookieNames:
+    prefix = HOST_PREFIX if secure else ""
+    return CookieNames(prefix + _SESSION, prefix + _CSRF)
 
 
 def new_nonce() -> str:
     return secrets.token_urlsafe(32)
 
 
-def csrf_token(nonce: str, session_token: str | None) -> str:
-    digest = hmac.new(nonce.encode(), b"csrf|" + (session_token or "").encode(),
+def csrf_token(nonce: str, session_id: str | None) -> str:
+    digest = hmac.new(nonce.encode(), b"csrf|" + (session_id or "").encode(),
                       hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def csrf_valid(nonce: str | None, session_token: str | None, submitted: str | None) -> bool:
+def csrf_valid(nonce: str | None, session_id: str | None, submitted: str | None) -> bool:
     if not nonce or not submitted or len(submitted) > 100:
         return False
-    return hmac.compare_digest(csrf_token(nonce, session_token), submitted)
-
-
-def session_token(cookie: str | None) -> str | None:
-    """The token a session cookie holds, or None when it holds nothing worth looking up."""
-    token = None if cookie is None else cookie.strip()
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    return token
+    return hmac.compare_digest(csrf_token(nonce, session_id), submitted)

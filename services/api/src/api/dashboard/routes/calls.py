@@ -64,7 +64,7 @@ async def calls(request: Request) -> Response:
         "filtered": bool(active), "paged": bool(query.get("cursor")),
         "first_url": f"/calls?{urlencode(active)}", "next_url": next_url,
         "directions": list(params.DIRECTIONS), "statuses": params.STATUSES,
-        "error": error}, token=current.token, status=400 if error else 200)
+        "error": error}, current=current, status=400 if error else 200)
 
 
 @router.get("/calls/{call_id}")
@@ -81,7 +81,7 @@ async def call_page(request: Request, call_id: str) -> Response:
         "title": "Call", "nav": "calls", "call": call, "turns": conversation(call.transcript),
         "recording": call.recording.stereo_url or call.recording.mono_url,
         "costs": costs, "structured": _pretty(call.analysis.structured_data)},
-        token=current.token)
+        current=current)
 
 
 def _pretty(value: Any) -> str | None:

@@ -74,7 +74,7 @@ async def overview(request: Request) -> Response:
         "calls_chart": charts.bar_chart([d.calls for d in stats.daily], labels,
                                         unit=" calls", whole=True),
         "outcomes": outcomes, "outcomes_total": sum(n for _, n in outcomes)},
-        token=current.token)
+        current=current)
 
 
 @router.get("/usage")
@@ -90,4 +90,4 @@ async def usage(request: Request) -> Response:
         "cost_chart": charts.bar_chart([d.cost for d in metrics.daily], labels,
                                        fmt="${:,.2f}"),
         "components": sorted(metrics.cost_by_component.items(), key=lambda kv: -kv[1])},
-        token=current.token)
+        current=current)

@@ -33,7 +33,7 @@ async def leads(request: Request) -> Response:
     return render(request, "leads.html", {
         "title": "Leads", "nav": "leads", "page": page, "q": q, "next_url": next_url,
         "first_url": f"/leads?{urlencode(base)}", "paged": cursor is not None,
-        "error": error}, token=current.token, status=400 if error else 200)
+        "error": error}, current=current, status=400 if error else 200)
 
 
 @router.get("/leads/{lead_id}")
@@ -44,4 +44,4 @@ async def lead_page(request: Request, lead_id: str) -> Response:
     except NotFound:
         return render_missing(request, current, what="lead", back="/leads")
     return render(request, "lead.html", {"title": lead.name or lead.phone_number,
-                                         "nav": "leads", "lead": lead}, token=current.token)
+                                         "nav": "leads", "lead": lead}, current=current)

@@ -53,7 +53,7 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
             state.settings.public_base_url, endpoint["id"]),
         "webhook_secret": None if endpoint is None else endpoint["secret"],
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
-        token=current.token, status=status)
+        current=current, status=status)
 
 
 @router.get("/settings")
@@ -64,7 +64,7 @@ async def settings_page(request: Request) -> Response:
 @router.post("/settings/connect")
 async def connect(request: Request) -> Response:
     current = await signed_in(request)
-    form = await posted_form(request, current.token)
+    form = await posted_form(request, current)
     try:
         body = shapes.ConnectRequest(api_key=(form.get("apiKey") or "").strip())
     except ValidationError:
@@ -83,7 +83,7 @@ async def connect(request: Request) -> Response:
 @router.post("/settings/disconnect")
 async def disconnect(request: Request) -> Response:
     current = await signed_in(request)
-    await posted_form(request, current.token)
+    await posted_form(request, current)
     await json_api.disconnect(api_state(request), current.org_id)
     return redirect("/settings?notice=disconnected")
 
@@ -91,7 +91,7 @@ async def disconnect(request: Request) -> Response:
 @router.post("/settings/sync")
 async def sync_now(request: Request) -> Response:
     current = await signed_in(request)
-    await posted_form(request, current.token)
+    await posted_form(request, current)
     try:
         queued = await json_api.sync_now(api_state(request), current.org_id, None)
     except NotConnected:

@@ -1,4 +1,9 @@
-"""Signing in with an organization API token, and out."""
+"""Signing in with email and password, and out.
+
+Signing in starts a new server-side session (any session id the browser held is ended,
+never kept) and replaces the CSRF nonce; signing out ends the session server-side, so the
+old cookie opens nothing even if it was copied.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +11,64 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.dashboard import session
-from api.dashboard.page import api_state, find_session, posted_form, redirect, render, secure
+from api.dashboard.page import (
+    api_state,
+    cookies,
+    find_session,
+    posted_form,
+    redirect,
+    render,
+    session_id,
+    set_csrf_nonce,
+    set_session_cookie,
+)
+from calltrail_common import people
 
 router = APIRouter()
+
+WRONG = "That email and password do not match an account."
+NO_ORGANIZATION = ("You have no organization to open: ask its owner or admin for a new "
+                   "invitation.")
+
+
+def _login_page(request: Request, *, error: str | None = None, status: int = 200,
+                email: str = "") -> Response:
+    response = render(request, "login.html", {"title": "Sign in", "error": error,
+                                              "email": email}, current=None, status=status)
+    response.delete_cookie(cookies(request).session, path="/")
+    return response
 
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
     if await find_session(request) is not None:
         return redirect("/")
-    response = render(request, "login.html", {"title": "Sign in"}, token=None)
-    response.delete_cookie(session.SESSION_COOKIE, path="/")
-    return response
+    return _login_page(request)
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    form = await posted_form(request, session.session_token(
-        request.cookies.get(session.SESSION_COOKIE)))
-    token = session.session_token(form.get("token"))
-    org_id = None if token is None else await api_state(request).repository.org_of_token(token)
-    if token is None or org_id is None:
-        response = render(request, "login.html", {
-            "title": "Sign in", "error": "That token is not valid, or it was revoked."},
-            token=None, status=401)
-        response.delete_cookie(session.SESSION_COOKIE, path="/")
-        return response
+    form = await posted_form(request, None)
+    email = (form.get("email") or "").strip()[:people.MAX_EMAIL_LENGTH]
+    state = api_state(request)
+    user = await people.authenticate(state.pool, email, form.get("password") or "")
+    if user is None:
+        return _login_page(request, error=WRONG, status=401, email=email)
+    orgs = await people.accessible(state.pool, user.id)
+    if not orgs:
+        return _login_page(request, error=NO_ORGANIZATION, status=403, email=email)
+    new_id = await state.sessions.start(user.id, orgs[0].org_id, replacing=session_id(request))
     response = redirect("/")
-    response.set_cookie(session.SESSION_COOKIE, token, httponly=True, samesite="lax",
-                        secure=secure(request), path="/")
+    set_session_cookie(request, response, new_id)
+    set_csrf_nonce(request, response, session.new_nonce())
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await posted_form(request, session.session_token(
-        request.cookies.get(session.SESSION_COOKIE)))
+    current = await find_session(request)
+    await posted_form(request, current)
+    await api_state(request).sessions.end(session_id(request))
     response = redirect("/login")
-    response.delete_cookie(session.SESSION_COOKIE, path="/")
+    response.delete_cookie(cookies(request).session, path="/")
     return response

@@ -1,0 +1,72 @@
+"""Who may do what in an organization: the roles and what each allows. Pure.
+
+owner: everything (people of any role, clients, markup, branding, the webhook secret).
+admin: the Vapi key, API tokens and people up to admin; sees secrets.
+viewer: reads; never sees a secret (webhook secret, new tokens, invitation links of others).
+
+A member of an agency has the same role in each of its client organizations
+(`effective_role`). Tokens are machines' credentials for one organization: they act as an
+admin of it and never reach another organization, an agency's clients included.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+Role = Literal["owner", "admin", "viewer"]
+ROLES: tuple[Role, ...] = ("owner", "admin", "viewer")
+_RANK: dict[str, int] = {"viewer": 1, "admin": 2, "owner": 3}
+
+
+class Action(StrEnum):
+    READ = "read"
+    SEE_SECRETS = "see_secrets"          # the webhook secret, a token or link just made
+    SYNC = "sync"                        # "Sync now"
+    MANAGE_VAPI_KEY = "manage_vapi_key"  # connect, disconnect
+    MANAGE_TOKENS = "manage_tokens"
+    MANAGE_PEOPLE = "manage_people"      # invite, change role, remove
+    MANAGE_SECRET = "manage_secret"  # noqa: S105 - an action name: rotate, revoke the webhook secret
+    MANAGE_CLIENTS = "manage_clients"    # an agency's clients, markup, branding
+    EXPORT = "export"
+
+
+_LEAST_ROLE: dict[Action, Role] = {
+    Action.READ: "viewer",
+    Action.EXPORT: "viewer",
+    Action.SYNC: "admin",
+    Action.SEE_SECRETS: "admin",
+    Action.MANAGE_VAPI_KEY: "admin",
+    Action.MANAGE_TOKENS: "admin",
+    Action.MANAGE_PEOPLE: "admin",
+    Action.MANAGE_SECRET: "owner",
+    Action.MANAGE_CLIENTS: "owner",
+}
+
+
+def parse_role(value: str) -> Role:
+    """`value` as a role; ValueError naming the roles otherwise."""
+    for role in ROLES:
+        if value == role:
+            return role
+    raise ValueError(f"role must be one of {', '.join(ROLES)}")
+
+
+def may(role: Role | None, action: Action) -> bool:
+    """Whether `role` (None: no role at all) allows `action`."""
+    return role is not None and _RANK[role] >= _RANK[_LEAST_ROLE[action]]
+
+
+def may_grant(granter: Role | None, role: Role) -> bool:
+    """Whether someone of role `granter` may give `role` to a person (invite, change or
+    remove someone holding it): people managers, up to their own role."""
+    return may(granter, Action.MANAGE_PEOPLE) and granter is not None \
+        and _RANK[granter] >= _RANK[role]
+
+
+def effective_role(direct: Role | None, through_agency: Role | None) -> Role | None:
+    """A person's role in an organization: the higher of their membership of it and their
+    membership of its agency (None: neither, so no access)."""
+    if direct is None or through_agency is None:
+        return direct or through_agency
+    return direct if _RANK[direct] >= _RANK[through_agency] else through_agency

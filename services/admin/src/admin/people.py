@@ -1,0 +1,137 @@
+"""`calltrail user invite|set-password|list|remove`: people who sign in to the dashboard.
+
+The first user of an organization is made here: `calltrail user invite --org ORG_ID --email
+E --role owner` prints a link that lets them choose a password (mailed when SMTP is set up).
+A password given on the command line would end up in shell history, so `set-password` reads
+it from standard input. Every change is written to the organization's audit log as `cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+
+from calltrail_common import audit, db, people
+from calltrail_common.access import ROLES, parse_role
+from calltrail_common.settings import Settings
+
+
+class PeopleCommandError(Exception):
+    """Shown as is, on one line."""
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _org(args: argparse.Namespace) -> uuid.UUID:
+    try:
+        return uuid.UUID(args.org)
+    except ValueError:
+        raise PeopleCommandError(f"--org is not a valid id: {args.org!r}") from None
+
+
+def invite_url(settings: Settings, token: str) -> str:
+    return f"{settings.dashboard_base_url}/invite/{token}"
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != first:
+            raise PeopleCommandError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _invite(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _org(args)
+    role = parse_role(args.role)
+    connection = await db.connect(settings.database_url)
+    try:
+        try:
+            async with connection.transaction():
+                link = await people.invite(connection, org_id, args.email, role, None)
+                await audit.record(connection, org_id, audit.CLI_ACTOR, "user.invited",
+                                   link.email, {"role": role})
+        except people.PeopleError as error:
+            raise PeopleCommandError(str(error)) from None
+        except asyncpg.ForeignKeyViolationError:
+            raise PeopleCommandError(f"no organization {org_id}") from None
+    finally:
+        await connection.close()
+    _print_json({"userId": str(link.user_id), "email": link.email, "role": role,
+                 "inviteUrl": invite_url(settings, link.token),
+                 "expiresAt": link.expires_at_seconds})
+
+
+async def _set_password(settings: Settings, args: argparse.Namespace) -> None:
+    password = _read_password()
+    connection = await db.connect(settings.database_url)
+    try:
+        user = await people.find_user(connection, args.email)
+        if user is None:
+            raise PeopleCommandError(f"no user {args.email!r}: invite them first")
+        await people.set_password(connection, user.id, password)
+    except people.PeopleError as error:
+        raise PeopleCommandError(str(error)) from None
+    finally:
+        await connection.close()
+    _print_json({"userId": str(user.id), "email": user.email, "passwordSet": True})
+
+
+async def _list(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _org(args)
+    connection = await db.connect(settings.database_url)
+    try:
+        found = await people.members(connection, org_id)
+    finally:
+        await connection.close()
+    _print_json([{"userId": str(m.user_id), "email": m.email, "role": m.role,
+                  "joined": m.joined} for m in found])
+
+
+async def _remove(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _org(args)
+    connection = await db.connect(settings.database_url)
+    try:
+        user = await people.find_user(connection, args.email)
+        removed = user is not None and await people.remove_member(connection, org_id, user.id)
+        if not removed:
+            raise PeopleCommandError(f"{args.email!r} is not a member of {org_id}")
+        await audit.record(connection, org_id, audit.CLI_ACTOR, "user.removed",
+                           args.email.strip().lower())
+    except people.PeopleError as error:
+        raise PeopleCommandError(str(error)) from None
+    finally:
+        await connection.close()
+    _print_json({"orgId": str(org_id), "email": args.email.strip().lower(), "removed": True})
+
+
+def add_commands(commands: Any) -> None:
+    """Add `user ...` to the CLI's subcommands."""
+    user = commands.add_parser("user", help="people who sign in to the dashboard"
+                               ).add_subparsers(dest="user_command", required=True)
+    invite = user.add_parser("invite", help="invite a person to an organization; prints "
+                             "the link that lets them set a password and sign in")
+    invite.add_argument("--org", required=True)
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--role", choices=ROLES, default="viewer")
+    invite.set_defaults(run=_invite)
+    set_password = user.add_parser("set-password", help="set a user's password, read from "
+                                   "standard input (ends their sessions)")
+    set_password.add_argument("--email", required=True)
+    set_password.set_defaults(run=_set_password)
+    listing = user.add_parser("list", help="an organization's members and their roles")
+    listing.add_argument("--org", required=True)
+    listing.set_defaults(run=_list)
+    remove = user.add_parser("remove", help="remove a person from an organization")
+    remove.add_argument("--org", required=True)
+    remove.add_argument("--email", required=True)
+    remove.set_defaults(run=_remove)
