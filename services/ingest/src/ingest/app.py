@@ -100,7 +100,7 @@ async def accept_webhook(state: IngestState, endpoint_id: str | None,
             secrets, org_id = state.shared_secrets, None
         else:
             endpoint = state.endpoints.lookup(endpoint_id)
-            secrets, org_id = endpoint.secrets, endpoint.org_id
+            secrets, org_id = endpoint.live_secrets(now), endpoint.org_id
         signature = check_headers(headers, secrets, now=now, require_timestamp=(
             state.settings.ingest_hmac_require_timestamp))
         body = await _read_body(headers, receive, state.settings.ingest_max_body_bytes)
