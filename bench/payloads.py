@@ -16,7 +16,8 @@ organization, so callers come back.
 
 Every body gets one credential, cycling through the three Vapi sends: `X-Vapi-Secret`,
 `Authorization: Bearer` and `X-Vapi-Signature: sha256=<hmac>` over the raw body (no
-timestamp, so it can be computed here once).
+timestamp, so it can be computed here once; the benchmark's ingest runs with
+`INGEST_HMAC_REQUIRE_TIMESTAMP=false`).
 """
 
 from __future__ import annotations

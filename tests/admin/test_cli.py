@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -57,10 +58,61 @@ async def test_token_create_and_revoke(database_url: str) -> None:
         await connection.close()
 
 
+async def test_webhook_secret_rotate_and_revoke(database_url: str) -> None:
+    org = orjson.loads(calltrail("org", "create", "--name", "T", database_url=database_url,
+                                 PUBLIC_BASE_URL="https://hooks.example.com").stdout)
+    endpoint_id = org["webhookUrl"].rsplit("/", 1)[1]
+    result = calltrail("webhook-secret", "rotate", "--org", org["orgId"], "--overlap-hours",
+                       "2", database_url=database_url,
+                       PUBLIC_BASE_URL="https://hooks.example.com")
+    assert result.returncode == 0, result.stderr
+    rotated = orjson.loads(result.stdout)
+    assert set(rotated) == {"endpointId", "webhookUrl", "webhookSecret", "previousValidUntil"}
+    assert rotated["endpointId"] == endpoint_id
+    assert rotated["webhookUrl"] == org["webhookUrl"]  # Vapi's server URL does not change
+    assert rotated["webhookSecret"] != org["webhookSecret"]
+    until = dt.datetime.fromisoformat(rotated["previousValidUntil"])
+    assert abs(until - dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)) < dt.timedelta(
+        minutes=1)
+    connection = await db.connect(database_url)
+    try:
+        assert await connection.fetchval(
+            "SELECT secret FROM webhook_endpoints WHERE id = $1", endpoint_id
+        ) == rotated["webhookSecret"]
+        assert await connection.fetchval(
+            "SELECT secret FROM webhook_previous_secrets WHERE endpoint_id = $1", endpoint_id
+        ) == org["webhookSecret"]
+        revoked = calltrail("webhook-secret", "revoke", "--org", org["orgId"],
+                            database_url=database_url)
+        assert revoked.returncode == 0, revoked.stderr
+        assert orjson.loads(revoked.stdout) == {"orgId": org["orgId"], "previousRevoked": True}
+        assert await connection.fetchval("SELECT count(*) FROM webhook_previous_secrets") == 0
+        again = calltrail("webhook-secret", "revoke", "--org", org["orgId"],
+                          database_url=database_url)
+        assert orjson.loads(again.stdout)["previousRevoked"] is False
+        # The default overlap is a day; zero refuses the replaced secret at once.
+        default = orjson.loads(calltrail("webhook-secret", "rotate", "--org", org["orgId"],
+                                         database_url=database_url).stdout)
+        until = dt.datetime.fromisoformat(default["previousValidUntil"])
+        assert abs(until - dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)) < dt.timedelta(
+            minutes=1)
+        now = orjson.loads(calltrail("webhook-secret", "rotate", "--org", org["orgId"],
+                                     "--overlap-hours", "0", database_url=database_url).stdout)
+        assert now["previousValidUntil"] is None
+        assert await connection.fetchval("SELECT count(*) FROM webhook_previous_secrets") == 0
+    finally:
+        await connection.close()
+
+
 def test_bad_input_exits_non_zero_with_one_line(database_url: str) -> None:
+    nobody = "00000000-0000-0000-0000-000000000000"
     for args in (["token", "revoke", "not-an-id"],
-                 ["token", "create", "--org", "00000000-0000-0000-0000-000000000000"],
-                 ["org", "create", "--name", "  "]):
+                 ["token", "create", "--org", nobody],
+                 ["org", "create", "--name", "  "],
+                 ["webhook-secret", "rotate", "--org", nobody],
+                 ["webhook-secret", "rotate", "--org", nobody, "--overlap-hours", "-1"],
+                 ["webhook-secret", "revoke", "--org", nobody],
+                 ["webhook-secret", "revoke", "--org", "not-an-id"]):
         result = calltrail(*args, database_url=database_url)
         assert result.returncode != 0
         assert result.stderr.startswith("calltrail: ")

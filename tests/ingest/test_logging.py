@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,9 @@ async def test_no_secret_or_payload_text_reaches_the_logs(
         SPOOL_DIR=str(tmp_path / "spool"), DATABASE_URL=database_url, LOG_LEVEL="debug")
     await ingest.start()
     bodies = [sample_bytes(name) for name in webhook_samples()]
-    signature = hmac.new(WEBHOOK_SECRET.encode(), bodies[0], hashlib.sha256).hexdigest()
+    timestamp = str(int(time.time()))
+    signature = hmac.new(WEBHOOK_SECRET.encode(), timestamp.encode() + b"." + bodies[0],
+                         hashlib.sha256).hexdigest()
     async with httpx.AsyncClient(base_url=ingest.url, timeout=10) as client:
         for i, body in enumerate(bodies):
             headers = [{"x-vapi-secret": WEBHOOK_SECRET},
@@ -39,7 +42,7 @@ async def test_no_secret_or_payload_text_reaches_the_logs(
             assert (await client.post("/webhooks/vapi", content=body,
                                       headers=headers)).status_code == 200
         await client.post("/webhooks/vapi", content=bodies[0],
-                          headers={"x-vapi-signature": signature})
+                          headers={"x-vapi-signature": signature, "x-timestamp": timestamp})
         # Refusals, including wrong secrets that look like real ones.
         await client.post("/webhooks/vapi", content=bodies[1],
                           headers={"x-vapi-secret": WEBHOOK_SECRET + "x"})

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     ingest_confirm_timeout_seconds: float = Field(default=3.0, gt=0)
     # How often ingest reloads per-organization endpoint secrets from Postgres.
     ingest_endpoint_refresh_seconds: float = Field(default=10.0, gt=0)
+    # An HMAC credential must carry X-Timestamp (signed as `{timestamp}.{body}`, within five
+    # minutes): without one a captured request could be replayed for ever. Vapi's HMAC
+    # credential sends it; false accepts an HMAC over the body alone.
+    ingest_hmac_require_timestamp: bool = True
 
     # Api.
     api_host: str = "0.0.0.0"  # noqa: S104

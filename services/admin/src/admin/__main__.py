@@ -25,9 +25,13 @@ from calltrail_common.e164 import to_e164
 from calltrail_common.handback import republish
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import (
+    DEFAULT_SECRET_OVERLAP,
+    NoWebhookEndpoint,
     create_organization,
     create_token,
+    revoke_previous,
     revoke_token,
+    rotate,
     webhook_url,
 )
 from calltrail_common.settings import Settings, SettingsError, load_settings
@@ -99,6 +103,46 @@ async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await connection.close()
     _print_json({"tokenId": str(token_id), "revoked": True})
+
+
+async def _webhook_secret_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org")
+    if args.overlap_hours is None:
+        overlap = DEFAULT_SECRET_OVERLAP
+    elif args.overlap_hours >= 0:
+        overlap = dt.timedelta(hours=args.overlap_hours)
+    else:
+        raise CommandError("--overlap-hours must not be negative")
+    connection = await db.connect(settings.database_url)
+    try:
+        rotated = await rotate(connection, org_id, overlap)
+    except NoWebhookEndpoint:
+        raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
+    finally:
+        await connection.close()
+    # The audit log (a later change) records here: who rotated which organization's
+    # secret, when, and the overlap; never a secret.
+    _print_json({
+        "endpointId": rotated.endpoint_id,
+        "webhookUrl": webhook_url(settings.public_base_url, rotated.endpoint_id),
+        "webhookSecret": rotated.webhook_secret,
+        "previousValidUntil": rotated.previous_valid_until.isoformat()
+        if rotated.previous_valid_until else None,
+    })
+
+
+async def _webhook_secret_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org")
+    connection = await db.connect(settings.database_url)
+    try:
+        revoked = await revoke_previous(connection, org_id)
+    except NoWebhookEndpoint:
+        raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
+    finally:
+        await connection.close()
+    # The audit log (a later change) records here: who revoked which organization's
+    # previous secret, and when.
+    _print_json({"orgId": str(org_id), "previousRevoked": revoked})
 
 
 def _e164(raw: str) -> str:
@@ -203,6 +247,21 @@ def _parser() -> argparse.ArgumentParser:
     token_revoke = token.add_parser("revoke", help="revoke an API token")
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(run=_token_revoke)
+
+    secret = commands.add_parser(
+        "webhook-secret", help="an organization's webhook secret").add_subparsers(
+        dest="webhook_secret_command", required=True)
+    secret_rotate = secret.add_parser(
+        "rotate", help="issue a new secret; the previous one is accepted for the overlap")
+    secret_rotate.add_argument("--org", required=True)
+    secret_rotate.add_argument(
+        "--overlap-hours", type=float,
+        help="how long the previous secret stays accepted (default 24; 0 refuses it now: "
+             "how a leaked secret is revoked)")
+    secret_rotate.set_defaults(run=_webhook_secret_rotate)
+    secret_revoke = secret.add_parser("revoke", help="refuse the previous secret now")
+    secret_revoke.add_argument("--org", required=True)
+    secret_revoke.set_defaults(run=_webhook_secret_revoke)
 
     phone = commands.add_parser("phone-number", help="phone numbers").add_subparsers(
         dest="phone_command", required=True)

@@ -1,8 +1,11 @@
 """The ingest HTTP app (contract section 3): authenticate, make durable, answer.
 
-The hot path is: look the endpoint up in memory, read the body within the limit, verify
-the credential over the raw bytes, read `message.type`, publish with a confirm (or fsync to
-the spool), answer. Nothing on it touches Postgres, and the body is never logged.
+The hot path is: look the endpoint up in memory, check the credential headers, read the
+body within the limit, verify an HMAC over the raw bytes, read `message.type`, publish with
+a confirm (or fsync to the spool), answer. A request that cannot be authenticated (closed or
+unknown endpoint, no credential, a wrong header secret, an HMAC without a fresh timestamp)
+is answered before its body is read. Nothing on the path touches Postgres, and the body is
+never logged.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from calltrail_common.envelope import SHARED_ENDPOINT, EventEnvelope, partition_
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
-from ingest.auth import verify_credentials
+from ingest.auth import check_headers, check_signature
 from ingest.broker import BrokerPublisher
 from ingest.endpoints import EndpointDirectory
 from ingest.errors import IngestError, InvalidPayload, PayloadTooLarge, UnsupportedMediaType
@@ -92,13 +95,17 @@ async def accept_webhook(state: IngestState, endpoint_id: str | None,
                          headers: dict[str, str], receive: Receive) -> tuple[int, bytes]:
     """Authenticate, read and make one webhook durable; the (status, body) to answer."""
     try:
+        now = time.time()
         if endpoint_id is None:
             secrets, org_id = state.shared_secrets, None
         else:
             endpoint = state.endpoints.lookup(endpoint_id)
-            secrets, org_id = endpoint.secrets, endpoint.org_id
+            secrets, org_id = endpoint.live_secrets(now), endpoint.org_id
+        signature = check_headers(headers, secrets, now=now, require_timestamp=(
+            state.settings.ingest_hmac_require_timestamp))
         body = await _read_body(headers, receive, state.settings.ingest_max_body_bytes)
-        verify_credentials(headers, body, secrets, now=time.time())
+        if signature is not None:
+            check_signature(signature, body, secrets)
         if not _json_media_type(headers.get("content-type")):
             raise UnsupportedMediaType
         envelope = read_envelope(body)

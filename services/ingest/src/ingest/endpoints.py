@@ -7,6 +7,10 @@ transaction-mode pooler (`pgbouncer=true` in `DATABASE_URL`) there is no LISTEN,
 a session of its own: the timer alone reloads the map. Each loaded map
 is also written to a snapshot file (mode 0600, beside the spool) so that an ingest restarted
 while Postgres is down still knows every endpoint.
+
+During a rotation an endpoint has a previous secret that ends at a known time (decision
+34). That time is kept in memory with the secret, so it is refused from then on even if no
+reload happened since.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import asyncpg
 import orjson
@@ -34,7 +40,25 @@ _BACKOFF_MAX_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     org_id: str
-    secrets: tuple[bytes, ...]
+    secrets: tuple[bytes, ...]  # accepted until a reload says otherwise
+    expiring: tuple[tuple[bytes, float], ...] = ()  # (secret, Unix time it ends)
+
+    def live_secrets(self, now: float) -> tuple[bytes, ...]:
+        if not self.expiring:
+            return self.secrets
+        return self.secrets + tuple(secret for secret, until in self.expiring if now < until)
+
+
+class _SnapshotEntry(TypedDict):
+    org_id: str
+    secrets: list[str]
+    expiring: list[tuple[str, float]]
+
+
+def _endpoint(entry: Mapping[str, Any]) -> Endpoint:
+    """An endpoint from its snapshot entry (one written before rotation has no "expiring")."""
+    return Endpoint(str(entry["org_id"]), tuple(s.encode() for s in entry["secrets"]),
+                    tuple((s.encode(), float(until)) for s, until in entry.get("expiring", ())))
 
 
 class EndpointDirectory:
@@ -89,13 +113,15 @@ class EndpointDirectory:
         except (OSError, orjson.JSONDecodeError) as error:
             log.warning("endpoint_snapshot_unreadable", error=str(error))
             return
-        self._endpoints = {
-            endpoint_id: Endpoint(entry["org_id"], tuple(s.encode() for s in entry["secrets"]))
-            for endpoint_id, entry in data.items()
-        }
+        try:
+            self._endpoints = {endpoint_id: _endpoint(entry)
+                               for endpoint_id, entry in data.items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            log.warning("endpoint_snapshot_unreadable", error=type(error).__name__)
+            return
         log.info("endpoint_snapshot_loaded", endpoints=len(self._endpoints))
 
-    def _write_snapshot(self, snapshot: dict[str, dict[str, object]]) -> None:
+    def _write_snapshot(self, snapshot: dict[str, _SnapshotEntry]) -> None:
         self._snapshot_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._snapshot_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -104,17 +130,19 @@ class EndpointDirectory:
         os.replace(tmp, self._snapshot_path)
 
     async def _reload(self, connection: asyncpg.Connection) -> None:
-        by_endpoint: dict[str, tuple[str, list[str]]] = {}
+        snapshot: dict[str, _SnapshotEntry] = {}
         for credential in await active_endpoints(connection):
-            by_endpoint.setdefault(credential.endpoint_id, (credential.org_id, []))[1].append(
-                credential.secret)
-        self._endpoints = {
-            endpoint_id: Endpoint(org_id, tuple(s.encode() for s in secrets))
-            for endpoint_id, (org_id, secrets) in by_endpoint.items()
-        }
+            entry = snapshot.setdefault(credential.endpoint_id, _SnapshotEntry(
+                org_id=credential.org_id, secrets=[], expiring=[]))
+            if credential.valid_until is None:
+                entry["secrets"].append(credential.secret)
+            else:
+                entry["expiring"].append((credential.secret,
+                                          credential.valid_until.timestamp()))
+        self._endpoints = {endpoint_id: _endpoint(entry)
+                           for endpoint_id, entry in snapshot.items()}
         try:
-            self._write_snapshot({endpoint_id: {"org_id": org_id, "secrets": secrets}
-                                  for endpoint_id, (org_id, secrets) in by_endpoint.items()})
+            self._write_snapshot(snapshot)
         except OSError as error:
             log.warning("endpoint_snapshot_not_written", error=str(error))
 

@@ -87,8 +87,9 @@ _SCHEMES: dict[str, dict[str, Any]] = {
     "hmacSignature": {
         "type": "apiKey", "in": "header", "name": "X-Vapi-Signature",
         "description": "Vapi's HMAC credential: hex HMAC-SHA256 (optional `sha256=` prefix) "
-                       "of the raw body, or of `{X-Timestamp}.{body}` when X-Timestamp is "
-                       "sent (seconds or milliseconds; refused when more than 5 minutes off). "
+                       "of `{X-Timestamp}.{body}` (seconds or milliseconds; refused when "
+                       "missing or more than 5 minutes off; of the raw body alone only when "
+                       "INGEST_HMAC_REQUIRE_TIMESTAMP=false). "
                        "The header may also be named X-Signature."},
 }
 
