@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import uuid
 
 import orjson
 
@@ -100,6 +101,16 @@ async def test_webhook_secret_rotate_and_revoke(database_url: str) -> None:
                                      "--overlap-hours", "0", database_url=database_url).stdout)
         assert now["previousValidUntil"] is None
         assert await connection.fetchval("SELECT count(*) FROM webhook_previous_secrets") == 0
+        # Each change is in the organization's audit log, as the CLI's, without a secret.
+        logged = await connection.fetch(
+            "SELECT actor, action, target, detail::text FROM audit_log WHERE org_id = $1 "
+            "ORDER BY id", uuid.UUID(org["orgId"]))
+        assert [(r["actor"], r["action"]) for r in logged] == [
+            ("cli", "webhook_secret.rotated"), ("cli", "webhook_secret.previous_revoked"),
+            ("cli", "webhook_secret.rotated"), ("cli", "webhook_secret.rotated")]
+        assert {r["target"] for r in logged} == {endpoint_id, None}
+        for secret in (org["webhookSecret"], rotated["webhookSecret"], now["webhookSecret"]):
+            assert all(secret not in (r["detail"] or "") for r in logged)
     finally:
         await connection.close()
 

@@ -19,7 +19,7 @@ import orjson
 
 from admin import accounts, people
 from admin.broker import confirmed_channel, dead_letters
-from calltrail_common import archive, db, phone_numbers
+from calltrail_common import archive, audit, db, phone_numbers
 from calltrail_common.crypto import CryptoError
 from calltrail_common.e164 import to_e164
 from calltrail_common.handback import republish
@@ -115,13 +115,15 @@ async def _webhook_secret_rotate(settings: Settings, args: argparse.Namespace) -
         raise CommandError("--overlap-hours must not be negative")
     connection = await db.connect(settings.database_url)
     try:
-        rotated = await rotate(connection, org_id, overlap)
+        async with connection.transaction():
+            rotated = await rotate(connection, org_id, overlap)
+            await audit.record(connection, org_id, audit.CLI_ACTOR, "webhook_secret.rotated",
+                               rotated.endpoint_id,
+                               {"overlapSeconds": int(overlap.total_seconds())})
     except NoWebhookEndpoint:
         raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
     finally:
         await connection.close()
-    # The audit log (a later change) records here: who rotated which organization's
-    # secret, when, and the overlap; never a secret.
     _print_json({
         "endpointId": rotated.endpoint_id,
         "webhookUrl": webhook_url(settings.public_base_url, rotated.endpoint_id),
@@ -135,13 +137,15 @@ async def _webhook_secret_revoke(settings: Settings, args: argparse.Namespace) -
     org_id = _uuid(args.org, "--org")
     connection = await db.connect(settings.database_url)
     try:
-        revoked = await revoke_previous(connection, org_id)
+        async with connection.transaction():
+            revoked = await revoke_previous(connection, org_id)
+            if revoked:
+                await audit.record(connection, org_id, audit.CLI_ACTOR,
+                                   "webhook_secret.previous_revoked")
     except NoWebhookEndpoint:
         raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
     finally:
         await connection.close()
-    # The audit log (a later change) records here: who revoked which organization's
-    # previous secret, and when.
     _print_json({"orgId": str(org_id), "previousRevoked": revoked})
 
 
