@@ -49,7 +49,8 @@ async def test_headers_and_no_secrets_in_pages(dashboard: Dashboard) -> None:
             assert response.headers["referrer-policy"] == "same-origin"
             assert dashboard.org.api_token not in response.text, path
             assert "<script" not in response.text and " style=" not in response.text, path
-        assert dashboard.org.webhook_secret in (await client.get("/settings")).text
+        assert dashboard.org.webhook_secret not in (await client.get("/settings")).text
+        assert dashboard.org.webhook_secret in (await client.get("/settings/webhook")).text
         # Pages are not in the JSON API's OpenAPI document, and the API keeps its headers.
         paths = (await client.get("/openapi.json")).json()["paths"]
         assert all(p.startswith("/api/") for p in paths)

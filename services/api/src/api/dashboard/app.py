@@ -3,6 +3,7 @@ the answers to a missing session (redirect to sign-in) and a missing CSRF token 
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dashboard.page import CsrfRejected, FormTooLarge, SignInRequired, cookies
+from api.dashboard.page import (
+    CsrfRejected,
+    Forbidden,
+    FormTooLarge,
+    SignInRequired,
+    cookies,
+)
 from api.dashboard.routes import router
 from api.dashboard.session import HSTS
 
@@ -56,6 +63,14 @@ async def _sign_in(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Forbidden)
+    return HTMLResponse(
+        "<!doctype html><title>Not allowed</title><link rel=stylesheet href=/static/style.css>"
+        f"<main><h1>Not allowed</h1><p>{html.escape(exc.message)}</p>"
+        "<p><a href=/>Back to the overview</a></p></main>", status_code=403)
+
+
 async def _form_too_large(request: Request, exc: Exception) -> Response:
     return HTMLResponse(
         "<!doctype html><title>Form too large</title><link rel=stylesheet "
@@ -77,4 +92,5 @@ def install(app: FastAPI, *, force_https: bool = False) -> None:
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
     app.add_exception_handler(FormTooLarge, _form_too_large)
+    app.add_exception_handler(Forbidden, _forbidden)
     app.add_middleware(SecurityHeaders, force_https=force_https)

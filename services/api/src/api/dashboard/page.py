@@ -42,6 +42,14 @@ class CsrfRejected(Exception):
     """A POST without the form's CSRF token: 403."""
 
 
+class Forbidden(Exception):
+    """The person's role does not allow this: 403, with the message (no secrets in it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 Session = SessionView
 
 

@@ -51,7 +51,6 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
         "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
-        "webhook_secret": None if endpoint is None else endpoint["secret"],
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
