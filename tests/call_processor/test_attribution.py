@@ -154,3 +154,81 @@ async def test_a_batch_matched_at_the_first_look_takes_no_lock() -> None:
                        {"x-org-id": str(uuid.uuid4())})
     await _organizations(repo, prepare_batch([decided]).parsed)  # type: ignore[arg-type]
     assert not repo.locked and repo.looked_for == []
+
+
+# --- issue 17: on the shared endpoint, call.orgId of a connected account decides ---------
+
+DISAGREES_METADATA = "disagrees: metadata names another organization than call.orgId's account"
+DISAGREES_PHONE_ID = ("disagrees: call.phoneNumberId is registered to another organization "
+                      "than call.orgId's account")
+NO_MATCH = "no organization matches"
+
+
+async def _two_orgs_b_connected(connection: asyncpg.Connection
+                                ) -> tuple[uuid.UUID, uuid.UUID]:
+    """Organizations A and B; B has connected the Vapi account whose org id is 'vapi-b'."""
+    a, b = [(await create_organization(connection, n)).org_id for n in ("A", "B")]
+    await connection.execute(
+        "INSERT INTO vapi_accounts (org_id, vapi_org_id) VALUES ($1, 'vapi-b')", b)
+    return a, b
+
+
+async def _unassigned(connection: asyncpg.Connection) -> dict[str, str]:
+    """Call id -> the reason its event was kept aside."""
+    return {r["call_id"]: r["reason"] for r in await connection.fetch(
+        "SELECT e.call_id, u.reason FROM unassigned_events u JOIN events e USING (message_id)")}
+
+
+async def test_metadata_naming_another_org_than_the_accounts_is_kept_aside_with_a_reason(
+        connection: asyncpg.Connection) -> None:
+    a, _ = await _two_orgs_b_connected(connection)
+    body = shared_event("c-forged", metadata={"orgId": str(a)}, vapi_org="vapi-b")
+    outcome = await process_batch(connection, [delivery(body)])
+    assert not outcome.dead and len(outcome.unassigned) == 1
+    assert await _organizations_of_calls(connection) == {}  # neither in A nor in B
+    assert await _unassigned(connection) == {"c-forged": DISAGREES_METADATA}
+    assert await connection.fetchval("SELECT org_id FROM events") is None
+
+
+async def test_the_accounts_org_decides_and_agreeing_metadata_is_fine(
+        connection: asyncpg.Connection) -> None:
+    _, b = await _two_orgs_b_connected(connection)
+    outcome = await process_batch(connection, [
+        delivery(shared_event("c-agrees", metadata={"orgId": str(b)}, vapi_org="vapi-b")),
+        delivery(shared_event("c-account-only", vapi_org="vapi-b")),
+        # An id that names no organization is no disagreement.
+        delivery(shared_event("c-unknown-meta", metadata={"orgId": str(uuid.uuid4())},
+                              vapi_org="vapi-b"))])
+    assert not outcome.dead and not outcome.unassigned
+    assert await _organizations_of_calls(connection) == {
+        "c-agrees": b, "c-account-only": b, "c-unknown-meta": b}
+
+
+async def test_another_orgs_phone_number_id_under_the_accounts_org_is_kept_aside(
+        connection: asyncpg.Connection) -> None:
+    a, _ = await _two_orgs_b_connected(connection)
+    # A registered its number by hand (`calltrail phone-number add --vapi-id pn-a`).
+    await connection.execute(
+        "INSERT INTO phone_numbers (id, org_id, number, vapi_phone_number_id) "
+        "VALUES ($1, $2, '+15550001111', 'pn-a')", uuid.uuid4(), a)
+    body = shared_event("c-pn-forged", phone_id="pn-a", vapi_org="vapi-b")
+    outcome = await process_batch(connection, [delivery(body)])
+    assert not outcome.dead and len(outcome.unassigned) == 1
+    assert await _organizations_of_calls(connection) == {}
+    assert await _unassigned(connection) == {"c-pn-forged": DISAGREES_PHONE_ID}
+
+
+async def test_without_a_connected_account_the_fallback_order_still_routes(
+        connection: asyncpg.Connection) -> None:
+    a, b = [(await create_organization(connection, n)).org_id for n in ("A", "B")]
+    await connection.execute(
+        "INSERT INTO phone_numbers (id, org_id, vapi_phone_number_id) VALUES ($1, $2, 'pn-b')",
+        uuid.uuid4(), b)
+    outcome = await process_batch(connection, [
+        delivery(shared_event("c-meta", metadata={"orgId": str(a)}, phone_id="pn-b",
+                              vapi_org="vapi-nobody")),
+        delivery(shared_event("c-pn", phone_id="pn-b", vapi_org="vapi-nobody")),
+        delivery(shared_event("c-none", phone_id="pn-none", vapi_org="vapi-nobody"))])
+    assert not outcome.dead and len(outcome.unassigned) == 1
+    assert await _organizations_of_calls(connection) == {"c-meta": a, "c-pn": b}
+    assert await _unassigned(connection) == {"c-none": NO_MATCH}
