@@ -101,6 +101,6 @@ async def test_an_account_listing_another_orgs_number_gets_neither_its_calls_nor
         await connection.close()
     shown = calltrail("phone-number", "conflicts", database_url=database_url)
     assert shown.returncode == 0, shown.stderr
-    rows = [orjson.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+    rows = orjson.loads(shown.stdout)
     assert [(r["orgId"], r["number"], r["heldBy"]) for r in rows] == [
         (str(org_b), CONTESTED, str(org_a))]

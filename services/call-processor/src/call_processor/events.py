@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from call_processor.calls import REPORT, SNAPSHOT, Observation
+from calltrail_common.attribution import Routing
 from calltrail_common.e164 import to_e164
 from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
@@ -34,16 +35,6 @@ _MONEY_QUANTUM = Decimal(1).scaleb(-_MONEY_DIGITS)
 
 class PoisonMessage(Exception):
     """A message that can never be processed; the reason goes with it to the dead letters."""
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """What an event offers to find its organization by (contract section 5, in order)."""
-
-    metadata_org_ids: tuple[str, ...]
-    phone_number_id: str | None
-    dialled_number: str | None
-    vapi_org_id: str | None
 
 
 NO_ROUTING = Routing(metadata_org_ids=(), phone_number_id=None, dialled_number=None,
