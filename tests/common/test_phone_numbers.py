@@ -3,7 +3,6 @@ against real Postgres."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
