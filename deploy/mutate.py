@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "var" / "mutation"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 
-# The attribution rule lives in a module that does more (the batch's transaction): only the
-# mutants of its functions are run and counted.
+# The attribution rule is calltrail_common.attribution; the handler that applies it lives in a
+# module that does more (the batch's transaction): only the mutants of those functions are
+# run and counted.
 MUTANTS = [
     "call_processor.calls.*",
     "call_processor.events.*",
@@ -38,6 +39,7 @@ MUTANTS = [
     "ingest.auth.*",
     "ingest.spool.*",
     "calltrail_common.crypto.*",
+    "calltrail_common.attribution.*",
     "metrics_sync.usage.*",
     "api.cursors.*",
 ]

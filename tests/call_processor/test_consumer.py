@@ -155,22 +155,27 @@ async def test_each_organization_resolution_path_on_the_shared_endpoint(
                                     number="+1 555 000 1111"), by_number),
         "c-phone-id": (event("c-phone-id", phone_id="pn-x", number="+15550001111"),
                        by_phone_id),
-        "c-number": (event("c-number", number="+15550001111", vapi_org="vapi-org-9"),
-                     by_number),
+        "c-number": (event("c-number", number="+15550001111"), by_number),
+        # call.orgId of a connected account decides (issue 17).
         "c-account": (event("c-account", vapi_org="vapi-org-9"), by_account),
     }
+    # A number of another organization disagrees with the account's: kept aside.
+    disagrees = event("c-disagrees", number="+15550001111", vapi_org="vapi-org-9")
     async with running_processor(database_url, AMQP_URL, topology):
         await publish(AMQP_URL, topology, [body for body, _ in expected.values()]
-                      + [event("c-nobody", number="+15559999999")])
-        await eventually(lambda: fetchval(database_url, "SELECT count(*) = 8 FROM events"))
+                      + [event("c-nobody", number="+15559999999"), disagrees])
+        await eventually(lambda: fetchval(database_url, "SELECT count(*) = 9 FROM events"))
     connection = await db.connect(database_url)
     try:
         rows = {r["id"]: r["org_id"] for r in await connection.fetch(
             "SELECT id, org_id FROM calls")}
         assert rows == {call_id: org_id for call_id, (_, org_id) in expected.items()}
         # Never given to some default organization: kept aside, listed.
-        assert await connection.fetchval(
-            "SELECT count(*) FROM unassigned_events WHERE dialled_number = '+15559999999'") == 1
+        assert {r["reason"] for r in await connection.fetch(
+            "SELECT reason FROM unassigned_events")} == {
+            "no organization matches",
+            "disagrees: the dialled number is registered to another organization than "
+            "call.orgId's account"}
     finally:
         await connection.close()
 
@@ -186,6 +191,7 @@ async def test_an_unmatched_event_is_kept_and_processed_once_its_number_is_added
         listed = orjson.loads(calltrail("unassigned", "list", database_url=database_url,
                                         **env).stdout)
         assert {e["dialledNumber"] for e in listed} == {"+14155559876"}
+        assert {e["reason"] for e in listed} == {"no organization matches"}
         assert await fetchval(database_url, "SELECT count(*) FROM calls") == 0
         added = calltrail("phone-number", "add", "--org", str(org.org_id), "--number",
                           "+1 415 555 9876", database_url=database_url, **env)

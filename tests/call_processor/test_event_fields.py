@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from call_processor.calls import REPORT, SNAPSHOT
 from call_processor.events import (
@@ -347,3 +348,34 @@ def test_the_latest_instant_postgres_keeps_is_kept() -> None:
 def test_an_instant_is_utc_whatever_the_processs_local_time(text: str) -> None:
     moment = parse_time(text)
     assert moment == T0 and moment is not None and moment.utcoffset() == dt.timedelta(0)
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(document.cookie)", "JavaScript:alert(1)", " javascript:alert(1)",
+    "java\nscript:alert(1)", "data:text/html;base64,PHNjcmlwdD4=", "http://r/mono",
+    "vbscript:msgbox(1)", "//evil.example/mono", "https:/no-host", "https://", "ftp://r/x",
+    "https://r/mono\\@evil", "https://r/a b",
+])
+def test_a_recording_url_that_is_not_https_is_dropped_and_logged_by_call_id(url: str) -> None:
+    message = {"type": "end-of-call-report", "artifact": {"recordingUrl": url,
+                                                         "stereoRecordingUrl": url},
+               "recordingUrl": url, "call": the_call()}
+    with capture_logs() as logs:
+        got = values(message)
+    assert "recording_url" not in got and "stereo_recording_url" not in got
+    assert logs and {entry["event"] for entry in logs} == {"recording_url_dropped"}
+    assert {entry["call_id"] for entry in logs} == {"call-1"}
+    assert url.strip() not in repr(logs)  # never the URL
+
+
+def test_a_bad_recording_url_falls_back_to_the_next_place_that_is_https() -> None:
+    message = {"type": "end-of-call-report",
+               "artifact": {"recordingUrl": "javascript:alert(1)",
+                            "recording": {"mono": {"combinedUrl": "https://nested/mono"}}},
+               "call": the_call()}
+    assert values(message)["recording_url"] == ("https://nested/mono", REPORT)
+    snapshot = {"type": CALL_SNAPSHOT, "call": the_call(
+        recordingUrl="javascript:alert(1)", stereoRecordingUrl="HTTPS://r/stereo")}
+    got = values(snapshot)
+    assert "recording_url" not in got
+    assert got["stereo_recording_url"] == ("HTTPS://r/stereo", SNAPSHOT)

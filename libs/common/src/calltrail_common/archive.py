@@ -12,14 +12,17 @@ from typing import Any
 
 import asyncpg
 
+from calltrail_common.attribution import Routing
+
 UNASSIGNED = """
     SELECT u.message_id, u.received_at, e.message_type, e.call_id, u.phone_number_id,
-           u.dialled_number, u.vapi_org_id, u.metadata_org_ids
+           u.dialled_number, u.vapi_org_id, u.metadata_org_ids, u.reason
     FROM unassigned_events u JOIN events e USING (message_id)
     ORDER BY u.received_at, u.message_id
     LIMIT $1"""
 UNASSIGNED_MATCHING = """
-    SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body
+    SELECT e.message_id, e.message_type, e.dedupe_key, e.endpoint_id, e.received_at, e.body,
+           u.metadata_org_ids, u.phone_number_id, u.dialled_number, u.vapi_org_id
     FROM unassigned_events u JOIN events e USING (message_id)
     WHERE u.dialled_number = ANY($1::text[]) OR u.phone_number_id = ANY($2::text[])
        OR u.vapi_org_id = $3
@@ -40,6 +43,14 @@ class StoredEvent:
     body: bytes
 
 
+@dataclass(frozen=True)
+class WaitingEvent:
+    """An unassigned event and what it offers to be attributed by."""
+
+    event: StoredEvent
+    routing: Routing
+
+
 async def unassigned(connection: asyncpg.Connection, limit: int = 1000
                      ) -> list[dict[str, Any]]:
     return [dict(r) for r in await connection.fetch(UNASSIGNED, limit)]
@@ -52,11 +63,15 @@ def _stored(rows: list[asyncpg.Record]) -> list[StoredEvent]:
 
 async def unassigned_matching(connection: asyncpg.Connection, numbers: Sequence[str],
                               vapi_phone_number_ids: Sequence[str],
-                              vapi_org_id: str | None) -> list[StoredEvent]:
+                              vapi_org_id: str | None) -> list[WaitingEvent]:
     """The unassigned events any of these numbers, Vapi phone number ids or the Vapi org id
-    match, in the order they were received: one query for a whole account."""
-    return _stored(await connection.fetch(UNASSIGNED_MATCHING, list(numbers),
-                                          list(vapi_phone_number_ids), vapi_org_id))
+    match, in the order they were received: one query for a whole account. Whether each
+    now has an organization is `handback.releasable`'s to decide."""
+    rows = await connection.fetch(UNASSIGNED_MATCHING, list(numbers),
+                                  list(vapi_phone_number_ids), vapi_org_id)
+    return [WaitingEvent(event, Routing(tuple(r["metadata_org_ids"]), r["phone_number_id"],
+                                        r["dialled_number"], r["vapi_org_id"]))
+            for event, r in zip(_stored(rows), rows, strict=True)]
 
 
 async def archived_for(connection: asyncpg.Connection, org_id: uuid.UUID,

@@ -14,14 +14,15 @@ import orjson
 from aio_pika.abc import AbstractChannel
 
 from calltrail_common import archive
-from calltrail_common.archive import StoredEvent
+from calltrail_common.archive import StoredEvent, WaitingEvent
+from calltrail_common.attribution import attribute
 from calltrail_common.envelope import (
     SHARED_ENDPOINT,
     EventEnvelope,
     partition_of,
     webhook_partition,
 )
-from calltrail_common.phone_numbers import number_keys
+from calltrail_common.phone_numbers import known_for, number_keys
 from calltrail_common.topology import CALL_PROCESSOR, Topology
 
 
@@ -57,16 +58,34 @@ async def republish(channel: AbstractChannel, topology: Topology,
     return len(events)
 
 
+async def releasable(connection: asyncpg.Connection, numbers: Sequence[str],
+                     vapi_phone_number_ids: Sequence[str], vapi_org_id: str | None
+                     ) -> list[StoredEvent]:
+    """The unassigned events these keys match that now have an organization by the rule the
+    processor applies (`attribution.attribute`): a match on a key alone releases nothing
+    that would disagree, or that a mapping of another Vapi org would take."""
+    waiting = await archive.unassigned_matching(connection, numbers, vapi_phone_number_ids,
+                                                vapi_org_id)
+    return await agreeing(connection, waiting)
+
+
+async def agreeing(connection: asyncpg.Connection, waiting: Sequence[WaitingEvent]
+                   ) -> list[StoredEvent]:
+    if not waiting:
+        return []
+    known = await known_for(connection, [w.routing for w in waiting])
+    return [w.event for w in waiting if attribute(w.routing, known).org_id is not None]
+
+
 async def hand_back_matching(connection: asyncpg.Connection, channel: AbstractChannel,
                              topology: Topology, numbers: Sequence[Mapping[str, Any]],
                              vapi_org_id: str | None) -> int:
     """Hand the unassigned events that an account's numbers (Vapi's phone number list) or
-    its Vapi org id now match back to the processor, which assigns them (as `calltrail
-    phone-number add` does); how many."""
+    its Vapi org id now attribute to an organization back to the processor, which assigns
+    them (as `calltrail phone-number add` does); how many."""
     keys = [number_keys(item) for item in numbers]
-    waiting = await archive.unassigned_matching(
-        connection, [n for n, _ in keys if n is not None],
-        [i for _, i in keys if i is not None], vapi_org_id)
-    if not waiting:
+    ready = await releasable(connection, [n for n, _ in keys if n is not None],
+                             [i for _, i in keys if i is not None], vapi_org_id)
+    if not ready:
         return 0
-    return await republish(channel, topology, waiting)  # in the order received
+    return await republish(channel, topology, ready)  # in the order received

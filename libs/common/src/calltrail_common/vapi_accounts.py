@@ -133,7 +133,7 @@ class NotConnected(AccountError):
 @dataclass(frozen=True)
 class RegisteredNumbers:
     numbers: tuple[str, ...]  # E.164 numbers (and SIP ids without a number) now registered
-    taken: int  # numbers another organization had already registered: left alone
+    conflicts: int  # numbers another organization has: recorded, not claimed
     vapi_org_id: str | None
 
 
@@ -158,12 +158,14 @@ class ClaimedAccount:
 
 
 def vapi_org_id_of(items: Iterable[Mapping[str, Any]]) -> str | None:
-    """The Vapi org id that phone numbers, assistants or calls of one account name."""
+    """The Vapi org id that phone numbers, assistants or calls of one account name: the one
+    most of them name (the first of those on a tie), so an odd item cannot decide it."""
+    counts: dict[str, int] = {}
     for item in items:
         value = item.get("orgId")
         if isinstance(value, str) and value:
-            return value
-    return None
+            counts[value] = counts.get(value, 0) + 1
+    return max(counts, key=lambda value: counts[value]) if counts else None
 
 
 def is_stale(last_synced_at: dt.datetime | None, now: dt.datetime,
@@ -293,14 +295,19 @@ async def learn_vapi_org(connection: asyncpg.Connection, org_id: uuid.UUID,
 async def register_numbers(connection: asyncpg.Connection, org_id: uuid.UUID,
                            numbers: Sequence[Mapping[str, Any]],
                            vapi_org_id: str | None) -> RegisteredNumbers:
-    """Register each of the account's phone numbers to `org_id` and learn its Vapi org id,
-    under the assignment lock (`phone_numbers.register`), so no event is set aside as
-    unassigned in between without being found by `hand_back_matching`."""
-    registered = await phone_numbers.register_account_numbers(connection, org_id, numbers)
+    """Learn the account's Vapi org id, then register to `org_id` the numbers of its list
+    that are of that Vapi org (`phone_numbers.register_account_numbers`: a number another
+    organization has is recorded as a conflict), under the assignment lock, so no event is
+    set aside as unassigned in between without being found by `hand_back_matching`. An
+    account whose Vapi org another organization's account has claims nothing."""
     learned = None
     if vapi_org_id is not None:
         learned = await learn_vapi_org(connection, org_id, vapi_org_id)
-    return RegisteredNumbers(registered.numbers, registered.taken, learned)
+    if learned is None:
+        return RegisteredNumbers((), 0, None)
+    registered = await phone_numbers.register_account_numbers(connection, org_id, learned,
+                                                              numbers)
+    return RegisteredNumbers(registered.numbers, registered.conflicts, learned)
 
 
 # --- leases (metrics-sync) ---------------------------------------------------------------

@@ -22,7 +22,7 @@ from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import archive, audit, db, phone_numbers
 from calltrail_common.crypto import CryptoError
 from calltrail_common.e164 import to_e164
-from calltrail_common.handback import republish
+from calltrail_common.handback import releasable, republish
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import (
     DEFAULT_SECRET_OVERLAP,
@@ -167,12 +167,13 @@ async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> Non
             raise CommandError(f"no organization {org_id}") from None
         except phone_numbers.NumberTaken as taken:
             raise CommandError(str(taken)) from None
-        waiting = await archive.unassigned_matching(
+        waiting = await releasable(
             connection, [number] if number else [], [args.vapi_id] if args.vapi_id else [],
             None)
     finally:
         await connection.close()
-    # Hand the events this number now matches back to the processor, which assigns them.
+    # Hand the events this number now gives an organization back to the processor, which
+    # assigns them.
     topology = Topology(settings.amqp_prefix)
     async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
         requeued = await republish(channel, topology, waiting)
@@ -191,7 +192,23 @@ async def _unassigned_list(settings: Settings, args: argparse.Namespace) -> None
         "type": r["message_type"], "callId": r["call_id"],
         "phoneNumberId": r["phone_number_id"], "dialledNumber": r["dialled_number"],
         "vapiOrgId": r["vapi_org_id"], "metadataOrgIds": list(r["metadata_org_ids"]),
+        "reason": r["reason"],
     } for r in rows])
+
+
+async def _phone_number_conflicts(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org") if args.org else None
+    connection = await db.connect(settings.database_url)
+    try:
+        listed = await phone_numbers.conflicts(connection, org_id, args.limit)
+    finally:
+        await connection.close()
+    # orgId: the organization whose account lists the number; heldBy: the one that has it.
+    _print_json([{
+        "orgId": str(c.org_id), "heldBy": str(c.held_by), "number": c.number,
+        "vapiPhoneNumberId": c.vapi_phone_number_id, "vapiOrgId": c.vapi_org_id,
+        "firstSeenAt": c.first_seen_at.isoformat(), "lastSeenAt": c.last_seen_at.isoformat(),
+    } for c in listed])
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
@@ -275,10 +292,16 @@ def _parser() -> argparse.ArgumentParser:
     phone_add.add_argument("--number", required=True, help="E.164, e.g. +14155550123")
     phone_add.add_argument("--vapi-id", help="Vapi's id of the phone number")
     phone_add.set_defaults(run=_phone_number_add)
+    phone_conflicts = phone.add_parser(
+        "conflicts", help="numbers an account lists that another organization has: not "
+                          "claimed until an operator settles them")
+    phone_conflicts.add_argument("--org", help="only those involving this organization")
+    phone_conflicts.add_argument("--limit", type=int, default=1000)
+    phone_conflicts.set_defaults(run=_phone_number_conflicts)
 
     unassigned = commands.add_parser(
         "unassigned", help="events no organization matched").add_subparsers(
-        dest="unassigned_command", required=True)
+        dest="unassigned_command", required=True)  # each with the reason
     unassigned_list = unassigned.add_parser("list")
     unassigned_list.add_argument("--limit", type=int, default=1000)
     unassigned_list.set_defaults(run=_unassigned_list)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from call_processor.calls import CALL_FIELDS, CallState, combine, is_inbound, merge
 from call_processor.deliveries import BatchOutcome, Parsed, PreparedBatch
 from call_processor.figures import DailyFigures
+from calltrail_common.attribution import NO_MATCH
 
 Caller = tuple[uuid.UUID, str]  # (organization, E.164 number)
 
@@ -40,6 +41,7 @@ class UnassignedEvent:
     dialled_number: str | None
     vapi_org_id: str | None
     metadata_org_ids: tuple[str, ...]
+    reason: str  # why it has no organization (calltrail_common.attribution)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +138,11 @@ def foreign_calls(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None]
 
 
 def archive_events(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None],
-                   outcome: BatchOutcome
+                   outcome: BatchOutcome, reasons: Mapping[str, str] | None = None
                    ) -> tuple[dict[str, ArchivedEvent], list[UnassignedEvent]]:
     """Every event not dead-lettered, once per message id (a redelivery is one event), and
-    those no organization matched, to keep aside; the outcome of each delivery."""
+    those without an organization, to keep aside with the reason (`reasons`, by message
+    id); the outcome of each delivery."""
     archived: dict[str, ArchivedEvent] = {}
     unassigned: list[UnassignedEvent] = []
     for p in parsed:
@@ -158,7 +161,8 @@ def archive_events(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None
             routing = p.event.routing
             unassigned.append(UnassignedEvent(
                 message_id, envelope.received_at, routing.phone_number_id,
-                routing.dialled_number, routing.vapi_org_id, routing.metadata_org_ids))
+                routing.dialled_number, routing.vapi_org_id, routing.metadata_org_ids,
+                (reasons or {}).get(message_id, NO_MATCH)))
     return archived, unassigned
 
 

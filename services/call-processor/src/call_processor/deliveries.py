@@ -23,6 +23,7 @@ from call_processor.events import (
     parse_event,
     parse_snapshot_bundle,
 )
+from calltrail_common.attribution import as_uuid
 from calltrail_common.envelope import CALL_SNAPSHOTS, EventEnvelope
 
 
@@ -63,15 +64,6 @@ class Parsed:
     # One call snapshot of a bundle: applied, but archived and settled with its bundle (a
     # `Parsed` of its own, without an observation).
     in_bundle: bool = False
-
-
-def as_uuid(value: object) -> uuid.UUID | None:
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

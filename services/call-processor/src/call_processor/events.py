@@ -16,12 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from call_processor.calls import REPORT, SNAPSHOT, Observation
+from calltrail_common.attribution import Routing
 from calltrail_common.e164 import to_e164
+from calltrail_common.logging import get_logger
 from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
+
+log = get_logger("call_processor")
 
 CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT})
 
@@ -34,16 +39,6 @@ _MONEY_QUANTUM = Decimal(1).scaleb(-_MONEY_DIGITS)
 
 class PoisonMessage(Exception):
     """A message that can never be processed; the reason goes with it to the dead letters."""
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """What an event offers to find its organization by (contract section 5, in order)."""
-
-    metadata_org_ids: tuple[str, ...]
-    phone_number_id: str | None
-    dialled_number: str | None
-    vapi_org_id: str | None
 
 
 NO_ROUTING = Routing(metadata_org_ids=(), phone_number_id=None, dialled_number=None,
@@ -206,7 +201,29 @@ def _beside_call(message_type: str, message: Mapping[str, Any], call: Mapping[st
     return call if message_type == CALL_SNAPSHOT else message
 
 
-def _final_values(source: Mapping[str, Any]) -> dict[str, Any]:
+def is_https_url(value: str) -> bool:
+    """Whether a recording URL may be kept: `https:` with a host, and nothing a browser
+    would drop or read otherwise (control characters, whitespace, backslashes)."""
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.hostname)
+
+
+def _recording(value: Any, call_id: str, place: str) -> str | None:
+    """A recording URL, or None when there is none or it is not https (it would end in an
+    href and in API answers): dropped, logged by call id, never the URL."""
+    url = _text(value)
+    if url is not None and not is_https_url(url):
+        log.warning("recording_url_dropped", call_id=call_id, field=place)
+        return None
+    return url
+
+
+def _final_values(source: Mapping[str, Any], call_id: str) -> dict[str, Any]:
     """The values a finished call has, as a report's message or a call object carries them:
     `artifact`/`analysis` first, the older top-level fields second."""
     artifact = _dict(source.get("artifact"))
@@ -226,12 +243,16 @@ def _final_values(source: Mapping[str, Any]) -> dict[str, Any]:
                                   _json(source.get("structuredData"))),
         "success_evaluation": _first(_evaluation(analysis.get("successEvaluation")),
                                      _evaluation(source.get("successEvaluation"))),
-        "recording_url": _first(_text(artifact.get("recordingUrl")),
-                                _text(_dict(recording.get("mono")).get("combinedUrl")),
-                                _text(source.get("recordingUrl"))),
-        "stereo_recording_url": _first(_text(artifact.get("stereoRecordingUrl")),
-                                       _text(recording.get("stereoUrl")),
-                                       _text(source.get("stereoRecordingUrl"))),
+        "recording_url": _first(
+            _recording(artifact.get("recordingUrl"), call_id, "artifact.recordingUrl"),
+            _recording(_dict(recording.get("mono")).get("combinedUrl"), call_id,
+                       "artifact.recording.mono.combinedUrl"),
+            _recording(source.get("recordingUrl"), call_id, "recordingUrl")),
+        "stereo_recording_url": _first(
+            _recording(artifact.get("stereoRecordingUrl"), call_id,
+                       "artifact.stereoRecordingUrl"),
+            _recording(recording.get("stereoUrl"), call_id, "artifact.recording.stereoUrl"),
+            _recording(source.get("stereoRecordingUrl"), call_id, "stereoRecordingUrl")),
     }
 
 
@@ -263,7 +284,7 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
         values["ended_reason"] = (_first(_text(message.get("endedReason")),
                                          _text(call.get("endedReason"))), SNAPSHOT)
     if is_report:
-        for name, value in _final_values(message).items():
+        for name, value in _final_values(message, call_id).items():
             if value is not None:
                 values[name] = (value, REPORT)
     event_ms = _epoch_ms(message.get("timestamp"))
@@ -271,7 +292,7 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
     if message_type == CALL_SNAPSHOT:
         # The call as Vapi stored it at `updatedAt`: its final values rank with a
         # status-update's by time, below a report's; it is not a report (report_received).
-        for name, value in _final_values(call).items():
+        for name, value in _final_values(call, call_id).items():
             values[name] = (value, SNAPSHOT)
         event_ms = _epoch_ms(call.get("updatedAt")) or event_ms
         status = _text(call.get("status"))

@@ -6,7 +6,8 @@ decides, per delivery, one of: applied (commit, then ack), kept aside as unassig
 (commit, then ack), dead letter (a reason it can never be processed), or, by raising, that
 the whole batch is retried. `process_batch` is both, for tests and tools.
 
-A batch, in steps (`_apply`): find each event's organization; lock the stored calls it
+A batch, in steps (`_apply`): find each event's organization (the endpoint's, or on the
+shared endpoint by `calltrail_common.attribution`, else why it has none); lock the stored calls it
 names and merge what it says into them; refuse events about another organization's call;
 archive the events (or keep them aside); write it all in one statement; refresh the leads
 whose calls changed. The rules of each step are pure (`call_processor.changes`); the SQL is
@@ -35,10 +36,10 @@ from call_processor.deliveries import (
     Delivery,
     Parsed,
     PreparedBatch,
-    as_uuid,
     prepare_batch,
 )
 from call_processor.repository import CallRepository, CallsInsertedMeanwhile, NumbersBusy
+from calltrail_common.attribution import Attribution, attribute
 from calltrail_common.logging import get_logger
 
 log = get_logger("call_processor")
@@ -82,10 +83,13 @@ async def apply_batch(connection: asyncpg.Connection, batch: PreparedBatch, shar
 async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
                  numbers_locked: set[str]) -> BatchOutcome:
     outcome = BatchOutcome(dead=dict(batch.poison))
-    orgs = await _organizations(repo, batch.parsed)
+    found = await _organizations(repo, batch.parsed)
+    orgs = {message_id: a.org_id for message_id, a in found.items()}
     changes = await _lock_and_merge(repo, batch, orgs, numbers_locked)
     _refuse_foreign_calls(batch.parsed, orgs, changes, outcome)
-    archived, unassigned = archive_events(batch.parsed, orgs, outcome)
+    archived, unassigned = archive_events(
+        batch.parsed, orgs, outcome,
+        {message_id: a.reason for message_id, a in found.items() if a.reason is not None})
     new_inbound, callers = lead_callers(changes.values())
     await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard))
     if callers:
@@ -94,38 +98,29 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
 
 
 async def _organizations(repo: CallRepository, parsed: Sequence[Parsed]
-                         ) -> dict[str, uuid.UUID | None]:
-    """The organization of each event (contract section 5), by message id."""
-    orgs = await _resolve(repo, parsed)
-    if any(org is None for org in orgs.values()):
+                         ) -> dict[str, Attribution]:
+    """The organization of each event, or why it has none (contract section 5), by message
+    id."""
+    found = await _resolve(repo, parsed)
+    if any(a.org_id is None for a in found.values()):
         # Unmatched: look again under the assignment lock before keeping them aside.
         await repo.hold_assignment_lock()
-        orgs.update(await _resolve(repo, [p for p in parsed
-                                          if orgs[p.delivery.message_id] is None]))
-    return orgs
+        found.update(await _resolve(repo, [p for p in parsed
+                                           if found[p.delivery.message_id].org_id is None]))
+    return found
 
 
-async def _resolve(repo: CallRepository, items: Sequence[Parsed]
-                   ) -> dict[str, uuid.UUID | None]:
-    resolved: dict[str, uuid.UUID | None] = {
-        p.delivery.message_id: p.header_org for p in items if p.header_org is not None}
+async def _resolve(repo: CallRepository, items: Sequence[Parsed]) -> dict[str, Attribution]:
+    """The endpoint's organization as it is; on the shared endpoint, the rule of
+    `calltrail_common.attribution` over what the database holds about the events' keys."""
+    resolved = {p.delivery.message_id: Attribution(p.header_org)
+                for p in items if p.header_org is not None}
     shared = [p for p in items if p.header_org is None]
     if not shared:
         return resolved
-    routings = [p.event.routing for p in shared]
-    found = await repo.resolve(
-        [u for r in routings for i in r.metadata_org_ids if (u := as_uuid(i)) is not None],
-        [r.phone_number_id for r in routings if r.phone_number_id],
-        [r.dialled_number for r in routings if r.dialled_number],
-        [r.vapi_org_id for r in routings if r.vapi_org_id])
+    known = await repo.known([p.event.routing for p in shared])
     for p in shared:
-        routing = p.event.routing
-        candidates = [found.get(("org", str(u))) for i in routing.metadata_org_ids
-                      if (u := as_uuid(i)) is not None]
-        candidates += [found.get(("phone_number_id", routing.phone_number_id or "")),
-                       found.get(("number", routing.dialled_number or "")),
-                       found.get(("vapi_org", routing.vapi_org_id or ""))]
-        resolved[p.delivery.message_id] = next((c for c in candidates if c is not None), None)
+        resolved[p.delivery.message_id] = attribute(p.event.routing, known)
     return resolved
 
 

@@ -38,7 +38,8 @@ import orjson
 
 from call_processor.calls import CALL_FIELDS, CallState, stats_day
 from call_processor.changes import BatchWrite, StoredCall, changed_mask
-from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY
+from calltrail_common.attribution import Known, Routing
+from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
 # no other user of the database picks the same by chance.
@@ -67,18 +68,6 @@ TRY_LOCK_NUMBERS = f"""
     SELECT bool_and(pg_try_advisory_xact_lock({NUMBER_LOCK_CLASS}, k))
     FROM unnest($1::integer[]) AS k"""  # noqa: S608 - a constant
 
-# What an event offers to find its organization by, all looked up at once (contract 5).
-RESOLVE = """
-    SELECT 'org' AS kind, id::text AS key, id AS org_id FROM organizations
-    WHERE id = ANY($1::uuid[])
-    UNION ALL
-    SELECT 'phone_number_id', vapi_phone_number_id, org_id FROM phone_numbers
-    WHERE vapi_phone_number_id = ANY($2::text[])
-    UNION ALL
-    SELECT 'number', number, org_id FROM phone_numbers WHERE number = ANY($3::text[])
-    UNION ALL
-    SELECT 'vapi_org', vapi_org_id, org_id FROM vapi_accounts
-    WHERE vapi_org_id = ANY($4::text[]) AND status = 'connected'"""
 HOLD_ASSIGNMENT_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
 
 # The statements on calls are built from the constant field list so that CALL_FIELDS stays
@@ -121,8 +110,8 @@ _P_CREATE_ORGS, _P_CREATE_NUMBERS, _P_LEAD_ORGS, _P_LEAD_NUMBERS = 1, 2, 3, 4
 _P_NEW_IDS, _P_NEW_ORGS, _P_NEW_COLUMNS = 5, 6, 7
 _P_SAVED_IDS, _P_SAVED_CHANGED, _P_SAVED_COLUMNS = 7 + _N, 8 + _N, 9 + _N
 _P_ARCHIVE = 9 + 2 * _N  # 8 arrays
-_P_KEEP = _P_ARCHIVE + 8  # 6 arrays
-_P_FORGET = _P_KEEP + 6
+_P_KEEP = _P_ARCHIVE + 8  # 7 arrays
+_P_FORGET = _P_KEEP + 7
 _P_SHARD = _P_FORGET + 1
 _P_STATS = _P_SHARD + 1  # 8 arrays
 _P_OUTCOMES = _P_STATS + 8  # 5 arrays
@@ -193,17 +182,19 @@ WITH created_leads AS (
     ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
         WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL
 ), kept_aside AS (
-    -- Events no organization matched yet (their ids as a JSON array each: arrays of
-    -- different lengths do not fit one SQL array).
+    -- Events without an organization yet, with the reason (their ids as a JSON array
+    -- each: arrays of different lengths do not fit one SQL array).
     INSERT INTO unassigned_events (message_id, received_at, phone_number_id, dialled_number,
-                                   vapi_org_id, metadata_org_ids)
+                                   vapi_org_id, metadata_org_ids, reason)
     SELECT k.message_id, k.received_at, k.phone_number_id, k.dialled_number, k.vapi_org_id,
-           ARRAY(SELECT jsonb_array_elements_text(k.metadata_org_ids::jsonb))
+           ARRAY(SELECT jsonb_array_elements_text(k.metadata_org_ids::jsonb)), k.reason
     FROM unnest(${_P_KEEP}::text[], ${_P_KEEP + 1}::timestamptz[], ${_P_KEEP + 2}::text[],
-                ${_P_KEEP + 3}::text[], ${_P_KEEP + 4}::text[], ${_P_KEEP + 5}::text[])
+                ${_P_KEEP + 3}::text[], ${_P_KEEP + 4}::text[], ${_P_KEEP + 5}::text[],
+                ${_P_KEEP + 6}::text[])
          AS k (message_id, received_at, phone_number_id, dialled_number, vapi_org_id,
-               metadata_org_ids)
-    ON CONFLICT (message_id) DO NOTHING
+               metadata_org_ids, reason)
+    ON CONFLICT (message_id) DO UPDATE SET reason = EXCLUDED.reason
+        WHERE unassigned_events.reason IS DISTINCT FROM EXCLUDED.reason
 ), forgotten AS (
     DELETE FROM unassigned_events WHERE message_id = ANY(${_P_FORGET}::text[])
 ), stats AS (
@@ -413,14 +404,10 @@ class CallRepository:
         # A cancelled batch leaves its transaction open: the pool rolls it back on release.
         await self._db.execute("COMMIT")
 
-    async def resolve(self, metadata_org_ids: Sequence[uuid.UUID],
-                      phone_number_ids: Sequence[str], numbers: Sequence[str],
-                      vapi_org_ids: Sequence[str]) -> dict[tuple[str, str], uuid.UUID]:
-        """(kind, key) -> organization for what shared-endpoint events offer."""
-        rows = await self._db.fetch(RESOLVE, sorted(set(metadata_org_ids)),
-                                    sorted(set(phone_number_ids)), sorted(set(numbers)),
-                                    sorted(set(vapi_org_ids)))
-        return {(r["kind"], r["key"]): r["org_id"] for r in rows}
+    async def known(self, routings: Sequence[Routing]) -> Known:
+        """What the database holds about the keys shared-endpoint events offer (the query
+        is `calltrail_common.phone_numbers.ROUTING_LOOKUP`: its tables are libs/common's)."""
+        return await known_for(self._db, routings)
 
     async def hold_assignment_lock(self) -> None:
         """Shared with every processor; `phone-number add` takes it exclusively, so that an
@@ -448,8 +435,8 @@ class CallRepository:
                                 for e in batch.archived], 8)
         unassigned = _transposed([(u.message_id, u.received_at, u.phone_number_id,
                                    u.dialled_number, u.vapi_org_id,
-                                   _json(list(u.metadata_org_ids)))
-                                  for u in batch.unassigned], 6)
+                                   _json(list(u.metadata_org_ids)), u.reason)
+                                  for u in batch.unassigned], 7)
         figures = batch.figures
         stats = _transposed([(org, day, d.calls, d.inbound, d.outbound, d.web,
                               d.duration_seconds, d.cost)
