@@ -19,6 +19,7 @@ from api.dashboard.page import (
     signed_in,
 )
 from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
+from calltrail_common import phone_numbers
 from calltrail_common.organizations import webhook_url
 
 SYNC_REFRESH_SECONDS = 2
@@ -45,12 +46,15 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
     if run is None and latest is not None:
         run = shapes.sync_run(latest)
     endpoint = await state.repository.webhook_endpoint(current.org_id)
+    async with state.pool.acquire() as connection:
+        number_conflicts = await phone_numbers.conflicts(connection, current.org_id, limit=50)
     in_progress = run is not None and run.status in ("queued", "running")
     return render(request, "settings.html", {
         "title": "Settings", "nav": "settings", "account": account, "run": run,
         "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
+        "number_conflicts": number_conflicts,
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
