@@ -19,7 +19,8 @@ ROUTES = [
 
 async def test_every_api_route_needs_a_valid_token(api: RunningApi) -> None:
     tenant = await api.tenant()
-    token_id, token = await create_token(api.connection, tenant.org_id)
+    made = await create_token(api.connection, tenant.org_id)
+    token_id, token = made.token_id, made.api_token
     assert await revoke_token(api.connection, token_id)
     wrong = api.client("ct_" + "x" * 43)
     revoked = api.client(token)
@@ -35,7 +36,8 @@ async def test_every_api_route_needs_a_valid_token(api: RunningApi) -> None:
 
 async def test_a_second_token_works_until_revoked(api: RunningApi) -> None:
     tenant = await api.tenant()
-    token_id, token = await create_token(api.connection, tenant.org_id)
+    made = await create_token(api.connection, tenant.org_id)
+    token_id, token = made.token_id, made.api_token
     client = api.client(token)
     assert (await client.get("/api/leads")).status_code == 200
     await revoke_token(api.connection, token_id)
