@@ -13,7 +13,6 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -38,7 +37,7 @@ _LIST_TOKENS = """
     ORDER BY t.revoked_at IS NOT NULL, t.created_at DESC, t.id"""
 # One round trip per request: the token's organization, and `last_used_at` written only
 # when it is older than `$2` (a read of the API is not a write every time).
-_AUTHENTICATE = """
+AUTHENTICATE_TOKEN = """
     WITH found AS (
         SELECT id, org_id, prefix, last_used_at FROM api_tokens
         WHERE token_sha256 = $1 AND revoked_at IS NULL),
@@ -206,7 +205,7 @@ async def authenticate_token(db: asyncpg.Connection | asyncpg.Pool, token: str
                              ) -> TokenHolder | None:
     """The holder of an active token (None: unknown or revoked), noting its use at most
     once per LAST_USED_EVERY."""
-    row = await db.fetchrow(_AUTHENTICATE, token_digest(token), LAST_USED_EVERY)
+    row = await db.fetchrow(AUTHENTICATE_TOKEN, token_digest(token), LAST_USED_EVERY)
     return None if row is None else TokenHolder(row["id"], row["org_id"], row["prefix"])
 
 
