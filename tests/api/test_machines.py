@@ -160,7 +160,7 @@ async def test_a_chunked_body_is_cut_when_it_passes_the_bound(api: RunningApi) -
         for _ in range(5):  # 80 KiB, and the body never ends
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         await writer.drain()
-        status, headers, body = await _answer(reader)
+        status, _, body = await _answer(reader)
         assert status == 413 and body["error"] == "payload_too_large"
         assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection closed
     # A chunked body within the bound is read as usual.
