@@ -90,7 +90,7 @@ Org = Annotated[uuid.UUID, Depends(organization)]
 Who = Annotated[Caller, Depends(caller)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": shapes.ErrorBody} for code in (400, 401, 404)}
+    code: {"model": shapes.ErrorBody} for code in (400, 401, 404, 413)}
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
 
