@@ -50,6 +50,7 @@ import httpx
 
 from api import repository
 from bench.harness import WRK_THREADS, ensure_wrk, machine_info, run_wrk, write_results
+from calltrail_common import organizations
 from calltrail_common.db import connect
 from calltrail_common.organizations import create_organization
 from calltrail_testkit.processes import HOST, Server, peak_rss_mib
@@ -170,7 +171,8 @@ async def explain(database_url: str, org_id: uuid.UUID, today: dt.date) -> dict[
     """EXPLAIN ANALYZE of what the measured routes ask, for A over 90 days."""
     start = today - dt.timedelta(days=89)
     queries: dict[str, tuple[str, tuple[Any, ...]]] = {
-        "org_of_token": (repository.ORG_OF_TOKEN, (b"\0" * 32,)),
+        "authenticate_token": (organizations.AUTHENTICATE_TOKEN,
+                               (b"\0" * 32, organizations.LAST_USED_EVERY)),
         "stats_days": (repository.STATS_DAYS, (org_id, start, today)),
         "calls_first_page": (repository.CALLS_FIRST_PAGE,
                              (org_id, None, None, None, None, None, 26)),

@@ -271,7 +271,7 @@ async def _dashboard_sign_in(settings: Settings, org_id: uuid.UUID) -> None:
     run's cannot be shown again), printed once for the newcomer to paste."""
     connection = await db.connect(settings.database_url)
     try:
-        _, token = await create_token(connection, org_id)
+        token = (await create_token(connection, org_id, name="demo")).api_token
     finally:
         await connection.close()
     print(f"\ndashboard    http://localhost:{settings.api_port}/\n"

@@ -129,6 +129,7 @@ def make_settings(**overrides: object) -> Settings:
         "ingest_confirm_timeout_seconds": 1.0,
         "ingest_endpoint_refresh_seconds": 0.5,
         "log_level": "debug",
+        "api_metrics_port": 0,  # a test that wants it asks for a free port
         "_env_file": None,
     }
     values.update(overrides)

@@ -122,6 +122,14 @@ def test_a_scalable_service_binds_no_fixed_host_port_and_has_no_fixed_name(name:
         assert ":" not in str(port), f"{name} binds host port {port}: it cannot be scaled"
 
 
+def test_the_apis_metrics_port_is_not_published() -> None:
+    # /metrics is on API_METRICS_PORT (decision 37): Prometheus reaches it on the network.
+    api = _compose()["services"]["api"]
+    metrics_port = str(Settings.model_fields["api_metrics_port"].default)
+    for port in api.get("ports", []):
+        assert metrics_port not in str(port).split(":"), port
+
+
 def test_bind_mounts_name_files_of_this_repo() -> None:
     for name, service in _compose()["services"].items():
         for source, _ in _volumes(service):

@@ -71,6 +71,9 @@ PROBE_PORT_FIELD = {
     "call-processor": "processor_metrics_port",
     "metrics-sync": "metrics_sync_metrics_port",
 }
+# The settings field holding the port each service serves /metrics on, for Prometheus: the
+# api's is a port of its own, which no Ingress reaches (decision 37).
+METRICS_PORT_FIELD = {**PROBE_PORT_FIELD, "api": "api_metrics_port"}
 # metrics-sync hands runs that outlived its grace period back to the queue within this
 # (metrics_sync.worker, MetricsSync._sync_one).
 SYNC_HAND_BACK_SECONDS = 5.0
@@ -634,6 +637,35 @@ def api_paths() -> frozenset[str]:
     paths = frozenset(walk(create_app(settings, KeyRing.from_settings(settings)).routes, ""))
     assert {"/api/calls", "/healthz", "/"} <= paths, paths  # the walk found the routers
     return paths
+
+
+def test_prometheus_is_pointed_at_the_port_each_service_serves_metrics_on(
+        manifests: tuple[Manifest, ...]) -> None:
+    for name in SERVICES:
+        pod = workload(manifests, name)
+        container = main_container(pod)
+        port = getattr(settings_of(manifests, container), METRICS_PORT_FIELD[name])
+        annotations = pod["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        assert int(annotations["prometheus.io/port"]) == port, name
+        assert port in [p["containerPort"] for p in container["ports"]], name
+
+
+def test_no_ingress_reaches_the_apis_metrics_port(manifests: tuple[Manifest, ...]) -> None:
+    api = main_container(workload(manifests, "api"))
+    metrics_port = settings_of(manifests, api).api_metrics_port
+    for ingress in of_kind(manifests, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                service = one(manifests, "Service", backend["name"])
+                (port,) = [p for p in service["spec"]["ports"]
+                           if p["name"] == backend["port"]["name"]]
+                if selects(service["spec"]["selector"],
+                           workload(manifests, "api")["spec"]["template"]["metadata"]["labels"]):
+                    assert named_port(api, port["targetPort"]) != metrics_port, path["path"]
+    (scraped,) = [p for p in one(manifests, "Service", "api-metrics")["spec"]["ports"]]
+    assert named_port(api, scraped["targetPort"]) == metrics_port
 
 
 def test_the_api_publishes_every_route_but_its_probes(manifests: tuple[Manifest, ...]) -> None:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from calltrail_common.settings import Settings
 from calltrail_common.topology import CALL_PROCESSOR, CONSUMERS, Topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +161,20 @@ def test_the_prometheus_config_and_the_rules_it_loads_pass_promtool_check() -> N
     result = promtool("check", "config", PROMETHEUS_CONFIG)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(_alert_rules())} rules found" in result.stdout  # alerts.yml was loaded
+
+
+# Where each service serves /metrics (the api's port of its own: decision 37).
+SCRAPED_PORT_FIELD = {"ingest": "ingest_port", "call-processor": "processor_metrics_port",
+                      "metrics-sync": "metrics_sync_metrics_port", "api": "api_metrics_port"}
+
+
+def test_each_service_is_scraped_on_its_metrics_port() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name, field in SCRAPED_PORT_FIELD.items():
+        (discovery,) = jobs[name]["dns_sd_configs"]
+        assert discovery["port"] == Settings.model_fields[field].default, name
+        assert jobs[name].get("metrics_path", "/metrics") == "/metrics", name
 
 
 def test_the_alert_unit_tests_pass() -> None:

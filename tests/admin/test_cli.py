@@ -11,7 +11,7 @@ import uuid
 
 import orjson
 
-from calltrail_common import db
+from calltrail_common import audit, db
 from calltrail_common.organizations import token_digest
 
 
@@ -28,7 +28,7 @@ async def test_org_create_prints_credentials_and_stores_only_a_token_digest(
                        PUBLIC_BASE_URL="https://hooks.example.com/")
     assert result.returncode == 0, result.stderr
     created = orjson.loads(result.stdout)
-    assert set(created) == {"orgId", "apiToken", "webhookUrl", "webhookSecret"}
+    assert set(created) == {"orgId", "tokenId", "apiToken", "webhookUrl", "webhookSecret"}
     assert created["webhookUrl"].startswith("https://hooks.example.com/webhooks/vapi/ep_")
     connection = await db.connect(database_url)
     try:
@@ -115,11 +115,46 @@ async def test_webhook_secret_rotate_and_revoke(database_url: str) -> None:
         await connection.close()
 
 
+async def test_token_list_names_prefix_and_creator_and_never_a_token(database_url: str
+                                                                     ) -> None:
+    org = orjson.loads(calltrail("org", "create", "--name", "T", database_url=database_url)
+                       .stdout)
+    created = calltrail("token", "create", "--org", org["orgId"], "--name", "CRM sync",
+                        database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    made = orjson.loads(created.stdout)
+    assert set(made) == {"tokenId", "apiToken", "prefix", "name"}
+    assert made["apiToken"].startswith(made["prefix"]) and len(made["prefix"]) == 7
+    # The first token, revoked without SQL: `org create` printed its id.
+    assert calltrail("token", "revoke", org["tokenId"], database_url=database_url
+                     ).returncode == 0
+    listed = calltrail("token", "list", "--org", org["orgId"], database_url=database_url)
+    assert listed.returncode == 0, listed.stderr
+    tokens = orjson.loads(listed.stdout)
+    assert [(t["tokenId"], t["name"], t["prefix"], t["creator"], t["revokedAt"] is None)
+            for t in tokens] == [
+        (made["tokenId"], "CRM sync", made["prefix"], "cli", True),
+        (org["tokenId"], None, org["apiToken"][:7], "cli", False)]
+    assert made["apiToken"] not in listed.stdout and org["apiToken"] not in listed.stdout
+    connection = await db.connect(database_url)
+    try:
+        logged = await audit.entries(connection, uuid.UUID(org["orgId"]))
+    finally:
+        await connection.close()
+    assert [(e.actor, e.action, e.target) for e in logged] == [
+        ("cli", "token.revoked", org["apiToken"][:7]),
+        ("cli", "token.created", made["prefix"]),
+        ("cli", "token.created", org["apiToken"][:7])]
+    assert org["apiToken"] not in repr(logged) and made["apiToken"] not in repr(logged)
+
+
 def test_bad_input_exits_non_zero_with_one_line(database_url: str) -> None:
     nobody = "00000000-0000-0000-0000-000000000000"
     for args in (["token", "revoke", "not-an-id"],
                  ["token", "create", "--org", nobody],
                  ["org", "create", "--name", "  "],
+                 ["token", "list", "--org", nobody],
+                 ["token", "create", "--org", nobody, "--name", "x" * 81],
                  ["webhook-secret", "rotate", "--org", nobody],
                  ["webhook-secret", "rotate", "--org", nobody, "--overlap-hours", "-1"],
                  ["webhook-secret", "revoke", "--org", nobody],

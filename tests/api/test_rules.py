@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api import cursors, params, shapes
+from api import cursors, params, request_bounds, shapes
 from api.auth import bearer_token
 from api.errors import InvalidParameter, NotFound, Unauthorized
+from calltrail_common import organizations
 
 _instants = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
                          timezones=st.just(UTC))
@@ -114,3 +115,39 @@ def test_call_directions_are_named_from_the_vapi_type() -> None:
     assert shapes.call_summary(row).direction == "outbound"
     assert shapes.call_summary({**row, "direction": "vapi.websocketCall"}).direction == (
         "vapi.websocketCall")
+
+
+@pytest.mark.parametrize(("stored", "answered"), [
+    (None, None), ("", None), ("https://rec.example/a.wav", "https://rec.example/a.wav"),
+    ("HTTPS://rec.example/a.wav", "HTTPS://rec.example/a.wav"), ("http://rec.example/a", None),
+    ("javascript:alert(1)", None), ("data:audio/wav;base64,AAAA", None), ("https:///a", None),
+    ("//rec.example/a.wav", None), ("https://[::1", None)])
+def test_only_https_recording_urls_are_answered(stored: str | None, answered: str | None
+                                                ) -> None:
+    assert shapes.https_only(stored) == answered
+
+
+@pytest.mark.parametrize(("headers", "bearer"), [
+    ([(b"authorization", b"Bearer ct_x")], True), ([(b"authorization", b"bearer ct_x")], True),
+    ([(b"authorization", b"Basic abc")], False), ([(b"authorization", b"Bearer")], False),
+    ([(b"x-authorization", b"Bearer ct_x")], False), ([], False)])
+def test_a_bearer_header_is_recognised_without_reading_the_token(
+        headers: list[tuple[bytes, bytes]], bearer: bool) -> None:
+    assert request_bounds.has_bearer(headers) is bearer
+
+
+def test_a_declared_length_that_is_not_a_number_is_refused() -> None:
+    assert request_bounds.declared_length([(b"content-length", b"12")]) == 12
+    assert request_bounds.declared_length([(b"content-length", b"-1")]) == -1
+    assert request_bounds.declared_length([(b"content-length", b"1e9")]) == -1
+    assert request_bounds.declared_length([(b"host", b"a")]) is None
+
+
+def test_token_names() -> None:
+    assert organizations.token_name(None) is None
+    assert organizations.token_name("  ") is None
+    assert organizations.token_name(" CRM sync ") == "CRM sync"
+    for bad in ("x" * 81, "two\nlines", "tab\there"):
+        with pytest.raises(organizations.InvalidTokenName):
+            organizations.token_name(bad)
+    assert organizations.token_prefix("ct_AbC1rest") == "ct_AbC1"

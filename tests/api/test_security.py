@@ -126,7 +126,8 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     fake, _ = fake_vapi
     owner = await _seed(api, fake, "Alpha", "+14155550161")
     intruder = await _seed(api, fake, "Bravo", "+14155550172")
-    revoked_id, revoked_token = await create_token(api.connection, owner.tenant.org_id)
+    made = await create_token(api.connection, owner.tenant.org_id)
+    revoked_id, revoked_token = made.token_id, made.api_token
     assert await revoke_token(api.connection, revoked_id)
     owner.secrets.append(revoked_token)
     garbage = api.client("x")
@@ -198,7 +199,8 @@ async def test_tokens_and_keys_are_in_no_error_message(
 
 async def test_tokens_are_stored_and_compared_only_as_digests(api: RunningApi) -> None:
     tenant = await api.tenant()
-    token_id, second = await create_token(api.connection, tenant.org_id)
+    made = await create_token(api.connection, tenant.org_id)
+    token_id, second = made.token_id, made.api_token
     stored = [row["token_sha256"] for row in await api.connection.fetch(
         "SELECT token_sha256 FROM api_tokens WHERE org_id = $1", tenant.org_id)]
     assert sorted(stored) == sorted([token_digest(tenant.token), token_digest(second)])

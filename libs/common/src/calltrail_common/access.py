@@ -1,7 +1,7 @@
 """Who may do what in an organization: the roles and what each allows. Pure.
 
 owner: everything (people of any role, clients, markup, branding, the webhook secret).
-admin: the Vapi key, API tokens and people up to admin; sees secrets.
+admin: the Vapi key, API tokens and people up to admin; sees secrets and the audit log.
 viewer: reads; never sees a secret (webhook secret, new tokens, invitation links of others).
 
 A member of an agency has the same role in each of its client organizations
@@ -29,6 +29,7 @@ class Action(StrEnum):
     MANAGE_SECRET = "manage_secret"  # noqa: S105 - an action name: rotate, revoke the webhook secret
     MANAGE_CLIENTS = "manage_clients"    # an agency's clients, markup, branding
     EXPORT = "export"
+    READ_AUDIT = "read_audit"            # the audit log: who did what, with people's emails
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -38,6 +39,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.SEE_SECRETS: "admin",
     Action.MANAGE_VAPI_KEY: "admin",
     Action.MANAGE_TOKENS: "admin",
+    Action.READ_AUDIT: "admin",
     Action.MANAGE_PEOPLE: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",

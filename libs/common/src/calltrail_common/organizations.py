@@ -1,6 +1,10 @@
 """Organizations and their credentials: webhook endpoints and tenant API tokens.
 
-Credentials are random and printed once; API tokens are stored only as SHA-256 digests.
+Credentials are random and printed once; API tokens are stored only as SHA-256 digests,
+beside their first characters (`prefix`, e.g. `ct_AbC1`) to recognise one by in a list or
+the audit log. Tokens are machines' credentials, managed by people: the CLI and the
+dashboard make and revoke them through the functions here, and each change is written to
+the audit log in the same transaction.
 
 Webhook secrets rotate with an overlap (decision 34): `rotate` issues a new secret for the
 organization's endpoint and keeps the one it replaced accepted until the overlap ends (one
@@ -19,18 +23,44 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import asyncpg
+
+from calltrail_common import audit
 
 # How long a replaced webhook secret stays accepted unless the caller says otherwise.
 DEFAULT_SECRET_OVERLAP = dt.timedelta(hours=24)
 
 _CREATE_ORGANIZATION = "INSERT INTO organizations (id, name) VALUES ($1, $2)"
 _CREATE_ENDPOINT = "INSERT INTO webhook_endpoints (id, org_id, secret) VALUES ($1, $2, $3)"
-_CREATE_TOKEN = "INSERT INTO api_tokens (id, org_id, token_sha256) VALUES ($1, $2, $3)"  # noqa: S105 - SQL, not a secret
-_REVOKE_TOKEN = (
-    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING id"  # noqa: S105
-)
+_CREATE_TOKEN = """
+    INSERT INTO api_tokens (id, org_id, token_sha256, name, prefix, created_by, created_via)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)"""  # noqa: S105 - SQL, not a secret
+# `$2` NULL: any organization's token (the CLI); else only that organization's (a dashboard).
+_REVOKE_TOKEN = """
+    UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+    WHERE id = $1 AND ($2::uuid IS NULL OR org_id = $2)
+    RETURNING org_id, prefix, revoked_at = now() AS newly_revoked"""  # noqa: S105
+_LIST_TOKENS = """
+    SELECT t.id, t.name, t.prefix, coalesce(u.email, t.created_via) AS creator, t.created_at,
+           t.last_used_at, t.revoked_at
+    FROM api_tokens t LEFT JOIN users u ON u.id = t.created_by
+    WHERE t.org_id = $1
+    ORDER BY t.revoked_at IS NOT NULL, t.created_at DESC, t.id"""
+# One round trip per request: the token's organization, and `last_used_at` written only
+# when it is older than `$2` (a read of the API is not a write every time).
+AUTHENTICATE_TOKEN = """
+    WITH found AS (
+        SELECT id, org_id, prefix, last_used_at FROM api_tokens
+        WHERE token_sha256 = $1 AND revoked_at IS NULL),
+    touched AS (
+        UPDATE api_tokens t SET last_used_at = now() FROM found
+        WHERE t.id = found.id
+          AND (found.last_used_at IS NULL OR found.last_used_at < now() - $2::interval)
+        RETURNING t.id)
+    SELECT id, org_id, prefix FROM found"""  # noqa: S105 - SQL
+_ORGANIZATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)"
 # Every live secret of every active endpoint: the current ones (valid_until NULL) and the
 # previous ones whose overlap has not ended.
 _ACTIVE_ENDPOINTS = """
@@ -71,6 +101,61 @@ class NewOrganization:
     webhook_secret: str
     token_id: uuid.UUID
     api_token: str
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token_id: uuid.UUID
+    api_token: str  # shown once, never stored
+    prefix: str
+
+
+@dataclass(frozen=True)
+class TokenListing:
+    token_id: uuid.UUID
+    name: str | None
+    prefix: str | None  # None: made before tokens had one (migration 0013)
+    creator: str        # the person's email, or how it was made ("cli")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """The machine behind an API request: its token and the token's organization."""
+    token_id: uuid.UUID
+    org_id: uuid.UUID
+    prefix: str | None
+
+    @property
+    def actor(self) -> audit.Actor:
+        return audit.token_actor(self.prefix or f"id:{self.token_id}")
+
+
+MAX_TOKEN_NAME_LENGTH = 80
+TOKEN_PREFIX_LENGTH = 7  # "ct_" and 4 of the 43 random characters: 24 of its 256 bits
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+class InvalidTokenName(ValueError):
+    """A token name that is too long or holds control characters."""
+
+
+def token_name(raw: str | None) -> str | None:
+    """A token's name as given (None or blank: no name), trimmed."""
+    name = (raw or "").strip()
+    if not name:
+        return None
+    if len(name) > MAX_TOKEN_NAME_LENGTH:
+        raise InvalidTokenName(f"a token name has at most {MAX_TOKEN_NAME_LENGTH} characters")
+    if any(not character.isprintable() for character in name):
+        raise InvalidTokenName("a token name is one line of printable characters")
+    return name
+
+
+def token_prefix(token: str) -> str:
+    return token[:TOKEN_PREFIX_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -129,18 +214,63 @@ async def create_organization(connection: asyncpg.Connection, name: str) -> NewO
         await connection.execute(_CREATE_ENDPOINT, org.endpoint_id, org.org_id,
                                  org.webhook_secret)
         await connection.execute(_CREATE_TOKEN, org.token_id, org.org_id,
-                                 token_digest(org.api_token))
+                                 token_digest(org.api_token), None,
+                                 token_prefix(org.api_token), None, "cli")
+        await audit.record(connection, org.org_id, audit.CLI_ACTOR, "token.created",
+                           token_prefix(org.api_token), {"tokenId": str(org.token_id)})
     return org
 
 
-async def create_token(connection: asyncpg.Connection, org_id: uuid.UUID) -> tuple[uuid.UUID, str]:
+async def create_token(connection: asyncpg.Connection, org_id: uuid.UUID, *,
+                       actor: audit.Actor = audit.CLI_ACTOR, name: str | None = None,
+                       via: str = "cli") -> NewToken:
+    """A new token of `org_id` made by `actor` (ForeignKeyViolationError: no such
+    organization); written to the audit log with its prefix, never the token."""
     token_id, token = uuid.uuid4(), new_api_token()
-    await connection.execute(_CREATE_TOKEN, token_id, org_id, token_digest(token))
-    return token_id, token
+    prefix = token_prefix(token)
+    async with connection.transaction():
+        await connection.execute(_CREATE_TOKEN, token_id, org_id, token_digest(token), name,
+                                 prefix, actor.user_id, via)
+        await audit.record(connection, org_id, actor, "token.created", prefix,
+                           {"tokenId": str(token_id)})
+    return NewToken(token_id, token, prefix)
 
 
-async def revoke_token(connection: asyncpg.Connection, token_id: uuid.UUID) -> bool:
-    return await connection.fetchval(_REVOKE_TOKEN, token_id) is not None
+async def revoke_token(connection: asyncpg.Connection, token_id: uuid.UUID, *,
+                       actor: audit.Actor = audit.CLI_ACTOR,
+                       org_id: uuid.UUID | None = None) -> bool:
+    """Revoke a token (again: no change); with `org_id`, only a token of that organization.
+    False: no such token (or another organization's). It stops working at its next request:
+    every request looks the token up."""
+    async with connection.transaction():
+        row = await connection.fetchrow(_REVOKE_TOKEN, token_id, org_id)
+        if row is None:
+            return False
+        if row["newly_revoked"]:  # now() is the transaction's start: revoked just now
+            await audit.record(connection, row["org_id"], actor, "token.revoked",
+                               row["prefix"] or str(token_id), {"tokenId": str(token_id)})
+    return True
+
+
+async def organization_exists(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID
+                              ) -> bool:
+    return bool(await db.fetchval(_ORGANIZATION_EXISTS, org_id))
+
+
+async def list_tokens(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID
+                      ) -> list[TokenListing]:
+    """The organization's tokens, active ones first, newest first."""
+    rows = await db.fetch(_LIST_TOKENS, org_id)
+    return [TokenListing(r["id"], r["name"], r["prefix"], r["creator"], r["created_at"],
+                         r["last_used_at"], r["revoked_at"]) for r in rows]
+
+
+async def authenticate_token(db: asyncpg.Connection | asyncpg.Pool, token: str
+                             ) -> TokenHolder | None:
+    """The holder of an active token (None: unknown or revoked), noting its use at most
+    once per LAST_USED_EVERY."""
+    row = await db.fetchrow(AUTHENTICATE_TOKEN, token_digest(token), LAST_USED_EVERY)
+    return None if row is None else TokenHolder(row["id"], row["org_id"], row["prefix"])
 
 
 async def active_endpoints(connection: asyncpg.Connection) -> list[EndpointCredential]:

@@ -27,8 +27,11 @@ _MAX_REQUEST_HEAD_BYTES = 8192
 
 
 class ProbeServer:
+    """`not_ready` None: only /metrics (a service that answers its probes on its own HTTP
+    port, like the api, serves its metrics here, away from the public port)."""
+
     def __init__(self, registry: CollectorRegistry,
-                 not_ready: Callable[[], Sequence[str]]) -> None:
+                 not_ready: Callable[[], Sequence[str]] | None) -> None:
         self._registry = registry
         self._not_ready = not_ready
         self._server: asyncio.Server | None = None
@@ -55,6 +58,10 @@ class ProbeServer:
 
     def answer(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for GET `path`."""
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+        if self._not_ready is None:
+            return 404, "application/json", b'{"error":"not_found"}'
         if path == "/healthz":
             return 200, "application/json", b'{"ok":true}'
         if path == "/readyz":
@@ -63,8 +70,6 @@ class ProbeServer:
                 return 503, "application/json", orjson.dumps({"ready": False,
                                                               "reasons": reasons})
             return 200, "application/json", b'{"ready":true}'
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         return 404, "application/json", b'{"error":"not_found"}'
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Api.
     api_host: str = "0.0.0.0"  # noqa: S104
     api_port: int = 8001
+    # The api's /metrics, on a port of its own that no Ingress or published port reaches
+    # (port 0: none); /metrics on API_PORT answers 404 (decision 37).
+    api_metrics_port: int = Field(default=9103, ge=0)
+    # The largest request body the JSON API reads: a larger Content-Length is refused (413)
+    # before anything is read, a chunked body is cut when it passes it.
+    api_max_body_bytes: int = Field(default=65536, ge=1024)
     public_base_url: str = "http://localhost:8000"
     # The dashboard's own address, for the links in invitations and password resets.
     dashboard_base_url: str = "http://localhost:8001"

@@ -307,7 +307,8 @@ class Stack:
         """A `calltrail-api` process on a free port."""
         port = free_port()
         return self.service("api", [_script("calltrail-api")], port=port, env={
-            "API_HOST": HOST, "API_PORT": str(port), "ENCRYPTION_KEY": encryption_key})
+            "API_HOST": HOST, "API_PORT": str(port), "API_METRICS_PORT": "0",
+            "ENCRYPTION_KEY": encryption_key})
 
     def fake_vapi(self, *, latency: float) -> Server:
         """The fake Vapi (`calltrail_testkit.fake_vapi`) on a free port with `latency` seconds

@@ -26,12 +26,16 @@ from calltrail_common.handback import releasable, republish
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import (
     DEFAULT_SECRET_OVERLAP,
+    InvalidTokenName,
     NoWebhookEndpoint,
     create_organization,
     create_token,
+    list_tokens,
+    organization_exists,
     revoke_previous,
     revoke_token,
     rotate,
+    token_name,
     webhook_url,
 )
 from calltrail_common.settings import Settings, SettingsError, load_settings
@@ -69,6 +73,7 @@ async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
         await connection.close()
     _print_json({
         "orgId": str(org.org_id),
+        "tokenId": str(org.token_id),
         "apiToken": org.api_token,
         "webhookUrl": webhook_url(settings.public_base_url, org.endpoint_id),
         "webhookSecret": org.webhook_secret,
@@ -84,14 +89,38 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
     org_id = _uuid(args.org, "--org")
+    try:
+        name = token_name(args.name)
+    except InvalidTokenName as error:
+        raise CommandError(f"--name: {error}") from None
     connection = await db.connect(settings.database_url)
     try:
-        token_id, token = await create_token(connection, org_id)
+        made = await create_token(connection, org_id, name=name)
     except asyncpg.ForeignKeyViolationError:
         raise CommandError(f"no organization {org_id}") from None
     finally:
         await connection.close()
-    _print_json({"tokenId": str(token_id), "apiToken": token})
+    _print_json({"tokenId": str(made.token_id), "apiToken": made.api_token,
+                 "prefix": made.prefix, "name": name})
+
+
+def _moment(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+async def _token_list(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _uuid(args.org, "--org")
+    connection = await db.connect(settings.database_url)
+    try:
+        if not await organization_exists(connection, org_id):
+            raise CommandError(f"no organization {org_id}")
+        tokens = await list_tokens(connection, org_id)
+    finally:
+        await connection.close()
+    _print_json([{"tokenId": str(t.token_id), "name": t.name, "prefix": t.prefix,
+                  "creator": t.creator, "createdAt": _moment(t.created_at),
+                  "lastUsedAt": _moment(t.last_used_at), "revokedAt": _moment(t.revoked_at)}
+                 for t in tokens])
 
 
 async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
@@ -264,7 +293,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="token_command", required=True)
     token_create = token.add_parser("create", help="issue a new API token")
     token_create.add_argument("--org", required=True)
+    token_create.add_argument("--name", help="what the token is for, e.g. the CRM sync")
     token_create.set_defaults(run=_token_create)
+    token_list = token.add_parser("list", help="an organization's tokens, never the tokens")
+    token_list.add_argument("--org", required=True)
+    token_list.set_defaults(run=_token_list)
     token_revoke = token.add_parser("revoke", help="revoke an API token")
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(run=_token_revoke)

@@ -1,5 +1,9 @@
 """The api app: wiring (lifespan), error answers and probes. Routes live in `routes.py`.
 
+Prometheus scrapes `/metrics` on API_METRICS_PORT, served by the lifespan's probe server;
+the public port answers it 404 (decision 37). Bodies of `/api/` requests are bounded before
+anything else reads them (`request_bounds`).
+
 Every error is `{"error": code, "message": text}`: `api.errors` with their own status,
 FastAPI's parameter validation as 400 `invalid_parameter` naming the parameter (never the
 value it had: it may be a key), unknown paths 404 and wrong methods 405.
@@ -17,7 +21,6 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,11 +29,13 @@ from api.dashboard.app import install as install_dashboard
 from api.errors import ApiError
 from api.metrics import ApiMetrics
 from api.repository import Repository
+from api.request_bounds import BodyBounds
 from api.routes import ApiState, router
 from api.sessions import Sessions
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
+from calltrail_common.probes import ProbeServer
 from calltrail_common.settings import Settings
 from calltrail_common.topology import Topology
 
@@ -106,6 +111,9 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         commands = SyncCommands(settings.amqp_url.get_secret_value(),
                                 Topology(settings.amqp_prefix), settings.amqp_heartbeat_seconds)
         await commands.start()
+        scrape = ProbeServer(metrics.registry, None)  # /metrics only: probes are on API_PORT
+        if settings.api_metrics_port:
+            await scrape.start(settings.api_host, settings.api_metrics_port)
         try:
             async with httpx.AsyncClient(
                     timeout=settings.vapi_request_timeout_seconds) as vapi_http:
@@ -116,6 +124,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                                        keyring=keyring, pool=pool, vapi_http=vapi_http,
                                        commands=commands, sessions=sessions)}
         finally:
+            await scrape.close()
             await commands.close()
             await pool.close()
 
@@ -148,9 +157,6 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         return Response(b'{"ready":false,"reasons":["database"]}', status_code=503,
                         media_type="application/json")
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.add_middleware(BodyBounds, max_body_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

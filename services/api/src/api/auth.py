@@ -1,5 +1,5 @@
 """Reading the tenant API token from `Authorization: Bearer <token>`. Pure: the digest is
-looked up by `repository.org_of_token`."""
+looked up by `calltrail_common.organizations.authenticate_token`."""
 
 from __future__ import annotations
 

@@ -13,13 +13,9 @@ import asyncpg
 
 from api.cursors import Position
 from calltrail_common import sync_runs, vapi_accounts
-from calltrail_common.organizations import token_digest
 
 # The digest is looked up through the unique index on api_tokens.token_sha256: the
 # comparison happens on the digest, so its timing tells nothing about the token itself.
-ORG_OF_TOKEN = """
-    SELECT org_id FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL"""  # noqa: S105 - SQL
-
 USAGE_DAYS = """
     SELECT day, calls, minutes, cost FROM vapi_usage_daily
     WHERE org_id = $1 AND day BETWEEN $2 AND $3 ORDER BY day"""
@@ -116,10 +112,6 @@ READY = "SELECT 1"
 class Repository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-
-    async def org_of_token(self, token: str) -> uuid.UUID | None:
-        org_id: uuid.UUID | None = await self._pool.fetchval(ORG_OF_TOKEN, token_digest(token))
-        return org_id
 
     async def vapi_account(self, org_id: uuid.UUID) -> asyncpg.Record | None:
         return await vapi_accounts.find(self._pool, org_id)

@@ -27,7 +27,7 @@ from api.errors import (
 )
 from api.repository import Repository
 from api.sessions import Sessions
-from calltrail_common import vapi_accounts
+from calltrail_common import audit, organizations, vapi_accounts
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
@@ -62,21 +62,35 @@ _bearer = HTTPBearer(auto_error=False, description="An organization API token "
                      "(`calltrail org create` or `calltrail token create`).")
 
 
-async def organization(state: Annotated[ApiState, Depends(api_state)],
-                       credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                              Security(_bearer)]) -> uuid.UUID:
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: the organization, and the actor its audit log names (a token's prefix
+    here; a person when the dashboard calls these handlers)."""
+    org_id: uuid.UUID
+    actor: audit.Actor
+
+
+async def caller(state: Annotated[ApiState, Depends(api_state)],
+                 credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                        Security(_bearer)]) -> Caller:
+    """The token's holder; looked up at every request, so a revoked token fails at once."""
     token = bearer_token(None if credentials is None else credentials.credentials)
-    org_id = await state.repository.org_of_token(token)
-    if org_id is None:
+    holder = await organizations.authenticate_token(state.pool, token)
+    if holder is None:
         raise Unauthorized("the token is not valid")
-    return org_id
+    return Caller(holder.org_id, holder.actor)
+
+
+async def organization(who: Annotated[Caller, Depends(caller)]) -> uuid.UUID:
+    return who.org_id
 
 
 State = Annotated[ApiState, Depends(api_state)]
 Org = Annotated[uuid.UUID, Depends(organization)]
+Who = Annotated[Caller, Depends(caller)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": shapes.ErrorBody} for code in (400, 401, 404)}
+    code: {"model": shapes.ErrorBody} for code in (400, 401, 404, 413)}
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
 
@@ -98,11 +112,11 @@ async def get_connection(state: State, org_id: Org) -> shapes.VapiConnection:
 
 @router.post("/vapi/connect", response_model=shapes.VapiConnected, tags=["vapi"],
              responses={502: {"model": shapes.ErrorBody}})
-async def connect(state: State, org_id: Org, body: shapes.ConnectRequest
+async def connect(state: State, who: Who, body: shapes.ConnectRequest
                   ) -> shapes.VapiConnected:
     """Check the key with Vapi, store it sealed, register the numbers, queue a first sync.
-    The key is never answered nor logged."""
-    api_key = body.api_key
+    The key is never answered nor logged; the audit log says who connected it."""
+    org_id, api_key = who.org_id, body.api_key
     client = VapiClient(state.vapi_http, api_key, base_url=state.settings.vapi_api_base_url,
                         retry=CONNECT_RETRY)
     channel = await state.commands.channel()
@@ -125,14 +139,17 @@ async def connect(state: State, org_id: Org, body: shapes.ConnectRequest
         # Only after the account was committed: its first run waits for metrics-sync's tick.
         state.commands.lost(error)
     connection = shapes.connection(await state.repository.vapi_account(org_id))
+    await audit.record(state.pool, org_id, who.actor, "vapi.connected",
+                       connection.vapi_org_id)
     return shapes.VapiConnected(**connection.model_dump(), sync_id=sync_id)
 
 
 @router.delete("/vapi/connect", response_model=shapes.VapiConnection, tags=["vapi"])
-async def disconnect(state: State, org_id: Org) -> shapes.VapiConnection:
+async def disconnect(state: State, who: Who) -> shapes.VapiConnection:
     """Delete the key and mark the account disconnected; idempotent."""
-    await vapi_accounts.disconnect_account(state.pool, org_id)
-    return shapes.connection(await state.repository.vapi_account(org_id))
+    await vapi_accounts.disconnect_account(state.pool, who.org_id)
+    await audit.record(state.pool, who.org_id, who.actor, "vapi.disconnected")
+    return shapes.connection(await state.repository.vapi_account(who.org_id))
 
 
 @router.get("/vapi/metrics", response_model=shapes.UsageMetrics, tags=["vapi"])

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -323,14 +324,27 @@ def lead_summary(row: Row) -> LeadSummary:
                        created_at=row["created_at"])
 
 
+def https_only(url: str | None) -> str | None:
+    """A recording URL as answered: only an https one (rows stored before the processor
+    refused others may hold `http:`, `javascript:` or worse, which a page would play or
+    link to)."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() == "https" and parts.hostname else None
+
+
 def call_detail(row: Row, lead: Row | None) -> CallDetail:
     return CallDetail(
         **_summary_fields(row), customer_email=row["customer_email"],
         transcript=row["transcript"], summary=row["summary"],
         analysis=Analysis(structured_data=row["structured_data"],
                           success_evaluation=row["success_evaluation"]),
-        recording=Recording(mono_url=row["recording_url"],
-                            stereo_url=row["stereo_recording_url"]),
+        recording=Recording(mono_url=https_only(row["recording_url"]),
+                            stereo_url=https_only(row["stereo_recording_url"])),
         cost_breakdown=row["cost_breakdown"], metadata=row["metadata"],
         lead=None if lead is None else lead_summary(lead))
 

@@ -20,9 +20,9 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.dashboard import formats, session
-from api.routes import ApiState
+from api.routes import ApiState, Caller
 from api.sessions import SessionView
-from calltrail_common import vapi_accounts
+from calltrail_common import access, audit, vapi_accounts
 from calltrail_common.logging import get_logger
 
 log = get_logger("api.dashboard")
@@ -32,6 +32,7 @@ MAX_FORM_BYTES = 8192
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters.update(formats.FILTERS)
+templates.env.globals["may"] = access.may  # `may(me.role, "manage_tokens")` in a template
 
 
 class SignInRequired(Exception):
@@ -81,6 +82,11 @@ async def signed_in(request: Request) -> Session:
     if found is None:
         raise SignInRequired
     return found
+
+
+def caller(current: Session) -> Caller:
+    """The signed-in person as the JSON API's handlers know a caller (for the audit log)."""
+    return Caller(current.org_id, audit.user_actor(current.user_id, current.email))
 
 
 async def open_page(request: Request) -> Session:

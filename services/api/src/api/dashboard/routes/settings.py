@@ -12,6 +12,7 @@ from api import shapes
 from api.dashboard.page import (
     Session,
     api_state,
+    caller,
     open_page,
     posted_form,
     redirect,
@@ -75,7 +76,7 @@ async def connect(request: Request) -> Response:
             "That is not a Vapi API key: paste the private key from Vapi's dashboard "
             "(Organization settings, API keys)."))
     try:
-        connected = await json_api.connect(api_state(request), current.org_id, body)
+        connected = await json_api.connect(api_state(request), caller(current), body)
     except (InvalidApiKey, VapiUnavailable) as problem:
         return await _settings_page(request, current, error=problem.message,
                                     status=problem.status_code)
@@ -87,7 +88,7 @@ async def connect(request: Request) -> Response:
 async def disconnect(request: Request) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
-    await json_api.disconnect(api_state(request), current.org_id)
+    await json_api.disconnect(api_state(request), caller(current))
     return redirect("/settings?notice=disconnected")
 
 
