@@ -10,7 +10,8 @@ from calltrail_common.access import ROLES, Action, Role, effective_role, may, ma
 ALLOWED: dict[Role, set[Action]] = {
     "viewer": {Action.READ, Action.EXPORT},
     "admin": {Action.READ, Action.EXPORT, Action.SYNC, Action.SEE_SECRETS,
-              Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE},
+              Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE,
+              Action.READ_AUDIT},
     "owner": set(Action),
 }
 
