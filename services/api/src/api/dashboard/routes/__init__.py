@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.dashboard.routes import calls, figures, leads, links, settings, sign_in
+from api.dashboard.routes import agencies, calls, figures, leads, links, settings, sign_in
 
 router = APIRouter(include_in_schema=False)
-for group in (sign_in, links, figures, calls, leads, settings):
+for group in (sign_in, links, figures, calls, leads, settings, agencies):
     router.include_router(group.router)
