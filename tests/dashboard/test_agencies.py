@@ -20,7 +20,7 @@ from playwright.async_api import Page, expect
 from api.dashboard import formats
 from calltrail_common import agencies
 from calltrail_common.organizations import NewOrganization
-from tests.api.conftest import insert_call
+from tests.api.conftest import insert_call, insert_lead
 from tests.dashboard.conftest import (
     PHONE,
     Dashboard,
@@ -46,6 +46,7 @@ class Agency:
     dental: NewOrganization    # client 1, marked up 25%, the fortnight of calls
     plumbing: NewOrganization  # client 2, no markup, three calls of its own
     plumbing_calls: list[str]
+    plumbing_lead: uuid.UUID
 
 
 async def _agency(dashboard: Dashboard) -> Agency:
@@ -57,6 +58,8 @@ async def _agency(dashboard: Dashboard) -> Agency:
     plumbing = await agencies.create_client(connection, agency.org_id, "Harbor Plumbing")
     await _seed(connection, dental)
     now = datetime.now(UTC).replace(microsecond=0)
+    lead = await insert_lead(connection, plumbing.org_id, "+14155550199",
+                             name="Plumbing lead")
     calls = []
     for i in range(3):
         calls.append(await insert_call(
@@ -81,7 +84,7 @@ async def _agency(dashboard: Dashboard) -> Agency:
            GROUP BY org_id, stats_day, ended_reason, success_evaluation""", plumbing.org_id)
     await add_person(connection, agency.org_id, AGENCY_OWNER, "owner")
     await add_person(connection, dental.org_id, CLIENT_USER, "admin")
-    return Agency(agency, dental, plumbing, calls)
+    return Agency(agency, dental, plumbing, calls, lead)
 
 
 def _token_client(dashboard: Dashboard, token: str) -> httpx.AsyncClient:
@@ -107,6 +110,10 @@ async def test_a_client_user_never_reaches_the_other_client(dashboard: Dashboard
         for call_id in world.plumbing_calls:
             answer = await client.get(f"/calls/{call_id}")
             assert answer.status_code == 404 and "Plumbing" not in answer.text
+        answer = await client.get(f"/leads/{world.plumbing_lead}")
+        assert answer.status_code == 404 and "Plumbing" not in answer.text
+        answer = await client.get(f"/calls?leadId={world.plumbing_lead}")
+        assert "Plumbing" not in answer.text
         for target in (world.plumbing.org_id, world.agency.org_id, dashboard.org.org_id,
                        uuid.uuid4(), "not-an-id"):
             answer = await _switch(client, csrf, target)
@@ -124,6 +131,7 @@ async def test_a_client_user_never_reaches_the_other_client(dashboard: Dashboard
             assert answer.status_code == 404 and answer.json()["error"] == "not_found"
         answer = await api.get(f"/api/calls/{world.plumbing_calls[0]}")
         assert answer.status_code == 404
+        assert (await api.get(f"/api/leads/{world.plumbing_lead}")).status_code == 404
 
 
 async def test_a_stranger_cannot_switch_into_a_client(dashboard: Dashboard) -> None:
