@@ -12,6 +12,11 @@ it), connects its demo account to an organization "Demo Vapi account" (created o
 the account's daily usage and how many calls the sync brought in without a webhook.
 Last, it prints the dashboard's address and a new API token of that organization to sign in
 with: every page then has data.
+
+And an agency (issue 17): "Demo Agency" with two clients, Bright Dental (25% markup) and
+Harbor Plumbing, branded with an accent colour; a few calls sent to each client's own
+webhook URL; an agency owner and a Bright Dental user, each with a new password printed
+once, to sign in with and see the Clients page, the switcher and the markup.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -29,9 +35,10 @@ import uuid
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import httpx
 
-from calltrail_common import db
+from calltrail_common import agencies, db, people
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import create_organization, create_token
@@ -45,6 +52,8 @@ from calltrail_testkit.samples import sample
 REPO = Path(__file__).resolve().parent.parent
 FAKE_VAPI = "http://127.0.0.1:8090"
 VAPI_DEMO_ORG = "Demo Vapi account"
+AGENCY_OWNER = "owner@demo-agency.example"
+CLIENT_USER = "office@bright-dental.example"
 
 INBOUND = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
            "inbound-3-speech-update", "inbound-6-status-ended", "inbound-7-end-of-call-report"]
@@ -129,14 +138,9 @@ async def main() -> int:
                        org_id=str(org.org_id)),
             _lifecycle(WEB, number=None, name=None, minutes_ago=2, org_id=str(org.org_id)),
         ]
-        sent = 0
-        for bodies in calls:
-            for body in bodies:
-                response = await client.post(url, content=body,
-                                             headers=_signed(body, org.webhook_secret))
-                response.raise_for_status()
-                sent += 1
+        sent = await _send(client, url, org.webhook_secret, calls)
         print(f"sent {sent} webhooks for {len(calls)} calls; waiting for the processor...")
+        agency_ok = await _agency(settings, client, ingest)
 
     connection = await db.connect(settings.database_url)
     try:
@@ -172,7 +176,73 @@ async def main() -> int:
                                 "minutes", "cost"], [list(r.values()) for r in stats])
     webhooks_ok = len(calls_rows) == len(calls)
     vapi_ok = await _vapi_account(settings)
-    return 0 if webhooks_ok and vapi_ok else 1
+    return 0 if webhooks_ok and vapi_ok and agency_ok else 1
+
+
+async def _send(client: httpx.AsyncClient, url: str, secret: str,
+                calls: list[list[bytes]]) -> int:
+    sent = 0
+    for bodies in calls:
+        for body in bodies:
+            response = await client.post(url, content=body, headers=_signed(body, secret))
+            response.raise_for_status()
+            sent += 1
+    return sent
+
+
+async def _person(connection: asyncpg.Connection, org_id: uuid.UUID, email: str) -> str:
+    """A member (owner) of `org_id` with a new password, returned to be printed once."""
+    password = secrets.token_urlsafe(12)
+    user_id = await people.ensure_user(connection, email)
+    await people.set_password(connection, user_id, password)
+    await people.add_member(connection, org_id, user_id, "owner")
+    return password
+
+
+async def _agency(settings: Settings, client: httpx.AsyncClient, ingest: str) -> bool:
+    """An agency with two clients, calls sent to each client's own webhook URL, and the
+    people to sign in as."""
+    connection = await db.connect(settings.database_url)
+    try:
+        agency = await agencies.create_agency(connection,
+                                              f"Demo Agency {dt.datetime.now():%H:%M:%S}")
+        await agencies.set_brand(connection, agency.org_id, accent="#aa3366")
+        dental = await agencies.create_client(connection, agency.org_id, "Bright Dental",
+                                              agencies.parse_markup("25"))
+        plumbing = await agencies.create_client(connection, agency.org_id, "Harbor Plumbing")
+        owner_password = await _person(connection, agency.org_id, AGENCY_OWNER)
+        client_password = await _person(connection, dental.org_id, CLIENT_USER)
+    finally:
+        await connection.close()
+    sent = 0
+    for org, callers in ((dental, [("+14155550150", "Lena Park"), ("+14155550151", None)]),
+                         (plumbing, [("+14155550160", "Omar Haddad")])):
+        calls = [_lifecycle(INBOUND, number=number, name=name, minutes_ago=30 - 5 * i,
+                            org_id=str(org.org_id))
+                 for i, (number, name) in enumerate(callers)]
+        sent += await _send(client, f"{ingest}/webhooks/vapi/{org.endpoint_id}",
+                            org.webhook_secret, calls)
+    connection = await db.connect(settings.database_url)
+    try:
+        deadline = time.monotonic() + 20
+        stored = 0
+        while time.monotonic() < deadline:
+            stored = await connection.fetchval(
+                "SELECT count(*) FROM calls WHERE org_id = ANY($1::uuid[]) AND report_received",
+                [dental.org_id, plumbing.org_id])
+            if stored == 3:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+    print(f"\nagency {agency.org_id} (\"{agency.name}\"): clients Bright Dental "
+          f"({dental.org_id}, 25% markup) and Harbor Plumbing ({plumbing.org_id}); "
+          f"{sent} webhooks to their own URLs, {stored} of 3 calls stored\n"
+          f"  agency owner   {AGENCY_OWNER}  password {owner_password}\n"
+          f"  client user    {CLIENT_USER}  password {client_password}\n"
+          f"  (sign in at http://localhost:{settings.api_port}/login; the owner sees Clients "
+          "and switches in the header; passwords are new at every run)")
+    return stored == 3
 
 
 async def _fake_vapi_running(client: httpx.AsyncClient) -> bool:

@@ -17,9 +17,10 @@ import aio_pika
 import asyncpg
 import orjson
 
-from admin import accounts, people
+from admin import accounts, agencies, people
 from admin.broker import confirmed_channel, dead_letters
 from calltrail_common import archive, audit, db, phone_numbers
+from calltrail_common.agencies import AgencyError
 from calltrail_common.crypto import CryptoError
 from calltrail_common.e164 import to_e164
 from calltrail_common.handback import releasable, republish
@@ -28,7 +29,6 @@ from calltrail_common.organizations import (
     DEFAULT_SECRET_OVERLAP,
     InvalidTokenName,
     NoWebhookEndpoint,
-    create_organization,
     create_token,
     list_tokens,
     organization_exists,
@@ -68,7 +68,8 @@ async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError("--name must not be empty")
     connection = await db.connect(settings.database_url)
     try:
-        org = await create_organization(connection, name)
+        org, kind = await agencies.create(connection, name, agency=args.agency,
+                                          client_of=args.client_of)
     finally:
         await connection.close()
     _print_json({
@@ -77,6 +78,7 @@ async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
         "apiToken": org.api_token,
         "webhookUrl": webhook_url(settings.public_base_url, org.endpoint_id),
         "webhookSecret": org.webhook_secret,
+        **kind,
     })
 
 
@@ -287,7 +289,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="org_command", required=True)
     org_create = org.add_parser("create", help="create an organization")
     org_create.add_argument("--name", required=True)
+    agencies.add_create_options(org_create)
     org_create.set_defaults(run=_org_create)
+    agencies.add_commands(org)
 
     token = commands.add_parser("token", help="tenant API tokens").add_subparsers(
         dest="token_command", required=True)
@@ -367,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                           else settings.model_copy(update={"log_level": "warning"}))
         asyncio.run(run(settings, args))
     except (CommandError, SettingsError, accounts.AccountCommandError,
-            people.PeopleCommandError, CryptoError) as error:
+            people.PeopleCommandError, AgencyError, CryptoError) as error:
         sys.exit(f"calltrail: {error}")
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(f"calltrail: database error: {type(error).__name__}: {error}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -102,6 +103,34 @@ COST_COMPONENTS = """
       AND part.value ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
     GROUP BY part.key"""
 
+# An agency's roll-up in one query: each client's sums over the daily figures its overview
+# reads, and its evaluations (verdicts with their calls; `api.rollup` reads the verdicts).
+CLIENT_FIGURES = """
+    SELECT o.id, o.name, o.markup_percent,
+           coalesce(s.calls, 0) AS calls, coalesce(s.seconds, 0) AS seconds,
+           coalesce(s.cost, 0) AS cost, coalesce(s.new_leads, 0) AS new_leads,
+           coalesce(e.verdicts, '{}') AS verdicts, coalesce(e.counts, '{}') AS verdict_calls
+    FROM organizations o
+    LEFT JOIN LATERAL (
+        SELECT sum(d.calls)::bigint AS calls, sum(d.duration_seconds) AS seconds,
+               sum(d.cost) AS cost, sum(d.new_leads)::bigint AS new_leads
+        FROM daily_stats d WHERE d.org_id = o.id AND d.day BETWEEN $2 AND $3) s ON true
+    LEFT JOIN LATERAL (
+        SELECT array_agg(v.success_evaluation) AS verdicts, array_agg(v.calls) AS counts
+        FROM (SELECT c.success_evaluation, sum(c.calls)::bigint AS calls
+              FROM daily_call_outcomes c
+              WHERE c.org_id = o.id AND c.day BETWEEN $2 AND $3
+                AND c.success_evaluation IS NOT NULL
+              GROUP BY c.success_evaluation) v) e ON true
+    WHERE o.agency_id = $1
+    ORDER BY lower(o.name), o.id"""
+
+# A client's markup, for its own token's answers (0: not a client).
+MARKUP = """
+    SELECT markup_percent FROM organizations WHERE id = $1 AND agency_id IS NOT NULL"""
+
+ORG_KIND = "SELECT kind FROM organizations WHERE id = $1"
+
 WEBHOOK_ENDPOINT = """
     SELECT id, secret FROM webhook_endpoints
     WHERE org_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT 1"""
@@ -138,6 +167,17 @@ class Repository:
     async def cost_components(self, org_id: uuid.UUID, start: date, end: date,
                               components: list[str]) -> list[asyncpg.Record]:
         return await self._pool.fetch(COST_COMPONENTS, org_id, start, end, components)
+
+    async def client_figures(self, agency_id: uuid.UUID, start: date, end: date
+                             ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(CLIENT_FIGURES, agency_id, start, end)
+
+    async def markup(self, org_id: uuid.UUID) -> Decimal:
+        found: Decimal | None = await self._pool.fetchval(MARKUP, org_id)
+        return Decimal(0) if found is None else found
+
+    async def is_agency(self, org_id: uuid.UUID) -> bool:
+        return await self._pool.fetchval(ORG_KIND, org_id) == "agency"
 
     async def latest_sync_run(self, org_id: uuid.UUID) -> asyncpg.Record | None:
         return await sync_runs.latest(self._pool, org_id)

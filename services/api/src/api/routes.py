@@ -14,7 +14,7 @@ from aio_pika.exceptions import AMQPError
 from fastapi import APIRouter, Body, Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api import cursors, params, shapes
+from api import cursors, params, rollup, shapes
 from api.auth import bearer_token
 from api.broker import SyncCommands
 from api.errors import (
@@ -27,7 +27,8 @@ from api.errors import (
 )
 from api.repository import Repository
 from api.sessions import Sessions
-from calltrail_common import audit, organizations, vapi_accounts
+from calltrail_common import agencies, audit, organizations, vapi_accounts
+from calltrail_common.agencies import CostView
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
@@ -88,6 +89,16 @@ async def organization(who: Annotated[Caller, Depends(caller)]) -> uuid.UUID:
 State = Annotated[ApiState, Depends(api_state)]
 Org = Annotated[uuid.UUID, Depends(organization)]
 Who = Annotated[Caller, Depends(caller)]
+
+
+async def token_costs(state: State, org_id: Org) -> CostView:
+    """A client's token sees what the client pays: every cost with its agency's markup
+    (decision 38). The dashboard calls the handlers with the default, the stored cost, and
+    shows it as its viewer may see it (`SessionView.costs`)."""
+    return agencies.cost_view("organization", await state.repository.markup(org_id))
+
+
+Costs = Annotated[CostView, Depends(token_costs)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": shapes.ErrorBody} for code in (400, 401, 404, 413)}
@@ -157,12 +168,13 @@ async def usage_metrics(
         state: State, org_id: Org,
         start_date: StartDate = None,
         end_date: EndDate = None,
+        costs: Costs = agencies.AS_STORED,
 ) -> shapes.UsageMetrics:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.usage_days(org_id, days.start, days.end)
     components = await state.repository.cost_components(org_id, days.start, days.end,
                                                         COST_COMPONENTS)
-    return shapes.usage_metrics(days, rows, components)
+    return shapes.billed_usage(shapes.usage_metrics(days, rows, components), costs)
 
 
 @router.post("/vapi/sync", status_code=202, response_model=shapes.SyncQueued, tags=["vapi"],
@@ -197,13 +209,15 @@ async def stats_overview(
         state: State, org_id: Org,
         start_date: StartDate = None,
         end_date: EndDate = None,
+        costs: Costs = agencies.AS_STORED,
 ) -> shapes.StatsOverview:
     days = params.date_range(start_date, end_date, _today())
     rows = await state.repository.stats_days(org_id, days.start, days.end)
     outcomes = await state.repository.call_outcomes(org_id, days.start, days.end)
     assistants = await state.repository.assistants(org_id, days.start, days.end,
                                                    OVERVIEW_ASSISTANTS)
-    return shapes.stats_overview(days, rows, outcomes, assistants)
+    return shapes.billed_overview(shapes.stats_overview(days, rows, outcomes, assistants),
+                                  costs)
 
 
 Limit = Annotated[int, Query(ge=1, le=params.MAX_PAGE_LIMIT)]
@@ -223,6 +237,7 @@ async def list_calls(
             alias="from", description="ISO 8601; calls created at or after")] = None,
         created_to: Annotated[datetime | None, Query(
             alias="to", description="ISO 8601; calls created before")] = None,
+        costs: Costs = agencies.AS_STORED,
 ) -> shapes.CallPage:
     """Newest first. Pages follow `nextCursor`: none is skipped or repeated while calls
     arrive (keyset pagination)."""
@@ -235,16 +250,18 @@ async def list_calls(
     page, more = rows[:limit], len(rows) > limit
     next_cursor = (cursors.encode("c", cursors.Position(page[-1]["created_at"], page[-1]["id"]))
                    if more else None)
-    return shapes.CallPage(calls=[shapes.call_summary(r) for r in page],
-                           next_cursor=next_cursor)
+    return shapes.billed_calls(shapes.CallPage(calls=[shapes.call_summary(r) for r in page],
+                                               next_cursor=next_cursor), costs)
 
 
 @router.get("/calls/{call_id}", response_model=shapes.CallDetail, tags=["calls"])
-async def get_call(state: State, org_id: Org, call_id: str) -> shapes.CallDetail:
+async def get_call(state: State, org_id: Org, call_id: str,
+                   costs: Costs = agencies.AS_STORED) -> shapes.CallDetail:
     found = await state.repository.call(org_id, params.path_call_id(call_id))
     if found is None:
         raise NotFound("no such call")
-    return shapes.call_detail(*found)
+    detail: shapes.CallDetail = shapes.billed_call(shapes.call_detail(*found), costs)
+    return detail
 
 
 @router.get("/leads", response_model=shapes.LeadPage, tags=["leads"])
@@ -274,9 +291,50 @@ async def list_leads(
 
 
 @router.get("/leads/{lead_id}", response_model=shapes.LeadDetail, tags=["leads"])
-async def get_lead(state: State, org_id: Org, lead_id: str) -> shapes.LeadDetail:
+async def get_lead(state: State, org_id: Org, lead_id: str,
+                   costs: Costs = agencies.AS_STORED) -> shapes.LeadDetail:
     """One lead with its latest calls (up to 100; `/api/calls?leadId=` pages through all)."""
     found = await state.repository.lead(org_id, params.path_uuid(lead_id), LEAD_CALLS_LIMIT)
     if found is None:
         raise NotFound("no such lead")
-    return shapes.lead_detail(*found)
+    return shapes.billed_lead(shapes.lead_detail(*found), costs)
+
+
+# --- an agency's clients ----------------------------------------------------------------
+
+
+async def _agency(state: ApiState, org_id: uuid.UUID) -> uuid.UUID:
+    """Only an agency's token reads its clients; any other organization's answers 404, as
+    for an id it cannot see (decision 38)."""
+    if not await state.repository.is_agency(org_id):
+        raise NotFound("this organization is not an agency: it has no clients")
+    return org_id
+
+
+@router.get("/clients", response_model=shapes.ClientList, tags=["agencies"])
+async def list_clients(state: State, org_id: Org) -> shapes.ClientList:
+    """The agency's client organizations and the markup each pays."""
+    agency_id = await _agency(state, org_id)
+    return shapes.client_list(await agencies.clients(state.pool, agency_id))
+
+
+@router.get("/clients/overview", response_model=shapes.ClientsOverview, tags=["agencies"])
+async def clients_overview(
+        state: State, org_id: Org,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        sort: Annotated[str | None, Query(
+            description=f"one of {', '.join(rollup.SORT_KEYS)}; `-` first for descending",
+            max_length=20)] = None,
+) -> shapes.ClientsOverview:
+    """Each client's calls, minutes, cost, billed cost (with its markup), new leads and
+    success rate over the period (the figures of its own `/api/stats/overview`), and the
+    totals."""
+    agency_id = await _agency(state, org_id)
+    days = params.date_range(start_date, end_date, _today())
+    key, descending = rollup.parse_sort(sort)
+    rows = await state.repository.client_figures(agency_id, days.start, days.end)
+    figures = [rollup.client_figures(r) for r in rows]
+    return shapes.clients_overview(days, ("-" if descending else "") + key,
+                                   rollup.sort_clients(figures, key, descending),
+                                   rollup.totals(figures))

@@ -13,10 +13,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 import asyncpg
 
 from calltrail_common.access import Role, effective_role, parse_role
+from calltrail_common.agencies import Brand, CostView, RoleSource, cost_view
 
 # Ids are 43 url-safe characters; anything far longer is refused before it is hashed.
 MAX_SESSION_ID_LENGTH = 100
@@ -35,6 +37,23 @@ class SessionView:
     org_kind: str
     agency_id: uuid.UUID | None
     role: Role
+    # "agency": the person is a member of the client's agency (so sees cost and billed
+    # cost); "organization": their access is their membership of this organization only.
+    role_source: RoleSource = "organization"
+    markup_percent: Decimal = Decimal(0)
+    brand: Brand | None = None  # the agency's branding, for an agency and its clients
+
+    @property
+    def costs(self) -> CostView:
+        return cost_view(self.role_source, self.markup_percent)
+
+    @property
+    def agency_in_view(self) -> uuid.UUID | None:
+        """The agency whose clients this person may roll up: the one looked at, or the
+        agency of the client looked at when they are its member."""
+        if self.org_kind == "agency":
+            return self.org_id
+        return self.agency_id if self.role_source == "agency" else None
 
 
 def session_digest(session_id: str) -> bytes:
@@ -43,11 +62,13 @@ def session_digest(session_id: str) -> bytes:
 
 _FIND = """
     SELECT s.user_id, s.org_id, u.email, o.name AS org_name, o.kind, o.agency_id,
-           direct.role AS direct_role, via.role AS agency_role,
+           o.markup_percent, direct.role AS direct_role, via.role AS agency_role,
+           a.id AS brand_id, a.name AS brand_name, a.brand_logo_url, a.brand_accent,
            s.last_seen_at < now() - $3::interval AS stale
     FROM sessions s
     JOIN users u ON u.id = s.user_id
     JOIN organizations o ON o.id = s.org_id
+    LEFT JOIN organizations a ON a.id = coalesce(o.agency_id, o.id) AND a.kind = 'agency'
     LEFT JOIN memberships direct ON direct.org_id = o.id AND direct.user_id = s.user_id
     LEFT JOIN memberships via ON via.org_id = o.agency_id AND via.user_id = s.user_id
     WHERE s.id_sha256 = $1 AND s.expires_at > now() AND s.last_seen_at > now() - $2::interval
@@ -91,8 +112,13 @@ class Sessions:
         if row["stale"]:
             await self._pool.execute(
                 "UPDATE sessions SET last_seen_at = now() WHERE id_sha256 = $1", digest)
+        brand = None if row["brand_id"] is None else Brand(
+            row["brand_id"], row["brand_name"], row["brand_logo_url"], row["brand_accent"])
         return SessionView(session_id, row["user_id"], row["email"], row["org_id"],
-                           row["org_name"], row["kind"], row["agency_id"], role)
+                           row["org_name"], row["kind"], row["agency_id"], role,
+                           role_source="agency" if row["agency_role"] is not None
+                           else "organization",
+                           markup_percent=row["markup_percent"], brand=brand)
 
     async def switch(self, session_id: str, org_id: uuid.UUID) -> None:
         """Look at another organization (the caller checked the person may)."""

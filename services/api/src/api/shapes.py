@@ -15,6 +15,8 @@ from pydantic.alias_generators import to_camel
 
 from api.outcomes import BUCKETS, ended_reason_bucket, is_success
 from api.params import CALL_TYPE_DIRECTIONS, DateRange
+from api.rollup import ClientFigures, Totals
+from calltrail_common.agencies import Client, CostView
 
 Row = Mapping[str, Any]
 
@@ -351,3 +353,124 @@ def call_detail(row: Row, lead: Row | None) -> CallDetail:
 
 def lead_detail(row: Row, calls: Sequence[Row]) -> LeadDetail:
     return LeadDetail(**lead_summary(row).model_dump(), calls=[call_summary(c) for c in calls])
+
+
+# --- an agency's clients ----------------------------------------------------------------
+
+
+class ClientSummary(Shape):
+    id: uuid.UUID
+    name: str
+    markup_percent: float
+
+
+class ClientList(Shape):
+    clients: list[ClientSummary]
+
+
+class ClientRollup(Shape):
+    calls: int
+    minutes: float
+    cost: float = Field(description="the cost before markup")
+    billed_cost: float = Field(description="the cost with the client's markup: what the "
+                               "client's own token answers as `cost`")
+    new_leads: int
+    success_rate: float | None
+    evaluated_calls: int
+
+
+class ClientOverview(ClientRollup):
+    id: uuid.UUID
+    name: str
+    markup_percent: float
+
+
+class ClientsOverview(Shape):
+    start_date: date
+    end_date: date
+    sort: str
+    clients: list[ClientOverview]
+    totals: ClientRollup
+
+
+def client_list(clients: Iterable[Client]) -> ClientList:
+    return ClientList(clients=[ClientSummary(id=c.org_id, name=c.name,
+                                             markup_percent=float(c.markup_percent))
+                               for c in clients])
+
+
+def _rollup(figures: ClientFigures | Totals) -> dict[str, Any]:
+    return {"calls": figures.calls, "minutes": _minutes(figures.seconds),
+            "cost": float(figures.cost), "billed_cost": float(figures.billed),
+            "new_leads": figures.new_leads, "success_rate": figures.success_rate,
+            "evaluated_calls": figures.evaluated}
+
+
+def clients_overview(days: DateRange, sort: str, clients: Iterable[ClientFigures],
+                     totals: Totals) -> ClientsOverview:
+    return ClientsOverview(
+        start_date=days.start, end_date=days.end, sort=sort,
+        clients=[ClientOverview(id=c.org_id, name=c.name,
+                                markup_percent=float(c.markup_percent), **_rollup(c))
+                 for c in clients],
+        totals=ClientRollup(**_rollup(totals)))
+
+
+# --- costs as a client's own people and tokens see them (with the agency's markup) ------
+
+# The money in a call's costBreakdown; with a markup only these are answered, marked up
+# (Vapi's token and character counts, and its analysis costs, would tell the cost before it).
+MONEY_COMPONENTS = ("transport", "stt", "llm", "tts", "vapi", "total")
+
+
+def _billed(value: float | None, costs: CostView) -> float | None:
+    return None if value is None else costs.billed(value)
+
+
+def billed_breakdown(breakdown: Any, costs: CostView) -> Any:
+    if not costs.marked_up or not isinstance(breakdown, dict):
+        return breakdown
+    return {k: costs.billed(float(v)) for k, v in breakdown.items()
+            if k in MONEY_COMPONENTS and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def billed_overview(overview: StatsOverview, costs: CostView) -> StatsOverview:
+    if not costs.marked_up:
+        return overview
+    return overview.model_copy(update={
+        "cost": costs.billed(overview.cost),
+        "cost_per_call": _billed(overview.cost_per_call, costs),
+        "assistants": [a.model_copy(update={"cost": costs.billed(a.cost)})
+                       for a in overview.assistants],
+        "daily": [d.model_copy(update={"cost": costs.billed(d.cost)}) for d in overview.daily]})
+
+
+def billed_usage(usage: UsageMetrics, costs: CostView) -> UsageMetrics:
+    if not costs.marked_up:
+        return usage
+    return usage.model_copy(update={
+        "cost": costs.billed(usage.cost),
+        "daily": [d.model_copy(update={"cost": costs.billed(d.cost)}) for d in usage.daily],
+        "cost_by_component": {k: costs.billed(v) for k, v in usage.cost_by_component.items()}})
+
+
+def billed_call(call: CallSummary, costs: CostView) -> Any:
+    """A call summary or detail with the client's cost (the same type back)."""
+    if not costs.marked_up:
+        return call
+    update: dict[str, Any] = {"cost": _billed(call.cost, costs)}
+    if isinstance(call, CallDetail):
+        update["cost_breakdown"] = billed_breakdown(call.cost_breakdown, costs)
+    return call.model_copy(update=update)
+
+
+def billed_calls(page: CallPage, costs: CostView) -> CallPage:
+    if not costs.marked_up:
+        return page
+    return page.model_copy(update={"calls": [billed_call(c, costs) for c in page.calls]})
+
+
+def billed_lead(lead: LeadDetail, costs: CostView) -> LeadDetail:
+    if not costs.marked_up:
+        return lead
+    return lead.model_copy(update={"calls": [billed_call(c, costs) for c in lead.calls]})

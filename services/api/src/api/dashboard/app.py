@@ -21,9 +21,10 @@ from api.dashboard.page import (
 from api.dashboard.routes import router
 from api.dashboard.session import HSTS
 
-# Recordings are Vapi's (remote https) files; everything else comes from this origin.
+# Recordings are Vapi's (remote https) files, an agency's logo is an https image of its
+# own; everything else comes from this origin.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "media-src 'self' https:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from api.dashboard import formats, session
 from api.routes import ApiState, Caller
 from api.sessions import SessionView
-from calltrail_common import access, audit, vapi_accounts
+from calltrail_common import access, audit, people, vapi_accounts
 from calltrail_common.logging import get_logger
 
 log = get_logger("api.dashboard")
@@ -81,6 +81,9 @@ async def signed_in(request: Request) -> Session:
     found = await find_session(request)
     if found is None:
         raise SignInRequired
+    # The header's organization switcher: every organization this person may open.
+    request.state.organizations = await people.accessible(api_state(request).pool,
+                                                          found.user_id)
     return found
 
 
@@ -124,6 +127,9 @@ def render(request: Request, name: str, context: dict[str, Any], *,
     names = cookies(request)
     nonce = nonce or request.cookies.get(names.csrf) or session.new_nonce()
     context = {"signed_in": current is not None, "me": current,
+               "brand": None if current is None else current.brand,
+               "organizations": getattr(request.state, "organizations", [])
+               if current is not None else [],
                "csrf": session.csrf_token(nonce, None if current is None else
                                           current.session_id),
                "error": None, "notice": None, "refresh": None, **context}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.dashboard.routes import (
+    agencies,
     calls,
     figures,
     leads,
@@ -18,5 +19,5 @@ from api.dashboard.routes import (
 )
 
 router = APIRouter(include_in_schema=False)
-for group in (sign_in, links, figures, calls, leads, settings, webhook, tokens):
+for group in (sign_in, links, figures, calls, leads, settings, webhook, tokens, agencies):
     router.include_router(group.router)

@@ -87,7 +87,8 @@ async def usage(request: Request) -> Response:
         "account": account, "periods": _period_links("/usage"),
         "minutes_chart": charts.bar_chart([d.minutes for d in metrics.daily], labels,
                                           unit=" min", fmt="{:,.1f}"),
-        "cost_chart": charts.bar_chart([d.cost for d in metrics.daily], labels,
+        "cost_chart": charts.bar_chart([current.costs.primary(d.cost) for d in metrics.daily],
+                                       labels,
                                        fmt="${:,.2f}"),
         "components": sorted(metrics.cost_by_component.items(), key=lambda kv: -kv[1])},
         current=current)

@@ -22,7 +22,7 @@ from api.dashboard.page import (
     set_csrf_nonce,
     set_session_cookie,
 )
-from calltrail_common import people
+from calltrail_common import agencies, people
 
 router = APIRouter()
 
@@ -31,10 +31,14 @@ NO_ORGANIZATION = ("You have no organization to open: ask its owner or admin for
                    "invitation.")
 
 
-def _login_page(request: Request, *, error: str | None = None, status: int = 200,
-                email: str = "") -> Response:
+async def _login_page(request: Request, *, error: str | None = None, status: int = 200,
+                      email: str = "") -> Response:
+    # On an agency's own host name the sign-in page carries the agency's branding.
+    brand = await agencies.brand_for_host(api_state(request).pool,
+                                          agencies.host_of(request.headers.get("host")))
     response = render(request, "login.html", {"title": "Sign in", "error": error,
-                                              "email": email}, current=None, status=status)
+                                              "email": email, "brand": brand},
+                      current=None, status=status)
     response.delete_cookie(cookies(request).session, path="/")
     return response
 
@@ -43,7 +47,7 @@ def _login_page(request: Request, *, error: str | None = None, status: int = 200
 async def login_page(request: Request) -> Response:
     if await find_session(request) is not None:
         return redirect("/")
-    return _login_page(request)
+    return await _login_page(request)
 
 
 @router.post("/login")
@@ -53,10 +57,10 @@ async def login(request: Request) -> Response:
     state = api_state(request)
     user = await people.authenticate(state.pool, email, form.get("password") or "")
     if user is None:
-        return _login_page(request, error=WRONG, status=401, email=email)
+        return await _login_page(request, error=WRONG, status=401, email=email)
     orgs = await people.accessible(state.pool, user.id)
     if not orgs:
-        return _login_page(request, error=NO_ORGANIZATION, status=403, email=email)
+        return await _login_page(request, error=NO_ORGANIZATION, status=403, email=email)
     new_id = await state.sessions.start(user.id, orgs[0].org_id, replacing=session_id(request))
     response = redirect("/")
     set_session_cookie(request, response, new_id)
