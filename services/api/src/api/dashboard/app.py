@@ -1,5 +1,6 @@
 """Wiring the dashboard into the api app: its pages, static files, security headers, and
-the answers to a missing session (redirect to sign-in) and a missing CSRF token (403)."""
+the answers to a missing session (redirect to sign-in), a missing CSRF token (403) and an
+action the person's role does not allow (403)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dashboard.page import CsrfRejected, FormTooLarge, SignInRequired, cookies
+from api.dashboard.page import (
+    CsrfRejected,
+    FormTooLarge,
+    NotAllowed,
+    SignInRequired,
+    cookies,
+    render,
+)
 from api.dashboard.routes import router
 from api.dashboard.session import HSTS
 
@@ -70,11 +78,25 @@ async def _csrf_rejected(request: Request, exc: Exception) -> Response:
         "</p></main>", status_code=403)
 
 
+# What each refused action is, on the 403 page.
+_ACTIONS = {"sync": "ask for a sync", "manage_vapi_key": "connect or disconnect the Vapi key",
+            "manage_people": "invite, change or remove people",
+            "see_secrets": "see this organization's secrets"}
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotAllowed)
+    return render(request, "forbidden.html", {
+        "title": "Not allowed", "nav": "settings",
+        "what": _ACTIONS.get(exc.action.value, "do this")}, current=exc.current, status=403)
+
+
 def install(app: FastAPI, *, force_https: bool = False) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    app.add_exception_handler(NotAllowed, _not_allowed)
     app.add_exception_handler(FormTooLarge, _form_too_large)
     app.add_middleware(SecurityHeaders, force_https=force_https)

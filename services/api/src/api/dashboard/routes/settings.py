@@ -1,5 +1,6 @@
 """Settings: connect or disconnect the Vapi account, "Sync now" and the latest run, and the
-organization's webhook address."""
+organization's webhook address. Everyone reads; the actions and the webhook secret need the
+role `calltrail_common.access` gives them, and each action is written to the audit log."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from api.dashboard.page import (
     posted_form,
     redirect,
     render,
+    require,
     signed_in,
 )
 from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
+from calltrail_common import access, audit
+from calltrail_common.access import Action
 from calltrail_common.organizations import webhook_url
 
 SYNC_REFRESH_SECONDS = 2
@@ -28,6 +32,10 @@ router = APIRouter()
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
             "sync": "Sync requested."}
+
+
+def _actor(current: Session) -> audit.Actor:
+    return audit.user_actor(current.user_id, current.email)
 
 
 async def _settings_page(request: Request, current: Session, *, error: str | None = None,
@@ -51,7 +59,8 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
         "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
-        "webhook_secret": None if endpoint is None else endpoint["secret"],
+        "webhook_secret": None if endpoint is None or not access.may(
+            current.role, Action.SEE_SECRETS) else endpoint["secret"],
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
@@ -65,6 +74,7 @@ async def settings_page(request: Request) -> Response:
 async def connect(request: Request) -> Response:
     current = await signed_in(request)
     form = await posted_form(request, current)
+    require(current, Action.MANAGE_VAPI_KEY)
     try:
         body = shapes.ConnectRequest(api_key=(form.get("apiKey") or "").strip())
     except ValidationError:
@@ -76,6 +86,8 @@ async def connect(request: Request) -> Response:
     except (InvalidApiKey, VapiUnavailable) as problem:
         return await _settings_page(request, current, error=problem.message,
                                     status=problem.status_code)
+    await audit.record(api_state(request).pool, current.org_id, _actor(current),
+                       "vapi.connected", connected.vapi_org_id)
     sync = f"&sync={connected.sync_id}" if connected.sync_id else ""
     return redirect(f"/settings?notice=connected{sync}")
 
@@ -84,7 +96,10 @@ async def connect(request: Request) -> Response:
 async def disconnect(request: Request) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
+    require(current, Action.MANAGE_VAPI_KEY)
     await json_api.disconnect(api_state(request), current.org_id)
+    await audit.record(api_state(request).pool, current.org_id, _actor(current),
+                       "vapi.disconnected")
     return redirect("/settings?notice=disconnected")
 
 
@@ -92,9 +107,12 @@ async def disconnect(request: Request) -> Response:
 async def sync_now(request: Request) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
+    require(current, Action.SYNC)
     try:
         queued = await json_api.sync_now(api_state(request), current.org_id, None)
     except NotConnected:
         return await _settings_page(request, current, status=409,
                                     error="Connect a Vapi account first.")
+    await audit.record(api_state(request).pool, current.org_id, _actor(current),
+                       "vapi.sync_requested", str(queued.sync_id))
     return redirect(f"/settings?notice=sync&sync={queued.sync_id}")
