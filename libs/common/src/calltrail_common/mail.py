@@ -94,6 +94,7 @@ class Mailer:
 def invitation(to: str, org_name: str, role: str, url: str, inviter: str | None) -> EmailMessage:
     message = EmailMessage()
     message["To"] = to
+    org_name = " ".join(org_name.split())  # a header holds no line break
     message["Subject"] = f"You are invited to {org_name} on Calltrail"
     by = f"{inviter} invites you" if inviter else "You are invited"
     message.set_content(
