@@ -28,6 +28,12 @@ def _user_id(page: str, email: str) -> str:
     return found.group(1)
 
 
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
 async def _actions(dashboard: Dashboard) -> list[tuple[str, str, str | None]]:
     return [(e.actor, e.action, e.target) for e in
             reversed(await audit.entries(dashboard.connection, dashboard.org.org_id))]
@@ -38,9 +44,7 @@ async def _join(url: str, link: str) -> httpx.AsyncClient:
     client = httpx.AsyncClient(base_url=url, timeout=10)
     page = await client.get(link)
     assert page.status_code == 200, page.text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf is not None
-    joined = await client.post(link, data={"csrf": csrf.group(1), "password": PASSWORD,
+    joined = await client.post(link, data={"csrf": _csrf(page.text), "password": PASSWORD,
                                            "confirm": PASSWORD})
     assert joined.status_code == 303 and joined.headers["location"] == "/", joined.text
     return client
@@ -252,3 +256,16 @@ async def test_an_invitation_whose_mail_fails_says_so_and_shows_the_link(
             assert re.search(r'id="invite-link">[^<]+/invite/', answer.text)
         finally:
             await client.aclose()
+
+
+async def test_an_old_invitation_never_changes_a_membership(dashboard: Dashboard) -> None:
+    # Invited as viewer long ago, made owner since, the link followed now.
+    link = await people.invite(dashboard.connection, dashboard.org.org_id, dashboard.email,
+                               "viewer", None)
+    async with httpx.AsyncClient(base_url=dashboard.url, timeout=10) as client:
+        page = await client.get(f"/invite/{link.token}")
+        assert "You already have an account" in page.text
+        accepted = await client.post(f"/invite/{link.token}", data={"csrf": _csrf(page.text)})
+        assert accepted.status_code == 303 and accepted.headers["location"] == "/login"
+    [member] = await people.members(dashboard.connection, dashboard.org.org_id)
+    assert member.role == "owner"

@@ -263,7 +263,13 @@ async def use_link(connection: asyncpg.Connection, token: str, purpose: LinkPurp
         if password is not None:
             await set_password(connection, user.id, password)
         if purpose == "invite":
-            await add_member(connection, row["org_id"], user.id, parse_role(row["role"]))
+            # An invitation never changes an existing membership: an old link followed
+            # by someone made owner since would otherwise demote them (maybe the last
+            # owner). A role is changed on the People page, under its rules.
+            await connection.execute(
+                """INSERT INTO memberships (user_id, org_id, role) VALUES ($1, $2, $3)
+                   ON CONFLICT (user_id, org_id) DO NOTHING""",
+                user.id, row["org_id"], row["role"])
     return OpenLink(user, purpose, row["org_id"],
                     None if row["role"] is None else parse_role(row["role"]))
 
