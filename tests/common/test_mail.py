@@ -4,7 +4,6 @@ arrives, and credentials never sent without TLS."""
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 
 from calltrail_common.mail import Mailer, MailNotSent, invitation, password_reset
 from calltrail_testkit.processes import free_port

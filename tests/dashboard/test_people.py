@@ -9,6 +9,7 @@ import re
 import uuid
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from calltrail_common import audit, people
@@ -242,7 +243,7 @@ async def test_an_invitation_is_mailed_and_not_shown_when_smtp_is_set_up(
 
 
 async def test_an_invitation_whose_mail_fails_says_so_and_shows_the_link(
-        dashboard: Dashboard) -> None:
+        dashboard: Dashboard, capsys: pytest.CaptureFixture[str]) -> None:
     closed = free_port()  # nothing listens there
     settings = dashboard.settings.model_copy(update={
         "smtp_url": SecretStr(f"smtp://127.0.0.1:{closed}"), "smtp_timeout_seconds": 2})
@@ -253,9 +254,13 @@ async def test_an_invitation_whose_mail_fails_says_so_and_shows_the_link(
                 "csrf": csrf, "email": VIEWER, "role": "viewer"})
             assert answer.status_code == 200
             assert "could not be mailed" in answer.text
-            assert re.search(r'id="invite-link">[^<]+/invite/', answer.text)
+            link = re.search(r'id="invite-link">[^<]+/invite/([^<]+)<', answer.text)
+            assert link is not None
         finally:
             await client.aclose()
+    logged = capsys.readouterr()
+    assert "invitation_not_mailed" in logged.out + logged.err
+    assert link.group(1) not in logged.out + logged.err
 
 
 async def test_an_old_invitation_never_changes_a_membership(dashboard: Dashboard) -> None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from tests.api.conftest import serve_api
@@ -51,7 +52,7 @@ async def _sign_in(client: httpx.AsyncClient, email: str, password: str) -> http
 
 
 async def test_a_reset_by_mail_works_once_signs_in_and_ends_the_other_sessions(
-        dashboard: Dashboard) -> None:
+        dashboard: Dashboard, capsys: pytest.CaptureFixture[str]) -> None:
     async with _mailing(dashboard) as (served, mailbox):
         elsewhere, _ = await signed_in_client(served)  # another browser, signed in
         async with contextlib.aclosing(elsewhere), httpx.AsyncClient(
@@ -93,6 +94,9 @@ async def test_a_reset_by_mail_works_once_signs_in_and_ends_the_other_sessions(
         async with httpx.AsyncClient(base_url=served.url, timeout=10) as fresh:
             assert (await _sign_in(fresh, served.email, PASSWORD)).status_code == 401
             assert (await _sign_in(fresh, served.email, NEW_PASSWORD)).status_code == 303
+    logged = capsys.readouterr()
+    assert "reset_mailed" in logged.out + logged.err
+    assert link.rsplit("/", 1)[1] not in logged.out + logged.err
 
 
 async def test_a_reset_request_answers_the_same_for_an_unknown_address(
