@@ -11,8 +11,9 @@ import uuid
 
 import orjson
 
-from calltrail_common import audit, db
+from calltrail_common import audit, db, people
 from calltrail_common.organizations import token_digest
+from tests.mailbox import link_in, receiving_mail
 
 
 def calltrail(*args: str, database_url: str, stdin: str = "",
@@ -210,3 +211,38 @@ async def test_migrate_check_fails_while_migrations_are_pending(
         connection = await db.connect(f"{POSTGRES_ADMIN_URL}/postgres")
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await connection.close()
+
+
+async def test_user_reset_prints_a_working_link_and_invite_mails_when_smtp_is_set_up(
+        database_url: str) -> None:
+    org = orjson.loads(calltrail("org", "create", "--name", "Acme", database_url=database_url)
+                       .stdout)
+    with receiving_mail() as mailbox:
+        invited = calltrail("user", "invite", "--org", org["orgId"], "--email",
+                            "Owner@Example.com", "--role", "owner", database_url=database_url,
+                            SMTP_URL=mailbox.url, DASHBOARD_BASE_URL="https://dash.example")
+        assert invited.returncode == 0, invited.stderr
+        printed = orjson.loads(invited.stdout)
+        assert printed["mailed"] is True and printed["email"] == "owner@example.com"
+        [mail] = await mailbox.wait_for(1)
+        assert link_in(mail) == printed["inviteUrl"]
+        assert printed["inviteUrl"].startswith("https://dash.example/invite/")
+    unmailed = calltrail("user", "invite", "--org", org["orgId"], "--email", "v@example.com",
+                         database_url=database_url, SMTP_URL="")
+    assert orjson.loads(unmailed.stdout)["mailed"] is False
+
+    reset = calltrail("user", "reset", "--email", "OWNER@example.com",
+                      database_url=database_url, DASHBOARD_BASE_URL="https://dash.example")
+    assert reset.returncode == 0, reset.stderr
+    url = orjson.loads(reset.stdout)["resetUrl"]
+    assert url.startswith("https://dash.example/reset/")
+    connection = await db.connect(database_url)
+    try:
+        link = await people.open_link(connection, url.rsplit("/", 1)[1], "reset")
+        assert link is not None and link.user.email == "owner@example.com"
+    finally:
+        await connection.close()
+    missing = calltrail("user", "reset", "--email", "nobody@example.com",
+                        database_url=database_url)
+    assert missing.returncode != 0 and "no user" in missing.stderr
+    assert url not in missing.stderr

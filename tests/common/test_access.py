@@ -1,11 +1,23 @@
-"""The role rule: what each role allows, who may grant which role, and an agency member's
-role in its clients."""
+"""The role rule: what each role allows, who may grant which role, who may change whose
+membership (an organization keeps an owner), and an agency member's role in its clients."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from calltrail_common.access import ROLES, Action, Role, effective_role, may, may_grant, parse_role
+from calltrail_common.access import (
+    ROLES,
+    Action,
+    Role,
+    effective_role,
+    leaves_no_owner,
+    may,
+    may_grant,
+    parse_role,
+    why_not_change,
+)
 
 ALLOWED: dict[Role, set[Action]] = {
     "viewer": {Action.READ, Action.EXPORT},
@@ -59,3 +71,33 @@ def test_parse_role() -> None:
     for bad in ("", "Owner", "root", "admin "):
         with pytest.raises(ValueError, match="owner, admin, viewer"):
             parse_role(bad)
+
+
+def test_owners_change_anyone_to_anything() -> None:
+    for held, wanted in itertools.product(ROLES, (*ROLES, None)):
+        assert why_not_change("owner", held, wanted) is None
+
+
+def test_admins_act_up_to_admin() -> None:
+    assert why_not_change("admin", "viewer", "admin") is None
+    assert why_not_change("admin", "admin", "viewer") is None
+    assert why_not_change("admin", "admin", None) is None
+    assert why_not_change("admin", "viewer", "owner") == "an admin cannot give the role owner"
+    assert why_not_change("admin", "owner", "viewer") == (
+        "an admin cannot change an owner's membership")
+    assert why_not_change("admin", "owner", None) is not None
+    assert not may_grant("admin", "owner") and may_grant("admin", "admin")
+
+
+def test_viewers_and_strangers_change_nobody() -> None:
+    for granter, held, wanted in itertools.product(("viewer", None), ROLES, (*ROLES, None)):
+        assert why_not_change(granter, held, wanted) == "your role does not manage people"
+
+
+def test_the_last_owner_stays() -> None:
+    assert leaves_no_owner("owner", None, 1)
+    assert leaves_no_owner("owner", "admin", 1)
+    assert not leaves_no_owner("owner", "owner", 1)
+    assert not leaves_no_owner("owner", None, 2)
+    assert not leaves_no_owner("admin", None, 1)
+    assert not leaves_no_owner("viewer", None, 0)

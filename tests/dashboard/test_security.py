@@ -9,7 +9,9 @@ import pytest
 from api.dashboard.app import CONTENT_SECURITY_POLICY
 from tests.dashboard.conftest import PASSWORD, Dashboard, signed_in_client
 
-FORMS = ["/login", "/logout", "/settings/connect", "/settings/disconnect", "/settings/sync"]
+FORMS = ["/login", "/logout", "/settings/connect", "/settings/disconnect", "/settings/sync",
+         "/settings/people/invite", "/settings/people/role", "/settings/people/remove",
+         "/reset"]
 
 
 async def _signed_in(dashboard: Dashboard) -> tuple[httpx.AsyncClient, str]:
@@ -41,7 +43,8 @@ async def test_headers_and_no_secrets_in_pages(dashboard: Dashboard) -> None:
     client, _ = await _signed_in(dashboard)
     try:
         for path in ("/", "/calls", f"/calls/{dashboard.call_ids[0]}", "/leads",
-                     f"/leads/{dashboard.lead_id}", "/usage", "/settings", "/static/style.css"):
+                     f"/leads/{dashboard.lead_id}", "/usage", "/settings", "/settings/people",
+                     "/reset", "/static/style.css"):
             response = await client.get(path)
             assert response.status_code == 200, path
             assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY

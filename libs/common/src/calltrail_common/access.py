@@ -72,3 +72,24 @@ def effective_role(direct: Role | None, through_agency: Role | None) -> Role | N
     if direct is None or through_agency is None:
         return direct or through_agency
     return direct if _RANK[direct] >= _RANK[through_agency] else through_agency
+
+
+
+def why_not_change(granter: Role | None, held: Role, wanted: Role | None) -> str | None:
+    """Why someone of role `granter` may not change a member who holds `held` to `wanted`
+    (None: remove them); None when they may. Managers of people act on roles up to their
+    own."""
+    if not may(granter, Action.MANAGE_PEOPLE):
+        return "your role does not manage people"
+    if not may_grant(granter, held):
+        return f"an {granter} cannot change an {held}'s membership"
+    if wanted is not None and not may_grant(granter, wanted):
+        return f"an {granter} cannot give the role {wanted}"
+    return None
+
+
+def leaves_no_owner(held: Role, wanted: Role | None, owners: int) -> bool:
+    """Whether changing a member who holds `held` to `wanted` (None: removing them) would
+    leave an organization that has `owners` owners with none: its last owner can neither
+    leave nor be demoted."""
+    return held == "owner" and wanted != "owner" and owners <= 1

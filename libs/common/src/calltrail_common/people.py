@@ -13,14 +13,20 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from calltrail_common.access import Role, effective_role, parse_role
+from calltrail_common.access import (
+    Role,
+    effective_role,
+    leaves_no_owner,
+    parse_role,
+    why_not_change,
+)
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # hashing is costly; a longer "password" is refused unhashed
@@ -39,6 +45,10 @@ LinkPurpose = Literal["invite", "reset"]
 
 class PeopleError(Exception):
     """A request about people that cannot be met; the message says why (no secrets)."""
+
+
+class NotPermitted(PeopleError):
+    """The role of who asks does not allow the change (`access.why_not_change`)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,11 @@ def password_matches(password_hash: str | None, password: str) -> bool:
             password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+def link_url(dashboard_base_url: str, link: Link) -> str:
+    """Where the link opens: /invite/{token} or /reset/{token} on the dashboard."""
+    return f"{dashboard_base_url}/{link.purpose}/{link.token}"
 
 
 def link_digest(token: str) -> bytes:
@@ -248,21 +263,36 @@ async def use_link(connection: asyncpg.Connection, token: str, purpose: LinkPurp
         if password is not None:
             await set_password(connection, user.id, password)
         if purpose == "invite":
-            await add_member(connection, row["org_id"], user.id, parse_role(row["role"]))
+            # An invitation never changes an existing membership: an old link followed
+            # by someone made owner since would otherwise demote them (maybe the last
+            # owner). A role is changed on the People page, under its rules.
+            await connection.execute(
+                """INSERT INTO memberships (user_id, org_id, role) VALUES ($1, $2, $3)
+                   ON CONFLICT (user_id, org_id) DO NOTHING""",
+                user.id, row["org_id"], row["role"])
     return OpenLink(user, purpose, row["org_id"],
                     None if row["role"] is None else parse_role(row["role"]))
 
 
-async def request_reset(connection: asyncpg.Connection, email: str) -> Link | None:
+async def request_reset(connection: asyncpg.Connection, email: str, *,
+                        at_most_open: int | None = None) -> Link | None:
     """A reset link for the user with this email, None when there is no such user (the
-    page says the same either way)."""
+    page says the same either way), or when they already have `at_most_open` reset links
+    unused and unexpired (a stranger asking again and again fills no mailbox)."""
     try:
         user = await find_user(connection, email)
     except PeopleError:
         return None
     if user is None:
         return None
-    return await make_link(connection, "reset", user.id)
+    async with connection.transaction():
+        # The user's row is locked so two requests at once cannot both pass the count.
+        await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id)
+        if at_most_open is not None and await connection.fetchval(
+                """SELECT count(*) FROM user_links WHERE user_id = $1 AND purpose = 'reset'
+                   AND used_at IS NULL AND expires_at > now()""", user.id) >= at_most_open:
+            return None
+        return await make_link(connection, "reset", user.id)
 
 
 _ACCESS = """
@@ -304,15 +334,56 @@ class Member:
     name: str | None
     role: Role
     joined: bool  # False: invited, has not set a password yet
+    since: datetime | None = None  # member since
 
 
 async def members(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID) -> list[Member]:
     rows = await db.fetch(
-        """SELECT u.id, u.email, u.name, u.password_hash IS NOT NULL AS joined, m.role
+        """SELECT u.id, u.email, u.name, u.password_hash IS NOT NULL AS joined, m.role,
+                  m.created_at
            FROM memberships m JOIN users u ON u.id = m.user_id
            WHERE m.org_id = $1 ORDER BY u.email""", org_id)
-    return [Member(r["id"], r["email"], r["name"], parse_role(r["role"]), r["joined"])
-            for r in rows]
+    return [Member(r["id"], r["email"], r["name"], parse_role(r["role"]), r["joined"],
+                   r["created_at"]) for r in rows]
+
+
+async def change_member(connection: asyncpg.Connection, org_id: uuid.UUID,
+                        user_id: uuid.UUID, wanted: Role | None, granter: Role | None
+                        ) -> Member:
+    """Give a member of `org_id` the role `wanted` or remove them (None), as someone of
+    role `granter`; the member as they were. NotPermitted when the granter's role does not
+    allow it (`access.why_not_change`), PeopleError when it would leave no owner or the
+    person is no member. The organization's memberships are locked while the rule
+    is checked, so two owners demoting each other at once cannot leave none."""
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "SELECT user_id, role FROM memberships WHERE org_id = $1 FOR UPDATE", org_id)
+        held = next((parse_role(r["role"]) for r in rows if r["user_id"] == user_id), None)
+        if held is None:
+            raise PeopleError("that person is not a member of this organization")
+        refused = why_not_change(granter, held, wanted)
+        if refused is not None:
+            raise NotPermitted(refused)
+        if leaves_no_owner(held, wanted, sum(1 for r in rows if r["role"] == "owner")):
+            raise PeopleError("an organization keeps at least one owner: make someone else "
+                              "owner first")
+        user = await user_by_id(connection, user_id)
+        assert user is not None  # memberships are deleted with their user
+        if wanted is None:
+            await remove_member(connection, org_id, user_id)
+        elif wanted != held:
+            await connection.execute(
+                "UPDATE memberships SET role = $3 WHERE org_id = $1 AND user_id = $2",
+                org_id, user_id, wanted)
+    return Member(user.id, user.email, user.name, held, user.has_password)
+
+
+async def is_member(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID, email: str
+                    ) -> bool:
+    return bool(await db.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
+                          WHERE m.org_id = $1 AND u.email = $2)""",
+        org_id, normalize_email(email)))
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     # sign-in.
     dashboard_session_idle_minutes: int = Field(default=480, ge=1)
     dashboard_session_max_hours: int = Field(default=72, ge=1)
+    # Failed sign-ins allowed per account (email) and per client address within the window;
+    # past either, sign-in answers 429 without checking the password.
+    sign_in_account_failures: int = Field(default=5, ge=1)
+    sign_in_address_failures: int = Field(default=20, ge=1)
+    sign_in_failure_window_minutes: int = Field(default=15, ge=1)
+
+    # Mail: invitations and password resets. Empty: no mail (the inviter is shown the link,
+    # the CLI prints it). smtp://user:pass@host:587 (STARTTLS when offered; credentials are
+    # never sent without TLS) or smtps://user:pass@host:465 (implicit TLS).
+    smtp_url: SecretStr = SecretStr("")
+    smtp_from: str = "Calltrail <calltrail@localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Metrics-sync.
     sync_interval_seconds: int = Field(default=300, gt=0)
@@ -136,6 +148,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not url.startswith(("smtp://", "smtps://")):
+            raise ValueError("must start with smtp:// or smtps:// (or be empty: no mail)")
+        return value
 
     @field_validator("public_base_url", "vapi_api_base_url", "dashboard_base_url")
     @classmethod

@@ -1,7 +1,10 @@
-"""`calltrail user invite|set-password|list|remove`: people who sign in to the dashboard.
+"""`calltrail user invite|reset|set-password|list|remove`: people who sign in to the
+dashboard.
 
 The first user of an organization is made here: `calltrail user invite --org ORG_ID --email
-E --role owner` prints a link that lets them choose a password (mailed when SMTP is set up).
+E --role owner` prints a link that lets them choose a password, and mails it too when
+SMTP_URL is set (`mailed` says whether it went). `calltrail user reset --email E` prints a
+password-reset link for someone who cannot receive mail (the operator hands it over).
 A password given on the command line would end up in shell history, so `set-password` reads
 it from standard input. Every change is written to the organization's audit log as `cli`.
 """
@@ -12,6 +15,7 @@ import argparse
 import getpass
 import sys
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
@@ -19,6 +23,7 @@ import orjson
 
 from calltrail_common import audit, db, people
 from calltrail_common.access import ROLES, parse_role
+from calltrail_common.mail import Mailer, MailNotSent, invitation
 from calltrail_common.settings import Settings
 
 
@@ -35,10 +40,6 @@ def _org(args: argparse.Namespace) -> uuid.UUID:
         return uuid.UUID(args.org)
     except ValueError:
         raise PeopleCommandError(f"--org is not a valid id: {args.org!r}") from None
-
-
-def invite_url(settings: Settings, token: str) -> str:
-    return f"{settings.dashboard_base_url}/invite/{token}"
 
 
 def _read_password() -> str:
@@ -64,10 +65,40 @@ async def _invite(settings: Settings, args: argparse.Namespace) -> None:
             raise PeopleCommandError(str(error)) from None
         except asyncpg.ForeignKeyViolationError:
             raise PeopleCommandError(f"no organization {org_id}") from None
+        org_name = await connection.fetchval("SELECT name FROM organizations WHERE id = $1",
+                                             org_id)
     finally:
         await connection.close()
+    url = people.link_url(settings.dashboard_base_url, link)
     _print_json({"userId": str(link.user_id), "email": link.email, "role": role,
-                 "inviteUrl": invite_url(settings, link.token),
+                 "inviteUrl": url, "expiresAt": link.expires_at_seconds,
+                 "mailed": await _mail(settings, invitation(link.email, org_name, role, url,
+                                                            None))})
+
+
+async def _mail(settings: Settings, message: EmailMessage) -> bool:
+    """Mail when SMTP is set up; whether it went (the link is printed either way)."""
+    mailer = Mailer.from_settings(settings)
+    if mailer is None:
+        return False
+    try:
+        await mailer.send(message)
+    except MailNotSent as problem:
+        sys.stderr.write(f"not mailed: {problem}\n")
+        return False
+    return True
+
+
+async def _reset(settings: Settings, args: argparse.Namespace) -> None:
+    connection = await db.connect(settings.database_url)
+    try:
+        link = await people.request_reset(connection, args.email)
+    finally:
+        await connection.close()
+    if link is None:
+        raise PeopleCommandError(f"no user {args.email!r}")
+    _print_json({"userId": str(link.user_id), "email": link.email,
+                 "resetUrl": people.link_url(settings.dashboard_base_url, link),
                  "expiresAt": link.expires_at_seconds})
 
 
@@ -124,6 +155,10 @@ def add_commands(commands: Any) -> None:
     invite.add_argument("--email", required=True)
     invite.add_argument("--role", choices=ROLES, default="viewer")
     invite.set_defaults(run=_invite)
+    reset = user.add_parser("reset", help="print a link that lets a user choose a new "
+                            "password (works once, for an hour)")
+    reset.add_argument("--email", required=True)
+    reset.set_defaults(run=_reset)
     set_password = user.add_parser("set-password", help="set a user's password, read from "
                                    "standard input (ends their sessions)")
     set_password.add_argument("--email", required=True)

@@ -1,9 +1,9 @@
 """Wiring the dashboard into the api app: its pages, static files, security headers, and
-the answers to a missing session (redirect to sign-in) and a missing CSRF token (403)."""
+the answers to a missing session (redirect to sign-in), a missing CSRF token (403) and an
+action the person's role does not allow (403)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,10 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard.page import (
     CsrfRejected,
-    Forbidden,
     FormTooLarge,
+    NotAllowed,
     SignInRequired,
     cookies,
+    render,
 )
 from api.dashboard.routes import router
 from api.dashboard.session import HSTS
@@ -64,14 +65,6 @@ async def _sign_in(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _forbidden(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Forbidden)
-    return HTMLResponse(
-        "<!doctype html><title>Not allowed</title><link rel=stylesheet href=/static/style.css>"
-        f"<main><h1>Not allowed</h1><p>{html.escape(exc.message)}</p>"
-        "<p><a href=/>Back to the overview</a></p></main>", status_code=403)
-
-
 async def _form_too_large(request: Request, exc: Exception) -> Response:
     return HTMLResponse(
         "<!doctype html><title>Form too large</title><link rel=stylesheet "
@@ -86,12 +79,29 @@ async def _csrf_rejected(request: Request, exc: Exception) -> Response:
         "</p></main>", status_code=403)
 
 
+# What each refused action is, on the 403 page.
+_ACTIONS = {"sync": "ask for a sync", "manage_vapi_key": "connect or disconnect the Vapi key",
+            "manage_people": "invite, change or remove people",
+            "see_secrets": "see this organization's secrets",
+            "manage_secret": "rotate or revoke the webhook secret",
+            "manage_tokens": "make, see or revoke API tokens",
+            "read_audit": "read the audit log",
+            "manage_clients": "change an agency's clients"}
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotAllowed)
+    return render(request, "forbidden.html", {
+        "title": "Not allowed", "nav": "settings",
+        "what": _ACTIONS.get(exc.action.value, "do this")}, current=exc.current, status=403)
+
+
 def install(app: FastAPI, *, force_https: bool = False) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    app.add_exception_handler(NotAllowed, _not_allowed)
     app.add_exception_handler(FormTooLarge, _form_too_large)
-    app.add_exception_handler(Forbidden, _forbidden)
     app.add_middleware(SecurityHeaders, force_https=force_https)

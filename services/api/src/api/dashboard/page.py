@@ -23,6 +23,7 @@ from api.dashboard import formats, session
 from api.routes import ApiState, Caller
 from api.sessions import SessionView
 from calltrail_common import access, audit, people, vapi_accounts
+from calltrail_common.access import Action
 from calltrail_common.logging import get_logger
 
 log = get_logger("api.dashboard")
@@ -32,7 +33,7 @@ MAX_FORM_BYTES = 8192
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters.update(formats.FILTERS)
-templates.env.globals["may"] = access.may  # `may(me.role, "manage_tokens")` in a template
+templates.env.globals["Action"] = Action
 
 
 class SignInRequired(Exception):
@@ -43,12 +44,13 @@ class CsrfRejected(Exception):
     """A POST without the form's CSRF token: 403."""
 
 
-class Forbidden(Exception):
-    """The person's role does not allow this: 403, with the message (no secrets in it)."""
+class NotAllowed(Exception):
+    """The signed-in person's role does not allow the action: a 403 page that says so."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, current: SessionView, action: Action) -> None:
+        super().__init__(action.value)
+        self.current = current
+        self.action = action
 
 
 Session = SessionView
@@ -99,6 +101,12 @@ async def open_page(request: Request) -> Session:
     return current
 
 
+def require(current: Session, action: Action) -> None:
+    """NotAllowed unless the person's role allows `action` (`calltrail_common.access`)."""
+    if not access.may(current.role, action):
+        raise NotAllowed(current, action)
+
+
 async def sync_if_stale(state: ApiState, org_id: uuid.UUID) -> None:
     """Opening the dashboard asks for a sync when the last one is older than the interval
     and none is waiting (the rule: `vapi_accounts.request_sync_if_stale`)."""
@@ -132,6 +140,7 @@ def render(request: Request, name: str, context: dict[str, Any], *,
                if current is not None else [],
                "csrf": session.csrf_token(nonce, None if current is None else
                                           current.session_id),
+               "may": lambda action: current is not None and access.may(current.role, action),
                "error": None, "notice": None, "refresh": None, **context}
     response = templates.TemplateResponse(request, name, context, status_code=status)
     if request.cookies.get(names.csrf) != nonce:

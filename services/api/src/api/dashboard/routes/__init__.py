@@ -1,6 +1,7 @@
-"""The dashboard's pages, by page group: signing in and out, the overview and usage figures,
-calls, leads, settings (the Vapi account, "Sync now", the webhook address), and API tokens
-with the audit log. What every page does is `api.dashboard.page`."""
+"""The dashboard's pages, by page group: signing in and out, password resets, invitations,
+the overview and usage figures, calls, leads, settings (the Vapi account, "Sync now", the
+webhook and its secret, the organization's people, API tokens and the audit log), and an
+agency's clients. What every page does is `api.dashboard.page`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from api.dashboard.routes import (
     figures,
     leads,
     links,
+    people,
+    reset,
     settings,
     sign_in,
     tokens,
@@ -19,5 +22,6 @@ from api.dashboard.routes import (
 )
 
 router = APIRouter(include_in_schema=False)
-for group in (sign_in, links, figures, calls, leads, settings, webhook, tokens, agencies):
+for group in (sign_in, reset, links, figures, calls, leads, settings, webhook, people, tokens,
+              agencies):
     router.include_router(group.router)

@@ -1,5 +1,7 @@
-"""Settings: connect or disconnect the Vapi account, "Sync now" and the latest run, and the
-organization's webhook address."""
+"""Settings: connect or disconnect the Vapi account, "Sync now" and the latest run, the
+organization's webhook address and its phone-number conflicts. Everyone reads; the actions
+need the role `calltrail_common.access` gives them, and each is written to the audit log
+(connect and disconnect by the JSON API's handlers, with the person as actor)."""
 
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from api.dashboard.page import (
     posted_form,
     redirect,
     render,
+    require,
     signed_in,
 )
 from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
-from calltrail_common import phone_numbers
+from calltrail_common import audit, phone_numbers
+from calltrail_common.access import Action
 from calltrail_common.organizations import webhook_url
 
 SYNC_REFRESH_SECONDS = 2
@@ -30,6 +34,10 @@ router = APIRouter()
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
             "sync": "Sync requested."}
+
+
+def _actor(current: Session) -> audit.Actor:
+    return audit.user_actor(current.user_id, current.email)
 
 
 async def _settings_page(request: Request, current: Session, *, error: str | None = None,
@@ -69,6 +77,7 @@ async def settings_page(request: Request) -> Response:
 async def connect(request: Request) -> Response:
     current = await signed_in(request)
     form = await posted_form(request, current)
+    require(current, Action.MANAGE_VAPI_KEY)
     try:
         body = shapes.ConnectRequest(api_key=(form.get("apiKey") or "").strip())
     except ValidationError:
@@ -88,6 +97,7 @@ async def connect(request: Request) -> Response:
 async def disconnect(request: Request) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
+    require(current, Action.MANAGE_VAPI_KEY)
     await json_api.disconnect(api_state(request), caller(current))
     return redirect("/settings?notice=disconnected")
 
@@ -96,9 +106,12 @@ async def disconnect(request: Request) -> Response:
 async def sync_now(request: Request) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
+    require(current, Action.SYNC)
     try:
         queued = await json_api.sync_now(api_state(request), current.org_id, None)
     except NotConnected:
         return await _settings_page(request, current, status=409,
                                     error="Connect a Vapi account first.")
+    await audit.record(api_state(request).pool, current.org_id, _actor(current),
+                       "vapi.sync_requested", str(queued.sync_id))
     return redirect(f"/settings?notice=sync&sync={queued.sync_id}")

@@ -21,21 +21,17 @@ from api.dashboard.page import (
     redirect,
     render,
     render_missing,
+    require,
     signed_in,
 )
 from calltrail_common import audit, organizations
-from calltrail_common.access import Action, may
+from calltrail_common.access import Action
 
 AUDIT_ENTRIES = 100
 
 router = APIRouter()
 
 _NOTICES = {"revoked": "Token revoked: it stops working at its next request."}
-
-
-def _forbidden(request: Request, current: Session) -> Response:
-    return render(request, "forbidden.html", {"title": "Not for your role", "nav": "settings"},
-                  current=current, status=403)
 
 
 async def _tokens_page(request: Request, current: Session, *,
@@ -51,8 +47,7 @@ async def _tokens_page(request: Request, current: Session, *,
 @router.get("/settings/tokens")
 async def tokens_page(request: Request) -> Response:
     current = await open_page(request)
-    if not may(current.role, Action.MANAGE_TOKENS):
-        return _forbidden(request, current)
+    require(current, Action.MANAGE_TOKENS)
     return await _tokens_page(request, current)
 
 
@@ -60,8 +55,7 @@ async def tokens_page(request: Request) -> Response:
 async def create_token(request: Request) -> Response:
     current = await signed_in(request)
     form = await posted_form(request, current)
-    if not may(current.role, Action.MANAGE_TOKENS):
-        return _forbidden(request, current)
+    require(current, Action.MANAGE_TOKENS)
     try:
         name = organizations.token_name(form.get("name"))
     except organizations.InvalidTokenName as problem:
@@ -78,8 +72,7 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(request: Request, token_id: str) -> Response:
     current = await signed_in(request)
     await posted_form(request, current)
-    if not may(current.role, Action.MANAGE_TOKENS):
-        return _forbidden(request, current)
+    require(current, Action.MANAGE_TOKENS)
     try:
         wanted = uuid.UUID(token_id)
     except ValueError:
@@ -98,8 +91,7 @@ async def revoke_token(request: Request, token_id: str) -> Response:
 @router.get("/settings/audit")
 async def audit_page(request: Request) -> Response:
     current = await open_page(request)
-    if not may(current.role, Action.READ_AUDIT):
-        return _forbidden(request, current)
+    require(current, Action.READ_AUDIT)
     entries = await audit.entries(api_state(request).pool, current.org_id, AUDIT_ENTRIES)
     return render(request, "audit.html", {"title": "Audit log", "nav": "settings",
                                           "entries": entries}, current=current)

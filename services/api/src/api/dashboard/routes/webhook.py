@@ -10,13 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.dashboard.page import (
-    Forbidden,
     Session,
     api_state,
     open_page,
     posted_form,
     redirect,
     render,
+    require,
     signed_in,
 )
 from calltrail_common import audit
@@ -69,8 +69,7 @@ async def webhook_page(request: Request) -> Response:
 async def _owner_form(request: Request) -> tuple[Session, dict[str, str]]:
     current = await signed_in(request)
     form = await posted_form(request, current)
-    if not may(current.role, Action.MANAGE_SECRET):
-        raise Forbidden("Only an owner rotates or revokes the webhook secret.")
+    require(current, Action.MANAGE_SECRET)
     return current, form
 
 
