@@ -82,6 +82,28 @@ async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
     })
 
 
+_ORGANIZATIONS = """
+    SELECT o.id, o.name, o.kind, o.agency_id,
+           count(m.user_id) FILTER (WHERE m.role = 'owner') AS owners,
+           count(m.user_id) AS members
+    FROM organizations o LEFT JOIN memberships m ON m.org_id = o.id
+    GROUP BY o.id ORDER BY o.created_at, o.id"""
+
+
+async def _org_list(settings: Settings, args: argparse.Namespace) -> None:
+    """Every organization with how many owners and members it has: after an upgrade from
+    token sign-in, the ones with no owner need `calltrail user invite --role owner`."""
+    connection = await db.connect(settings.database_url)
+    try:
+        rows = await connection.fetch(_ORGANIZATIONS)
+    finally:
+        await connection.close()
+    _print_json([{"orgId": str(r["id"]), "name": r["name"], "kind": r["kind"],
+                  "agencyId": None if r["agency_id"] is None else str(r["agency_id"]),
+                  "owners": r["owners"], "members": r["members"]}
+                 for r in rows if not args.without_owner or r["owners"] == 0])
+
+
 def _uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -291,6 +313,10 @@ def _parser() -> argparse.ArgumentParser:
     org_create.add_argument("--name", required=True)
     agencies.add_create_options(org_create)
     org_create.set_defaults(run=_org_create)
+    org_list = org.add_parser("list", help="organizations, with their owners and members")
+    org_list.add_argument("--without-owner", action="store_true",
+                          help="only those nobody owns yet (to invite a first owner)")
+    org_list.set_defaults(run=_org_list)
     agencies.add_commands(org)
 
     token = commands.add_parser("token", help="tenant API tokens").add_subparsers(
