@@ -128,6 +128,18 @@ def set_session_cookie(request: Request, response: Response, new_session_id: str
                         samesite="lax", secure=secure(request), path="/")
 
 
+async def start_session(request: Request, user_id: uuid.UUID, org_id: uuid.UUID
+                        ) -> RedirectResponse:
+    """Sign a person in, looking at `org_id`: a new session id (any the browser held is
+    ended, never kept) and a new CSRF nonce, then on to the overview."""
+    new_id = await api_state(request).sessions.start(user_id, org_id,
+                                                     replacing=session_id(request))
+    response = redirect("/")
+    set_session_cookie(request, response, new_id)
+    set_csrf_nonce(request, response, session.new_nonce())
+    return response
+
+
 def render(request: Request, name: str, context: dict[str, Any], *,
            current: Session | None, status: int = 200, nonce: str | None = None) -> Response:
     """Render a page for `current` (None: signed out); `nonce` replaces the CSRF nonce

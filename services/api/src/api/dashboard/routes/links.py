@@ -7,15 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.dashboard import session
 from api.dashboard.page import (
     api_state,
     posted_form,
     redirect,
     render,
-    session_id,
-    set_csrf_nonce,
-    set_session_cookie,
+    start_session,
 )
 from calltrail_common import people
 
@@ -59,8 +56,4 @@ async def accept_invite(request: Request, token: str) -> Response:
     if link.user.has_password:
         return redirect("/login")  # they prove who they are with their own password
     assert used.org_id is not None
-    new_id = await state.sessions.start(used.user.id, used.org_id, replacing=session_id(request))
-    response = redirect("/")
-    set_session_cookie(request, response, new_id)
-    set_csrf_nonce(request, response, session.new_nonce())
-    return response
+    return await start_session(request, used.user.id, used.org_id)

@@ -15,15 +15,13 @@ from fastapi.responses import Response
 from starlette.background import BackgroundTask
 
 from api import sign_in_failures
-from api.dashboard import session, throttle
+from api.dashboard import throttle
 from api.dashboard.page import (
     api_state,
     posted_form,
     redirect,
     render,
-    session_id,
-    set_csrf_nonce,
-    set_session_cookie,
+    start_session,
 )
 from api.routes import ApiState
 from calltrail_common import people
@@ -118,9 +116,4 @@ async def reset_password(request: Request, token: str) -> Response:
     orgs = await people.accessible(state.pool, used.user.id)
     if not orgs:
         return redirect("/login")
-    new_id = await state.sessions.start(used.user.id, orgs[0].org_id,
-                                        replacing=session_id(request))
-    response = redirect("/")
-    set_session_cookie(request, response, new_id)
-    set_csrf_nonce(request, response, session.new_nonce())
-    return response
+    return await start_session(request, used.user.id, orgs[0].org_id)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api import sign_in_failures
-from api.dashboard import session, throttle
+from api.dashboard import throttle
 from api.dashboard.page import (
     api_state,
     cookies,
@@ -28,8 +28,7 @@ from api.dashboard.page import (
     redirect,
     render,
     session_id,
-    set_csrf_nonce,
-    set_session_cookie,
+    start_session,
 )
 from calltrail_common import agencies, people
 from calltrail_common.logging import get_logger
@@ -113,11 +112,7 @@ async def login(request: Request) -> Response:
     orgs = await people.accessible(state.pool, user.id)
     if not orgs:
         return await _login_page(request, error=NO_ORGANIZATION, status=403, email=email)
-    new_id = await state.sessions.start(user.id, orgs[0].org_id, replacing=session_id(request))
-    response = redirect("/")
-    set_session_cookie(request, response, new_id)
-    set_csrf_nonce(request, response, session.new_nonce())
-    return response
+    return await start_session(request, user.id, orgs[0].org_id)
 
 
 @router.post("/logout")
