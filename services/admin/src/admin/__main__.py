@@ -9,16 +9,15 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aio_pika
 import asyncpg
-import orjson
 
 from admin import accounts, agencies, people
 from admin.broker import confirmed_channel, dead_letters
+from admin.output import CommandError, parse_id, print_json
 from calltrail_common import archive, audit, db, phone_numbers
 from calltrail_common.agencies import AgencyError
 from calltrail_common.crypto import CryptoError
@@ -42,24 +41,16 @@ from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology
 
 
-class CommandError(Exception):
-    """A command could not do what was asked; the message is shown as is."""
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 async def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     if args.check:
         pending = await db.pending_migrations(settings.database_url)
-        _print_json({"pending": pending})
+        print_json({"pending": pending})
         if pending:
             raise CommandError(f"{len(pending)} migrations not applied yet")
         return
     created = await db.create_database_if_missing(settings.database_url)
     applied = await db.migrate(settings.database_url)
-    _print_json({"databaseCreated": created, "applied": applied})
+    print_json({"databaseCreated": created, "applied": applied})
 
 
 async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -72,7 +63,7 @@ async def _org_create(settings: Settings, args: argparse.Namespace) -> None:
                                           client_of=args.client_of)
     finally:
         await connection.close()
-    _print_json({
+    print_json({
         "orgId": str(org.org_id),
         "tokenId": str(org.token_id),
         "apiToken": org.api_token,
@@ -98,21 +89,14 @@ async def _org_list(settings: Settings, args: argparse.Namespace) -> None:
         rows = await connection.fetch(_ORGANIZATIONS)
     finally:
         await connection.close()
-    _print_json([{"orgId": str(r["id"]), "name": r["name"], "kind": r["kind"],
+    print_json([{"orgId": str(r["id"]), "name": r["name"], "kind": r["kind"],
                   "agencyId": None if r["agency_id"] is None else str(r["agency_id"]),
                   "owners": r["owners"], "members": r["members"]}
                  for r in rows if not args.without_owner or r["owners"] == 0])
 
 
-def _uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise CommandError(f"{what} is not a valid id: {value!r}") from None
-
-
 async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     try:
         name = token_name(args.name)
     except InvalidTokenName as error:
@@ -124,7 +108,7 @@ async def _token_create(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError(f"no organization {org_id}") from None
     finally:
         await connection.close()
-    _print_json({"tokenId": str(made.token_id), "apiToken": made.api_token,
+    print_json({"tokenId": str(made.token_id), "apiToken": made.api_token,
                  "prefix": made.prefix, "name": name})
 
 
@@ -133,7 +117,7 @@ def _moment(value: dt.datetime | None) -> str | None:
 
 
 async def _token_list(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     connection = await db.connect(settings.database_url)
     try:
         if not await organization_exists(connection, org_id):
@@ -141,25 +125,25 @@ async def _token_list(settings: Settings, args: argparse.Namespace) -> None:
         tokens = await list_tokens(connection, org_id)
     finally:
         await connection.close()
-    _print_json([{"tokenId": str(t.token_id), "name": t.name, "prefix": t.prefix,
+    print_json([{"tokenId": str(t.token_id), "name": t.name, "prefix": t.prefix,
                   "creator": t.creator, "createdAt": _moment(t.created_at),
                   "lastUsedAt": _moment(t.last_used_at), "revokedAt": _moment(t.revoked_at)}
                  for t in tokens])
 
 
 async def _token_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    token_id = _uuid(args.token_id, "TOKEN_ID")
+    token_id = parse_id(args.token_id, "TOKEN_ID")
     connection = await db.connect(settings.database_url)
     try:
         if not await revoke_token(connection, token_id):
             raise CommandError(f"no token {token_id}")
     finally:
         await connection.close()
-    _print_json({"tokenId": str(token_id), "revoked": True})
+    print_json({"tokenId": str(token_id), "revoked": True})
 
 
 async def _webhook_secret_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     if args.overlap_hours is None:
         overlap = DEFAULT_SECRET_OVERLAP
     elif args.overlap_hours >= 0:
@@ -177,7 +161,7 @@ async def _webhook_secret_rotate(settings: Settings, args: argparse.Namespace) -
         raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
     finally:
         await connection.close()
-    _print_json({
+    print_json({
         "endpointId": rotated.endpoint_id,
         "webhookUrl": webhook_url(settings.public_base_url, rotated.endpoint_id),
         "webhookSecret": rotated.webhook_secret,
@@ -187,7 +171,7 @@ async def _webhook_secret_rotate(settings: Settings, args: argparse.Namespace) -
 
 
 async def _webhook_secret_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     connection = await db.connect(settings.database_url)
     try:
         async with connection.transaction():
@@ -199,7 +183,7 @@ async def _webhook_secret_revoke(settings: Settings, args: argparse.Namespace) -
         raise CommandError(f"no organization {org_id} with a webhook endpoint") from None
     finally:
         await connection.close()
-    _print_json({"orgId": str(org_id), "previousRevoked": revoked})
+    print_json({"orgId": str(org_id), "previousRevoked": revoked})
 
 
 def _e164(raw: str) -> str:
@@ -210,7 +194,7 @@ def _e164(raw: str) -> str:
 
 
 async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     number = _e164(args.number)
     connection = await db.connect(settings.database_url)
     try:
@@ -230,7 +214,7 @@ async def _phone_number_add(settings: Settings, args: argparse.Namespace) -> Non
     topology = Topology(settings.amqp_prefix)
     async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
         requeued = await republish(channel, topology, waiting)
-    _print_json({"orgId": str(org_id), "number": number, "vapiPhoneNumberId": args.vapi_id,
+    print_json({"orgId": str(org_id), "number": number, "vapiPhoneNumberId": args.vapi_id,
                  "created": created, "unassignedEventsRequeued": requeued})
 
 
@@ -240,7 +224,7 @@ async def _unassigned_list(settings: Settings, args: argparse.Namespace) -> None
         rows = await archive.unassigned(connection, args.limit)
     finally:
         await connection.close()
-    _print_json([{
+    print_json([{
         "messageId": r["message_id"], "receivedAt": r["received_at"].isoformat(),
         "type": r["message_type"], "callId": r["call_id"],
         "phoneNumberId": r["phone_number_id"], "dialledNumber": r["dialled_number"],
@@ -250,14 +234,14 @@ async def _unassigned_list(settings: Settings, args: argparse.Namespace) -> None
 
 
 async def _phone_number_conflicts(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org") if args.org else None
+    org_id = parse_id(args.org, "--org") if args.org else None
     connection = await db.connect(settings.database_url)
     try:
         listed = await phone_numbers.conflicts(connection, org_id, args.limit)
     finally:
         await connection.close()
     # orgId: the organization whose account lists the number; heldBy: the one that has it.
-    _print_json([{
+    print_json([{
         "orgId": str(c.org_id), "heldBy": str(c.held_by), "number": c.number,
         "vapiPhoneNumberId": c.vapi_phone_number_id, "vapiOrgId": c.vapi_org_id,
         "firstSeenAt": c.first_seen_at.isoformat(), "lastSeenAt": c.last_seen_at.isoformat(),
@@ -270,11 +254,11 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> None:
         letters = await dead_letters(channel, topology, replay=args.dlq_command == "replay")
     listed = [{"messageId": d.message_id, "reason": d.reason, "type": d.message_type,
                "dedupeKey": d.dedupe_key} for d in letters]
-    _print_json({"replayed": len(listed)} if args.dlq_command == "replay" else listed)
+    print_json({"replayed": len(listed)} if args.dlq_command == "replay" else listed)
 
 
 async def _events_replay(settings: Settings, args: argparse.Namespace) -> None:
-    org_id = _uuid(args.org, "--org")
+    org_id = parse_id(args.org, "--org")
     try:
         since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since \
             else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -290,7 +274,7 @@ async def _events_replay(settings: Settings, args: argparse.Namespace) -> None:
     topology = Topology(settings.amqp_prefix)
     async with confirmed_channel(settings.amqp_url.get_secret_value(), topology) as channel:
         replayed = await republish(channel, topology, events, org_id=str(org_id))
-    _print_json({"orgId": str(org_id), "replayed": replayed})
+    print_json({"orgId": str(org_id), "replayed": replayed})
 
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]
@@ -396,8 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings if settings.log_level == "debug"
                           else settings.model_copy(update={"log_level": "warning"}))
         asyncio.run(run(settings, args))
-    except (CommandError, SettingsError, accounts.AccountCommandError,
-            people.PeopleCommandError, AgencyError, CryptoError) as error:
+    except (CommandError, SettingsError, AgencyError, CryptoError) as error:
         sys.exit(f"calltrail: {error}")
     except (OSError, asyncpg.PostgresError) as error:
         sys.exit(f"calltrail: database error: {type(error).__name__}: {error}")

@@ -16,9 +16,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
-import orjson
 
 from admin.broker import confirmed_channel
+from admin.output import CommandError, parse_id, print_json
 from calltrail_common import db, sync_runs, vapi_keys
 from calltrail_common.crypto import KeyRing
 from calltrail_common.settings import Settings
@@ -34,19 +34,9 @@ from calltrail_common.vapi_accounts import (
 _POLL_SECONDS = 0.5
 
 
-class AccountCommandError(Exception):
-    """Shown as is, on one line."""
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
 
 def _org(args: argparse.Namespace) -> uuid.UUID:
-    try:
-        return uuid.UUID(args.org)
-    except ValueError:
-        raise AccountCommandError(f"--org is not a valid id: {args.org!r}") from None
+    return parse_id(args.org, "--org")
 
 
 def _read_api_key() -> str:
@@ -54,7 +44,7 @@ def _read_api_key() -> str:
     key = (getpass.getpass("Vapi private API key: ") if interactive
            else sys.stdin.readline()).strip()
     if not key:
-        raise AccountCommandError("no API key on standard input "
+        raise CommandError("no API key on standard input "
                                   "(e.g. `calltrail vapi connect --org ID < key.txt`)")
     return key
 
@@ -77,13 +67,13 @@ async def _connect(settings: Settings, args: argparse.Namespace) -> None:
                     api_base_url=args.api_base_url.rstrip("/") if args.api_base_url else None,
                     channel=channel, topology=topology)
             except VapiError as error:
-                raise AccountCommandError(f"Vapi could not be asked: {type(error).__name__}"
+                raise CommandError(f"Vapi could not be asked: {type(error).__name__}"
                                           ) from None
             except AccountError as error:
-                raise AccountCommandError(str(error)) from None
+                raise CommandError(str(error)) from None
     finally:
         await pool.close()
-    _print_json({"orgId": str(org_id), "connected": True, "vapiOrgId": account.vapi_org_id,
+    print_json({"orgId": str(org_id), "connected": True, "vapiOrgId": account.vapi_org_id,
                  "phoneNumbers": list(account.phone_numbers), "syncId": str(account.sync_id),
                  "unassignedEventsRequeued": account.events_handed_back})
 
@@ -96,8 +86,8 @@ async def _disconnect(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await pool.close()
     if not was_connected:
-        raise AccountCommandError(f"organization {org_id} has no Vapi account")
-    _print_json({"orgId": str(org_id), "connected": False, "apiKeyDeleted": True})
+        raise CommandError(f"organization {org_id} has no Vapi account")
+    print_json({"orgId": str(org_id), "connected": False, "apiKeyDeleted": True})
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> None:
@@ -109,16 +99,16 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> None:
             try:
                 sync_id = await request_sync(pool, org_id, channel=channel, topology=topology)
             except AccountError as error:
-                raise AccountCommandError(str(error)) from None
+                raise CommandError(str(error)) from None
         if not args.wait:
-            _print_json({"orgId": str(org_id), "syncId": str(sync_id), "status": "queued"})
+            print_json({"orgId": str(org_id), "syncId": str(sync_id), "status": "queued"})
             return
         run = await _wait_for_run(pool, sync_id, args.timeout)
     finally:
         await pool.close()
-    _print_json(run)
+    print_json(run)
     if run["status"] != "succeeded":
-        raise AccountCommandError(f"sync {sync_id} {run['status']}: {run['reason']}")
+        raise CommandError(f"sync {sync_id} {run['status']}: {run['reason']}")
 
 
 async def _wait_for_run(pool: Any, sync_id: uuid.UUID, wait_seconds: float
@@ -127,7 +117,7 @@ async def _wait_for_run(pool: Any, sync_id: uuid.UUID, wait_seconds: float
     while True:
         row = await sync_runs.find(pool, sync_id)
         if row is None:
-            raise AccountCommandError(f"sync {sync_id} is not recorded (pruned?)")
+            raise CommandError(f"sync {sync_id} is not recorded (pruned?)")
         if row["status"] in ("succeeded", "failed"):
             return {"syncId": str(row["id"]), "orgId": str(row["org_id"]),
                     "trigger": row["trigger"], "status": row["status"],
@@ -137,7 +127,7 @@ async def _wait_for_run(pool: Any, sync_id: uuid.UUID, wait_seconds: float
                     "daysUpdated": row["days_updated"], "requests": row["requests"],
                     "reason": row["reason"]}
         if time.monotonic() >= deadline:
-            raise AccountCommandError(
+            raise CommandError(
                 f"sync {sync_id} still {row['status']} after {wait_seconds:g} s "
                 "(is calltrail-metrics-sync running?)")
         await asyncio.sleep(_POLL_SECONDS)
@@ -150,10 +140,10 @@ async def _keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
         rotation = await vapi_keys.rotate_keys(pool, keyring)
     finally:
         await pool.close()
-    _print_json({"rotated": rotation.rotated, "alreadyCurrent": rotation.already_current,
+    print_json({"rotated": rotation.rotated, "alreadyCurrent": rotation.already_current,
                  "failed": list(rotation.failed)})
     if rotation.failed:
-        raise AccountCommandError(
+        raise CommandError(
             f"{len(rotation.failed)} key(s) could not be opened with ENCRYPTION_KEY or "
             "ENCRYPTION_KEY_PREVIOUS; they were left as they are")
 

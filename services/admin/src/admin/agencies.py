@@ -7,21 +7,16 @@ to the audit log as `cli` (a client's markup in the client's log and the agency'
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 from typing import Any
 
 import asyncpg
-import orjson
 
+from admin.output import print_json
 from calltrail_common import agencies, audit, db
 from calltrail_common.agencies import AgencyError
 from calltrail_common.organizations import NewOrganization, create_organization
 from calltrail_common.settings import Settings
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def _id(value: str, what: str) -> uuid.UUID:
@@ -70,7 +65,7 @@ async def _markup(settings: Settings, args: argparse.Namespace) -> None:
                                    str(client_id), detail)
     finally:
         await connection.close()
-    _print_json({"orgId": str(client_id), "markupPercent": str(percent)})
+    print_json({"orgId": str(client_id), "markupPercent": str(percent)})
 
 
 async def _brand(settings: Settings, args: argparse.Namespace) -> None:
@@ -96,7 +91,7 @@ async def _brand(settings: Settings, args: argparse.Namespace) -> None:
                                str(agency_id), changed)
     finally:
         await connection.close()
-    _print_json({"orgId": str(agency_id), "name": brand.name, "logoUrl": brand.logo_url,
+    print_json({"orgId": str(agency_id), "name": brand.name, "logoUrl": brand.logo_url,
                  "accent": brand.accent, "hostName": host_name})
 
 
@@ -111,7 +106,7 @@ async def _clients(settings: Settings, args: argparse.Namespace) -> None:
         found = await agencies.clients(connection, agency_id)
     finally:
         await connection.close()
-    _print_json([{"orgId": str(c.org_id), "name": c.name,
+    print_json([{"orgId": str(c.org_id), "name": c.name,
                   "markupPercent": str(c.markup_percent)} for c in found])
 
 

@@ -19,34 +19,23 @@ from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
-import orjson
 
+from admin.output import CommandError, parse_id, print_json
 from calltrail_common import audit, db, people
 from calltrail_common.access import ROLES, parse_role
 from calltrail_common.mail import Mailer, MailNotSent, invitation
 from calltrail_common.settings import Settings
 
 
-class PeopleCommandError(Exception):
-    """Shown as is, on one line."""
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 def _org(args: argparse.Namespace) -> uuid.UUID:
-    try:
-        return uuid.UUID(args.org)
-    except ValueError:
-        raise PeopleCommandError(f"--org is not a valid id: {args.org!r}") from None
+    return parse_id(args.org, "--org")
 
 
 def _read_password() -> str:
     if sys.stdin.isatty():
         first = getpass.getpass("New password: ")
         if getpass.getpass("Again: ") != first:
-            raise PeopleCommandError("the two passwords differ")
+            raise CommandError("the two passwords differ")
         return first
     return sys.stdin.readline().rstrip("\n")
 
@@ -62,15 +51,15 @@ async def _invite(settings: Settings, args: argparse.Namespace) -> None:
                 await audit.record(connection, org_id, audit.CLI_ACTOR, "user.invited",
                                    link.email, {"role": role})
         except people.PeopleError as error:
-            raise PeopleCommandError(str(error)) from None
+            raise CommandError(str(error)) from None
         except asyncpg.ForeignKeyViolationError:
-            raise PeopleCommandError(f"no organization {org_id}") from None
+            raise CommandError(f"no organization {org_id}") from None
         org_name = await connection.fetchval("SELECT name FROM organizations WHERE id = $1",
                                              org_id)
     finally:
         await connection.close()
     url = people.link_url(settings.dashboard_base_url, link)
-    _print_json({"userId": str(link.user_id), "email": link.email, "role": role,
+    print_json({"userId": str(link.user_id), "email": link.email, "role": role,
                  "inviteUrl": url, "expiresAt": link.expires_at_seconds,
                  "mailed": await _mail(settings, invitation(link.email, org_name, role, url,
                                                             None))})
@@ -96,8 +85,8 @@ async def _reset(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await connection.close()
     if link is None:
-        raise PeopleCommandError(f"no user {args.email!r}")
-    _print_json({"userId": str(link.user_id), "email": link.email,
+        raise CommandError(f"no user {args.email!r}")
+    print_json({"userId": str(link.user_id), "email": link.email,
                  "resetUrl": people.link_url(settings.dashboard_base_url, link),
                  "expiresAt": link.expires_at_seconds})
 
@@ -108,13 +97,13 @@ async def _set_password(settings: Settings, args: argparse.Namespace) -> None:
     try:
         user = await people.find_user(connection, args.email)
         if user is None:
-            raise PeopleCommandError(f"no user {args.email!r}: invite them first")
+            raise CommandError(f"no user {args.email!r}: invite them first")
         await people.set_password(connection, user.id, password)
     except people.PeopleError as error:
-        raise PeopleCommandError(str(error)) from None
+        raise CommandError(str(error)) from None
     finally:
         await connection.close()
-    _print_json({"userId": str(user.id), "email": user.email, "passwordSet": True})
+    print_json({"userId": str(user.id), "email": user.email, "passwordSet": True})
 
 
 async def _list(settings: Settings, args: argparse.Namespace) -> None:
@@ -124,7 +113,7 @@ async def _list(settings: Settings, args: argparse.Namespace) -> None:
         found = await people.members(connection, org_id)
     finally:
         await connection.close()
-    _print_json([{"userId": str(m.user_id), "email": m.email, "role": m.role,
+    print_json([{"userId": str(m.user_id), "email": m.email, "role": m.role,
                   "joined": m.joined} for m in found])
 
 
@@ -135,14 +124,14 @@ async def _remove(settings: Settings, args: argparse.Namespace) -> None:
         user = await people.find_user(connection, args.email)
         removed = user is not None and await people.remove_member(connection, org_id, user.id)
         if not removed:
-            raise PeopleCommandError(f"{args.email!r} is not a member of {org_id}")
+            raise CommandError(f"{args.email!r} is not a member of {org_id}")
         await audit.record(connection, org_id, audit.CLI_ACTOR, "user.removed",
                            args.email.strip().lower())
     except people.PeopleError as error:
-        raise PeopleCommandError(str(error)) from None
+        raise CommandError(str(error)) from None
     finally:
         await connection.close()
-    _print_json({"orgId": str(org_id), "email": args.email.strip().lower(), "removed": True})
+    print_json({"orgId": str(org_id), "email": args.email.strip().lower(), "removed": True})
 
 
 def add_commands(commands: Any) -> None:
