@@ -10,8 +10,8 @@ Then the Vapi account side: it starts the fake Vapi API (`calltrail_testkit.fake
 it), connects its demo account to an organization "Demo Vapi account" (created once) the way
 `calltrail vapi connect --api-base-url` does, waits for metrics-sync's first run and prints
 the account's daily usage and how many calls the sync brought in without a webhook.
-Last, it prints the dashboard's address and a new API token of that organization to sign in
-with: every page then has data.
+Last, it prints the dashboard's address and that organization's owner with a new password
+to sign in with: every page then has data.
 
 And an agency (issue 17): "Demo Agency" with two clients, Bright Dental (25% markup) and
 Harbor Plumbing, branded with an accent colour; a few calls sent to each client's own
@@ -41,7 +41,7 @@ import httpx
 from calltrail_common import agencies, db, people
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging
-from calltrail_common.organizations import create_organization, create_token
+from calltrail_common.organizations import create_organization
 from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi import VapiClient
@@ -54,6 +54,7 @@ FAKE_VAPI = "http://127.0.0.1:8090"
 VAPI_DEMO_ORG = "Demo Vapi account"
 AGENCY_OWNER = "owner@demo-agency.example"
 CLIENT_USER = "office@bright-dental.example"
+VAPI_DEMO_OWNER = "owner@demo-vapi.example"
 
 INBOUND = ["inbound-1-status-ringing", "inbound-2-status-in-progress",
            "inbound-3-speech-update", "inbound-6-status-ended", "inbound-7-end-of-call-report"]
@@ -337,17 +338,17 @@ async def _vapi_account(settings: Settings) -> bool:
 
 
 async def _dashboard_sign_in(settings: Settings, org_id: uuid.UUID) -> None:
-    """A new token of the Vapi demo organization (tokens are stored hashed, so an earlier
-    run's cannot be shown again), printed once for the newcomer to paste."""
+    """The Vapi demo organization's owner, with a new password (only its hash is stored, so
+    an earlier run's cannot be shown again), printed once for the newcomer to sign in."""
     connection = await db.connect(settings.database_url)
     try:
-        token = (await create_token(connection, org_id, name="demo")).api_token
+        password = await _person(connection, org_id, VAPI_DEMO_OWNER)
     finally:
         await connection.close()
     print(f"\ndashboard    http://localhost:{settings.api_port}/\n"
-          f"sign in with {token}\n"
+          f"sign in as   {VAPI_DEMO_OWNER}  password {password}\n"
           f"(organization \"{VAPI_DEMO_ORG}\": its calls, leads and usage from the fake Vapi "
-          "account; revoke with `calltrail token revoke`)")
+          "account)")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ native_up() {
   done
   echo "ingest: http://localhost:${INGEST_PORT:-8000}/webhooks/vapi"
   echo "api:    http://localhost:${API_PORT:-8001}/api (OpenAPI: /openapi.json)"
-  echo "dashboard: http://localhost:${API_PORT:-8001}/ (make demo prints a token to sign in)"
+  echo "dashboard: http://localhost:${API_PORT:-8001}/ (make demo prints people to sign in as)"
 }
 
 native_down() {
