@@ -42,6 +42,8 @@ MUTANTS = [
     "calltrail_common.attribution.*",
     "metrics_sync.usage.*",
     "api.cursors.*",
+    "calltrail_common.access.*",
+    "api.dashboard.throttle.*",
     # the agency rules only: the rest of the module is SQL, covered by the slower tests
     *(f"calltrail_common.agencies.x_{rule}__mutmut_*" for rule in (
         "parse_markup", "billed", "billed_float", "parse_accent", "parse_logo_url",
