@@ -379,3 +379,51 @@ def test_a_bad_recording_url_falls_back_to_the_next_place_that_is_https() -> Non
     got = values(snapshot)
     assert "recording_url" not in got
     assert got["stereo_recording_url"] == ("HTTPS://r/stereo", SNAPSHOT)
+
+
+@pytest.mark.parametrize(("place", "message"), [
+    ("artifact.recordingUrl", {"artifact": {"recordingUrl": "http://r/x"}}),
+    ("artifact.recording.mono.combinedUrl",
+     {"artifact": {"recording": {"mono": {"combinedUrl": "http://r/x"}}}}),
+    ("recordingUrl", {"recordingUrl": "http://r/x"}),
+    ("artifact.stereoRecordingUrl", {"artifact": {"stereoRecordingUrl": "http://r/x"}}),
+    ("artifact.recording.stereoUrl", {"artifact": {"recording": {"stereoUrl": "http://r/x"}}}),
+    ("stereoRecordingUrl", {"stereoRecordingUrl": "http://r/x"}),
+])
+def test_a_dropped_recording_url_is_logged_with_the_field_it_came_in(
+        place: str, message: dict[str, Any]) -> None:
+    with capture_logs() as logs:
+        got = values({"type": "end-of-call-report", "call": the_call(), **message})
+    assert "recording_url" not in got and "stereo_recording_url" not in got
+    assert logs == [{"event": "recording_url_dropped", "log_level": "warning",
+                     "call_id": "call-1", "field": place}]
+
+
+def test_a_snapshots_dropped_recording_url_is_logged_by_its_call_id() -> None:
+    with capture_logs() as logs:
+        values({"type": CALL_SNAPSHOT, "call": the_call(id="call-7",
+                                                         recordingUrl="http://r/x")})
+    assert logs == [{"event": "recording_url_dropped", "log_level": "warning",
+                     "call_id": "call-7", "field": "recordingUrl"}]
+
+
+@pytest.mark.parametrize("url", [
+    "https://r/take!1.wav",         # "!" is the first printable character: kept
+    "https://r/X-mono.wav",         # and so is any letter
+    "https://r/a~b-c_d.wav?x=1&y=%20#t",
+])
+def test_an_https_recording_url_with_any_printable_character_but_a_backslash_is_kept(
+        url: str) -> None:
+    with capture_logs() as logs:
+        got = values({"type": "end-of-call-report", "call": the_call(),
+                      "artifact": {"recordingUrl": url}})
+    assert got["recording_url"] == (url, REPORT)
+    assert logs == []
+
+
+def test_a_recording_url_that_cannot_be_read_as_a_url_is_dropped() -> None:
+    with capture_logs() as logs:
+        got = values({"type": "end-of-call-report", "call": the_call(),
+                      "artifact": {"recordingUrl": "https://[::1/x.wav"}})
+    assert "recording_url" not in got
+    assert [entry["field"] for entry in logs] == ["artifact.recordingUrl"]

@@ -115,6 +115,26 @@ def test_a_phone_number_id_in_two_vapi_orgs_goes_to_the_events_own_first() -> No
     assert attribute(routing(phone_id="pn", vapi_org="vapi-x"), known) == Attribution(A)
 
 
+def test_a_dialled_number_learnt_in_the_accounts_own_vapi_org_for_another_org_disagrees(
+        ) -> None:
+    # Say vapi-b's account moved from A to B: the number A learnt there still counts for
+    # vapi-b's events, so it names another organization.
+    known = Known(accounts={"vapi-b": B}, by_number={"+15550001111": [Registration(A, "vapi-b")]})
+    assert attribute(routing(vapi_org="vapi-b", number="+15550001111"), known) \
+        == Attribution(None, DISAGREES_NUMBER)
+
+
+def test_registrations_equally_specific_decide_the_same_whatever_their_order() -> None:
+    # Rows come from the database in no set order: the answer must not depend on it.
+    for registrations in ([Registration(C, BY_HAND), Registration(A, BY_HAND)],
+                          [Registration(C, "vapi-x"), Registration(A, "vapi-x")]):
+        for ordered in (registrations, registrations[::-1]):
+            for known in (Known(by_phone_number_id={"pn": ordered}),
+                          Known(by_number={"+15550001111": ordered})):
+                assert attribute(routing(phone_id="pn", number="+15550001111",
+                                         vapi_org="vapi-x"), known) == Attribution(A)
+
+
 def test_ids() -> None:
     assert as_uuid(None) is None and as_uuid("acme") is None and as_uuid(str(A)) == A
     assert metadata_uuids(routing(metadata=("acme", str(B), str(A)))) == [B, A]

@@ -71,7 +71,7 @@ def effective_role(direct: Role | None, through_agency: Role | None) -> Role | N
     membership of its agency (None: neither, so no access)."""
     if direct is None or through_agency is None:
         return direct or through_agency
-    return direct if _RANK[direct] >= _RANK[through_agency] else through_agency
+    return max(direct, through_agency, key=_RANK.__getitem__)
 
 
 

@@ -52,7 +52,7 @@ def parse_markup(value: str | Decimal | int) -> Decimal:
         raise AgencyError(f"the markup must be a number of percent: {value!r}") from None
     if not percent.is_finite() or percent < 0 or percent > MAX_MARKUP_PERCENT:
         raise AgencyError("the markup must be between 0 and 1000 percent")
-    if percent != percent.quantize(MARKUP_PLACES, rounding=ROUND_HALF_UP):
+    if percent != percent.quantize(MARKUP_PLACES):  # any rounding: equal only when exact
         raise AgencyError("the markup has at most three decimal places")
     return percent.quantize(MARKUP_PLACES)
 
@@ -99,7 +99,7 @@ def parse_host_name(value: str) -> str:
     """A host name the agency's sign-in page answers on, lower case, without a port."""
     host = value.strip().lower().rstrip(".")
     labels = host.split(".")
-    if (not host or len(host) > MAX_HOST_NAME_LENGTH or len(labels) < 2
+    if (len(host) > MAX_HOST_NAME_LENGTH or len(labels) < 2  # "" is one empty label
             or not all(_HOST_LABEL.match(label) for label in labels)):
         raise AgencyError(f"not a host name (like dashboard.acme-agency.com): {value!r}")
     return host
@@ -109,10 +109,10 @@ def host_of(header: str | None) -> str | None:
     """The host name of a request's Host header, lower case, without its port."""
     if not header:
         return None
-    host = header.strip().lower()
-    if host.startswith("["):
-        return None  # an IPv6 address names no agency
-    return host.rsplit(":", 1)[0].rstrip(".") or None
+    name = header.strip().lower().rsplit(":", 1)[0].rstrip(".")
+    # A colon left over: not name[:port] but an IPv6 address ([::1]:8000), which names no
+    # agency, or worse.
+    return name if name and ":" not in name else None
 
 
 RoleSource = Literal["organization", "agency"]
