@@ -24,6 +24,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
@@ -48,8 +49,9 @@ _LIST_TOKENS = """
     FROM api_tokens t LEFT JOIN users u ON u.id = t.created_by
     WHERE t.org_id = $1
     ORDER BY t.revoked_at IS NOT NULL, t.created_at DESC, t.id"""
-# One round trip per request: the token's organization, and `last_used_at` written only
-# when it is older than `$2` (a read of the API is not a write every time).
+# One round trip per request: the token's organization and the markup its agency bills it
+# (0 unless it is a client), and `last_used_at` written only when it is older than `$2` (a
+# read of the API is not a write every time).
 AUTHENTICATE_TOKEN = """
     WITH found AS (
         SELECT id, org_id, prefix, last_used_at FROM api_tokens
@@ -59,7 +61,9 @@ AUTHENTICATE_TOKEN = """
         WHERE t.id = found.id
           AND (found.last_used_at IS NULL OR found.last_used_at < now() - $2::interval)
         RETURNING t.id)
-    SELECT id, org_id, prefix FROM found"""  # noqa: S105 - SQL
+    SELECT found.id, found.org_id, found.prefix,
+           CASE WHEN o.agency_id IS NULL THEN 0 ELSE o.markup_percent END AS markup_percent
+    FROM found JOIN organizations o ON o.id = found.org_id"""  # noqa: S105 - SQL
 _ORGANIZATION_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)"
 # Every live secret of every active endpoint: the current ones (valid_until NULL) and the
 # previous ones whose overlap has not ended.
@@ -127,6 +131,7 @@ class TokenHolder:
     token_id: uuid.UUID
     org_id: uuid.UUID
     prefix: str | None
+    markup_percent: Decimal = Decimal(0)  # what its agency adds to every cost (clients)
 
     @property
     def actor(self) -> audit.Actor:
@@ -270,7 +275,8 @@ async def authenticate_token(db: asyncpg.Connection | asyncpg.Pool, token: str
     """The holder of an active token (None: unknown or revoked), noting its use at most
     once per LAST_USED_EVERY."""
     row = await db.fetchrow(AUTHENTICATE_TOKEN, token_digest(token), LAST_USED_EVERY)
-    return None if row is None else TokenHolder(row["id"], row["org_id"], row["prefix"])
+    return None if row is None else TokenHolder(row["id"], row["org_id"], row["prefix"],
+                                                row["markup_percent"])
 
 
 async def active_endpoints(connection: asyncpg.Connection) -> list[EndpointCredential]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from decimal import Decimal
 
 import asyncpg
 
@@ -126,9 +125,6 @@ CLIENT_FIGURES = """
     ORDER BY lower(o.name), o.id"""
 
 # A client's markup, for its own token's answers (0: not a client).
-MARKUP = """
-    SELECT markup_percent FROM organizations WHERE id = $1 AND agency_id IS NOT NULL"""
-
 ORG_KIND = "SELECT kind FROM organizations WHERE id = $1"
 
 WEBHOOK_ENDPOINT = """
@@ -171,10 +167,6 @@ class Repository:
     async def client_figures(self, agency_id: uuid.UUID, start: date, end: date
                              ) -> list[asyncpg.Record]:
         return await self._pool.fetch(CLIENT_FIGURES, agency_id, start, end)
-
-    async def markup(self, org_id: uuid.UUID) -> Decimal:
-        found: Decimal | None = await self._pool.fetchval(MARKUP, org_id)
-        return Decimal(0) if found is None else found
 
     async def is_agency(self, org_id: uuid.UUID) -> bool:
         return await self._pool.fetchval(ORG_KIND, org_id) == "agency"

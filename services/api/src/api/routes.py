@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import httpx
@@ -69,6 +70,7 @@ class Caller:
     here; a person when the dashboard calls these handlers)."""
     org_id: uuid.UUID
     actor: audit.Actor
+    markup_percent: Decimal = Decimal(0)  # a client's token sees its agency's markup
 
 
 async def caller(state: Annotated[ApiState, Depends(api_state)],
@@ -79,7 +81,7 @@ async def caller(state: Annotated[ApiState, Depends(api_state)],
     holder = await organizations.authenticate_token(state.pool, token)
     if holder is None:
         raise Unauthorized("the token is not valid")
-    return Caller(holder.org_id, holder.actor)
+    return Caller(holder.org_id, holder.actor, holder.markup_percent)
 
 
 async def organization(who: Annotated[Caller, Depends(caller)]) -> uuid.UUID:
@@ -91,11 +93,12 @@ Org = Annotated[uuid.UUID, Depends(organization)]
 Who = Annotated[Caller, Depends(caller)]
 
 
-async def token_costs(state: State, org_id: Org) -> CostView:
+async def token_costs(who: Who) -> CostView:
     """A client's token sees what the client pays: every cost with its agency's markup
-    (decision 38). The dashboard calls the handlers with the default, the stored cost, and
-    shows it as its viewer may see it (`SessionView.costs`)."""
-    return agencies.cost_view("organization", await state.repository.markup(org_id))
+    (decision 38; read with the token, no query of its own). The dashboard calls the
+    handlers with the default, the stored cost, and shows it as its viewer may see it
+    (`SessionView.costs`)."""
+    return agencies.cost_view("organization", who.markup_percent)
 
 
 Costs = Annotated[CostView, Depends(token_costs)]
