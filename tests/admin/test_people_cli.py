@@ -65,6 +65,22 @@ async def test_the_first_owner_of_an_organization_that_had_only_tokens(
                       database_url=database_url, stdin="short\n")
     assert short.returncode != 0 and "at least 10" in short.stderr
 
+    pending = orjson.loads(calltrail("user", "invite", "--org", second["orgId"], "--email",
+                                     "late@bravo.example", database_url=database_url).stdout)
+    cancelled = calltrail("user", "cancel-invite", "--org", second["orgId"], "--email",
+                          "LATE@bravo.example", database_url=database_url)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert orjson.loads(cancelled.stdout)["cancelled"] == 1
+    connection = await db.connect(database_url)
+    try:
+        assert await people.open_link(connection, pending["inviteUrl"].rsplit("/", 1)[1],
+                                      "invite") is None
+    finally:
+        await connection.close()
+    again = calltrail("user", "cancel-invite", "--org", second["orgId"], "--email",
+                      "late@bravo.example", database_url=database_url)
+    assert again.returncode != 0 and "no pending invitation" in again.stderr
+
     removed = calltrail("user", "remove", "--org", first["orgId"], "--email",
                         "owner@acme.example", database_url=database_url)
     assert removed.returncode == 0, removed.stderr

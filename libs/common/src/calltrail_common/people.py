@@ -386,6 +386,19 @@ async def is_member(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID, em
         org_id, normalize_email(email)))
 
 
+async def cancel_invitations(connection: asyncpg.Connection, org_id: uuid.UUID, email: str
+                             ) -> list[Role]:
+    """End every unused invitation of `email` to `org_id` now (its links open nothing
+    after); the roles they offered, empty when there was none."""
+    rows = await connection.fetch(
+        """UPDATE user_links l SET expires_at = least(l.expires_at, now())
+           FROM users u
+           WHERE u.id = l.user_id AND u.email = $2 AND l.org_id = $1
+             AND l.purpose = 'invite' AND l.used_at IS NULL AND l.expires_at > now()
+           RETURNING l.role""", org_id, normalize_email(email))
+    return [parse_role(r["role"]) for r in rows]
+
+
 @dataclass(frozen=True)
 class PendingInvite:
     email: str

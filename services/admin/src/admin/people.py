@@ -134,6 +134,25 @@ async def _remove(settings: Settings, args: argparse.Namespace) -> None:
     print_json({"orgId": str(org_id), "email": args.email.strip().lower(), "removed": True})
 
 
+async def _cancel(settings: Settings, args: argparse.Namespace) -> None:
+    org_id = _org(args)
+    connection = await db.connect(settings.database_url)
+    try:
+        async with connection.transaction():
+            roles = await people.cancel_invitations(connection, org_id, args.email)
+            if not roles:
+                raise CommandError(f"no pending invitation of {args.email!r} to {org_id}")
+            await audit.record(connection, org_id, audit.CLI_ACTOR,
+                               "user.invitation_cancelled",
+                               people.normalize_email(args.email), {"roles": roles})
+    except people.PeopleError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await connection.close()
+    print_json({"orgId": str(org_id), "email": people.normalize_email(args.email),
+                "cancelled": len(roles)})
+
+
 def add_commands(commands: Any) -> None:
     """Add `user ...` to the CLI's subcommands."""
     user = commands.add_parser("user", help="people who sign in to the dashboard"
@@ -152,6 +171,10 @@ def add_commands(commands: Any) -> None:
                                    "standard input (ends their sessions)")
     set_password.add_argument("--email", required=True)
     set_password.set_defaults(run=_set_password)
+    cancel = user.add_parser("cancel-invite", help="end a pending invitation now")
+    cancel.add_argument("--org", required=True)
+    cancel.add_argument("--email", required=True)
+    cancel.set_defaults(run=_cancel)
     listing = user.add_parser("list", help="an organization's members and their roles")
     listing.add_argument("--org", required=True)
     listing.set_defaults(run=_list)

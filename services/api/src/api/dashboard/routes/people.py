@@ -35,7 +35,8 @@ log = get_logger("api.dashboard.people")
 
 router = APIRouter()
 
-_NOTICES = {"role": "Role changed.", "removed": "Removed from the organization."}
+_NOTICES = {"role": "Role changed.", "removed": "Removed from the organization.",
+            "cancelled": "Invitation cancelled: its link opens nothing now."}
 
 
 async def _people_page(request: Request, current: Session, *, status: int = 200,
@@ -153,3 +154,30 @@ async def change_role(request: Request) -> Response:
 @router.post("/settings/people/remove")
 async def remove(request: Request) -> Response:
     return await _change(request, None)
+
+
+@router.post("/settings/people/cancel")
+async def cancel_invitation(request: Request) -> Response:
+    """End a pending invitation, within the same rule as inviting: an admin cancels
+    invitations up to admin."""
+    current = await signed_in(request)
+    form = await posted_form(request, current)
+    require(current, Action.MANAGE_PEOPLE)
+    email = (form.get("email") or "").strip()[:people.MAX_EMAIL_LENGTH]
+    state = api_state(request)
+    pending = {i.email: i.role for i in await people.pending_invites(state.pool, current.org_id)}
+    try:
+        wanted = people.normalize_email(email)
+    except people.PeopleError:
+        wanted = ""
+    if wanted not in pending:
+        return await _people_page(request, current, status=404,
+                                  error="There is no pending invitation for that address.")
+    if not access.may_grant(current.role, pending[wanted]):
+        return await _people_page(request, current, status=403, error=(
+            f"An {current.role} cannot cancel an invitation as {pending[wanted]}."))
+    async with state.pool.acquire() as connection, connection.transaction():
+        roles = await people.cancel_invitations(connection, current.org_id, wanted)
+        await audit.record(connection, current.org_id, _actor(current),
+                           "user.invitation_cancelled", wanted, {"roles": roles})
+    return redirect("/settings/people?notice=cancelled")
