@@ -81,8 +81,11 @@ async def test_the_first_owner_of_an_organization_that_had_only_tokens(
                       "late@bravo.example", database_url=database_url)
     assert again.returncode != 0 and "no pending invitation" in again.stderr
 
+    kept = calltrail("user", "remove", "--org", first["orgId"], "--email",
+                     "owner@acme.example", database_url=database_url)
+    assert kept.returncode != 0 and "keeps at least one owner" in kept.stderr
     removed = calltrail("user", "remove", "--org", first["orgId"], "--email",
-                        "owner@acme.example", database_url=database_url)
+                        "owner@acme.example", "--force", database_url=database_url)
     assert removed.returncode == 0, removed.stderr
     again = calltrail("user", "remove", "--org", first["orgId"], "--email",
                       "owner@acme.example", database_url=database_url)

@@ -122,11 +122,16 @@ async def _remove(settings: Settings, args: argparse.Namespace) -> None:
     connection = await db.connect(settings.database_url)
     try:
         user = await people.find_user(connection, args.email)
-        removed = user is not None and await people.remove_member(connection, org_id, user.id)
-        if not removed:
+        if user is None:
             raise CommandError(f"{args.email!r} is not a member of {org_id}")
-        await audit.record(connection, org_id, audit.CLI_ACTOR, "user.removed",
-                           args.email.strip().lower())
+        async with connection.transaction():
+            if args.force:  # the operator's way out, e.g. a compromised last owner
+                if not await people.remove_member(connection, org_id, user.id):
+                    raise CommandError(f"{args.email!r} is not a member of {org_id}")
+            else:  # the dashboard's rule: an organization keeps an owner
+                await people.change_member(connection, org_id, user.id, None, "owner")
+            await audit.record(connection, org_id, audit.CLI_ACTOR, "user.removed",
+                               user.email, {"forced": bool(args.force)})
     except people.PeopleError as error:
         raise CommandError(str(error)) from None
     finally:
@@ -181,4 +186,6 @@ def add_commands(commands: Any) -> None:
     remove = user.add_parser("remove", help="remove a person from an organization")
     remove.add_argument("--org", required=True)
     remove.add_argument("--email", required=True)
+    remove.add_argument("--force", action="store_true",
+                        help="remove even the organization's last owner")
     remove.set_defaults(run=_remove)
