@@ -15,13 +15,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from api.dashboard import formats
 from calltrail_common import agencies
 from calltrail_common.organizations import NewOrganization
 from tests.api.conftest import insert_call, insert_lead
 from tests.dashboard.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
     PHONE,
     Dashboard,
     _seed,
@@ -293,3 +296,37 @@ async def test_agency_owner_switches_between_clients_in_a_browser(page: Page,
     await page.wait_for_url(f"{dashboard.url}/")
     await page.click("nav >> text=Clients")
     await expect(page.locator("table.clients tbody tr")).to_have_count(2)
+
+
+async def test_the_sign_in_page_on_the_agency_host_is_branded_in_a_browser(
+        dashboard: Dashboard) -> None:
+    """Chromium asks for the agency's own host name (resolved to this api by a host rule):
+    the sign-in page carries the agency's name and loads its accent stylesheet, which the
+    page's CSP lets through; the same page on another name is Calltrail's."""
+    await _agency(dashboard)
+    port = dashboard.url.rsplit(":", 1)[1]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"])
+        try:
+            context = await browser.new_context(viewport=DESKTOP)
+            page = await context.new_page()
+            page.set_default_timeout(10_000)
+            refused: list[str] = []
+            page.on("console", lambda message: refused.append(message.text)
+                    if "Content Security Policy" in message.text else None)
+            await page.goto(f"http://{HOST}:{port}/login")
+            await expect(page.locator("h1")).to_have_text("Acme Agency")
+            accent = await page.evaluate(
+                "getComputedStyle(document.documentElement).getPropertyValue('--accent')")
+            assert accent.strip() == ACCENT
+            button = await page.evaluate(
+                "getComputedStyle(document.querySelector('button.primary')).backgroundColor")
+            assert button == "rgb(170, 51, 102)"  # #aa3366
+            assert not [r for r in refused if "/brand/" in r], refused
+            await screenshot(page, "agency-sign-in")
+            await page.goto(f"{dashboard.url}/login")
+            await expect(page.locator("h1")).to_have_text("Calltrail")
+        finally:
+            await browser.close()
