@@ -6,6 +6,12 @@ assistants, and answers what metrics-sync asks (vapi.md, "REST API"):
 
     GET /assistant?limit=           GET /phone-number?limit=        GET /call/{id}
     GET /call?limit=&createdAtGt|Ge|Lt|Le=&updatedAtGt|Ge|Lt|Le=&id=&assistantId=&phoneNumberId=
+    GET /call/{id}/mono-recording (also stereo-, customer-, assistant-recording)
+
+A recording answers, as Vapi does, a 302 to a short-lived URL: here
+`/files/{token}.wav?expires=<epoch seconds>&signature=...` on the fake itself, signed and
+valid for `FakeVapi.recording_ttl` seconds (then 403), serving a 1.5 s WAV tone with Range
+support (206), as storage does for a browser's media element.
 
 Like Vapi, `GET /call` answers a plain array with no cursor (`limit` <= 1000, default 100).
 Its order is random and, when more calls match than `limit`, an arbitrary subset is
@@ -39,11 +45,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import io
+import math
 import random
+import secrets
 import socket
 import threading
 import time
 import uuid
+import wave
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -70,6 +82,9 @@ UNAUTHORIZED_BODY = {
     "error": "Unauthorized",
     "statusCode": 401,
 }
+
+RECORDING_CHANNELS = ("mono", "stereo", "customer", "assistant")
+RECORDING_SECONDS = 1.5
 
 Call = dict[str, Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -204,6 +219,44 @@ def make_assistant(rng: random.Random, *, org_id: str, index: int = 0) -> dict[s
     now = format_instant(datetime.now(UTC))
     return {"id": _uuid(rng), "orgId": org_id, "name": f"Receptionist {index + 1}",
             "createdAt": now, "updatedAt": now}
+
+
+def tone_wav(seconds: float = RECORDING_SECONDS, *, rate: int = 8000,
+             frequency: float = 440.0) -> bytes:
+    """A WAV file (mono, 16-bit PCM, `rate` Hz) holding a sine tone of `seconds`."""
+    frames = bytearray()
+    for i in range(int(seconds * rate)):
+        sample = int(12_000 * math.sin(2 * math.pi * frequency * i / rate))
+        frames += sample.to_bytes(2, "little", signed=True)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(bytes(frames))
+    return buffer.getvalue()
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive (first, last) of a single `Range: bytes=...` header, clamped to `size`;
+    None when absent or not a single byte range (the whole file is answered). ValueError when
+    it cannot be satisfied (416)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first_text, _, last_text = header[len("bytes="):].strip().partition("-")
+    try:
+        if first_text == "":
+            suffix = int(last_text)
+            if suffix <= 0:
+                raise ValueError("empty suffix range")
+            return max(0, size - suffix), size - 1
+        first = int(first_text)
+        last = int(last_text) if last_text else size - 1
+    except ValueError:
+        raise ValueError("unreadable range") from None
+    if first >= size or last < first:
+        raise ValueError("unsatisfiable range")
+    return first, min(last, size - 1)
 
 
 # --- accounts -----------------------------------------------------------------------------
@@ -403,9 +456,14 @@ async def _sleep_or_disconnect(request: Request, seconds: float) -> None:
 class FakeVapi:
     """Several fake Vapi accounts behind one ASGI app (`fake.app`)."""
 
-    def __init__(self, *, seed: int = 0, latency: float = 0.0) -> None:
+    def __init__(self, *, seed: int = 0, latency: float = 0.0,
+                 recording_ttl: float = 600.0) -> None:
         self.accounts: dict[str, FakeAccount] = {}
         self.latency = latency  # seconds added to every request of every account
+        self.recording_ttl = recording_ttl  # how long a recording's signed URL is valid
+        self.file_requests = 0  # requests of /files/ (signed recording URLs), any answer
+        self._signing_key = secrets.token_bytes(32)
+        self._audio = tone_wav()
         self.unknown_key_requests = 0
         self._rng = random.Random(seed)  # the server's shuffles
         self._lock = threading.Lock()
@@ -415,6 +473,8 @@ class FakeVapi:
                 Route("/phone-number", self._vapi(self._phone_numbers)),
                 Route("/call", self._vapi(self._calls)),
                 Route("/call/{call_id}", self._vapi(self._call)),
+                Route("/call/{call_id}/{recording}", self._vapi(self._recording)),
+                Route("/files/{token}.wav", self._file),
                 Route("/_fake/accounts", self._admin_add_account, methods=["POST"]),
                 Route("/_fake/accounts/{api_key}", self._admin_account),
                 Route("/_fake/accounts/{api_key}/faults", self._admin_faults, methods=["POST"]),
@@ -513,6 +573,46 @@ class FakeVapi:
         if call is None:
             return _error(404, "Not Found", "Call not found")
         return JSONResponse(call)
+
+    def _signature(self, token: str, expires: int) -> str:
+        return hmac.new(self._signing_key, f"{token}:{expires}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    def _recording(self, request: Request, account: FakeAccount) -> Response:
+        channel, _, suffix = request.path_params["recording"].partition("-")
+        call = account.calls.get(request.path_params["call_id"])
+        if suffix != "recording" or channel not in RECORDING_CHANNELS or call is None:
+            return _error(404, "Not Found", "Recording not found")
+        token = f"{call['id']}-{channel}"
+        expires = int(time.time() + self.recording_ttl)
+        location = (f"{str(request.base_url).rstrip('/')}/files/{token}.wav?expires={expires}"
+                    f"&signature={self._signature(token, expires)}")
+        return Response(status_code=302, headers={"Location": location})
+
+    async def _file(self, request: Request) -> Response:
+        """A signed recording URL: the WAV while it is valid, 403 once expired or forged."""
+        with self._lock:
+            self.file_requests += 1
+        token = request.path_params["token"]
+        try:
+            expires = int(request.query_params.get("expires", ""))
+        except ValueError:
+            return Response(b"AccessDenied", 403, media_type="text/plain")
+        signature = request.query_params.get("signature", "")
+        if (not hmac.compare_digest(signature, self._signature(token, expires))
+                or time.time() >= expires):
+            return Response(b"AccessDenied", 403, media_type="text/plain")
+        audio, size = self._audio, len(self._audio)
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60"}
+        try:
+            wanted = byte_range(request.headers.get("range"), size)
+        except ValueError:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            return Response(audio, 200, headers=headers, media_type="audio/wav")
+        first, last = wanted
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return Response(audio[first:last + 1], 206, headers=headers, media_type="audio/wav")
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
