@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from api.dashboard.app import CONTENT_SECURITY_POLICY
+from api.dashboard.app import content_security_policy
 from tests.dashboard.conftest import PASSWORD, Dashboard, signed_in_client
 
 FORMS = ["/login", "/logout", "/settings/connect", "/settings/disconnect", "/settings/sync",
@@ -47,7 +47,8 @@ async def test_headers_and_no_secrets_in_pages(dashboard: Dashboard) -> None:
                      "/reset", "/static/style.css"):
             response = await client.get(path)
             assert response.status_code == 200, path
-            assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+            assert response.headers["content-security-policy"] == content_security_policy(
+                dashboard.settings.vapi_api_base_url)
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["referrer-policy"] == "same-origin"
             assert dashboard.org.api_token not in response.text, path

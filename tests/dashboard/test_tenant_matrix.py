@@ -33,6 +33,7 @@ ROUTES: dict[tuple[str, str], Action | str] = {
     ("GET", "/"): Action.READ,
     ("GET", "/calls"): Action.READ,
     ("GET", "/calls/{call_id}"): Action.READ,
+    ("GET", "/calls/{call_id}/recording"): Action.READ,
     ("GET", "/leads"): Action.READ,
     ("GET", "/leads/{lead_id}"): Action.READ,
     ("GET", "/usage"): Action.READ,

@@ -1,4 +1,5 @@
-"""Vapi's REST API as metrics-sync reads it: key check, assistants, phone numbers, calls.
+"""Vapi's REST API as metrics-sync reads it: key check, assistants, phone numbers, calls;
+and a call's recording's short-lived URL, as the api asks for it.
 
 The caller owns the `httpx.AsyncClient` (one shared by every account, with its timeouts);
 each request carries its account's key in its own `Authorization` header. Transient
@@ -174,6 +175,17 @@ def dedupe_calls(rows: Iterable[Row]) -> list[Row]:
     return [row for _, row in kept.values()]
 
 
+RECORDING_CHANNELS = ("mono", "stereo", "customer", "assistant")
+
+
+def _route(path: str) -> str:
+    """The path as logs name it: a call id is no secret, but logs keep to the route's shape."""
+    if not path.startswith("/call/"):
+        return path
+    _, _, rest = path[len("/call/"):].partition("/")
+    return "/call/{id}" + (f"/{rest}" if rest else "")
+
+
 # --- the client ---------------------------------------------------------------------------
 
 
@@ -214,6 +226,22 @@ class VapiClient:
             raise VapiBadResponse(f"GET /call/{{id}}: expected an object, got "
                                   f"{type(body).__name__}", status=200)
         return body
+
+    async def recording_location(self, call_id: str, channel: str) -> str:
+        """The short-lived URL of a call's recording: Vapi answers `GET
+        /call/{id}/<channel>-recording` with a redirect, which is not followed (the URL is
+        handed to whoever plays it). VapiNotFound when the call or its recording is not
+        there. The URL is a credential while it lasts: never logged."""
+        if channel not in RECORDING_CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(RECORDING_CHANNELS)}")
+        response = await self._send(
+            f"/call/{quote(call_id, safe='')}/{channel}-recording", {}, redirect=True)
+        location = response.headers.get("location")
+        if not 300 <= response.status_code < 400 or not location:
+            raise VapiBadResponse(f"GET /call/{{id}}/{channel}-recording: HTTP "
+                                  f"{response.status_code} without a redirect",
+                                  status=response.status_code)
+        return str(response.url.join(location))
 
     async def calls(self, *, field: Literal["createdAt", "updatedAt"], start: datetime,
                     end: datetime) -> list[Row]:
@@ -256,15 +284,27 @@ class VapiClient:
 
     async def _get(self, path: str, params: dict[str, str]) -> Any:
         """The decoded JSON body of a 2xx answer, after retrying what is transient."""
-        # The call id in `/call/{id}` is no secret, but logs keep to the route's shape.
-        route = "/call/{id}" if path.startswith("/call/") else path
+        response = await self._send(path, params)
+        try:
+            # orjson: a backfill decodes every call's transcript and messages.
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise VapiBadResponse(f"GET {_route(path)}: the body is not JSON",
+                                  status=response.status_code) from None
+
+    async def _send(self, path: str, params: dict[str, str], *,
+                    redirect: bool = False) -> httpx.Response:
+        """A 2xx answer (or a 3xx one, with `redirect`), after retrying what is transient;
+        redirects are never followed."""
+        route = _route(path)
         url = self._base_url + path
         policy = self._retry
         for attempt in range(policy.attempts):
             last = attempt == policy.attempts - 1
             self.requests += 1
             try:
-                response = await self._http.get(url, params=params, headers=self._headers)
+                response = await self._http.get(url, params=params, headers=self._headers,
+                                                follow_redirects=False)
             except httpx.TransportError as exc:  # timeouts included
                 if last:
                     raise VapiUnavailable(f"GET {route}: {type(exc).__name__} after "
@@ -272,13 +312,8 @@ class VapiClient:
                 await self._pause(route, attempt, None, type(exc).__name__)
                 continue
             status = response.status_code
-            if 200 <= status < 300:
-                try:
-                    # orjson: a backfill decodes every call's transcript and messages.
-                    return orjson.loads(response.content)
-                except orjson.JSONDecodeError:
-                    raise VapiBadResponse(f"GET {route}: the body is not JSON",
-                                          status=status) from None
+            if 200 <= status < 300 or (redirect and 300 <= status < 400):
+                return response
             if status in (401, 403):
                 raise VapiUnauthorized(f"GET {route}: HTTP {status}, the API key was refused",
                                        status=status)

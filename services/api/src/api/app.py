@@ -25,9 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.broker import SyncCommands
+from api.dashboard.app import content_security_policy
 from api.dashboard.app import install as install_dashboard
 from api.errors import ApiError
 from api.metrics import ApiMetrics
+from api.recordings import RecordingLinks
 from api.repository import Repository
 from api.request_bounds import BodyBounds
 from api.routes import ApiState, router
@@ -122,7 +124,8 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                     absolute=timedelta(hours=settings.dashboard_session_max_hours))
                 yield {"api": ApiState(settings=settings, repository=Repository(pool),
                                        keyring=keyring, pool=pool, vapi_http=vapi_http,
-                                       commands=commands, sessions=sessions)}
+                                       commands=commands, sessions=sessions,
+                                       recordings=RecordingLinks())}
         finally:
             await scrape.close()
             await commands.close()
@@ -135,7 +138,8 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                     '`{"error": code, "message": text}`.',
         docs_url=None, redoc_url=None)
     app.include_router(router)
-    install_dashboard(app, force_https=settings.dashboard_force_https)
+    install_dashboard(app, force_https=settings.dashboard_force_https,
+                      policy=content_security_policy(settings.vapi_api_base_url))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -8,6 +8,7 @@ API key or a request body.
     ├── Unauthorized       401 unauthorized: no token, a wrong one or a revoked one
     ├── NotFound           404 not_found: no such id in the token's organization (another
     │                      organization's id and a malformed id answer the same)
+    ├── NoRecording        404 no_recording: the call is there, its recording is not
     ├── NotConnected       409 not_connected: the organization has no connected Vapi account
     └── VapiUnavailable    502 vapi_unavailable: Vapi could not be reached or answered badly
 """
@@ -46,6 +47,11 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"
+
+
+class NoRecording(ApiError):
+    status_code = 404
+    code = "no_recording"
 
 
 class NotConnected(ApiError):

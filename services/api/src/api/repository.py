@@ -52,6 +52,10 @@ CALLS_AFTER_UNDATED = _CALLS_PAGE.format(
 CALL = """
     SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
 
+CALL_RECORDINGS = """
+    SELECT c.recording_url, c.stereo_recording_url FROM calls c
+    WHERE c.org_id = $1 AND c.id = $2"""
+
 _LEAD_COLUMNS = """
     l.id, l.phone_number, l.name, l.email, l.first_call_at, l.last_call_at, l.call_count,
     l.created_at"""
@@ -199,6 +203,14 @@ class Repository:
             lead = (None if call["lead_id"] is None
                     else await connection.fetchrow(LEAD, org_id, call["lead_id"]))
         return call, lead
+
+    async def call_recordings(self, org_id: uuid.UUID, call_id: str
+                              ) -> asyncpg.Record | None:
+        """The call's stored recording URLs; None when the organization has no such call."""
+        async with self._pool.acquire() as connection:
+            row: asyncpg.Record | None = await connection.fetchrow(CALL_RECORDINGS, org_id,
+                                                                   call_id)
+        return row
 
     async def leads_page(self, org_id: uuid.UUID, *, pattern: str | None,
                          after: tuple[datetime, uuid.UUID] | None, limit: int

@@ -13,27 +13,36 @@ from typing import Annotated, Any
 import httpx
 from aio_pika.exceptions import AMQPError
 from fastapi import APIRouter, Body, Depends, Query, Request, Security
+from fastapi.responses import RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api import cursors, params, rollup, shapes
+from api import cursors, params, recordings, rollup, shapes
 from api.auth import bearer_token
 from api.broker import SyncCommands
 from api.errors import (
     InvalidApiKey,
     InvalidParameter,
+    NoRecording,
     NotConnected,
     NotFound,
     Unauthorized,
     VapiUnavailable,
 )
+from api.recordings import Channel, RecordingLinks
 from api.repository import Repository
 from api.sessions import Sessions
-from calltrail_common import agencies, audit, organizations, vapi_accounts
+from calltrail_common import agencies, audit, organizations, vapi_accounts, vapi_keys
 from calltrail_common.agencies import CostView
-from calltrail_common.crypto import KeyRing
+from calltrail_common.crypto import CryptoError, KeyRing
 from calltrail_common.logging import get_logger
 from calltrail_common.settings import Settings
-from calltrail_common.vapi import RetryPolicy, VapiClient, VapiError
+from calltrail_common.vapi import (
+    RetryPolicy,
+    VapiClient,
+    VapiError,
+    VapiNotFound,
+    VapiUnauthorized,
+)
 
 log = get_logger("api")
 
@@ -53,6 +62,7 @@ class ApiState:
     vapi_http: httpx.AsyncClient
     commands: SyncCommands
     sessions: Sessions
+    recordings: RecordingLinks
 
 
 def api_state(request: Request) -> ApiState:
@@ -162,6 +172,7 @@ async def connect(state: State, who: Who, body: shapes.ConnectRequest
 async def disconnect(state: State, who: Who) -> shapes.VapiConnection:
     """Delete the key and mark the account disconnected; idempotent."""
     await vapi_accounts.disconnect_account(state.pool, who.org_id)
+    state.recordings.forget(who.org_id)
     await audit.record(state.pool, who.org_id, who.actor, "vapi.disconnected")
     return shapes.connection(await state.repository.vapi_account(who.org_id))
 
@@ -265,6 +276,61 @@ async def get_call(state: State, org_id: Org, call_id: str,
         raise NotFound("no such call")
     detail: shapes.CallDetail = shapes.billed_call(shapes.call_detail(*found), costs)
     return detail
+
+
+async def recording_location(state: ApiState, org_id: uuid.UUID, call_id: str,
+                             channel: Channel) -> str:
+    """A URL that plays the call's recording now (`api.recordings`): Vapi's fresh one with
+    a connected key, else the stored one. NotFound for another organization's call,
+    NoRecording when there is none, VapiUnavailable when Vapi cannot say."""
+    call_id = params.path_call_id(call_id)
+    row = await state.repository.call_recordings(org_id, call_id)
+    if row is None:
+        raise NotFound("no such call")
+    key = (org_id, call_id, channel)
+    cached = state.recordings.get(key)
+    if cached is not None:
+        return cached
+    async with state.pool.acquire() as connection:
+        try:
+            api_key = await vapi_keys.load_key(connection, state.keyring, org_id)
+        except CryptoError:
+            log.warning("recording_key_unreadable", org_id=str(org_id))
+            api_key = None
+    if api_key is not None:
+        client = VapiClient(state.vapi_http, api_key,
+                            base_url=state.settings.vapi_api_base_url, retry=CONNECT_RETRY)
+        try:
+            location = await client.recording_location(call_id, channel)
+        except VapiNotFound:
+            raise NoRecording(f"Vapi has no {channel} recording of this call") from None
+        except VapiUnauthorized:
+            log.warning("recording_key_refused", org_id=str(org_id))
+        except VapiError as error:
+            log.warning("recording_vapi_unavailable", org_id=str(org_id), call_id=call_id,
+                        error=type(error).__name__, status=error.status)
+            raise VapiUnavailable("Vapi could not be reached; try again") from None
+        else:
+            state.recordings.put(key, location,
+                                 recordings.keep_seconds(location, datetime.now(UTC)))
+            return location
+    stored = recordings.stored_url(channel, row["recording_url"], row["stereo_recording_url"])
+    if stored is None:
+        raise NoRecording(f"no {channel} recording of this call")
+    return stored
+
+
+@router.get("/calls/{call_id}/recording", tags=["calls"], status_code=302,
+            response_class=RedirectResponse,
+            responses={302: {"description": "to a URL that plays the recording now"},
+                       502: {"model": shapes.ErrorBody}})
+async def get_recording(state: State, org_id: Org, call_id: str,
+                        channel: Channel = "mono") -> RedirectResponse:
+    """A redirect to the call's recording: a fresh short-lived URL from Vapi when a key is
+    connected (kept until shortly before it expires), else the stored https URL; 404
+    `no_recording` when there is none. No audio passes through the api (decision 39)."""
+    location = await recording_location(state, org_id, call_id, channel)
+    return RedirectResponse(location, status_code=302, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/leads", response_model=shapes.LeadPage, tags=["leads"])

@@ -5,6 +5,7 @@ action the person's role does not allow (403)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -22,32 +23,48 @@ from api.dashboard.page import (
 from api.dashboard.routes import router
 from api.dashboard.session import HSTS
 
-# Recordings are Vapi's (remote https) files, an agency's logo is an https image of its
-# own; everything else comes from this origin.
+# Recordings are Vapi's (remote https) files, reached through a same-origin redirect; an
+# agency's logo is an https image of its own; everything else comes from this origin.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "media-src 'self' https:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-SECURITY_HEADERS = [
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),
-]
+
+
+def content_security_policy(vapi_api_base_url: str) -> str:
+    """The policy, with VAPI_API_BASE_URL's origin allowed for media when it is not https
+    (a fake Vapi on this machine, whose signed recording URLs are on itself): `https:`
+    already covers Vapi's storage."""
+    parts = urlsplit(vapi_api_base_url)
+    if parts.scheme == "https" or not parts.netloc:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace(
+        "media-src 'self' https:;", f"media-src 'self' https: {parts.scheme}://{parts.netloc};")
+
+
+def security_headers(policy: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-security-policy", policy.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"x-frame-options", b"DENY"),
+    ]
 
 
 class SecurityHeaders:
     """The dashboard's headers on every answer outside the JSON API, and HSTS on every
     answer over https (or always, when a proxy terminates TLS: `force_https`)."""
 
-    def __init__(self, app: ASGIApp, force_https: bool = False) -> None:
+    def __init__(self, app: ASGIApp, force_https: bool = False,
+                 policy: str = CONTENT_SECURITY_POLICY) -> None:
         self._app = app
         self._force_https = force_https
+        self._headers = security_headers(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        headers = [] if scope["path"].startswith("/api/") else SECURITY_HEADERS
+        headers = [] if scope["path"].startswith("/api/") else self._headers
         if self._force_https or scope.get("scheme") == "https":
             headers = [*headers, (b"strict-transport-security", HSTS.encode())]
 
@@ -96,7 +113,8 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
         "what": _ACTIONS.get(exc.action.value, "do this")}, current=exc.current, status=403)
 
 
-def install(app: FastAPI, *, force_https: bool = False) -> None:
+def install(app: FastAPI, *, force_https: bool = False,
+            policy: str = CONTENT_SECURITY_POLICY) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static")
@@ -104,4 +122,4 @@ def install(app: FastAPI, *, force_https: bool = False) -> None:
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
     app.add_exception_handler(NotAllowed, _not_allowed)
     app.add_exception_handler(FormTooLarge, _form_too_large)
-    app.add_middleware(SecurityHeaders, force_https=force_https)
+    app.add_middleware(SecurityHeaders, force_https=force_https, policy=policy)

@@ -8,20 +8,26 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from api import params, shapes
 from api import routes as json_api
 from api.dashboard.page import (
     PAGE_SIZE,
+    SignInRequired,
     api_state,
+    find_session,
     open_page,
     parse_day,
+    redirect,
     render,
     render_missing,
+    require,
 )
 from api.dashboard.transcripts import conversation
 from api.errors import ApiError, InvalidParameter, NotFound
+from api.recordings import Channel
+from calltrail_common.access import Action
 
 router = APIRouter()
 
@@ -74,14 +80,52 @@ async def call_page(request: Request, call_id: str) -> Response:
         call = await json_api.get_call(api_state(request), current.org_id, call_id)
     except NotFound:
         return render_missing(request, current, what="call", back="/calls")
+    connected = shapes.connection(
+        await api_state(request).repository.vapi_account(current.org_id)).connected
     breakdown = call.cost_breakdown if isinstance(call.cost_breakdown, dict) else {}
     costs = [(k, v) for k, v in breakdown.items()
              if k in json_api.COST_COMPONENTS and isinstance(v, int | float)]
     return render(request, "call.html", {
         "title": "Call", "nav": "calls", "call": call, "turns": conversation(call.transcript),
-        "recording": call.recording.stereo_url or call.recording.mono_url,
+        "recording": _player_source(call, connected),
         "costs": costs, "structured": _pretty(call.analysis.structured_data)},
         current=current)
+
+
+def _player_source(call: shapes.CallDetail, connected: bool) -> str | None:
+    """The player's same-origin source (the route below): mono, Vapi's combined recording,
+    unless only a stereo one is stored and no key can ask Vapi for another."""
+    if connected or call.recording.mono_url:
+        channel = "mono"
+    elif call.recording.stereo_url:
+        channel = "stereo"
+    else:
+        return None
+    return f"/calls/{call.id}/recording?{urlencode({'channel': channel})}"
+
+
+_CHANNELS: tuple[Channel, ...] = ("mono", "stereo", "customer", "assistant")
+
+
+@router.get("/calls/{call_id}/recording")
+async def recording(request: Request, call_id: str) -> Response:
+    """The player's source: a redirect to a URL that plays now, as `/api/calls/{id}/recording`
+    answers it (303, the dashboard's redirect). No stale-sync check: it is not a page."""
+    current = await find_session(request)
+    if current is None:
+        raise SignInRequired
+    require(current, Action.READ)
+    channel = request.query_params.get("channel", "mono")
+    if channel not in _CHANNELS:
+        return PlainTextResponse("Unknown channel.", status_code=400)
+    try:
+        location = await json_api.recording_location(api_state(request), current.org_id,
+                                                      call_id, channel)
+    except ApiError as problem:
+        return PlainTextResponse(problem.message, status_code=problem.status_code)
+    response = redirect(location)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _pretty(value: Any) -> str | None:
