@@ -4,6 +4,7 @@ the demo, the benchmarks and the chaos suite rely on."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -306,3 +307,28 @@ def test_generated_calls_parse_with_the_official_sdk() -> None:
         if raw["status"] == "ended":
             assert call.ended_at is not None and call.cost == raw["cost"]
             assert call.costs and call.cost_breakdown and call.artifact and call.analysis
+
+
+def test_recordings_redirect_to_signed_urls_that_expire() -> None:
+    fake = FakeVapi(seed=5, recording_ttl=1)
+    account = fake.add_account("recording-key", calls=1)
+    call_id = next(iter(account.calls))
+    with serve(fake) as url, httpx.Client(base_url=url) as client:
+        auth = {"Authorization": "Bearer recording-key"}
+        assert client.get(f"/call/{call_id}/mono-recording").status_code == 401
+        assert client.get(f"/call/{call_id}/mono-recording",
+                          headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/call/nope/mono-recording", headers=auth).status_code == 404
+        assert client.get(f"/call/{call_id}/left-recording", headers=auth).status_code == 404
+        for channel in ("mono", "stereo", "customer", "assistant"):
+            answer = client.get(f"/call/{call_id}/{channel}-recording", headers=auth)
+            assert answer.status_code == 302
+            location = answer.headers["location"]
+            assert location.startswith(f"{url}/files/{call_id}-{channel}.wav?expires=")
+        audio = client.get(location)
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        assert client.get(location.replace("signature=", "signature=0")).status_code == 403
+        assert client.get(location, headers={"Range": "bytes=999999-"}).status_code == 416
+        expires = int(httpx.URL(location).params["expires"])
+        time.sleep(max(0.0, expires - time.time()) + 0.05)
+        assert client.get(location).status_code == 403

@@ -584,7 +584,7 @@ class FakeVapi:
         if suffix != "recording" or channel not in RECORDING_CHANNELS or call is None:
             return _error(404, "Not Found", "Recording not found")
         token = f"{call['id']}-{channel}"
-        expires = int(time.time() + self.recording_ttl)
+        expires = math.ceil(time.time() + self.recording_ttl)  # valid at least the ttl
         location = (f"{str(request.base_url).rstrip('/')}/files/{token}.wav?expires={expires}"
                     f"&signature={self._signature(token, expires)}")
         return Response(status_code=302, headers={"Location": location})
