@@ -7,6 +7,7 @@ it shares too."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 
 import asyncpg
@@ -49,6 +50,19 @@ CALLS_AFTER_DATED = _CALLS_PAGE.format(
 CALLS_AFTER_UNDATED = _CALLS_PAGE.format(
     after="AND (c.created_at IS NOT NULL OR c.id < $8::text)")
 
+# An export reads the list's rows (same filters, same order) with no limit, through a
+# server-side cursor: `EXPORT_PREFETCH` rows at a time, whatever the total.
+EXPORT_PREFETCH = 1000
+CALLS_EXPORT = f"""
+    SELECT {_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation FROM calls c
+    WHERE c.org_id = $1
+      AND ($2::text IS NULL OR c.direction = $2)
+      AND ($3::text IS NULL OR c.status = $3)
+      AND ($4::uuid IS NULL OR c.lead_id = $4)
+      AND ($5::timestamptz IS NULL OR c.created_at >= $5)
+      AND ($6::timestamptz IS NULL OR c.created_at < $6)
+    ORDER BY c.created_at DESC, c.id DESC"""  # noqa: S608
+
 CALL = """
     SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
 
@@ -70,6 +84,12 @@ _LEADS_PAGE = f"""
 LEADS_FIRST_PAGE = _LEADS_PAGE.format(after="")
 LEADS_AFTER = _LEADS_PAGE.format(
     after="AND (l.created_at, l.id) < ($4::timestamptz, $5::uuid)")
+
+LEADS_EXPORT = f"""
+    SELECT {_LEAD_COLUMNS} FROM leads l
+    WHERE l.org_id = $1
+      AND ($2::text IS NULL OR l.name ILIKE $2 OR l.email ILIKE $2 OR l.phone_number LIKE $2)
+    ORDER BY l.created_at DESC, l.id DESC"""  # noqa: S608
 
 LEAD_CALLS = f"""
     SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
@@ -189,6 +209,29 @@ class Repository:
         if after.created_at is None:
             return await self._pool.fetch(CALLS_AFTER_UNDATED, *args, after.id)
         return await self._pool.fetch(CALLS_AFTER_DATED, *args, after.created_at, after.id)
+
+    async def export_calls(self, org_id: uuid.UUID, *, call_type: str | None,
+                           status: str | None, lead_id: uuid.UUID | None,
+                           created_from: datetime | None, created_to: datetime | None
+                           ) -> AsyncIterator[asyncpg.Record]:
+        """Every call the filters match, newest first, from one snapshot."""
+        async for row in self._cursor(CALLS_EXPORT, org_id, call_type, status, lead_id,
+                                      created_from, created_to):
+            yield row
+
+    async def export_leads(self, org_id: uuid.UUID, *, pattern: str | None
+                           ) -> AsyncIterator[asyncpg.Record]:
+        async for row in self._cursor(LEADS_EXPORT, org_id, pattern):
+            yield row
+
+    async def _cursor(self, sql: str, *args: object) -> AsyncIterator[asyncpg.Record]:
+        # A cursor lives in a transaction; read-only and repeatable read, so a long export
+        # is one consistent snapshot. The connection is back in the pool when the
+        # iteration ends, fails, or is abandoned (the client went away).
+        async with self._pool.acquire() as connection, connection.transaction(
+                isolation="repeatable_read", readonly=True):
+            async for row in connection.cursor(sql, *args, prefetch=EXPORT_PREFETCH):
+                yield row
 
     async def call(self, org_id: uuid.UUID, call_id: str
                    ) -> tuple[asyncpg.Record, asyncpg.Record | None] | None:
