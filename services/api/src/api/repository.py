@@ -6,6 +6,7 @@ it shares too."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime
@@ -33,35 +34,35 @@ _CALL_SUMMARY_COLUMNS = """
 # Newest first over the index calls_org_created (org_id, created_at DESC, id DESC), where a
 # call whose creation time is not known yet comes first. The page starts strictly after the
 # cursor's (created_at, id).
-_CALLS_PAGE = f"""
-    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
+_CALLS_PAGE = """
+    SELECT {columns} FROM calls c
     WHERE c.org_id = $1
       AND ($2::text IS NULL OR c.direction = $2)
       AND ($3::text IS NULL OR c.status = $3)
       AND ($4::uuid IS NULL OR c.lead_id = $4)
       AND ($5::timestamptz IS NULL OR c.created_at >= $5)
       AND ($6::timestamptz IS NULL OR c.created_at < $6)
-      {{after}}
+      {after}
     ORDER BY c.created_at DESC, c.id DESC
-    LIMIT $7"""  # noqa: S608 - constant fragments; every value is a parameter
-CALLS_FIRST_PAGE = _CALLS_PAGE.format(after="")
-CALLS_AFTER_DATED = _CALLS_PAGE.format(
-    after="AND c.created_at IS NOT NULL AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
-CALLS_AFTER_UNDATED = _CALLS_PAGE.format(
-    after="AND (c.created_at IS NOT NULL OR c.id < $8::text)")
+    LIMIT $7"""  # constant fragments; every value is a parameter
+_AFTER_DATED = ("AND c.created_at IS NOT NULL"
+                " AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
+_AFTER_UNDATED = "AND (c.created_at IS NOT NULL OR c.id < $8::text)"
+CALLS_FIRST_PAGE = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after="")
+CALLS_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_DATED)
+CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_UNDATED)
 
-# An export reads the list's rows (same filters, same order) with no limit, through a
-# server-side cursor: `EXPORT_PREFETCH` rows at a time, whatever the total.
-EXPORT_PREFETCH = 1000
-CALLS_EXPORT = f"""
-    SELECT {_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation FROM calls c
-    WHERE c.org_id = $1
-      AND ($2::text IS NULL OR c.direction = $2)
-      AND ($3::text IS NULL OR c.status = $3)
-      AND ($4::uuid IS NULL OR c.lead_id = $4)
-      AND ($5::timestamptz IS NULL OR c.created_at >= $5)
-      AND ($6::timestamptz IS NULL OR c.created_at < $6)
-    ORDER BY c.created_at DESC, c.id DESC"""  # noqa: S608
+# An export reads the list's pages (same filters, same order, same index) with a few more
+# columns, EXPORT_BATCH_ROWS at a time, all in one read-only snapshot. Not one cursor over
+# the whole query: Postgres plans that for every row (a sort of all the organization's
+# calls before the first comes out); a page of the index comes out at once.
+EXPORT_BATCH_ROWS = 1000
+_CALL_EXPORT_COLUMNS = f"{_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation"
+CALLS_EXPORT_FIRST = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, after="")
+CALLS_EXPORT_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
+                                              after=_AFTER_DATED)
+CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
+                                                after=_AFTER_UNDATED)
 
 CALL = """
     SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
@@ -84,12 +85,6 @@ _LEADS_PAGE = f"""
 LEADS_FIRST_PAGE = _LEADS_PAGE.format(after="")
 LEADS_AFTER = _LEADS_PAGE.format(
     after="AND (l.created_at, l.id) < ($4::timestamptz, $5::uuid)")
-
-LEADS_EXPORT = f"""
-    SELECT {_LEAD_COLUMNS} FROM leads l
-    WHERE l.org_id = $1
-      AND ($2::text IS NULL OR l.name ILIKE $2 OR l.email ILIKE $2 OR l.phone_number LIKE $2)
-    ORDER BY l.created_at DESC, l.id DESC"""  # noqa: S608
 
 LEAD_CALLS = f"""
     SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
@@ -214,24 +209,44 @@ class Repository:
                            status: str | None, lead_id: uuid.UUID | None,
                            created_from: datetime | None, created_to: datetime | None
                            ) -> AsyncIterator[asyncpg.Record]:
-        """Every call the filters match, newest first, from one snapshot."""
-        async for row in self._cursor(CALLS_EXPORT, org_id, call_type, status, lead_id,
-                                      created_from, created_to):
-            yield row
+        """Every call the filters match, newest first, from one snapshot, a page at a time."""
+        args = [org_id, call_type, status, lead_id, created_from, created_to,
+                EXPORT_BATCH_ROWS]
+        async with self._snapshot() as connection:
+            rows = await connection.fetch(CALLS_EXPORT_FIRST, *args)
+            while rows:
+                for row in rows:
+                    yield row
+                if len(rows) < EXPORT_BATCH_ROWS:
+                    return
+                last = rows[-1]
+                rows = await (
+                    connection.fetch(CALLS_EXPORT_AFTER_UNDATED, *args, last["id"])
+                    if last["created_at"] is None else
+                    connection.fetch(CALLS_EXPORT_AFTER_DATED, *args, last["created_at"],
+                                     last["id"]))
 
     async def export_leads(self, org_id: uuid.UUID, *, pattern: str | None
                            ) -> AsyncIterator[asyncpg.Record]:
-        async for row in self._cursor(LEADS_EXPORT, org_id, pattern):
-            yield row
+        """Every lead the search finds, newest first, from one snapshot, a page at a time."""
+        async with self._snapshot() as connection:
+            rows = await connection.fetch(LEADS_FIRST_PAGE, org_id, pattern, EXPORT_BATCH_ROWS)
+            while rows:
+                for row in rows:
+                    yield row
+                if len(rows) < EXPORT_BATCH_ROWS:
+                    return
+                rows = await connection.fetch(LEADS_AFTER, org_id, pattern, EXPORT_BATCH_ROWS,
+                                              rows[-1]["created_at"], rows[-1]["id"])
 
-    async def _cursor(self, sql: str, *args: object) -> AsyncIterator[asyncpg.Record]:
-        # A cursor lives in a transaction; read-only and repeatable read, so a long export
-        # is one consistent snapshot. The connection is back in the pool when the
-        # iteration ends, fails, or is abandoned (the client went away).
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        # Read-only and repeatable read: a long export is one consistent snapshot. The
+        # connection is back in the pool when the export ends, fails, or is abandoned (the
+        # client went away).
         async with self._pool.acquire() as connection, connection.transaction(
                 isolation="repeatable_read", readonly=True):
-            async for row in connection.cursor(sql, *args, prefetch=EXPORT_PREFETCH):
-                yield row
+            yield connection
 
     async def call(self, org_id: uuid.UUID, call_id: str
                    ) -> tuple[asyncpg.Record, asyncpg.Record | None] | None:
