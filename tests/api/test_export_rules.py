@@ -114,8 +114,8 @@ def test_a_lead_as_exported() -> None:
 
 
 def test_csv_quotes_what_needs_quoting_and_ndjson_keeps_values() -> None:
-    record = exports.call_record(_call(summary='Said "hi",\nthen left.', cost=Decimal(-1.5)),
-                                 AS_STORED)
+    record = exports.call_record(
+        _call(summary='Said "hi",\nthen left.', cost=Decimal("-1.5")), AS_STORED)
     [row] = _parse(exports.encode("calls", "csv", [record]).decode())
     assert row[exports.CALL_COLUMNS.index("summary")] == 'Said "hi",\nthen left.'
     assert row[exports.CALL_COLUMNS.index("cost")] == "-1.5"

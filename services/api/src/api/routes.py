@@ -261,7 +261,7 @@ async def list_calls(
 
 # --- exports: the lists' rows, all of them, streamed ------------------------------------
 
-EXPORT_BATCH_ROWS = 500  # rows per chunk written to the socket
+EXPORT_CHUNK_ROWS = 500  # rows per chunk written to the socket
 _EXPORTED: dict[int | str, dict[str, Any]] = {200: {
     "description": "CSV (the default) or NDJSON (`Accept: application/x-ndjson`)",
     "content": {"text/csv": {}, exports.NDJSON: {}}}}
@@ -277,7 +277,7 @@ async def _encoded(kind: exports.Kind, fmt: exports.Format,
     batch: list[dict[str, exports.Value]] = []
     async for record in records:
         batch.append(record)
-        if len(batch) == EXPORT_BATCH_ROWS:
+        if len(batch) == EXPORT_CHUNK_ROWS:
             yield exports.encode(kind, fmt, batch)
             batch = []
     if batch:
