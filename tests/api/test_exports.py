@@ -215,3 +215,14 @@ async def test_leads_export_joins_its_pages(api: RunningApi) -> None:
         "SELECT id FROM leads WHERE org_id = $1 ORDER BY created_at DESC, id DESC",
         tenant.org_id)]
     assert [row["id"] for row in await _export(tenant, "/api/leads/export")] == expected
+
+
+async def test_filters_postgres_cannot_hold_answer_400_not_a_cut_stream(
+        api: RunningApi) -> None:
+    tenant = await api.tenant()
+    for path, query, parameter in (
+            ("/api/leads/export", {"q": "a\x00b"}, "q"), ("/api/leads", {"q": "a\x00b"}, "q"),
+            ("/api/calls/export", {"from": "0001-01-01T00:00:00+01:00"}, "from"),
+            ("/api/calls", {"to": "9999-12-31T23:59:59-01:00"}, "to")):
+        assert_error(await tenant.client.get(path, params=query), 400, "invalid_parameter",
+                     parameter)
