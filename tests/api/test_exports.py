@@ -172,7 +172,7 @@ async def test_every_export_is_audited(api: RunningApi) -> None:
 
 
 async def test_the_export_streams(api: RunningApi) -> None:
-    """20,000 calls (1,500 of them not dated yet, which list first): the first chunk is read
+    """20,000 calls (1,538 of them not dated yet, which list first): the first chunk is read
     while the rest is still to come (the body is written as the pages are read, not built
     first), and the pages join without a call skipped or repeated."""
     tenant = await api.tenant()

@@ -6,7 +6,6 @@ it shares too."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime
@@ -53,9 +52,11 @@ CALLS_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFT
 CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_UNDATED)
 
 # An export reads the list's pages (same filters, same order, same index) with a few more
-# columns, EXPORT_BATCH_ROWS at a time, all in one read-only snapshot. Not one cursor over
-# the whole query: Postgres plans that for every row (a sort of all the organization's
-# calls before the first comes out); a page of the index comes out at once.
+# columns, EXPORT_BATCH_ROWS at a time, each page a query of its own: a slow reader holds
+# no pool connection between pages, and, as for the list, none is skipped or repeated while
+# calls arrive. Not one cursor over the whole query: Postgres plans that for every row (a
+# sort of all the organization's calls before the first comes out), and it would hold a
+# connection for as long as the client takes to read.
 EXPORT_BATCH_ROWS = 1000
 _CALL_EXPORT_COLUMNS = f"{_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation"
 CALLS_EXPORT_FIRST = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, after="")
@@ -209,44 +210,33 @@ class Repository:
                            status: str | None, lead_id: uuid.UUID | None,
                            created_from: datetime | None, created_to: datetime | None
                            ) -> AsyncIterator[asyncpg.Record]:
-        """Every call the filters match, newest first, from one snapshot, a page at a time."""
+        """Every call the filters match, newest first, a page at a time."""
         args = [org_id, call_type, status, lead_id, created_from, created_to,
                 EXPORT_BATCH_ROWS]
-        async with self._snapshot() as connection:
-            rows = await connection.fetch(CALLS_EXPORT_FIRST, *args)
-            while rows:
-                for row in rows:
-                    yield row
-                if len(rows) < EXPORT_BATCH_ROWS:
-                    return
-                last = rows[-1]
-                rows = await (
-                    connection.fetch(CALLS_EXPORT_AFTER_UNDATED, *args, last["id"])
-                    if last["created_at"] is None else
-                    connection.fetch(CALLS_EXPORT_AFTER_DATED, *args, last["created_at"],
-                                     last["id"]))
+        rows = await self._pool.fetch(CALLS_EXPORT_FIRST, *args)
+        while rows:
+            for row in rows:
+                yield row
+            if len(rows) < EXPORT_BATCH_ROWS:
+                return
+            last = rows[-1]
+            rows = await (
+                self._pool.fetch(CALLS_EXPORT_AFTER_UNDATED, *args, last["id"])
+                if last["created_at"] is None else
+                self._pool.fetch(CALLS_EXPORT_AFTER_DATED, *args, last["created_at"],
+                                 last["id"]))
 
     async def export_leads(self, org_id: uuid.UUID, *, pattern: str | None
                            ) -> AsyncIterator[asyncpg.Record]:
-        """Every lead the search finds, newest first, from one snapshot, a page at a time."""
-        async with self._snapshot() as connection:
-            rows = await connection.fetch(LEADS_FIRST_PAGE, org_id, pattern, EXPORT_BATCH_ROWS)
-            while rows:
-                for row in rows:
-                    yield row
-                if len(rows) < EXPORT_BATCH_ROWS:
-                    return
-                rows = await connection.fetch(LEADS_AFTER, org_id, pattern, EXPORT_BATCH_ROWS,
-                                              rows[-1]["created_at"], rows[-1]["id"])
-
-    @contextlib.asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
-        # Read-only and repeatable read: a long export is one consistent snapshot. The
-        # connection is back in the pool when the export ends, fails, or is abandoned (the
-        # client went away).
-        async with self._pool.acquire() as connection, connection.transaction(
-                isolation="repeatable_read", readonly=True):
-            yield connection
+        """Every lead the search finds, newest first, a page at a time."""
+        rows = await self._pool.fetch(LEADS_FIRST_PAGE, org_id, pattern, EXPORT_BATCH_ROWS)
+        while rows:
+            for row in rows:
+                yield row
+            if len(rows) < EXPORT_BATCH_ROWS:
+                return
+            rows = await self._pool.fetch(LEADS_AFTER, org_id, pattern, EXPORT_BATCH_ROWS,
+                                          rows[-1]["created_at"], rows[-1]["id"])
 
     async def call(self, org_id: uuid.UUID, call_id: str
                    ) -> tuple[asyncpg.Record, asyncpg.Record | None] | None:
