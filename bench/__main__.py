@@ -12,6 +12,8 @@
                 round) against the fake Vapi with 100 ms latency, vs one at a time
     api         bench.api: the overview (30 and 90 days) and the first page of calls of an
                 organization with 100,000 calls, vs /healthz of the same process
+    export      bench.export: 1,000,000 calls exported as CSV: first byte, total, rows/s
+                and the api's peak memory
     capacity    bench.capacity: what one replica of each service carries, N replicas
                 derived from it, and how each cost grows as organizations, calls and
                 history double
@@ -31,7 +33,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import api, capacity, end_to_end, ingest, metrics_sync, processor, scale, spool
+from bench import (
+    api,
+    capacity,
+    end_to_end,
+    export,
+    ingest,
+    metrics_sync,
+    processor,
+    scale,
+    spool,
+)
 from bench.harness import REPO_ROOT
 
 BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
@@ -42,6 +54,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("end_to_end", end_to_end.main),
     ("metrics_sync", metrics_sync.main),
     ("api", api.main),
+    ("export", export.main),
     ("capacity", capacity.main),
 )
 

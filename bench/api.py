@@ -64,6 +64,7 @@ OTHER_CALLS = 10_000
 WARMUP_SECONDS = 2
 GOAL_P99_MS = 50.0
 STARTUP_TIMEOUT_SECONDS = 30
+SEED_TIMEOUT_SECONDS = 600.0  # one INSERT ... generate_series of a million calls
 HEALTHZ = "healthz"
 MEASURED = ("overview 30d", "overview 90d", "calls page 1")
 
@@ -147,10 +148,11 @@ async def seed_daily_tables(connection: asyncpg.Connection, org_id: uuid.UUID) -
         await connection.execute(statement, org_id)
 
 
-async def seed(stack: Stack, calls: int) -> tuple[uuid.UUID, str, dict[str, Any]]:
+async def seed(stack: Stack, calls: int, *, command_timeout: float = SEED_TIMEOUT_SECONDS
+               ) -> tuple[uuid.UUID, str, dict[str, Any]]:
     """Organizations A (measured) and B (so queries must scope); A's id and token."""
     started = time.perf_counter()
-    connection = await connect(stack.database_url)
+    connection = await connect(stack.database_url, command_timeout=command_timeout)
     try:
         owner = await create_organization(connection, "Bench A")
         other = await create_organization(connection, "Bench B")

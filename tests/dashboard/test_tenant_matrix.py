@@ -32,9 +32,11 @@ AGENCY = "agency"  # an agency's people only: any other organization's answer 40
 ROUTES: dict[tuple[str, str], Action | str] = {
     ("GET", "/"): Action.READ,
     ("GET", "/calls"): Action.READ,
+    ("GET", "/calls/export"): Action.EXPORT,
     ("GET", "/calls/{call_id}"): Action.READ,
     ("GET", "/calls/{call_id}/recording"): Action.READ,
     ("GET", "/leads"): Action.READ,
+    ("GET", "/leads/export"): Action.EXPORT,
     ("GET", "/leads/{lead_id}"): Action.READ,
     ("GET", "/usage"): Action.READ,
     ("GET", "/settings"): Action.READ,

@@ -57,11 +57,21 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def _instant(parameter: str, value: datetime | None) -> datetime | None:
+    """An instant in UTC; one that is not in 1..9999 once in UTC is refused (Postgres and
+    Python hold no other year)."""
+    if value is None:
+        return None
+    try:
+        return as_utc(value).astimezone(UTC)
+    except OverflowError:
+        raise InvalidParameter(parameter, "is out of range") from None
+
+
 def instant_range(start: datetime | None, end: datetime | None
                   ) -> tuple[datetime | None, datetime | None]:
     """The `from` (inclusive) and `to` (exclusive) filters on a call's creation time."""
-    start = None if start is None else as_utc(start)
-    end = None if end is None else as_utc(end)
+    start, end = _instant("from", start), _instant("to", end)
     if start is not None and end is not None and start > end:
         raise InvalidParameter("from", "is after to")
     return start, end
@@ -74,6 +84,8 @@ def search_term(q: str | None) -> str | None:
     q = q.strip()
     if len(q) > MAX_SEARCH_LENGTH:
         raise InvalidParameter("q", f"longer than {MAX_SEARCH_LENGTH} characters")
+    if "\x00" in q:  # no Postgres text holds one: it would fail the query, not match
+        raise InvalidParameter("q", "holds a NUL character")
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

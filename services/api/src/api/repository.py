@@ -7,6 +7,7 @@ it shares too."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 
 import asyncpg
@@ -32,22 +33,37 @@ _CALL_SUMMARY_COLUMNS = """
 # Newest first over the index calls_org_created (org_id, created_at DESC, id DESC), where a
 # call whose creation time is not known yet comes first. The page starts strictly after the
 # cursor's (created_at, id).
-_CALLS_PAGE = f"""
-    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
+_CALLS_PAGE = """
+    SELECT {columns} FROM calls c
     WHERE c.org_id = $1
       AND ($2::text IS NULL OR c.direction = $2)
       AND ($3::text IS NULL OR c.status = $3)
       AND ($4::uuid IS NULL OR c.lead_id = $4)
       AND ($5::timestamptz IS NULL OR c.created_at >= $5)
       AND ($6::timestamptz IS NULL OR c.created_at < $6)
-      {{after}}
+      {after}
     ORDER BY c.created_at DESC, c.id DESC
-    LIMIT $7"""  # noqa: S608 - constant fragments; every value is a parameter
-CALLS_FIRST_PAGE = _CALLS_PAGE.format(after="")
-CALLS_AFTER_DATED = _CALLS_PAGE.format(
-    after="AND c.created_at IS NOT NULL AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
-CALLS_AFTER_UNDATED = _CALLS_PAGE.format(
-    after="AND (c.created_at IS NOT NULL OR c.id < $8::text)")
+    LIMIT $7"""  # constant fragments; every value is a parameter
+_AFTER_DATED = ("AND c.created_at IS NOT NULL"
+                " AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
+_AFTER_UNDATED = "AND (c.created_at IS NOT NULL OR c.id < $8::text)"
+CALLS_FIRST_PAGE = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after="")
+CALLS_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_DATED)
+CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_UNDATED)
+
+# An export reads the list's pages (same filters, same order, same index) with a few more
+# columns, EXPORT_BATCH_ROWS at a time, each page a query of its own: a slow reader holds
+# no pool connection between pages, and, as for the list, none is skipped or repeated while
+# calls arrive. Not one cursor over the whole query: Postgres plans that for every row (a
+# sort of all the organization's calls before the first comes out), and it would hold a
+# connection for as long as the client takes to read.
+EXPORT_BATCH_ROWS = 1000
+_CALL_EXPORT_COLUMNS = f"{_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation"
+CALLS_EXPORT_FIRST = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, after="")
+CALLS_EXPORT_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
+                                              after=_AFTER_DATED)
+CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
+                                                after=_AFTER_UNDATED)
 
 CALL = """
     SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
@@ -193,6 +209,38 @@ class Repository:
         if after.created_at is None:
             return await self._pool.fetch(CALLS_AFTER_UNDATED, *args, after.id)
         return await self._pool.fetch(CALLS_AFTER_DATED, *args, after.created_at, after.id)
+
+    async def export_calls(self, org_id: uuid.UUID, *, call_type: str | None,
+                           status: str | None, lead_id: uuid.UUID | None,
+                           created_from: datetime | None, created_to: datetime | None
+                           ) -> AsyncIterator[asyncpg.Record]:
+        """Every call the filters match, newest first, a page at a time."""
+        args = [org_id, call_type, status, lead_id, created_from, created_to,
+                EXPORT_BATCH_ROWS]
+        rows = await self._pool.fetch(CALLS_EXPORT_FIRST, *args)
+        while rows:
+            for row in rows:
+                yield row
+            if len(rows) < EXPORT_BATCH_ROWS:
+                return
+            last = rows[-1]
+            rows = await (
+                self._pool.fetch(CALLS_EXPORT_AFTER_UNDATED, *args, last["id"])
+                if last["created_at"] is None else
+                self._pool.fetch(CALLS_EXPORT_AFTER_DATED, *args, last["created_at"],
+                                 last["id"]))
+
+    async def export_leads(self, org_id: uuid.UUID, *, pattern: str | None
+                           ) -> AsyncIterator[asyncpg.Record]:
+        """Every lead the search finds, newest first, a page at a time."""
+        rows = await self._pool.fetch(LEADS_FIRST_PAGE, org_id, pattern, EXPORT_BATCH_ROWS)
+        while rows:
+            for row in rows:
+                yield row
+            if len(rows) < EXPORT_BATCH_ROWS:
+                return
+            rows = await self._pool.fetch(LEADS_AFTER, org_id, pattern, EXPORT_BATCH_ROWS,
+                                          rows[-1]["created_at"], rows[-1]["id"])
 
     async def call(self, org_id: uuid.UUID, call_id: str
                    ) -> tuple[asyncpg.Record, asyncpg.Record | None] | None:

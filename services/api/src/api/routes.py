@@ -5,6 +5,7 @@ shapes the answer (`shapes`). Errors are raised as `api.errors` and answered in 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -12,11 +13,11 @@ from typing import Annotated, Any
 
 import httpx
 from aio_pika.exceptions import AMQPError
-from fastapi import APIRouter, Body, Depends, Query, Request, Security
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Security
+from fastapi.responses import RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api import cursors, params, recordings, rollup, shapes
+from api import cursors, exports, params, recordings, rollup, shapes
 from api.auth import bearer_token
 from api.broker import SyncCommands
 from api.errors import (
@@ -268,6 +269,98 @@ async def list_calls(
                                                next_cursor=next_cursor), costs)
 
 
+# --- exports: the lists' rows, all of them, streamed ------------------------------------
+
+EXPORT_CHUNK_ROWS = 500  # rows per chunk written to the socket
+_EXPORTED: dict[int | str, dict[str, Any]] = {200: {
+    "description": "CSV (the default) or NDJSON (`Accept: application/x-ndjson`)",
+    "content": {"text/csv": {}, exports.NDJSON: {}}}}
+Accept = Annotated[str | None, Header(description="`application/x-ndjson` for NDJSON; "
+                                      "anything else answers CSV")]
+
+
+async def _encoded(kind: exports.Kind, fmt: exports.Format,
+                   records: AsyncIterator[dict[str, exports.Value]]) -> AsyncIterator[bytes]:
+    """The export's bytes, a batch of rows at a time: memory stays that of one batch."""
+    if fmt == "csv":
+        yield exports.csv_header(kind)
+    batch: list[dict[str, exports.Value]] = []
+    async for record in records:
+        batch.append(record)
+        if len(batch) == EXPORT_CHUNK_ROWS:
+            yield exports.encode(kind, fmt, batch)
+            batch = []
+    if batch:
+        yield exports.encode(kind, fmt, batch)
+
+
+async def _exported(state: ApiState, who: Caller, kind: exports.Kind, fmt: exports.Format,
+                    filters: dict[str, str],
+                    records: AsyncIterator[dict[str, exports.Value]]) -> StreamingResponse:
+    """Audit the export (before its first row is read), then stream it."""
+    await audit.record(state.pool, who.org_id, who.actor, "data.exported", kind,
+                       {"format": fmt, "filters": filters})
+    log.info("data_exported", org_id=str(who.org_id), kind=kind, format=fmt)
+    return StreamingResponse(
+        _encoded(kind, fmt, records), media_type=exports.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": exports.content_disposition(kind, fmt, _today()),
+                 "Cache-Control": "no-store"})
+
+
+async def export_calls(
+        state: ApiState, who: Caller, *, filters: exports.CallFilters, costs: CostView,
+        fmt: exports.Format) -> StreamingResponse:
+    """The calls `filters` match, as `GET /api/calls` lists them (the dashboard's
+    export too)."""
+    rows = state.repository.export_calls(
+        who.org_id, call_type=filters.call_type, status=filters.status,
+        lead_id=params.filter_uuid("leadId", filters.lead_id),
+        created_from=filters.created_from, created_to=filters.created_to)
+    records = (exports.call_record(row, costs) async for row in rows)
+    return await _exported(state, who, "calls", fmt, filters.audited(), records)
+
+
+async def export_leads(state: ApiState, who: Caller, *, q: str | None, fmt: exports.Format
+                       ) -> StreamingResponse:
+    pattern = params.search_term(q)
+    rows = state.repository.export_leads(who.org_id, pattern=pattern)
+    records = (exports.lead_record(row) async for row in rows)
+    filters = {"q": q.strip()} if q is not None and pattern is not None else {}
+    return await _exported(state, who, "leads", fmt, filters, records)
+
+
+def call_filters(direction: params.Direction | None, status: params.CallStatus | None,
+                 lead_id: str | None, created_from: datetime | None,
+                 created_to: datetime | None) -> exports.CallFilters:
+    """The list's filters, checked as the list checks them (400 before any row)."""
+    start, end = params.instant_range(created_from, created_to)
+    params.filter_uuid("leadId", lead_id)
+    return exports.CallFilters(
+        call_type=None if direction is None else params.DIRECTIONS[direction], status=status,
+        lead_id=lead_id, created_from=start, created_to=end)
+
+
+@router.get("/calls/export", response_class=StreamingResponse, tags=["calls"],
+            responses=_EXPORTED)
+async def export_calls_route(
+        state: State, who: Who,
+        direction: params.Direction | None = None,
+        status: params.CallStatus | None = None,
+        lead_id: Annotated[str | None, Query(alias="leadId")] = None,
+        created_from: Annotated[datetime | None, Query(
+            alias="from", description="ISO 8601; calls created at or after")] = None,
+        created_to: Annotated[datetime | None, Query(
+            alias="to", description="ISO 8601; calls created before")] = None,
+        costs: Costs = agencies.AS_STORED,
+        accept: Accept = None,
+) -> StreamingResponse:
+    """Every call `GET /api/calls` would page through with these filters, newest first,
+    as a download (`calls-YYYY-MM-DD.csv`), streamed. Written to the audit log."""
+    filters = call_filters(direction, status, lead_id, created_from, created_to)
+    return await export_calls(state, who, filters=filters, costs=costs,
+                              fmt=exports.negotiate(accept))
+
+
 @router.get("/calls/{call_id}", response_model=shapes.CallDetail, tags=["calls"])
 async def get_call(state: State, org_id: Org, call_id: str,
                    costs: Costs = agencies.AS_STORED) -> shapes.CallDetail:
@@ -357,6 +450,19 @@ async def list_leads(
                    if more else None)
     return shapes.LeadPage(leads=[shapes.lead_summary(r) for r in page],
                            next_cursor=next_cursor)
+
+
+@router.get("/leads/export", response_class=StreamingResponse, tags=["leads"],
+            responses=_EXPORTED)
+async def export_leads_route(
+        state: State, who: Who,
+        q: Annotated[str | None, Query(description="part of the name, email or number",
+                                       max_length=params.MAX_SEARCH_LENGTH)] = None,
+        accept: Accept = None,
+) -> StreamingResponse:
+    """Every lead `GET /api/leads` would page through with this search, newest first, as a
+    download (`leads-YYYY-MM-DD.csv`), streamed. Written to the audit log."""
+    return await export_leads(state, who, q=q, fmt=exports.negotiate(accept))
 
 
 @router.get("/leads/{lead_id}", response_model=shapes.LeadDetail, tags=["leads"])

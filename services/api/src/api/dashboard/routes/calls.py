@@ -16,6 +16,7 @@ from api.dashboard.page import (
     PAGE_SIZE,
     SignInRequired,
     api_state,
+    caller,
     find_session,
     open_page,
     parse_day,
@@ -39,17 +40,24 @@ def _start_of(day: date | None) -> datetime | None:
     return None if day is None else datetime.combine(day, time(), UTC)
 
 
+def _filters(request: Request) -> dict[str, str]:
+    """The page's filters as its form holds them ("" for none)."""
+    query = request.query_params
+    day_from, day_to = parse_day(query.get("from")), parse_day(query.get("to"))
+    return {"direction": query.get("direction") or "", "status": query.get("status") or "",
+            "leadId": query.get("leadId") or "",
+            "from": day_from.isoformat() if day_from else "",
+            "to": day_to.isoformat() if day_to else ""}
+
+
 @router.get("/calls")
 async def calls(request: Request) -> Response:
     current = await open_page(request)
     query = request.query_params
-    direction = query.get("direction") or None
-    status = query.get("status") or None
-    lead_id = query.get("leadId") or None
-    day_from, day_to = parse_day(query.get("from")), parse_day(query.get("to"))
-    filters = {"direction": direction or "", "status": status or "", "leadId": lead_id or "",
-               "from": day_from.isoformat() if day_from else "",
-               "to": day_to.isoformat() if day_to else ""}
+    filters = _filters(request)
+    direction, status = filters["direction"] or None, filters["status"] or None
+    lead_id = filters["leadId"] or None
+    day_from, day_to = parse_day(filters["from"]), parse_day(filters["to"])
     error = None
     page = shapes.CallPage(calls=[], next_cursor=None)
     try:
@@ -69,8 +77,29 @@ async def calls(request: Request) -> Response:
         "title": "Calls", "nav": "calls", "page": page, "filters": filters,
         "filtered": bool(active), "paged": bool(query.get("cursor")),
         "first_url": f"/calls?{urlencode(active)}", "next_url": next_url,
+        "export_url": f"/calls/export?{urlencode(active)}",
         "directions": list(params.DIRECTIONS), "statuses": params.STATUSES,
         "error": error}, current=current, status=400 if error else 200)
+
+
+@router.get("/calls/export")
+async def calls_export(request: Request) -> Response:
+    """What the page's filters show, every page of it, as CSV (the API's export)."""
+    current = await open_page(request)
+    require(current, Action.EXPORT)
+    filters = _filters(request)
+    day_from, day_to = parse_day(filters["from"]), parse_day(filters["to"])
+    try:
+        checked = json_api.call_filters(
+            params.as_direction(filters["direction"] or None),
+            params.as_status(filters["status"] or None), filters["leadId"] or None,
+            _start_of(day_from),
+            _start_of(None if day_to is None else day_to + timedelta(days=1)))
+    except InvalidParameter:
+        # The page says what is wrong with the filters.
+        return redirect(f"/calls?{urlencode({k: v for k, v in filters.items() if v})}")
+    return await json_api.export_calls(api_state(request), caller(current), filters=checked,
+                                       costs=current.costs, fmt="csv")
 
 
 @router.get("/calls/{call_id}")

@@ -9,8 +9,17 @@ from fastapi.responses import Response
 
 from api import params, shapes
 from api import routes as json_api
-from api.dashboard.page import PAGE_SIZE, api_state, open_page, render, render_missing
+from api.dashboard.page import (
+    PAGE_SIZE,
+    api_state,
+    caller,
+    open_page,
+    render,
+    render_missing,
+    require,
+)
 from api.errors import ApiError, NotFound
+from calltrail_common.access import Action
 
 router = APIRouter()
 
@@ -33,7 +42,18 @@ async def leads(request: Request) -> Response:
     return render(request, "leads.html", {
         "title": "Leads", "nav": "leads", "page": page, "q": q, "next_url": next_url,
         "first_url": f"/leads?{urlencode(base)}", "paged": cursor is not None,
+        "export_url": f"/leads/export?{urlencode(base)}",
         "error": error}, current=current, status=400 if error else 200)
+
+
+@router.get("/leads/export")
+async def leads_export(request: Request) -> Response:
+    """The leads the search finds, every page of them, as CSV (the API's export)."""
+    current = await open_page(request)
+    require(current, Action.EXPORT)
+    q = (request.query_params.get("q") or "").strip()[:params.MAX_SEARCH_LENGTH]
+    return await json_api.export_leads(api_state(request), caller(current), q=q or None,
+                                       fmt="csv")
 
 
 @router.get("/leads/{lead_id}")
