@@ -55,6 +55,11 @@ def test_date_ranges() -> None:
         params.date_range(date(2026, 3, 2), date(2026, 3, 1), today)
     with pytest.raises(InvalidParameter, match="endDate"):
         params.date_range(date(2024, 12, 31), date(2026, 1, 1), today)
+    # The first days of year 1 have no 30 days before them: a 400, never an overflow.
+    with pytest.raises(InvalidParameter, match="endDate: is out of range"):
+        params.date_range(None, date(1, 1, 1), today)
+    assert params.date_range(None, date(1, 1, 30), today).start == date(1, 1, 1)
+    assert params.date_range(date(1, 1, 1), date(1, 1, 1), today).days() == [date(1, 1, 1)]
 
 
 def test_instant_ranges_read_naive_instants_as_utc_and_refuse_reversed_ones() -> None:

@@ -44,7 +44,10 @@ def date_range(start: date | None, end: date | None, today: date) -> DateRange:
     """[startDate, endDate], both inclusive; endDate defaults to `today` (UTC) and
     startDate to 30 days up to endDate."""
     end = today if end is None else end
-    start = end - timedelta(days=DEFAULT_RANGE_DAYS - 1) if start is None else start
+    if start is None:
+        if end.toordinal() < DEFAULT_RANGE_DAYS:  # 30 days before 0001-01-01 is no date
+            raise InvalidParameter("endDate", "is out of range")
+        start = end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     if start > end:
         raise InvalidParameter("startDate", "is after endDate")
     if (end - start).days + 1 > MAX_RANGE_DAYS:
