@@ -240,6 +240,14 @@ Cursor = Annotated[str | None, Query(description="`nextCursor` of the previous p
                                      max_length=cursors.MAX_CURSOR_LENGTH)]
 
 
+# The calls' filters, shared by the list and its export.
+LeadId = Annotated[str | None, Query(alias="leadId")]
+CreatedFrom = Annotated[datetime | None, Query(
+    alias="from", description="ISO 8601; calls created at or after")]
+CreatedTo = Annotated[datetime | None, Query(
+    alias="to", description="ISO 8601; calls created before")]
+
+
 @router.get("/calls", response_model=shapes.CallPage, tags=["calls"])
 async def list_calls(
         state: State, org_id: Org,
@@ -247,11 +255,9 @@ async def list_calls(
         cursor: Cursor = None,
         direction: params.Direction | None = None,
         status: params.CallStatus | None = None,
-        lead_id: Annotated[str | None, Query(alias="leadId")] = None,
-        created_from: Annotated[datetime | None, Query(
-            alias="from", description="ISO 8601; calls created at or after")] = None,
-        created_to: Annotated[datetime | None, Query(
-            alias="to", description="ISO 8601; calls created before")] = None,
+        lead_id: LeadId = None,
+        created_from: CreatedFrom = None,
+        created_to: CreatedTo = None,
         costs: Costs = agencies.AS_STORED,
 ) -> shapes.CallPage:
     """Newest first. Pages follow `nextCursor`: none is skipped or repeated while calls
@@ -346,11 +352,9 @@ async def export_calls_route(
         state: State, who: Who,
         direction: params.Direction | None = None,
         status: params.CallStatus | None = None,
-        lead_id: Annotated[str | None, Query(alias="leadId")] = None,
-        created_from: Annotated[datetime | None, Query(
-            alias="from", description="ISO 8601; calls created at or after")] = None,
-        created_to: Annotated[datetime | None, Query(
-            alias="to", description="ISO 8601; calls created before")] = None,
+        lead_id: LeadId = None,
+        created_from: CreatedFrom = None,
+        created_to: CreatedTo = None,
         costs: Costs = agencies.AS_STORED,
         accept: Accept = None,
 ) -> StreamingResponse:
