@@ -84,6 +84,25 @@ def test_a_call_as_exported() -> None:
         "summary": "Booked a visit.", "successEvaluation": "true"}
 
 
+def test_absent_values_stay_absent_and_unknown_directions_stay_as_vapi_names_them() -> None:
+    record = exports.call_record(_call(lead_id=None, success_evaluation=None,
+                                       ended_at=T0 + timedelta(minutes=1),
+                                       direction="vapi.websocketCall"), AS_STORED)
+    assert record["leadId"] is None and record["successEvaluation"] is None
+    assert record["endedAt"] == "2026-05-01T12:31:00Z"
+    assert record["direction"] == "vapi.websocketCall"
+    assert exports.call_record(_call(direction=None), AS_STORED)["direction"] is None
+    # A text in a numeric column (never stored so, but never trusted) is still neutralized.
+    assert exports.csv_cell("cost", "=1+1") == "'=1+1"
+
+
+def test_ndjson_is_one_record_per_line() -> None:
+    records = [exports.call_record(_call(id=f"call-{i}"), AS_STORED) for i in range(3)]
+    lines = exports.encode("calls", "ndjson", records).split(b"\n")
+    assert lines[-1] == b"" and [orjson.loads(line)["id"] for line in lines[:-1]] == [
+        "call-0", "call-1", "call-2"]
+
+
 def test_a_clients_view_exports_the_marked_up_cost() -> None:
     client = cost_view("organization", Decimal(25))
     agency = cost_view("agency", Decimal(25))
@@ -92,7 +111,8 @@ def test_a_clients_view_exports_the_marked_up_cost() -> None:
     assert exports.call_record(_call(cost=None), client)["cost"] is None
 
 
-def test_times_are_utc_with_a_z() -> None:
+def test_times_are_utc_with_a_z(local_time_not_utc: None) -> None:
+    """Whatever the process's local time zone: an offset is converted, no offset is UTC."""
     plus_two = timezone(timedelta(hours=2))
     assert exports.instant(datetime(2026, 5, 1, 14, 30, tzinfo=plus_two)) == \
         "2026-05-01T12:30:00Z"
@@ -127,6 +147,7 @@ def test_csv_quotes_what_needs_quoting_and_ndjson_keeps_values() -> None:
 @pytest.mark.parametrize(("accept", "fmt"), [
     (None, "csv"), ("*/*", "csv"), ("text/csv", "csv"), ("application/json", "csv"),
     ("application/x-ndjson", "ndjson"), ("text/csv;q=0.5, Application/X-NDJSON; q=1", "ndjson"),
+    ("text/csv,application/x-ndjson", "ndjson"),
     ("application/x-ndjsonx", "csv")])
 def test_the_format_asked_for(accept: str | None, fmt: str) -> None:
     assert exports.negotiate(accept) == fmt
@@ -140,6 +161,9 @@ def test_the_files_name() -> None:
 
 def test_the_audited_filters_name_the_lists_parameters() -> None:
     assert exports.CallFilters().audited() == {}
+    assert exports.CallFilters(call_type="vapi.websocketCall",
+                               created_to=T0).audited() == {
+        "direction": "vapi.websocketCall", "to": "2026-05-01T12:30:00Z"}
     assert exports.CallFilters(call_type="outboundPhoneCall", status="ended", lead_id="x",
                                created_from=T0).audited() == {
         "direction": "outbound", "status": "ended", "leadId": "x",

@@ -131,8 +131,11 @@ NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     ("https://s.example/a.wav", None),
     ("https://s.example/a.wav?expires=soon", None),
     ("https://s.example/a.wav?X-Amz-Date=yesterday&X-Amz-Expires=300", None),
+    ("https://s.example/a.wav?X-Amz-Date=20261205T115500Z", None),  # no lifetime: unknown
+    ("https://s.example/a.wav?X-Amz-Expires=300", None),
 ])
-def test_url_expiry(url: str, expires: datetime | None) -> None:
+def test_url_expiry(url: str, expires: datetime | None, local_time_not_utc: None) -> None:
+    """The same instant whatever the process's local time zone (S3's date is UTC)."""
     assert url_expiry(url) == expires
 
 
