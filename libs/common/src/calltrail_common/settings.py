@@ -132,6 +132,26 @@ class Settings(BaseSettings):
     # acknowledged; past it they are handed back unacknowledged (redelivered, idempotent).
     processor_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # Outbound webhooks' dispatcher (decision 40). Targets resolving to loopback, private,
+    # link-local or other non-public addresses are refused unless this is true (tests, a
+    # receiver on the operator's own network).
+    webhooks_allow_private_targets: bool = False
+    # One attempt's whole time (connect, send, answer); a response is read up to this many
+    # bytes and no further.
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhooks_max_response_bytes: int = Field(default=65536, ge=0)
+    # Requests in flight per replica: in all, and to one endpoint (a hanging receiver holds
+    # at most its own share).
+    webhooks_concurrency: int = Field(default=256, ge=1, le=4096)
+    webhooks_endpoint_concurrency: int = Field(default=64, ge=1, le=4096)
+    # An endpoint with no success for this long is disabled (a notice on settings).
+    webhooks_disable_after_hours: float = Field(default=72.0, gt=0)
+    # How often a dispatcher looks for deliveries to publish when it found none last time.
+    webhooks_relay_idle_ms: int = Field(default=200, ge=10)
+    # The dispatcher's /healthz, /readyz and /metrics (port 0: none).
+    dispatcher_host: str = "0.0.0.0"  # noqa: S104
+    dispatcher_metrics_port: int = Field(default=9104, ge=0)
+
     # Logging.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
