@@ -64,7 +64,7 @@ def test_event_types_are_the_five_each_once_in_their_order() -> None:
         "call.ended", "lead.created")
     assert endpoints.parse_event_types(reversed(endpoints.EVENT_TYPES)) == \
         endpoints.EVENT_TYPES
-    with pytest.raises(endpoints.InvalidEndpoint, match="unknown event type 'call.started'"):
+    with pytest.raises(endpoints.InvalidEndpoint, match=r"unknown event type 'call\.started'"):
         endpoints.parse_event_types(["call.ended", "call.started"])
     with pytest.raises(endpoints.InvalidEndpoint, match="at least one"):
         endpoints.parse_event_types(["", " "])
