@@ -69,4 +69,4 @@ def _detail(text: str) -> dict[str, Any]:
     """An entry's detail; one written before `record` sent it as text is a JSON string
     holding the object."""
     detail = orjson.loads(text)
-    return orjson.loads(detail) if isinstance(detail, str) else detail  # type: ignore[no-any-return]
+    return orjson.loads(detail) if isinstance(detail, str) else detail
