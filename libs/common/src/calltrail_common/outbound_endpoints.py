@@ -211,6 +211,11 @@ _LIST_ENDPOINTS = f"""
 _GET_ENDPOINT = f"""
     SELECT {_ENDPOINT_COLUMNS} FROM outbound_endpoints e {_LAST_ATTEMPT}
     WHERE e.id = $1 AND e.org_id = $2"""  # noqa: S608 - constants only
+# Whose an endpoint or a delivery is: the CLI names them by id alone.
+_ENDPOINT_ORGANIZATION = "SELECT org_id FROM outbound_endpoints WHERE id = $1"
+_DELIVERY_ORGANIZATION = """
+    SELECT e.org_id FROM outbound_deliveries d JOIN outbound_endpoints e ON e.id = d.endpoint_id
+    WHERE d.id = $1"""
 # Creations of one organization queue behind its row, so the count stays within the bound.
 _LOCK_ORGANIZATION = "SELECT id FROM organizations WHERE id = $1 FOR UPDATE"
 _COUNT_ENDPOINTS = "SELECT count(*) FROM outbound_endpoints WHERE org_id = $1"
@@ -324,6 +329,21 @@ async def get_delivery(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID,
     when given)."""
     row = await db.fetchrow(_DELIVERY, delivery_id, org_id, endpoint_id)
     return None if row is None else _delivery(row)
+
+
+async def endpoint_organization(db: asyncpg.Connection | asyncpg.Pool,
+                                endpoint_id: uuid.UUID) -> uuid.UUID | None:
+    """The organization of the endpoint (None: no such endpoint), for the operator's CLI,
+    which names endpoints by id alone."""
+    org_id: uuid.UUID | None = await db.fetchval(_ENDPOINT_ORGANIZATION, endpoint_id)
+    return org_id
+
+
+async def delivery_organization(db: asyncpg.Connection | asyncpg.Pool,
+                                delivery_id: uuid.UUID) -> uuid.UUID | None:
+    """The organization of the delivery's endpoint (None: no such delivery)."""
+    org_id: uuid.UUID | None = await db.fetchval(_DELIVERY_ORGANIZATION, delivery_id)
+    return org_id
 
 
 # --- changes, each audited --------------------------------------------------------------
