@@ -50,6 +50,7 @@ MAX_DESCRIPTION_LENGTH = 200
 # organization cannot multiply the outbox.
 MAX_ENDPOINTS_PER_ORGANIZATION = 20
 MAX_LOG_PAGE = 100
+LAST_ATTEMPT_WINDOW = 1000  # how many of an endpoint's newest deliveries say its last attempt
 
 
 class EndpointError(ValueError):
@@ -194,17 +195,21 @@ def url_host(url: str) -> str:
 
 # --- the SQL ----------------------------------------------------------------------------
 
-# An endpoint with its latest attempted delivery (newest deliveries first, by the log's
-# index: the first attempted one is near the top).
+# An endpoint with its latest attempt: among its newest LAST_ATTEMPT_WINDOW deliveries (by
+# the log's index, so a long log costs no more), the one attempted last. A backlog of more
+# never-attempted deliveries than that shows no last attempt.
 _ENDPOINT_COLUMNS = """
     e.id, e.org_id, e.url, e.description, e.event_types, e.created_at, e.failing_since,
     e.last_success_at, e.disabled_at, e.disabled_reason,
     a.last_attempt_at, a.last_status, a.last_error"""
-_LAST_ATTEMPT = """
+_LAST_ATTEMPT = f"""
     LEFT JOIN LATERAL (
-        SELECT d.last_attempt_at, d.last_status, d.last_error FROM outbound_deliveries d
-        WHERE d.endpoint_id = e.id AND d.last_attempt_at IS NOT NULL
-        ORDER BY d.created_at DESC, d.id DESC LIMIT 1) a ON true"""
+        SELECT recent.last_attempt_at, recent.last_status, recent.last_error
+        FROM (SELECT d.last_attempt_at, d.last_status, d.last_error
+              FROM outbound_deliveries d WHERE d.endpoint_id = e.id
+              ORDER BY d.created_at DESC LIMIT {LAST_ATTEMPT_WINDOW}) recent
+        WHERE recent.last_attempt_at IS NOT NULL
+        ORDER BY recent.last_attempt_at DESC LIMIT 1) a ON true"""  # noqa: S608 - a constant
 _LIST_ENDPOINTS = f"""
     SELECT {_ENDPOINT_COLUMNS} FROM outbound_endpoints e {_LAST_ATTEMPT}
     WHERE e.org_id = $1 ORDER BY e.created_at, e.id"""  # noqa: S608 - constants only
@@ -246,16 +251,19 @@ _DELETE_ENDPOINT = """
 _REPLACE_SECRET = """
     UPDATE outbound_endpoints SET secret = $3 WHERE id = $1 AND org_id = $2
     RETURNING id"""  # noqa: S105 - SQL, not a secret
-# The log, newest first, after the keyset position ($3, $4) when one is given.
+# The log, newest first (the index outbound_deliveries_log); a later page starts strictly
+# after the keyset position ($3, $4), a statement of its own so the index seeks to it.
 _DELIVERIES_PAGE = """
     SELECT d.id, d.endpoint_id, d.event_id, ev.type AS event_type, ev.occurred_at, d.state,
            d.attempts, d.created_at, d.queued_at, d.last_attempt_at, d.last_status,
            d.last_error, d.last_latency_ms, d.delivered_at
     FROM outbound_deliveries d JOIN outbound_events ev ON ev.id = d.event_id
-    WHERE d.endpoint_id = $1
-      AND ($2::timestamptz IS NULL OR (d.created_at, d.id) < ($2, $3::uuid))
+    WHERE d.endpoint_id = $1 {after}
     ORDER BY d.created_at DESC, d.id DESC
-    LIMIT $4"""
+    LIMIT $2"""
+_DELIVERIES_FIRST_PAGE = _DELIVERIES_PAGE.format(after="")
+_DELIVERIES_AFTER = _DELIVERIES_PAGE.format(
+    after="AND d.created_at <= $3 AND (d.created_at, d.id) < ($3, $4::uuid)")
 _DELIVERY = """
     SELECT d.id, d.endpoint_id, d.event_id, ev.type AS event_type, ev.occurred_at, d.state,
            d.attempts, d.created_at, d.queued_at, d.last_attempt_at, d.last_status,
@@ -316,9 +324,9 @@ async def deliveries(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID,
     endpoint."""
     if await get_endpoint(db, org_id, endpoint_id) is None:
         return None
-    created_at, delivery_id = after if after is not None else (None, None)
-    rows = await db.fetch(_DELIVERIES_PAGE, endpoint_id, created_at, delivery_id,
-                          max(1, min(limit, MAX_LOG_PAGE + 1)))
+    bounded = max(1, min(limit, MAX_LOG_PAGE + 1))
+    rows = await (db.fetch(_DELIVERIES_FIRST_PAGE, endpoint_id, bounded) if after is None
+                  else db.fetch(_DELIVERIES_AFTER, endpoint_id, bounded, *after))
     return [_delivery(r) for r in rows]
 
 
