@@ -62,6 +62,9 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
     await api.connection.execute(
         "INSERT INTO daily_stats_shards (org_id, day, calls, inbound, new_leads)"
         " VALUES ($1, $2, 3, 3, 1)", tenant.org_id, now.date())
+    chosen = await tenant.client.put("/api/success-measure", json={
+        "kind": "output", "sourceId": f"so-{marker}"})
+    assert chosen.status_code == 200, chosen.text
     vapi_key = f"vapi-key-{marker}"
     account = fake.add_account(vapi_key, phone_numbers=1)
     connected = await tenant.client.post("/api/vapi/connect", json={"apiKey": vapi_key})
@@ -69,7 +72,7 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
     sync_id = connected.json()["syncId"]
     secrets = [*call_ids, str(lead_id), sync_id, number, number.lstrip("+"), person, email,
                f"transcript{marker}", f"summary{marker}", marker, account.org_id,
-               str(tenant.org_id), tenant.token, vapi_key]
+               str(tenant.org_id), tenant.token, vapi_key, f"so-{marker}"]
     return Seeded(tenant, vapi_key, call_ids, lead_id, sync_id, secrets)
 
 
@@ -167,6 +170,10 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     assert status["connected"] is True
     for call_id in owner.call_ids:
         assert (await owner.tenant.client.get(f"/api/calls/{call_id}")).status_code == 200
+    # The intruder's PUT and DELETE /api/success-measure changed the intruder's measure.
+    measure = (await owner.tenant.client.get("/api/success-measure")).json()["measure"]
+    chosen = next(s for s in owner.secrets if s.startswith("so-"))
+    assert measure == {"kind": "output", "sourceId": chosen, "passMark": None}
 
     captured = capfd.readouterr()
     logs = captured.out + captured.err

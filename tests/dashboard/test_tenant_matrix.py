@@ -55,6 +55,9 @@ ROUTES: dict[tuple[str, str], Action | str] = {
     ("POST", "/settings/tokens"): Action.MANAGE_TOKENS,
     ("POST", "/settings/tokens/{token_id}/revoke"): Action.MANAGE_TOKENS,
     ("GET", "/settings/audit"): Action.READ_AUDIT,
+    ("GET", "/settings/success"): Action.READ,
+    ("POST", "/settings/success"): Action.SET_SUCCESS_MEASURE,
+    ("POST", "/settings/success/clear"): Action.SET_SUCCESS_MEASURE,
     ("POST", "/switch"): Action.READ,
     ("GET", "/clients"): AGENCY,
     ("GET", "/brand/{name}"): PUBLIC,
@@ -100,7 +103,7 @@ def _form(csrf: str, org_id: uuid.UUID, target: uuid.UUID) -> dict[str, str]:
     """Every field any form takes, naming this organization's things."""
     return {"csrf": csrf, "apiKey": "not-a-key", "email": PENDING,
             "role": "viewer", "user": str(target), "org": str(org_id), "name": "matrix",
-            "overlapHours": "24"}
+            "overlapHours": "24", "source": "output:matrix-output"}
 
 
 async def _request(client: httpx.AsyncClient, method: str, path: str, form: dict[str, str]
@@ -193,6 +196,8 @@ async def _state_of(dashboard: Dashboard, org_id: uuid.UUID) -> tuple[object, ..
         await connection.fetchval(
             "SELECT count(*) FROM user_links WHERE org_id = $1 AND used_at IS NULL "
             "AND expires_at > now()", org_id),
+        await connection.fetchrow("SELECT kind, source_id, pass_mark FROM success_measures"
+                                  " WHERE org_id = $1", org_id),
     )
 
 

@@ -1,7 +1,8 @@
 """Who may do what in an organization: the roles and what each allows. Pure.
 
 owner: everything (people of any role, clients, markup, branding, the webhook secret).
-admin: the Vapi key, API tokens and people up to admin; sees secrets and the audit log.
+admin: the Vapi key, API tokens, people up to admin and what counts as a call's success;
+sees secrets and the audit log.
 viewer: reads; never sees a secret (webhook secret, new tokens, invitation links of others).
 
 A member of an agency has the same role in each of its client organizations
@@ -30,6 +31,7 @@ class Action(StrEnum):
     MANAGE_CLIENTS = "manage_clients"    # an agency's clients, markup, branding
     EXPORT = "export"
     READ_AUDIT = "read_audit"            # the audit log: who did what, with people's emails
+    SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -41,6 +43,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_TOKENS: "admin",
     Action.READ_AUDIT: "admin",
     Action.MANAGE_PEOPLE: "admin",
+    Action.SET_SUCCESS_MEASURE: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

@@ -105,6 +105,20 @@ CALL_OUTCOMES = """
     WHERE org_id = $1 AND day BETWEEN $2 AND $3
     GROUP BY outcome_key, ended_reason, success_evaluation"""
 
+# The organization's success measure and what the calls of the range that carry its source
+# say (migration 0014): no row without a measure, one with NULL calls when no call has it.
+# Read with the figures, never baked into them, so a new choice applies to every past day.
+SUCCESS_SIGNALS = """
+    SELECT m.kind, m.source_id, m.pass_mark, s.value, s.success_evaluation, s.calls
+    FROM success_measures m
+    LEFT JOIN LATERAL (
+        SELECT g.value, g.success_evaluation, sum(g.calls)::bigint AS calls
+        FROM daily_success_signals g
+        WHERE g.org_id = m.org_id AND g.day BETWEEN $2 AND $3
+          AND g.kind = m.kind AND g.source_id = m.source_id
+        GROUP BY g.signal_key, g.value, g.success_evaluation) s ON true
+    WHERE m.org_id = $1"""
+
 ASSISTANTS = """
     SELECT assistant_id, sum(calls) AS calls, sum(duration_seconds) AS seconds,
            sum(cost) AS cost
@@ -175,6 +189,10 @@ class Repository:
     async def call_outcomes(self, org_id: uuid.UUID, start: date, end: date
                             ) -> list[asyncpg.Record]:
         return await self._pool.fetch(CALL_OUTCOMES, org_id, start, end)
+
+    async def success_signals(self, org_id: uuid.UUID, start: date, end: date
+                              ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(SUCCESS_SIGNALS, org_id, start, end)
 
     async def assistants(self, org_id: uuid.UUID, start: date, end: date, limit: int
                          ) -> list[asyncpg.Record]:
