@@ -204,3 +204,23 @@ def test_success_counts_take_calls_with_the_source_out_of_the_evaluations() -> N
     scores = [(Decimal(90), "false", 2), (Decimal("79.99"), "true", 1)]
     assert success_counts(outcomes, scores, measure_of("scorecard", QA, 80)) == (8, 6)
     assert success_counts([], [], measure_of("scorecard", QA)) == (0, 0)
+
+
+async def test_an_agencys_roll_up_counts_each_client_by_its_own_measure(api: RunningApi
+                                                                       ) -> None:
+    from calltrail_common.agencies import create_agency, create_client
+
+    agency = await create_agency(api.connection, "Agency")
+    measured = await create_client(api.connection, agency.org_id, "Measured")
+    plain = await create_client(api.connection, agency.org_id, "Plain")
+    await _processed(api, measured.org_id, CALLS)
+    await _processed(api, plain.org_id, [_call(n, booked=True, score=10, evaluation="false")
+                                         for n in (11, 12)])
+    client = api.client(measured.api_token)
+    await client.put("/api/success-measure", json={"kind": "output", "sourceId": BOOKED})
+    rollup = (await api.client(agency.api_token).get("/api/clients/overview",
+                                                     params=RANGE)).json()
+    rates = {c["name"]: (c["successRate"], c["evaluatedCalls"]) for c in rollup["clients"]}
+    assert rates == {"Measured": (0.75, 4), "Plain": (0.0, 2)}
+    assert rates["Measured"] == await _rate(client)
+    assert (rollup["totals"]["successRate"], rollup["totals"]["evaluatedCalls"]) == (0.5, 6)

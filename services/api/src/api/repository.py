@@ -137,12 +137,17 @@ COST_COMPONENTS = """
     GROUP BY part.key"""
 
 # An agency's roll-up in one query: each client's sums over the daily figures its overview
-# reads, and its evaluations (verdicts with their calls; `api.rollup` reads the verdicts).
+# reads, its evaluations (verdicts with their calls), and its success measure with what the
+# calls carrying its source say (as SUCCESS_SIGNALS); `api.rollup` counts them.
 CLIENT_FIGURES = """
     SELECT o.id, o.name, o.markup_percent,
            coalesce(s.calls, 0) AS calls, coalesce(s.seconds, 0) AS seconds,
            coalesce(s.cost, 0) AS cost, coalesce(s.new_leads, 0) AS new_leads,
-           coalesce(e.verdicts, '{}') AS verdicts, coalesce(e.counts, '{}') AS verdict_calls
+           coalesce(e.verdicts, '{}') AS verdicts, coalesce(e.counts, '{}') AS verdict_calls,
+           m.kind AS measure_kind, m.source_id AS measure_source_id, m.pass_mark,
+           coalesce(g.values, '{}') AS signal_values,
+           coalesce(g.evaluations, '{}') AS signal_evaluations,
+           coalesce(g.counts, '{}') AS signal_calls
     FROM organizations o
     LEFT JOIN LATERAL (
         SELECT sum(d.calls)::bigint AS calls, sum(d.duration_seconds) AS seconds,
@@ -155,6 +160,15 @@ CLIENT_FIGURES = """
               WHERE c.org_id = o.id AND c.day BETWEEN $2 AND $3
                 AND c.success_evaluation IS NOT NULL
               GROUP BY c.success_evaluation) v) e ON true
+    LEFT JOIN success_measures m ON m.org_id = o.id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(x.value) AS values, array_agg(x.success_evaluation) AS evaluations,
+               array_agg(x.calls) AS counts
+        FROM (SELECT s.value, s.success_evaluation, sum(s.calls)::bigint AS calls
+              FROM daily_success_signals s
+              WHERE s.org_id = o.id AND s.day BETWEEN $2 AND $3
+                AND s.kind = m.kind AND s.source_id = m.source_id
+              GROUP BY s.signal_key, s.value, s.success_evaluation) x) g ON true
     WHERE o.agency_id = $1
     ORDER BY lower(o.name), o.id"""
 
