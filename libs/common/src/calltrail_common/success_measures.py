@@ -86,13 +86,13 @@ CHOOSE = """
 CLEAR = "DELETE FROM success_measures WHERE org_id = $1"
 
 # The boolean outputs and scorecards of the organization's newest calls, by name: what the
-# settings page offers. Newest first over calls_org_created; a source seen under several
-# names is listed under its newest.
+# settings page offers. The newest $2 calls over calls_org_created (a bounded read, however
+# many calls have none); a source seen under several names is listed under its newest.
 RECENT_SOURCES = """
     WITH recent AS (
         SELECT c.created_at, c.id, c.structured_outputs, c.scorecards FROM calls c
-        WHERE c.org_id = $1 AND (c.structured_outputs IS NOT NULL OR c.scorecards IS NOT NULL)
-        ORDER BY c.created_at DESC NULLS LAST, c.id DESC LIMIT $2
+        WHERE c.org_id = $1
+        ORDER BY c.created_at DESC, c.id DESC LIMIT $2
     ), seen AS (
         SELECT 'output' AS kind, o.key AS source_id, o.value ->> 'name' AS name,
                r.created_at, r.id
@@ -107,8 +107,8 @@ RECENT_SOURCES = """
     )
     SELECT DISTINCT ON (kind, source_id) kind, source_id, name FROM seen
     WHERE length(source_id) BETWEEN 1 AND 255
-    ORDER BY kind, source_id, created_at DESC NULLS LAST, id DESC"""
-RECENT_CALLS = 500
+    ORDER BY kind, source_id, created_at DESC NULLS FIRST, id DESC"""
+RECENT_CALLS = 1000
 
 
 async def find(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID

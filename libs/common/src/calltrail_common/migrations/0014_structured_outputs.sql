@@ -31,6 +31,10 @@ CREATE TABLE daily_success_signal_shards (
     PRIMARY KEY (org_id, day, signal_key, shard)
 );
 
+-- The overview reads one source's rows over a range (api.repository.SUCCESS_SIGNALS).
+CREATE INDEX daily_success_signals_by_source
+    ON daily_success_signal_shards (org_id, kind, source_id, day);
+
 CREATE VIEW daily_success_signals AS
 SELECT org_id, day, signal_key, kind, source_id, value, success_evaluation,
        sum(calls)::integer AS calls
