@@ -94,9 +94,10 @@ class Outbox:
         async with self.connection.transaction():
             await self.connection.executemany(
                 "INSERT INTO outbound_events (id, org_id, type, occurred_at, data) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "VALUES ($1, $2, $3, $4, $5::text::jsonb)",  # with or without a jsonb codec
                 [(event_id, self.org_id, event_type, occurred,
-                  {"callId": f"call-{index}", "n": index}) for index, event_id in enumerate(ids)])
+                  json.dumps({"callId": f"call-{index}", "n": index}))
+                 for index, event_id in enumerate(ids)])
             await self.connection.executemany(
                 "INSERT INTO outbound_deliveries (endpoint_id, event_id) VALUES ($1, $2)",
                 [(endpoint_id, event_id) for event_id in ids for endpoint_id in endpoints])
