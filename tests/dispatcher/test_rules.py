@@ -212,6 +212,18 @@ async def test_an_endpoint_has_at_most_its_slots_and_a_late_one_gives_up() -> No
     assert slots._slots == {}  # nothing kept for endpoints with no attempts
 
 
+async def test_no_more_wait_for_an_endpoints_slots_than_it_has() -> None:
+    slots = EndpointSlots(2)
+    assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
+    waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert not await slots.acquire(ENDPOINT, 5)  # a third waiter is turned away at once
+    slots.release(ENDPOINT)
+    slots.release(ENDPOINT)
+    assert await asyncio.gather(*waiting) == [True, True]
+    assert await slots.acquire(uuid.uuid4(), 0)
+
+
 async def test_the_endpoint_cache_reads_once_per_ttl_and_shares_a_read() -> None:
     now = [0.0]
     reads: list[uuid.UUID] = []
