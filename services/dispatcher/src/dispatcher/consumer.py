@@ -59,6 +59,11 @@ class AttemptFailed(Exception):
     """A failed attempt, as the retry and dead-letter headers name it."""
 
 
+class SettlementFailed(Exception):
+    """The broker did not take a settlement (an ack, a retry, a dead letter): the link is
+    renewed and the message, unacknowledged, is delivered again."""
+
+
 class EndpointSlots:
     """At most `per_endpoint` attempts in flight to one endpoint, and at most as many
     deliveries waiting for one of them: a receiver that hangs holds no more than twice its
@@ -135,7 +140,8 @@ class Consumption:
     settlement: Settlement
     queue: str
     prefetch: int
-    failed: asyncio.Future[None] = field(
+    # Resolves with the error's name when a settlement failed.
+    failed: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
     _handling: set[asyncio.Task[None]] = field(default_factory=set)
     _tag: str | None = None
@@ -158,7 +164,7 @@ class Consumption:
         error = task.exception()
         if not self.failed.done():  # the broker refused a settlement: renew the link
             log.warning("settlement_failed", error=type(error).__name__)
-            self.failed.set_exception(AttemptFailed(type(error).__name__))
+            self.failed.set_result(type(error).__name__)
 
     async def finish(self, grace_seconds: float) -> None:
         """No more messages; the attempts in flight get `grace_seconds` to end and be
@@ -175,8 +181,6 @@ class Consumption:
         for task in self._handling:
             task.cancel()
         await asyncio.gather(*self._handling, return_exceptions=True)
-        if self.failed.done() and not self.failed.cancelled():
-            self.failed.exception()  # seen
         self.failed.cancel()
 
     # -- one message -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from calltrail_common.settings import Settings
 from calltrail_common.settlement import Settlement
 from calltrail_common.topology import DISPATCHER, Topology
 from dispatcher import repository
-from dispatcher.consumer import Consumption, EndpointSlots, Senders
+from dispatcher.consumer import Consumption, EndpointSlots, Senders, SettlementFailed
 from dispatcher.endpoints import EndpointCache
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.recorder import OutcomeRecorder
@@ -139,10 +139,12 @@ class Dispatcher:
             waiting: list[asyncio.Future[Any]] = [relay, consumption.failed, stopping]
             await asyncio.wait(waiting,
                                return_when=asyncio.FIRST_COMPLETED)
-            for ended in (relay, consumption.failed):
-                error = ended.exception() if ended.done() and not ended.cancelled() else None
-                if error is not None:
-                    raise error  # the broker failed: a new link
+            # The broker failed: a new link.
+            error = relay.exception() if relay.done() and not relay.cancelled() else None
+            if error is not None:
+                raise error
+            if consumption.failed.done():
+                raise SettlementFailed(consumption.failed.result())
         finally:
             self._consuming = False
             self.metrics.broker_connected.set(0)
