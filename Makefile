@@ -44,7 +44,8 @@ chaos: install services  ## faults under load, one at a time (root: spool-full m
 	$(VENV)/bin/python -m chaos
 
 DEPTRY_MODULES := calltrail-ingest=ingest,calltrail-admin=admin,calltrail-api=api,$\
-calltrail-call-processor=call_processor,calltrail-metrics-sync=metrics_sync
+calltrail-call-processor=call_processor,calltrail-metrics-sync=metrics_sync,$\
+calltrail-dispatcher=dispatcher
 lint: install  ## ruff, mypy (strict on the domain rules: see pyproject.toml), deptry (below)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

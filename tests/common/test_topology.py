@@ -10,7 +10,13 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from calltrail_common.envelope import EventEnvelope
-from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
+from calltrail_common.topology import (
+    CALL_PROCESSOR,
+    DISPATCHER,
+    WEBHOOK_DELIVERY_ROUTING_KEY,
+    Topology,
+    declare_topology,
+)
 from tests.conftest import AMQP_URL
 
 
@@ -93,3 +99,42 @@ async def test_a_partition_gives_its_events_to_one_consumer_at_a_time(
         assert (len(received["first"]), len(received["second"])) == (10, 5)
     finally:
         await connection.close()
+
+
+async def test_shortened_retry_delays_have_queues_of_their_own_beside_the_usual_ones(
+        channel: AbstractChannel, topology: Topology) -> None:
+    """A test's dispatcher retries after milliseconds on the same prefix as processes that
+    declare the usual delays: the queues are named by their delay, so neither declaration
+    clashes with the other, and a delivery comes back to the dispatcher's queue."""
+    shortened = topology.with_retry_delays(DISPATCHER, (50, 80))
+    assert shortened.consumer(DISPATCHER).retry_delays_ms == (50, 80)
+    assert shortened.consumer(CALL_PROCESSOR) == CALL_PROCESSOR
+    assert topology.consumer(DISPATCHER) == DISPATCHER  # the usual ones, unchanged
+    await declare_topology(channel, shortened)  # beside the usual declaration: no clash
+    try:
+        webhooks = await channel.get_exchange(topology.webhooks_exchange)
+        await webhooks.publish(aio_pika.Message(b"{}", message_id="d1"),
+                               WEBHOOK_DELIVERY_ROUTING_KEY, mandatory=True)
+        queue = await channel.get_queue(topology.queue(DISPATCHER))
+        message = await _get(queue)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", message_id="d1"),
+            shortened.retry_queue(DISPATCHER, 50), mandatory=True)
+        await message.ack()
+        assert (await _get(queue)).message_id == "d1"  # back after its 50 ms
+    finally:
+        for delay in (50, 80):
+            await channel.queue_delete(shortened.retry_queue(DISPATCHER, delay))
+    with pytest.raises(ValueError, match="positive"):
+        topology.with_retry_delays(DISPATCHER, (0,))
+    assert set(shortened.all_queues()) - set(topology.all_queues()) == {
+        shortened.retry_queue(DISPATCHER, 50), shortened.retry_queue(DISPATCHER, 80)}
+
+
+async def _get(queue: aio_pika.abc.AbstractQueue) -> AbstractIncomingMessage:
+    for _ in range(100):
+        message = await queue.get(fail=False)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing arrived on {queue.name}")

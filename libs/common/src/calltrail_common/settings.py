@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     webhooks_disable_after_hours: float = Field(default=72.0, gt=0)
     # How often a dispatcher looks for deliveries to publish when it found none last time.
     webhooks_relay_idle_ms: int = Field(default=200, ge=10)
+    # Milliseconds between a failed attempt and the next, comma-separated; after the last,
+    # the dead-letter queue. Empty: the topology's (5 s doubling-ish to 10 h, about a day).
+    # Tests shorten them; each delay has a queue of its own, so the usual ones stay.
+    webhooks_retry_delays_ms: Annotated[tuple[int, ...], NoDecode] = ()
     # The dispatcher's /healthz, /readyz and /metrics (port 0: none).
     dispatcher_host: str = "0.0.0.0"  # noqa: S104
     dispatcher_metrics_port: int = Field(default=9104, ge=0)
@@ -162,6 +166,20 @@ class Settings(BaseSettings):
         # A comma-separated list, so a secret can be rotated without downtime.
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhooks_retry_delays_ms", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhooks_retry_delays_ms")
+    @classmethod
+    def _positive_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every delay must be a positive number of milliseconds")
         return value
 
     @field_validator("log_level", "log_format", mode="before")

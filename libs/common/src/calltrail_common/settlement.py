@@ -6,7 +6,8 @@
   queue when the delay is over), then the message is acknowledged; past the last delay it
   is dead-lettered with the error as its reason;
 - can never be processed (`dead_letter`): a copy goes to the dead-letter queue with the
-  reason in a header, then the message is acknowledged.
+  reason in a header, then the message is acknowledged;
+- not tried now (`defer`): a copy goes through the shortest retry delay, no retry counted.
 
 A copy is published on a confirming channel and the original acknowledged only after the
 broker confirmed the copy, so a crash in between leaves a duplicate (harmless: processing
@@ -107,7 +108,7 @@ class Settlement:
                  consumer: ConsumerQueue) -> None:
         self._publisher = publisher
         self._topology = topology
-        self._consumer = consumer
+        self._consumer = topology.consumer(consumer)  # its retry delays as declared
 
     async def dead_letter(self, message: Delivered, reason: str, *,
                           log_reason: str | None = None) -> None:
@@ -142,6 +143,16 @@ class Settlement:
                     message_id=message_id(message), retries=retries + 1,
                     delay_ms=delays[retries], error=type(error).__name__)
         return True
+
+    async def defer(self, message: Delivered) -> None:
+        """Send `message` through the shortest retry delay without counting a retry (it was
+        not tried: the dispatcher's slots for its endpoint were full), then ack it."""
+        delay_ms = self._consumer.retry_delays_ms[0]
+        await self._publisher.default_exchange.publish(
+            _copy(message, dict(message.headers or {})),
+            routing_key=self._topology.retry_queue(self._consumer, delay_ms),
+            mandatory=True, timeout=BROKER_CALL_TIMEOUT_SECONDS)
+        await ack(message)
 
 
 class AckCursor:

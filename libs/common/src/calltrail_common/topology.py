@@ -6,6 +6,10 @@
     {prefix}.dlx         direct exchange that dead letters land on.
     {prefix}.commands    topic exchange for commands to a service, e.g. `command.sync-now`
                          (a "sync now" request for metrics-sync).
+    {prefix}.webhooks    direct exchange of outbound webhook deliveries: the dispatcher's
+                         relay publishes each delivery to send with `webhook.delivery`
+                         (decision 40), and its senders consume them from
+                         {prefix}.dispatcher, retrying over about a day.
 
 Each consumer owns a `ConsumerQueue`:
 
@@ -32,6 +36,10 @@ A partitioned consumer (the call processor) reads N partition queues instead of 
                                      publisher) goes to {prefix}.<name>, the overflow queue
                                      every replica consumes, as retries do.
 
+A consumer's retry delays may be replaced for one topology (`Topology.with_retry_delays`:
+tests shorten the dispatcher's day of retries to seconds). Retry queues are named by their
+delay, so shortened ones never clash with the usual ones under the same prefix.
+
 Every process calls `declare_topology` at start: declaring what exists with the same
 arguments is a no-op, so any number of replicas may do it at once. It also removes the
 bindings of the overflow queue to the events exchange that an older topology made (events
@@ -40,7 +48,7 @@ then went straight to it), so an upgraded broker routes to the partitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -49,6 +57,8 @@ from aiormq.abc import FieldValue
 EVENTS_EXCHANGE = "events"
 DEAD_LETTER_EXCHANGE = "dlx"
 COMMANDS_EXCHANGE = "commands"
+WEBHOOKS_EXCHANGE = "webhooks"
+WEBHOOK_DELIVERY_ROUTING_KEY = "webhook.delivery"
 SYNC_NOW_ROUTING_KEY = "command.sync-now"
 SNAPSHOT_ROUTING_KEY = "sync.call-snapshot"  # a call as Vapi's API returns it (snapshots.py)
 # The header the partitions exchange routes on (no `x-`: headers exchanges ignore those).
@@ -67,6 +77,7 @@ class ConsumerQueue:
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
     exchange: str = EVENTS_EXCHANGE  # the exchange the binding keys are on
     partitions: int = 0  # > 0: partition queues with a single active consumer each
+    dead_letter_ttl_ms: int | None = None  # None: dead letters stay until replayed or purged
 
 
 # Every consumer of the system, in one visible list. The processor's partition count bounds
@@ -78,7 +89,16 @@ CALL_PROCESSOR = ConsumerQueue(name="call-processor",
 METRICS_SYNC_COMMANDS = ConsumerQueue(name="metrics-sync.commands",
                                       binding_keys=(SYNC_NOW_ROUTING_KEY,),
                                       retry_delays_ms=(1_000, 5_000), exchange=COMMANDS_EXCHANGE)
-CONSUMERS: tuple[ConsumerQueue, ...] = (CALL_PROCESSOR, METRICS_SYNC_COMMANDS)
+# Outbound webhooks: a receiver that fails is tried again after each delay, 5 s to 10 h, about
+# 26 hours in all, then the delivery is dead-lettered (and marked 'dead'). Its dead letters
+# are kept a week, for reading: the delivery log holds the truth and "send again" publishes
+# a delivery anew, so nothing replays them.
+DISPATCHER = ConsumerQueue(name="dispatcher", binding_keys=(WEBHOOK_DELIVERY_ROUTING_KEY,),
+                           exchange=WEBHOOKS_EXCHANGE, dead_letter_ttl_ms=7 * 86_400_000,
+                           retry_delays_ms=(5_000, 30_000, 120_000, 600_000, 1_800_000,
+                                            3_600_000, 7_200_000, 14_400_000, 28_800_000,
+                                            36_000_000))
+CONSUMERS: tuple[ConsumerQueue, ...] = (CALL_PROCESSOR, METRICS_SYNC_COMMANDS, DISPATCHER)
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,27 @@ class Topology:
     """Names of everything under one prefix."""
 
     prefix: str
+    # (consumer name, retry delays) replacing a consumer's own: `with_retry_delays`.
+    retry_delays_ms: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def with_retry_delays(self, consumer: ConsumerQueue, delays_ms: tuple[int, ...]
+                          ) -> Topology:
+        """This topology with `consumer` retried after `delays_ms` instead of its own."""
+        if not delays_ms or any(delay <= 0 for delay in delays_ms):
+            raise ValueError("retry delays must be positive milliseconds, at least one")
+        others = tuple(item for item in self.retry_delays_ms if item[0] != consumer.name)
+        return replace(self, retry_delays_ms=(*others, (consumer.name, tuple(delays_ms))))
+
+    def consumer(self, consumer: ConsumerQueue) -> ConsumerQueue:
+        """`consumer` as this topology declares it (its retry delays may be replaced)."""
+        for name, delays in self.retry_delays_ms:
+            if name == consumer.name:
+                return replace(consumer, retry_delays_ms=delays)
+        return consumer
+
+    @property
+    def consumers(self) -> tuple[ConsumerQueue, ...]:
+        return tuple(self.consumer(consumer) for consumer in CONSUMERS)
 
     @property
     def events_exchange(self) -> str:
@@ -98,6 +139,10 @@ class Topology:
     @property
     def commands_exchange(self) -> str:
         return f"{self.prefix}.{COMMANDS_EXCHANGE}"
+
+    @property
+    def webhooks_exchange(self) -> str:
+        return f"{self.prefix}.{WEBHOOKS_EXCHANGE}"
 
     def exchange(self, name: str) -> str:
         return f"{self.prefix}.{name}"
@@ -130,7 +175,7 @@ class Topology:
 
     def all_queues(self) -> list[str]:
         names = []
-        for consumer in CONSUMERS:
+        for consumer in self.consumers:
             names.extend(self.work_queues(consumer))
             names.extend(self.retry_queue(consumer, d) for d in consumer.retry_delays_ms)
             names.append(self.dead_letter_queue(consumer))
@@ -141,7 +186,7 @@ class Topology:
                        for name in (self.partitions_exchange(consumer),
                                     self.unpartitioned_exchange(consumer))]
         return [self.events_exchange, self.dead_letter_exchange, self.commands_exchange,
-                *partitioned]
+                self.webhooks_exchange, *partitioned]
 
 
 def _quorum(topology: Topology, consumer: ConsumerQueue, **extra: FieldValue
@@ -162,8 +207,12 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     commands = await channel.declare_exchange(
         topology.commands_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    exchanges = {EVENTS_EXCHANGE: events, COMMANDS_EXCHANGE: commands}
-    for consumer in CONSUMERS:
+    webhooks = await channel.declare_exchange(
+        topology.webhooks_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    exchanges = {EVENTS_EXCHANGE: events, COMMANDS_EXCHANGE: commands,
+                 WEBHOOKS_EXCHANGE: webhooks}
+    for consumer in topology.consumers:
         main_name = topology.queue(consumer)
         main = await channel.declare_queue(main_name, durable=True,
                                            arguments=_quorum(topology, consumer))
@@ -185,11 +234,11 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
                     "x-dead-letter-routing-key": main_name,
                 },
             )
+        dlq_arguments: dict[str, FieldValue] = {"x-queue-type": "quorum"}
+        if consumer.dead_letter_ttl_ms is not None:
+            dlq_arguments["x-message-ttl"] = consumer.dead_letter_ttl_ms
         dlq = await channel.declare_queue(
-            topology.dead_letter_queue(consumer),
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
+            topology.dead_letter_queue(consumer), durable=True, arguments=dlq_arguments)
         await dlq.bind(dlx, routing_key=main_name)
     return events
 

@@ -2,6 +2,8 @@
 services against, so that none of them copies it and none imports another's.
 
     fake_vapi     the Vapi REST API, served for real over HTTP (`python -m ...fake_vapi`)
+    webhook_receiver  a receiver of outbound webhooks: records, verifies, misbehaves on
+                  request (`python -m ...webhook_receiver`)
     vapi_sender   Vapi's side of a webhook: raw HTTP/1.1 requests and an open-loop sender
                   that retries with a back-off plan like Vapi's
     lifecycles    Vapi call lifecycles: seeded traffic, and hypothesis strategies

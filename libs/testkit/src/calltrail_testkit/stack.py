@@ -5,8 +5,8 @@ database, organizations, the services as processes, and events published as inge
 `calltrail_bench_<id>` (migrated with `calltrail_common.db.migrate`), and removes both on
 exit, with the processes it started and its temp dir. Every service is started one way:
 `stack.ingest()`, `stack.processor()`, `stack.metrics_sync()`, `stack.api()`,
-`stack.fake_vapi()`, or `stack.service()` for any other command, each with the stack's
-environment.
+`stack.dispatcher()`, `stack.fake_vapi()`, or `stack.service()` for any other command, each
+with the stack's environment.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from calltrail_common.organizations import create_organization
 from calltrail_common.phone_numbers import register
 from calltrail_common.topology import (
     CALL_PROCESSOR,
+    DISPATCHER,
     Topology,
     declare_topology,
     delete_topology,
@@ -94,6 +95,8 @@ class Stack:
         self.database = f"calltrail_bench_{bench_id}"
         self.database_url = f"{POSTGRES_URL}/{self.database}"
         self.topology = Topology(self.prefix)
+        # With a dispatcher's shortened retry delays: their queues are deleted too.
+        self._topologies: list[Topology] = [self.topology]
         self.workdir = Path(tempfile.mkdtemp(prefix="calltrail-bench-"))
         self.servers: list[Server] = []
         self._connection: aio_pika.abc.AbstractConnection | None = None
@@ -130,7 +133,8 @@ class Stack:
         assert self._connection is not None
         try:
             channel = await self._connection.channel()
-            await delete_topology(channel, self.topology)
+            for topology in self._topologies:
+                await delete_topology(channel, topology)
         finally:
             await self._connection.close()
 
@@ -295,6 +299,37 @@ class Stack:
         return self.service(name, [_script("calltrail-metrics-sync")], env={
             "ENCRYPTION_KEY": encryption_key, "VAPI_API_BASE_URL": vapi_base_url,
             "SYNC_CONCURRENCY": str(concurrency), "METRICS_SYNC_METRICS_PORT": "0"})
+
+    def dispatcher(self, name: str, *, retry_delays_ms: Sequence[int] = (),
+                   allow_private_targets: bool = True, metrics_port: int = 0,
+                   env: dict[str, str] | None = None) -> Server:
+        """A `calltrail-dispatcher` process (no probe port unless given, so replicas never
+        collide on one). It may send to loopback (the test kit's receiver) unless told not
+        to; `retry_delays_ms` shortens its day of retries (WEBHOOKS_RETRY_DELAYS_MS)."""
+        settings = {"DISPATCHER_METRICS_PORT": str(metrics_port),
+                    "WEBHOOKS_ALLOW_PRIVATE_TARGETS": str(allow_private_targets).lower()}
+        if retry_delays_ms:
+            settings["WEBHOOKS_RETRY_DELAYS_MS"] = ",".join(str(d) for d in retry_delays_ms)
+            self._topologies.append(
+                self.topology.with_retry_delays(DISPATCHER, tuple(retry_delays_ms)))
+        return self.service(name, [_script("calltrail-dispatcher")], port=metrics_port,
+                            env={**settings, **(env or {})})
+
+    async def add_webhook_endpoint(self, org_id: str | uuid.UUID, url: str, secret: str, *,
+                                   event_types: Sequence[str] = ("call.ended", "call.updated",
+                                                                 "lead.created",
+                                                                 "lead.updated")) -> uuid.UUID:
+        """An outbound webhook endpoint of the organization, as the management screens add
+        one (`secret`: a `whsec_` secret); its id."""
+        connection = await self.db()
+        try:
+            endpoint_id: uuid.UUID = await connection.fetchval(
+                "INSERT INTO outbound_endpoints (org_id, url, event_types, secret) "
+                "VALUES ($1, $2, $3, $4) RETURNING id",
+                uuid.UUID(str(org_id)), url, list(event_types), secret)
+        finally:
+            await connection.close()
+        return endpoint_id
 
     def ingest(self, *, shared_secret: str) -> Server:
         """A `calltrail-ingest` process on a free port."""
