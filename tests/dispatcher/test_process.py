@@ -10,13 +10,14 @@ import uuid
 
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.webhook_receiver import WebhookReceiver
+from tests.conftest import AMQP_URL
 from tests.support.dispatcher import Outbox, new_secret
 from tests.support.processor import eventually
 
 
 async def test_a_killed_dispatcher_is_replaced_and_nothing_is_lost(
         receiver: WebhookReceiver) -> None:
-    async with Stack() as stack:
+    async with Stack(amqp_url=AMQP_URL) as stack:
         [org] = await stack.create_organizations(1)
         secret = new_secret()
         endpoint = await stack.add_webhook_endpoint(org.org_id, receiver.url("hooks"), secret)

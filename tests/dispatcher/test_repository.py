@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Callable
 
 import aio_pika
 import asyncpg
+import pytest
 
 from calltrail_common import db
 from calltrail_common.topology import DISPATCHER, Topology, declare_topology
@@ -19,13 +21,16 @@ from dispatcher.relay import Relay
 from tests.conftest import AMQP_URL
 from tests.support.dispatcher import Outbox
 
-NOW = dt.datetime.now(dt.UTC)
 OK = Answer(200, None, 10)
 FAILED = Answer(500, "HTTP 500", 10)
+Ago = Callable[[float], dt.datetime]
 
 
-def ago(minutes: float) -> dt.datetime:
-    return NOW - dt.timedelta(minutes=minutes)
+@pytest.fixture
+def ago() -> Ago:
+    """Minutes before the test began (the SQL compares with the database's now())."""
+    now = dt.datetime.now(dt.UTC)
+    return lambda minutes: now - dt.timedelta(minutes=minutes)
 
 
 async def _record(outbox: Outbox, endpoint: uuid.UUID, delivery: uuid.UUID,
@@ -43,7 +48,7 @@ async def _health(outbox: Outbox, endpoint: uuid.UUID) -> tuple[object, object]:
 
 
 async def test_an_endpoint_fails_since_its_first_failure_after_its_last_success(
-        outbox: Outbox) -> None:
+        outbox: Outbox, ago: Ago) -> None:
     endpoint, _ = await outbox.endpoint("https://example.com/hook")
     await outbox.events([endpoint], 1)
     [row] = await outbox.deliveries(endpoint)
@@ -67,7 +72,7 @@ async def test_an_endpoint_fails_since_its_first_failure_after_its_last_success(
 
 
 async def test_an_endpoint_failing_longer_than_the_limit_is_disabled_once(
-        outbox: Outbox) -> None:
+        outbox: Outbox, ago: Ago) -> None:
     endpoint, _ = await outbox.endpoint("https://example.com/hook")
     healthy, _ = await outbox.endpoint("https://example.org/hook")
     await outbox.events([endpoint, healthy], 1)
@@ -89,7 +94,7 @@ async def test_an_endpoint_failing_longer_than_the_limit_is_disabled_once(
 
 
 async def test_the_log_keeps_a_success_and_a_skip_leaves_the_last_attempt(
-        outbox: Outbox) -> None:
+        outbox: Outbox, ago: Ago) -> None:
     endpoint, _ = await outbox.endpoint("https://example.com/hook")
     await outbox.events([endpoint], 1)
     [row] = await outbox.deliveries(endpoint)
