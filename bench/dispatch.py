@@ -93,7 +93,7 @@ EVENT_TYPE = "call.ended"
 TICK_SECONDS = 0.01  # the steady load commits (or, for the ceiling, sends) every 10 ms
 WARMUP_DELIVERIES = 500
 POLL_SECONDS = 0.05
-READY_TIMEOUT_SECONDS = 30
+READY_TIMEOUT_SECONDS = 60
 MIN_WAIT_SECONDS = 30  # past the last commit, for the last arrival
 # The dispatcher's concurrency to one endpoint, as the service's defaults set it.
 _DEFAULTS = Settings.model_fields
