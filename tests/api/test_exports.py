@@ -164,7 +164,7 @@ async def test_every_export_is_audited(api: RunningApi) -> None:
         "SELECT actor, action, target, detail FROM audit_log WHERE org_id = $1 "
         "AND action = 'data.exported' ORDER BY at", tenant.org_id)
     prefix = tenant.token[:7]
-    assert [(e["actor"], e["target"], orjson.loads(e["detail"])) for e in entries] == [
+    assert [(e["actor"], e["target"], e["detail"]) for e in entries] == [
         (f"token:{prefix}", "calls", {"format": "csv", "filters": {
             "direction": "outbound", "leadId": str(lead_id),
             "from": "2026-05-01T00:00:00Z"}}),

@@ -27,6 +27,7 @@ from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_token, revoke_token, token_digest
 from calltrail_testkit.fake_vapi import FakeVapi
 from tests.api.conftest import RunningApi, Tenant, assert_error, insert_call, insert_lead
+from tests.support.delivery_log import insert_delivery
 
 
 @dataclass
@@ -36,11 +37,14 @@ class Seeded:
     call_ids: list[str]
     lead_id: uuid.UUID
     sync_id: str
+    endpoint_id: str  # an outbound webhook endpoint, with a dead delivery
+    delivery_id: str
     secrets: list[str] = field(default_factory=list)  # must appear in no other answer
 
     def path_value(self, parameter: str) -> str:
         values = {"call_id": self.call_ids[0], "lead_id": str(self.lead_id),
-                  "sync_id": self.sync_id}
+                  "sync_id": self.sync_id, "endpoint_id": self.endpoint_id,
+                  "delivery_id": self.delivery_id}
         assert parameter in values, (
             f"a route takes {{{parameter}}}: give the matrix an id of that kind")
         return values[parameter]
@@ -67,10 +71,19 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
     connected = await tenant.client.post("/api/vapi/connect", json={"apiKey": vapi_key})
     assert connected.status_code == 200, connected.text
     sync_id = connected.json()["syncId"]
+    made = await tenant.client.post("/api/outbound-webhooks", json={
+        "url": f"https://{marker}.example.com/hook", "eventTypes": ["call.ended"]})
+    assert made.status_code == 201, made.text
+    endpoint_id = made.json()["id"]
+    deliveries = [await insert_delivery(api.connection, tenant.org_id, uuid.UUID(endpoint_id),
+                                        created_at=now - timedelta(minutes=i))
+                  for i in range(2)]
     secrets = [*call_ids, str(lead_id), sync_id, number, number.lstrip("+"), person, email,
                f"transcript{marker}", f"summary{marker}", marker, account.org_id,
-               str(tenant.org_id), tenant.token, vapi_key]
-    return Seeded(tenant, vapi_key, call_ids, lead_id, sync_id, secrets)
+               str(tenant.org_id), tenant.token, vapi_key, endpoint_id, made.json()["secret"],
+               *map(str, deliveries)]
+    return Seeded(tenant, vapi_key, call_ids, lead_id, sync_id, endpoint_id,
+                  str(deliveries[0]), secrets)
 
 
 def _walk(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
@@ -109,7 +122,8 @@ async def _query(route: APIRoute, owner: Seeded) -> dict[str, str]:
             query[alias] = "Person"
         elif alias == "cursor":
             # The owner's own cursor, taken from the owner's first page of one.
-            page = await owner.tenant.client.get(route.path, params={"limit": 1})
+            page = await owner.tenant.client.get(_concrete(route, owner),
+                                                 params={"limit": 1})
             cursor = page.json().get("nextCursor")
             if cursor:
                 query[alias] = cursor
@@ -167,6 +181,12 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     assert status["connected"] is True
     for call_id in owner.call_ids:
         assert (await owner.tenant.client.get(f"/api/calls/{call_id}")).status_code == 200
+    # Nor did it delete, disable or rotate the owner's outbound endpoint.
+    endpoint = await owner.tenant.client.get(f"/api/outbound-webhooks/{owner.endpoint_id}")
+    assert endpoint.json()["enabled"] is True
+    assert await api.connection.fetchval(
+        "SELECT secret FROM outbound_endpoints WHERE id = $1",
+        uuid.UUID(owner.endpoint_id)) in owner.secrets
 
     captured = capfd.readouterr()
     logs = captured.out + captured.err

@@ -136,6 +136,10 @@ class _Dawdling:
         await self._dawdle()
         return await self._connection.fetchval(*args, **kwargs)
 
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        await self._dawdle()
+        return await self._connection.fetchrow(*args, **kwargs)
+
 
 _MOST_DEADLOCKS_PER_BATCH = 50
 

@@ -23,7 +23,7 @@ ALLOWED: dict[Role, set[Action]] = {
     "viewer": {Action.READ, Action.EXPORT},
     "admin": {Action.READ, Action.EXPORT, Action.SYNC, Action.SEE_SECRETS,
               Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE,
-              Action.READ_AUDIT},
+              Action.READ_AUDIT, Action.MANAGE_OUTBOUND_WEBHOOKS},
     "owner": set(Action),
 }
 
@@ -41,6 +41,7 @@ def test_no_role_allows_nothing(action: Action) -> None:
 
 def test_viewers_never_see_secrets_and_only_owners_rotate_them() -> None:
     assert not may("viewer", Action.SEE_SECRETS)
+    assert [r for r in ROLES if may(r, Action.MANAGE_OUTBOUND_WEBHOOKS)] == ["owner", "admin"]
     assert [r for r in ROLES if may(r, Action.MANAGE_SECRET)] == ["owner"]
     assert [r for r in ROLES if may(r, Action.MANAGE_CLIENTS)] == ["owner"]
 

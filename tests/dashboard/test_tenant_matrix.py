@@ -14,16 +14,18 @@ import contextlib
 import re
 import uuid
 
+import asyncpg
 import httpx
 
 from api.app import create_app
-from calltrail_common import people
+from calltrail_common import outbound_endpoints, people
 from calltrail_common.access import Action, Role, may
 from calltrail_common.crypto import KeyRing
 from calltrail_common.organizations import create_organization
 from tests.api.conftest import insert_call, insert_lead
 from tests.api.test_security import _walk
 from tests.dashboard.conftest import Dashboard, add_person, signed_in_client
+from tests.support.delivery_log import insert_delivery
 
 PUBLIC = "public"
 AGENCY = "agency"  # an agency's people only: any other organization's answer 404
@@ -55,6 +57,20 @@ ROUTES: dict[tuple[str, str], Action | str] = {
     ("POST", "/settings/tokens"): Action.MANAGE_TOKENS,
     ("POST", "/settings/tokens/{token_id}/revoke"): Action.MANAGE_TOKENS,
     ("GET", "/settings/audit"): Action.READ_AUDIT,
+    ("GET", "/settings/outbound-webhooks"): Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks"): Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("GET", "/settings/outbound-webhooks/{endpoint_id}"): Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}"): Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}/disable"):
+        Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}/enable"):
+        Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}/rotate-secret"):
+        Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}/delete"):
+        Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("POST", "/settings/outbound-webhooks/{endpoint_id}/deliveries/{delivery_id}/send-again"):
+        Action.MANAGE_OUTBOUND_WEBHOOKS,
     ("POST", "/switch"): Action.READ,
     ("GET", "/clients"): AGENCY,
     ("GET", "/brand/{name}"): PUBLIC,
@@ -81,6 +97,16 @@ def dashboard_routes(dashboard: Dashboard) -> list[tuple[str, str]]:
     assert not unclassified, f"say what these routes need in ROUTES: {sorted(unclassified)}"
     assert set(ROUTES) <= set(found), set(ROUTES) - set(found)
     return found
+
+
+async def _outbound(connection: asyncpg.Connection, org_id: uuid.UUID
+                    ) -> tuple[dict[str, str], str]:
+    """An outbound webhook endpoint with a dead delivery: their ids, and its secret."""
+    made = await outbound_endpoints.create(
+        connection, org_id, url=f"https://crm-{org_id.hex[:8]}.example.com/hook",
+        event_types=["call.ended"])
+    delivery = await insert_delivery(connection, org_id, made.endpoint.id)
+    return {"endpoint_id": str(made.endpoint.id), "delivery_id": str(delivery)}, made.secret
 
 
 def _path(template: str, ids: dict[str, str]) -> str:
@@ -111,9 +137,10 @@ async def _request(client: httpx.AsyncClient, method: str, path: str, form: dict
 async def test_every_route_for_every_role_and_a_stranger(dashboard: Dashboard) -> None:
     routes = [r for r in dashboard_routes(dashboard) if ROUTES[r] != PUBLIC]
     org_id = dashboard.org.org_id
+    outbound, outbound_secret = await _outbound(dashboard.connection, org_id)
     ids = {"call_id": dashboard.call_ids[0], "lead_id": str(dashboard.lead_id),
-           "token_id": str(dashboard.org.token_id)}
-    secrets = [dashboard.org.webhook_secret, dashboard.org.api_token]
+           "token_id": str(dashboard.org.token_id), **outbound}
+    secrets = [dashboard.org.webhook_secret, dashboard.org.api_token, outbound_secret]
     target = await add_person(dashboard.connection, org_id, "target@acme-roofing.example",
                               "viewer")
     for role in ROLES:
@@ -150,7 +177,8 @@ async def test_every_route_for_every_role_and_a_stranger(dashboard: Dashboard) -
     await people.invite(dashboard.connection, org_id, PENDING, "viewer", None)
     marks = [*dashboard.call_ids, str(dashboard.lead_id), "Dana Whitfield", "Acme Roofing",
              dashboard.org.webhook_secret, dashboard.org.api_token, "+14155550142",
-             "target@acme-roofing.example", str(dashboard.org.token_id)]
+             "target@acme-roofing.example", str(dashboard.org.token_id), outbound_secret,
+             *outbound.values(), f"crm-{org_id.hex[:8]}"]
     before = await _state_of(dashboard, org_id)
     stranger, csrf = await signed_in_client(dashboard, stranger_email)
     async with contextlib.aclosing(stranger):
@@ -193,6 +221,13 @@ async def _state_of(dashboard: Dashboard, org_id: uuid.UUID) -> tuple[object, ..
         await connection.fetchval(
             "SELECT count(*) FROM user_links WHERE org_id = $1 AND used_at IS NULL "
             "AND expires_at > now()", org_id),
+        tuple(await connection.fetch(
+            "SELECT id, url, description, event_types, secret, disabled_at FROM "
+            "outbound_endpoints WHERE org_id = $1 ORDER BY id", org_id)),
+        tuple(await connection.fetch(
+            "SELECT d.id, d.state, d.queued_at FROM outbound_deliveries d JOIN "
+            "outbound_endpoints e ON e.id = d.endpoint_id WHERE e.org_id = $1 ORDER BY d.id",
+            org_id)),
     )
 
 
@@ -212,8 +247,9 @@ async def test_agency_client_and_stranger(dashboard: Dashboard) -> None:
                                  name=f"{name} Lead")
         call = await insert_call(connection, client_org.org_id, lead_id=lead,
                                  customer_number="+14155550333")
+        outbound, _ = await _outbound(connection, client_org.org_id)
         clients.append((client_org, {"call_id": call, "lead_id": str(lead),
-                                     "token_id": str(client_org.token_id)}))
+                                     "token_id": str(client_org.token_id), **outbound}))
     await add_person(connection, agency.org_id, "staff@northwind.example", "admin")
     await add_person(connection, clients[0][0].org_id, "owner@client-one.example", "owner")
     id_routes = [r for r in dashboard_routes(dashboard)

@@ -1,7 +1,8 @@
 """Who may do what in an organization: the roles and what each allows. Pure.
 
 owner: everything (people of any role, clients, markup, branding, the webhook secret).
-admin: the Vapi key, API tokens and people up to admin; sees secrets and the audit log.
+admin: the Vapi key, API tokens, outbound webhooks and people up to admin; sees secrets
+and the audit log.
 viewer: reads; never sees a secret (webhook secret, new tokens, invitation links of others).
 
 A member of an agency has the same role in each of its client organizations
@@ -30,6 +31,9 @@ class Action(StrEnum):
     MANAGE_CLIENTS = "manage_clients"    # an agency's clients, markup, branding
     EXPORT = "export"
     READ_AUDIT = "read_audit"            # the audit log: who did what, with people's emails
+    # Outbound webhook endpoints (their URLs may carry a receiver's token), their secrets
+    # when issued, and their delivery logs with "send again".
+    MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -40,6 +44,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_VAPI_KEY: "admin",
     Action.MANAGE_TOKENS: "admin",
     Action.READ_AUDIT: "admin",
+    Action.MANAGE_OUTBOUND_WEBHOOKS: "admin",
     Action.MANAGE_PEOPLE: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",

@@ -47,9 +47,11 @@ class Entry:
 async def record(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID, actor: Actor,
                  action: str, target: str | None = None,
                  detail: dict[str, Any] | None = None) -> None:
+    # Sent as text and parsed by Postgres: through the connections' jsonb codec the JSON
+    # would be stored as one JSON string.
     await db.execute(
         """INSERT INTO audit_log (org_id, actor, actor_user_id, action, target, detail)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb)""",
+           VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)""",
         org_id, actor.label, actor.user_id, action, target,
         orjson.dumps(detail or {}).decode())
 
@@ -59,5 +61,12 @@ async def entries(db: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID, limi
     rows = await db.fetch(
         """SELECT at, actor, action, target, detail::text AS detail FROM audit_log
            WHERE org_id = $1 ORDER BY at DESC, id DESC LIMIT $2""", org_id, limit)
-    return [Entry(r["at"], r["actor"], r["action"], r["target"], orjson.loads(r["detail"]))
+    return [Entry(r["at"], r["actor"], r["action"], r["target"], _detail(r["detail"]))
             for r in rows]
+
+
+def _detail(text: str) -> dict[str, Any]:
+    """An entry's detail; one written before `record` sent it as text is a JSON string
+    holding the object."""
+    detail = orjson.loads(text)
+    return orjson.loads(detail) if isinstance(detail, str) else detail

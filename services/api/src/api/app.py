@@ -29,6 +29,7 @@ from api.dashboard.app import content_security_policy
 from api.dashboard.app import install as install_dashboard
 from api.errors import ApiError
 from api.metrics import ApiMetrics
+from api.outbound_webhooks import router as outbound_router
 from api.recordings import RecordingLinks
 from api.repository import Repository
 from api.request_bounds import BodyBounds
@@ -133,11 +134,12 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
 
     app = FastAPI(
         title="Calltrail tenant API", version="1", lifespan=lifespan,
-        description="Calls, leads, statistics and the connected Vapi account of the "
-                    "organization whose token is given. Errors: "
+        description="Calls, leads, statistics, the connected Vapi account and the outbound "
+                    "webhooks of the organization whose token is given. Errors: "
                     '`{"error": code, "message": text}`.',
         docs_url=None, redoc_url=None)
     app.include_router(router)
+    app.include_router(outbound_router)
     install_dashboard(app, force_https=settings.dashboard_force_https,
                       policy=content_security_policy(settings.vapi_api_base_url))
     app.add_exception_handler(ApiError, _api_error)

@@ -5,8 +5,9 @@ it: rows inserted meanwhile never shift a page, so none is skipped or repeated. 
 be one that never changes for a row: (created_at, id) for calls and leads. A call whose
 creation time is not known yet sorts first (newest); the key of such a row is (None, id).
 
-Format: "<kind>1." + base64url(JSON [iso instant or null, id]), kind "c" (calls) or "l"
-(leads), so a cursor of one list is refused by the other.
+Format: "<kind>1." + base64url(JSON [iso instant or null, id]), kind "c" (calls), "l"
+(leads) or "d" (an outbound webhook endpoint's deliveries), so a cursor of one list is
+refused by the others.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 
 from api.errors import InvalidParameter
 
-Kind = Literal["c", "l"]
+Kind = Literal["c", "l", "d"]
 MAX_CURSOR_LENGTH = 512
 
 

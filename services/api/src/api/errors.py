@@ -10,6 +10,10 @@ API key or a request body.
     │                      organization's id and a malformed id answer the same)
     ├── NoRecording        404 no_recording: the call is there, its recording is not
     ├── NotConnected       409 not_connected: the organization has no connected Vapi account
+    ├── TooManyEndpoints   409 too_many_endpoints: the organization has as many outbound
+    │                      webhook endpoints as it may
+    ├── EndpointDisabled   409 endpoint_disabled: send again to a disabled endpoint
+    ├── DeliveryPending    409 delivery_pending: send again while it is being sent
     └── VapiUnavailable    502 vapi_unavailable: Vapi could not be reached or answered badly
 """
 
@@ -57,6 +61,21 @@ class NoRecording(ApiError):
 class NotConnected(ApiError):
     status_code = 409
     code = "not_connected"
+
+
+class TooManyEndpoints(ApiError):
+    status_code = 409
+    code = "too_many_endpoints"
+
+
+class EndpointDisabled(ApiError):
+    status_code = 409
+    code = "endpoint_disabled"
+
+
+class DeliveryPending(ApiError):
+    status_code = 409
+    code = "delivery_pending"
 
 
 class VapiUnavailable(ApiError):

@@ -17,6 +17,15 @@ from api.outcomes import BUCKETS, ended_reason_bucket, is_success
 from api.params import CALL_TYPE_DIRECTIONS, DateRange
 from api.rollup import ClientFigures, Totals
 from calltrail_common.agencies import Client, CostView
+from calltrail_common.outbound_endpoints import (
+    MAX_DESCRIPTION_LENGTH,
+    Delivery,
+    DeliveryState,
+    Endpoint,
+    EventType,
+    IssuedSecret,
+)
+from calltrail_common.outbound_targets import MAX_URL_LENGTH
 
 Row = Mapping[str, Any]
 
@@ -474,3 +483,105 @@ def billed_lead(lead: LeadDetail, costs: CostView) -> LeadDetail:
     if not costs.marked_up:
         return lead
     return lead.model_copy(update={"calls": [billed_call(c, costs) for c in lead.calls]})
+
+
+# --- outbound webhooks (decision 40) ----------------------------------------------------
+
+
+class OutboundEndpointRequest(Shape):
+    url: str = Field(max_length=MAX_URL_LENGTH, description=(
+        "where to POST the events: https, on a public address (private, loopback and "
+        "link-local targets are refused unless the operator allows them)"))
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    event_types: list[EventType] = Field(min_length=1, description=(
+        "the events the endpoint wants"))
+
+
+class OutboundEndpointChange(Shape):
+    """What to change; every field is optional, and at least one is given."""
+    url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
+    event_types: list[EventType] | None = Field(default=None, min_length=1)
+    enabled: bool | None = Field(default=None, description=(
+        "false disables the endpoint; true enables it again, also after the dispatcher "
+        "disabled it for failing (its failing streak starts afresh)"))
+
+
+class OutboundAttempt(Shape):
+    at: datetime
+    status: int | None = Field(description="the HTTP status; null: no answer")
+    error: str | None = Field(description="'timeout', 'connection refused', ...; never a body")
+
+
+class OutboundEndpoint(Shape):
+    id: uuid.UUID
+    url: str
+    description: str
+    event_types: list[str]
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: Literal["failing", "by_user"] | None = Field(description=(
+        "failing: the dispatcher disabled it after failing without a success for "
+        "WEBHOOKS_DISABLE_AFTER_HOURS; by_user: a person or a token did"))
+    failing_since: datetime | None = Field(description="its first failure since its last "
+                                           "success; null while it succeeds")
+    last_success_at: datetime | None
+    last_attempt: OutboundAttempt | None = Field(description="its latest attempted delivery")
+    created_at: datetime
+
+
+class OutboundEndpointIssued(OutboundEndpoint):
+    secret: str = Field(description="the signing secret (Standard Webhooks, `whsec_`...): "
+                        "answered this once, never again")
+
+
+class OutboundEndpointList(Shape):
+    endpoints: list[OutboundEndpoint]
+
+
+class OutboundDelivery(Shape):
+    id: uuid.UUID
+    event_id: uuid.UUID = Field(description="the `webhook-id` the receiver deduplicates by")
+    event_type: str
+    occurred_at: datetime
+    state: DeliveryState = Field(description=(
+        "pending (to send, or between retries), succeeded (a 2xx), dead (retries "
+        "exhausted), skipped (its endpoint was disabled before it was sent)"))
+    attempts: int
+    last_status: int | None
+    last_latency_ms: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class OutboundDeliveryPage(Shape):
+    deliveries: list[OutboundDelivery]
+    next_cursor: str | None
+
+
+def outbound_endpoint(endpoint: Endpoint) -> OutboundEndpoint:
+    attempt = endpoint.last_attempt
+    return OutboundEndpoint(
+        id=endpoint.id, url=endpoint.url, description=endpoint.description,
+        event_types=list(endpoint.event_types), enabled=endpoint.enabled,
+        disabled_at=endpoint.disabled_at, disabled_reason=endpoint.disabled_reason,
+        failing_since=endpoint.failing_since, last_success_at=endpoint.last_success_at,
+        last_attempt=None if attempt is None else OutboundAttempt(
+            at=attempt.at, status=attempt.status, error=attempt.error),
+        created_at=endpoint.created_at)
+
+
+def outbound_issued(issued: IssuedSecret) -> OutboundEndpointIssued:
+    return OutboundEndpointIssued(**outbound_endpoint(issued.endpoint).model_dump(),
+                                  secret=issued.secret)
+
+
+def outbound_delivery(delivery: Delivery) -> OutboundDelivery:
+    return OutboundDelivery(
+        id=delivery.id, event_id=delivery.event_id, event_type=delivery.event_type,
+        occurred_at=delivery.occurred_at, state=delivery.state, attempts=delivery.attempts,
+        last_status=delivery.last_status, last_latency_ms=delivery.last_latency_ms,
+        last_error=delivery.last_error, last_attempt_at=delivery.last_attempt_at,
+        delivered_at=delivery.delivered_at, created_at=delivery.created_at)

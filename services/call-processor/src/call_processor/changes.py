@@ -72,6 +72,7 @@ class BatchWrite:
     assigned: Sequence[str]  # message ids no longer unassigned
     figures: DailyFigures
     shard: int
+    orgs: Sequence[uuid.UUID] = ()  # the organizations of its calls (outbound.Subscriptions)
 
 
 def caller_number(state: CallState | None) -> str | None:
@@ -232,4 +233,5 @@ def batch_write(changes: Mapping[str, CallChange], archived: Mapping[str, Archiv
         assigned=[m for m, e in archived.items() if e.org_id is not None],
         figures=figures,
         shard=shard,
+        orgs=sorted({c.org_id for c in changes.values()}),
     )

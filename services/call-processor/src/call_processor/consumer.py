@@ -59,10 +59,10 @@ from call_processor.deliveries import (
     join_prepared,
     prepare_batch,
 )
-from call_processor.handlers import apply_batch
+from call_processor.handlers import apply_batch, record_closed_days
 from call_processor.metrics import ProcessorMetrics
 from call_processor.partitions import partitions_of
-from call_processor.repository import heartbeat, leave, prune_events
+from call_processor.repository import heartbeat, leave, prune_events, prune_outbound
 from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.db import TRANSIENT_ERRORS, create_pool
 from calltrail_common.envelope import HEADER_RECEIVED_AT
@@ -83,6 +83,7 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 # Pauses stay short so that processing resumes within seconds of an outage's end.
 _PAUSE_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
+_CLOSE_DAYS_EVERY_SECONDS = 300.0  # a day closes within 5 minutes of its grace's end
 _PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batches to go on
 _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
 
@@ -218,16 +219,26 @@ class CallProcessor:
             await asyncio.sleep(self._member_heartbeat)
 
     async def _prune_forever(self) -> None:
+        """The periodic job: close the days outbound endpoints want closed (every few
+        minutes), and prune the archive and the delivered outbox (every hour)."""
+        pruned_at: float | None = None
         while True:
             try:
                 pool = await self._database()
                 async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
-                    deleted = await prune_events(connection, self._retention_days)
-                if deleted:
-                    log.info("events_pruned", deleted=deleted)
+                    closed = await record_closed_days(connection)
+                    if closed:
+                        log.info("days_closed", days=closed)
+                    if pruned_at is None or \
+                            time.monotonic() - pruned_at >= _PRUNE_EVERY_SECONDS:
+                        deleted = await prune_events(connection, self._retention_days)
+                        outbox = await prune_outbound(connection, self._retention_days)
+                        pruned_at = time.monotonic()
+                        if deleted or outbox:
+                            log.info("events_pruned", deleted=deleted, outbox_deleted=outbox)
             except TRANSIENT_ERRORS as error:
-                log.warning("prune_failed", error=type(error).__name__)
-            await asyncio.sleep(_PRUNE_EVERY_SECONDS)
+                log.warning("housekeeping_failed", error=type(error).__name__)
+            await asyncio.sleep(_CLOSE_DAYS_EVERY_SECONDS)
 
     # --- applying a batch -------------------------------------------------------------------
 

@@ -10,8 +10,11 @@ A batch, in steps (`_apply`): find each event's organization (the endpoint's, or
 shared endpoint by `calltrail_common.attribution`, else why it has none); lock the stored calls it
 names and merge what it says into them; refuse events about another organization's call;
 archive the events (or keep them aside); write it all in one statement; refresh the leads
-whose calls changed. The rules of each step are pure (`call_processor.changes`); the SQL is
-`call_processor.repository`'s.
+whose calls changed; record the outbound events that endpoints want (the outbox, decision
+40). The rules of each step are pure (`call_processor.changes`, `call_processor.outbound`);
+the SQL is `call_processor.repository`'s.
+
+`record_closed_days` is the periodic job's: each organization's `usage.day_closed`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,22 @@ from call_processor.deliveries import (
     PreparedBatch,
     prepare_batch,
 )
-from call_processor.repository import CallRepository, CallsInsertedMeanwhile, NumbersBusy
+from call_processor.outbound import (
+    LEAD_CREATED,
+    LEAD_UPDATED,
+    call_events,
+    candidate_days,
+    day_closed_event,
+    lead_events,
+)
+from call_processor.repository import (
+    CallRepository,
+    CallsInsertedMeanwhile,
+    NumbersBusy,
+    open_day_figures,
+    open_days,
+    record_outbound,
+)
 from calltrail_common.attribution import Attribution, attribute
 from calltrail_common.logging import get_logger
 
@@ -91,9 +109,12 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
         batch.parsed, orgs, outcome,
         {message_id: a.reason for message_id, a in found.items() if a.reason is not None})
     new_inbound, callers = lead_callers(changes.values())
-    await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard))
-    if callers:
-        await repo.refresh_leads(callers, shard)
+    wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard))
+    leads = await repo.refresh_leads(callers, shard, wanted.wanting(LEAD_CREATED, LEAD_UPDATED))
+    # The outbox: a round trip only when an endpoint may want one of these.
+    events = [*call_events(changes.values(), wanted), *lead_events(leads, wanted)]
+    if events:
+        await repo.record_outbound(events)
     return outcome
 
 
@@ -146,3 +167,17 @@ def _refuse_foreign_calls(parsed: Sequence[Parsed], orgs: dict[str, uuid.UUID | 
             log.warning("snapshot_of_foreign_call", message_id=p.delivery.message_id)
         else:
             outcome.dead[p.delivery.tag] = FOREIGN_CALL
+
+
+async def record_closed_days(connection: asyncpg.Connection) -> int:
+    """Record `usage.day_closed` for every day an endpoint wants closed and that is not
+    yet (`outbound.days_to_close`); replicas may race: the second records nothing. How
+    many days were found open."""
+    since, now = await open_days(connection)
+    days = candidate_days(since, now)
+    if not days:
+        return 0
+    figures = await open_day_figures(connection, days)
+    await record_outbound(connection, [day_closed_event(org, day, day_figures, markup)
+                                       for org, day, day_figures, markup in figures])
+    return len(figures)

@@ -1,6 +1,6 @@
 """The call processor's SQL, each statement named and visible here, and nothing else.
 
-A batch is one transaction of four or five round trips (`CallRepository`):
+A batch is one transaction of four to six round trips (`CallRepository`):
 
 1. `BEGIN` with the batch's advisory locks (`begin_with_locks`), taken in one fixed order:
    its shard (the daily-figure rows it adds to), then the number of every caller it
@@ -12,10 +12,13 @@ A batch is one transaction of four or five round trips (`CallRepository`):
    in step 1.)
 3. `WRITE_BATCH`: new calls inserted whole, changed ones updated, each linked to its lead;
    leads created for new inbound callers and older calls linked to them; the events
-   archived; the daily figures' deltas added to the shard's rows.
+   archived; the daily figures' deltas added to the shard's rows. It also answers what the
+   outbound endpoints of the batch's organizations want (usually nothing).
 4. `REFRESH_LEADS` (when a lead's calls changed): each touched lead recomputed from its
-   calls, new leads counted, leads without an inbound call dropped.
-5. `COMMIT`.
+   calls, new leads counted, leads without an inbound call dropped; the leads of the
+   organizations whose endpoints want lead events come back.
+5. `RECORD_OUTBOUND` (only when an endpoint wants one of the batch's events): the outbox.
+6. `COMMIT`.
 
 No step waits on a lock out of that order, so replicas and batches in flight cannot
 deadlock: the locks a transaction may wait for are its advisory locks (sorted, all in step
@@ -28,9 +31,11 @@ applies one batch of a partition at a time, and a batch's shard is its partition
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -38,6 +43,13 @@ import orjson
 
 from call_processor.calls import CALL_FIELDS, CallState, stats_day
 from call_processor.changes import BatchWrite, StoredCall, changed_mask
+from call_processor.outbound import (
+    NOBODY,
+    DayFigures,
+    OutboundEvent,
+    RefreshedLead,
+    Subscriptions,
+)
 from calltrail_common.attribution import Known, Routing
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
 
@@ -104,6 +116,9 @@ LOCK_CALLS = (
     "SELECT id, org_id, "  # noqa: S608 - column names are code constants
     + ", ".join(_COLUMNS) + " FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE")
 
+# The markup an organization's own token sees (calltrail_common.organizations): a client's.
+_MARKUP = "CASE WHEN o.agency_id IS NULL THEN 0 ELSE o.markup_percent END"
+
 # Parameters of WRITE_BATCH, in order (CallRepository.write passes them so).
 _N = len(_COLUMNS)
 _P_CREATE_ORGS, _P_CREATE_NUMBERS, _P_LEAD_ORGS, _P_LEAD_NUMBERS = 1, 2, 3, 4
@@ -116,6 +131,7 @@ _P_SHARD = _P_FORGET + 1
 _P_STATS = _P_SHARD + 1  # 8 arrays
 _P_OUTCOMES = _P_STATS + 8  # 5 arrays
 _P_ASSISTANTS = _P_OUTCOMES + 5  # 6 arrays
+_P_OUTBOUND_ORGS = _P_ASSISTANTS + 6
 
 # One statement; its parts cannot see each other's rows except through RETURNING, which is
 # why a call is linked through `lead_of` (the leads created now, and those that exist).
@@ -243,16 +259,30 @@ WITH created_leads AS (
         duration_seconds = a.duration_seconds + EXCLUDED.duration_seconds,
         cost = a.cost + EXCLUDED.cost
 )
-SELECT array(SELECT id FROM inserted) AS inserted"""  # noqa: S608
+SELECT array(SELECT id FROM inserted) AS inserted,
+       -- What the enabled outbound endpoints of the batch's organizations want, and the
+       -- markup each such organization's token sees (a client's: calltrail_common.
+       -- organizations): usually nothing at all (outbound.Subscriptions).
+       (SELECT jsonb_object_agg(w.org_id, jsonb_build_object(
+                   'types', w.types, 'markup', {_MARKUP}::text))
+        FROM (SELECT e.org_id, array_agg(DISTINCT t.type) AS types
+              FROM outbound_endpoints e, unnest(e.event_types) AS t (type)
+              WHERE e.org_id = ANY(${_P_OUTBOUND_ORGS}::uuid[]) AND e.disabled_at IS NULL
+              GROUP BY e.org_id) w
+        JOIN organizations o ON o.id = w.org_id) AS outbound"""  # noqa: S608
 
 # A lead is derived from its calls: counts and times, and name and email from the newest
 # call that has them (customer object first, then the analysis' structured data). A lead
 # exists while an inbound call has its number: one whose last inbound call changed number
 # goes (its calls are unlinked by the foreign key). Its first inbound call's day, before
-# and after, is what the daily figures count as a new lead.
+# and after, is what the daily figures count as a new lead. The leads kept of the
+# organizations in $4 come back, with their name and email before (outbound.RefreshedLead):
+# a lead without a first inbound call before was created by this transaction (every lead
+# has one once its transaction commits).
 REFRESH_LEADS = """
 WITH target AS (
-    SELECT l.id, l.org_id, l.first_inbound_at AS old_first_inbound_at
+    SELECT l.id, l.org_id, l.first_inbound_at AS old_first_inbound_at,
+           l.name AS old_name, l.email AS old_email
     FROM leads l, unnest($1::uuid[], $2::text[]) AS caller (org_id, number)
     WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
 ), linked AS (
@@ -291,6 +321,8 @@ WITH target AS (
         name = r.name, email = r.email, updated_at = now()
     FROM recomputed r
     WHERE l.id = r.id AND r.first_inbound_at IS NOT NULL
+    RETURNING l.id, l.org_id, l.phone_number, l.name, l.email, l.first_call_at,
+              l.last_call_at, l.call_count, l.created_at
 ), dropped AS (
     DELETE FROM leads l USING recomputed r WHERE l.id = r.id AND r.first_inbound_at IS NULL
 ), new_leads AS (
@@ -303,10 +335,83 @@ WITH target AS (
     ) AS moved
     GROUP BY org_id, day
     HAVING sum(delta) <> 0
+), counted AS (
+    INSERT INTO daily_stats_shards AS s (org_id, day, shard, new_leads)
+    SELECT org_id, day, $3::smallint, delta FROM new_leads ORDER BY org_id, day
+    ON CONFLICT (org_id, day, shard) DO UPDATE SET new_leads = s.new_leads + EXCLUDED.new_leads
 )
-INSERT INTO daily_stats_shards AS s (org_id, day, shard, new_leads)
-SELECT org_id, day, $3::smallint, delta FROM new_leads ORDER BY org_id, day
-ON CONFLICT (org_id, day, shard) DO UPDATE SET new_leads = s.new_leads + EXCLUDED.new_leads"""
+SELECT kept.*, target.old_first_inbound_at IS NULL AS created, target.old_name,
+       target.old_email
+FROM kept JOIN target ON target.id = kept.id WHERE kept.org_id = ANY($4::uuid[])"""
+
+# The outbox (migration 0015, decision 40): the events given, each with one delivery per
+# enabled endpoint of its organization that wants its type and existed when it happened;
+# an event no endpoint wants is not recorded at all. An event recorded before (the same
+# id: a day another replica closed) is left as it is, with its deliveries. A call's event
+# carries the call's lead as stored now. (data goes as text: see _unnest.)
+RECORD_OUTBOUND = """
+WITH given AS (
+    SELECT g.id, g.org_id, g.type, coalesce(g.occurred_at, now()) AS occurred_at,
+           g.call_id, g.data
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],
+                $6::text[]) AS g (id, org_id, type, occurred_at, call_id, data)
+), wanted AS (
+    SELECT g.id AS event_id, e.id AS endpoint_id
+    FROM given g JOIN outbound_endpoints e
+      ON e.org_id = g.org_id AND e.disabled_at IS NULL AND g.type = ANY(e.event_types)
+     AND e.created_at <= g.occurred_at
+), recorded AS (
+    INSERT INTO outbound_events (id, org_id, type, occurred_at, data)
+    SELECT g.id, g.org_id, g.type, g.occurred_at,
+           CASE WHEN g.call_id IS NULL THEN g.data::jsonb
+                ELSE g.data::jsonb || jsonb_build_object('leadId', c.lead_id) END
+    FROM given g LEFT JOIN calls c ON c.id = g.call_id
+    WHERE g.id IN (SELECT event_id FROM wanted)
+    ORDER BY g.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO outbound_deliveries (endpoint_id, event_id)
+SELECT w.endpoint_id, w.event_id FROM wanted w JOIN recorded r ON r.id = w.event_id
+ORDER BY w.event_id, w.endpoint_id"""
+
+# Closing days (outbound.days_to_close): the organizations with an enabled endpoint that
+# wants them, since the first such endpoint was created, by the database's clock (the
+# replicas' clocks may differ); then the figures of the days not closed yet, summed over
+# the shards as the api's overview reads them.
+DAY_CLOSING_ORGS = """
+    SELECT org_id, min(created_at) AS since, now() AS now FROM outbound_endpoints
+    WHERE disabled_at IS NULL AND 'usage.day_closed' = ANY(event_types)
+    GROUP BY org_id"""
+OPEN_DAY_FIGURES = f"""
+    SELECT d.id, d.org_id, d.day, {_MARKUP} AS markup_percent,
+           coalesce(sum(s.calls), 0)::integer AS calls,
+           coalesce(sum(s.inbound), 0)::integer AS inbound,
+           coalesce(sum(s.outbound), 0)::integer AS outbound,
+           coalesce(sum(s.web), 0)::integer AS web,
+           coalesce(sum(s.new_leads), 0)::integer AS new_leads,
+           coalesce(sum(s.duration_seconds), 0) AS duration_seconds,
+           coalesce(sum(s.cost), 0) AS cost
+    FROM unnest($1::uuid[], $2::uuid[], $3::date[]) AS d (id, org_id, day)
+    JOIN organizations o ON o.id = d.org_id
+    LEFT JOIN daily_stats_shards s ON s.org_id = d.org_id AND s.day = d.day
+    WHERE NOT EXISTS (SELECT 1 FROM outbound_events e WHERE e.id = d.id)
+    GROUP BY d.id, d.org_id, d.day, o.agency_id, o.markup_percent"""  # noqa: S608
+
+# Delivered deliveries past retention go, then events past retention that no delivery
+# needs any more; a delivery that failed for good or was skipped stays (it may be sent
+# again) until its endpoint is deleted.
+PRUNE_DELIVERED = """
+    DELETE FROM outbound_deliveries WHERE id IN (
+        SELECT id FROM outbound_deliveries
+        WHERE state = 'succeeded' AND created_at < now() - make_interval(days => $1)
+        LIMIT $2)"""
+PRUNE_OUTBOUND_EVENTS = """
+    DELETE FROM outbound_events WHERE id IN (
+        SELECT e.id FROM outbound_events e
+        WHERE e.occurred_at < now() - make_interval(days => $1)
+          AND NOT EXISTS (SELECT 1 FROM outbound_deliveries d WHERE d.event_id = e.id)
+        LIMIT $2)"""
 
 # Processor replicas (migration 0010): each renews its row and reads the others renewed
 # lately, by the database's clock (the replicas' clocks may differ).
@@ -370,6 +475,14 @@ def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
         else [[] for _ in range(width)]
 
 
+def _subscriptions(outbound: dict[str, Any] | None) -> Subscriptions:
+    if not outbound:
+        return NOBODY
+    return Subscriptions(
+        types={uuid.UUID(org): frozenset(o["types"]) for org, o in outbound.items()},
+        markups={uuid.UUID(org): Decimal(o["markup"]) for org, o in outbound.items()})
+
+
 def _state_from_row(row: asyncpg.Record) -> CallState:
     versions = {name: (int(v[0]), int(v[1])) for name, v in row["field_versions"].items()}
     return CallState(
@@ -426,8 +539,9 @@ class CallRepository:
         if keys and not await self._db.fetchval(TRY_LOCK_NUMBERS, keys):
             raise NumbersBusy(wanted)
 
-    async def write(self, batch: BatchWrite) -> None:
-        """Step 3; raises `CallsInsertedMeanwhile` when a new call was stored meanwhile."""
+    async def write(self, batch: BatchWrite) -> Subscriptions:
+        """Step 3; raises `CallsInsertedMeanwhile` when a new call was stored meanwhile.
+        What the outbound endpoints of the batch's organizations want."""
         new_ids = [c.after.call_id for c in batch.new_calls]
         changed = [changed_mask(c) for c in batch.saved_calls]
         archived = _transposed([(e.message_id, e.org_id, e.received_at, e.message_type,
@@ -444,7 +558,7 @@ class CallRepository:
         outcomes = _transposed([(*key, calls) for key, calls in figures.outcome_rows()], 5)
         assistants = _transposed([(*key, d.calls, d.duration_seconds, d.cost)
                                   for key, d in figures.assistant_rows()], 6)
-        inserted = await self._db.fetchval(
+        row = await self._db.fetchrow(
             WRITE_BATCH,
             *_transposed(sorted(batch.new_inbound_callers), 2),
             *_transposed(sorted(set(batch.lead_numbers)), 2),
@@ -453,16 +567,24 @@ class CallRepository:
             [c.after.call_id for c in batch.saved_calls], changed,
             *_columns((c.after for c in batch.saved_calls), changed),
             *archived, *unassigned, list(batch.assigned), batch.shard,
-            *stats, *outcomes, *assistants)
-        if len(inserted) != len(new_ids):
+            *stats, *outcomes, *assistants, sorted(set(batch.orgs)))
+        if len(row["inserted"]) != len(new_ids):
             raise CallsInsertedMeanwhile
+        return _subscriptions(row["outbound"])
 
-    async def refresh_leads(self, callers: Iterable[tuple[uuid.UUID, str]], shard: int
-                            ) -> None:
-        """Step 4: recompute the leads of these callers (organization, number)."""
+    async def refresh_leads(self, callers: Iterable[tuple[uuid.UUID, str]], shard: int,
+                            watched: Sequence[uuid.UUID] = ()) -> list[RefreshedLead]:
+        """Step 4: recompute the leads of these callers (organization, number); those of
+        the `watched` organizations, as they are now."""
         orgs, numbers = _transposed(sorted(set(callers)), 2)
-        if orgs:
-            await self._db.execute(REFRESH_LEADS, orgs, numbers, shard)
+        if not orgs:
+            return []
+        rows = await self._db.fetch(REFRESH_LEADS, orgs, numbers, shard, list(watched))
+        return [RefreshedLead(**dict(row)) for row in rows]
+
+    async def record_outbound(self, events: Sequence[OutboundEvent]) -> None:
+        """Step 5 (when an endpoint may want some of the batch's events): the outbox."""
+        await record_outbound(self._db, events)
 
 
 async def heartbeat(connection: asyncpg.Connection, member_id: str, ttl_seconds: float
@@ -487,3 +609,51 @@ async def prune_events(connection: asyncpg.Connection, retention_days: int,
         total += deleted
         if deleted < batch:
             return total
+
+
+async def record_outbound(connection: asyncpg.Connection, events: Sequence[OutboundEvent]
+                          ) -> None:
+    """Record `events` where an endpoint wants them (`RECORD_OUTBOUND`)."""
+    if events:
+        await connection.execute(
+            RECORD_OUTBOUND, [e.id for e in events], [e.org_id for e in events],
+            [e.type for e in events], [e.occurred_at for e in events],
+            [e.call_id for e in events], [_json(e.data) for e in events])
+
+
+async def open_days(connection: asyncpg.Connection
+                    ) -> tuple[dict[uuid.UUID, dt.datetime], dt.datetime]:
+    """The organizations whose days an endpoint wants closed, each with the creation of
+    its first such endpoint; and the database's time."""
+    rows = await connection.fetch(DAY_CLOSING_ORGS)
+    now = rows[0]["now"] if rows else await connection.fetchval("SELECT now()")
+    return {row["org_id"]: row["since"] for row in rows}, now
+
+
+async def open_day_figures(connection: asyncpg.Connection,
+                           days: Sequence[tuple[uuid.UUID, uuid.UUID, dt.date]]
+                           ) -> list[tuple[uuid.UUID, dt.date, DayFigures, Decimal]]:
+    """(organization, day, its figures, the organization's markup) of those of `days`
+    (event id, organization, day) not closed yet."""
+    ids, orgs, dates = _transposed(days, 3)
+    rows = await connection.fetch(OPEN_DAY_FIGURES, ids, orgs, dates)
+    return [(row["org_id"], row["day"],
+             DayFigures(calls=row["calls"], inbound=row["inbound"], outbound=row["outbound"],
+                        web=row["web"], new_leads=row["new_leads"],
+                        duration_seconds=row["duration_seconds"], cost=row["cost"]),
+             row["markup_percent"]) for row in rows]
+
+
+async def prune_outbound(connection: asyncpg.Connection, retention_days: int,
+                         batch: int = 5000) -> int:
+    """Delete delivered deliveries past retention, then the events past retention no
+    delivery needs; how many rows were."""
+    total = 0
+    for statement in (PRUNE_DELIVERED, PRUNE_OUTBOUND_EVENTS):
+        while True:
+            result = await connection.execute(statement, retention_days, batch)
+            deleted = int(result.split()[-1])
+            total += deleted
+            if deleted < batch:
+                break
+    return total

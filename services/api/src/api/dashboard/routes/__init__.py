@@ -1,7 +1,7 @@
 """The dashboard's pages, by page group: signing in and out, password resets, invitations,
 the overview and usage figures, calls, leads, settings (the Vapi account, "Sync now", the
-webhook and its secret, the organization's people, API tokens and the audit log), and an
-agency's clients. What every page does is `api.dashboard.page`."""
+webhook and its secret, the organization's people, API tokens, the audit log and outbound
+webhooks), and an agency's clients. What every page does is `api.dashboard.page`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from api.dashboard.routes import (
     figures,
     leads,
     links,
+    outbound_webhooks,
     people,
     reset,
     settings,
@@ -23,5 +24,5 @@ from api.dashboard.routes import (
 
 router = APIRouter(include_in_schema=False)
 for group in (sign_in, reset, links, figures, calls, leads, settings, webhook, people, tokens,
-              agencies):
+              outbound_webhooks, agencies):
     router.include_router(group.router)

@@ -1,5 +1,6 @@
 """Settings: connect or disconnect the Vapi account, "Sync now" and the latest run, the
-organization's webhook address and its phone-number conflicts. Everyone reads; the actions
+organization's webhook address, its phone-number conflicts and its outbound webhook
+endpoints the dispatcher disabled for failing. Everyone reads; the actions
 need the role `calltrail_common.access` gives them, and each is written to the audit log
 (connect and disconnect by the JSON API's handlers, with the person as actor)."""
 
@@ -23,8 +24,8 @@ from api.dashboard.page import (
     signed_in,
 )
 from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
-from calltrail_common import audit, phone_numbers
-from calltrail_common.access import Action
+from calltrail_common import audit, outbound_endpoints, phone_numbers
+from calltrail_common.access import Action, may
 from calltrail_common.organizations import webhook_url
 
 SYNC_REFRESH_SECONDS = 2
@@ -57,13 +58,17 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
     endpoint = await state.repository.webhook_endpoint(current.org_id)
     async with state.pool.acquire() as connection:
         number_conflicts = await phone_numbers.conflicts(connection, current.org_id, limit=50)
+    # The dispatcher's notice: endpoints it disabled for failing, to whoever manages them.
+    failing = [e for e in await outbound_endpoints.list_endpoints(state.pool, current.org_id)
+               if e.disabled_for_failing] \
+        if may(current.role, Action.MANAGE_OUTBOUND_WEBHOOKS) else []
     in_progress = run is not None and run.status in ("queued", "running")
     return render(request, "settings.html", {
         "title": "Settings", "nav": "settings", "account": account, "run": run,
         "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
-        "number_conflicts": number_conflicts,
+        "number_conflicts": number_conflicts, "failing_endpoints": failing,
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
