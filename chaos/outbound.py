@@ -45,18 +45,21 @@ over and everything settled, the row is measured:
                    the dispatcher's dead-letter queue empty
     attempts       attempts logged in the outbox (each success and failure, repeats too);
                    `failed`: attempts that failed (the dispatchers' logs): the fault bit
-    resumed        seconds from the fault's end until the probe call's `call.ended` arrived
+    resumed        seconds from the fault's end until the probe call's `call.ended` arrived;
+                   `after`: the longest any delivery recorded after the fault's end took
+                   from its commit to its arrival (p50, p99 in the JSON)
     backlog        seconds from the fault's end until every delivery recorded before it had
-                   arrived
+                   arrived (shown, not a goal: it measures how fast the dispatchers catch
+                   up, which bench.dispatch measures apart)
 
-The resume goal, for both: the longest retry delay plus `RESUME_SLACK_SECONDS` (5 s). At
-the fault's end a delivery that failed during it waits in a retry queue at most the longest
-delay (2 s) before its next attempt, which succeeds; a new call's `call.ended` waits for
-the processor's batch (20 ms), the relay's next poll (WEBHOOKS_RELAY_IDLE_MS, 200 ms) and
-its turn behind the backlog coming back from the retry queues (the fault's seconds of
-deliveries, sent 64 at a time per replica): the slack covers those on a busy 2-core
-machine. After a dispatcher's death nothing waits in a retry queue: its unacknowledged
-messages go to the other at once, and its locked relay batch is rolled back.
+The goal, for `resumed` and `after`: the longest retry delay plus the suite's resume goal
+(`RESUME_GOAL_SECONDS`, 10 s). Why: at the fault's end every delivery that failed during it
+is at most the longest delay (2 s) from its next attempt, which succeeds; a call that ends
+then is queued behind those coming back from the retry queues, and from then on its way is
+the same as after any other fault of the suite, in which processing must resume within
+10 s (the processor's batch, the relay's poll every WEBHOOKS_RELAY_IDLE_MS, the sending).
+After a dispatcher's death nothing waits in a retry queue: its unacknowledged messages go
+to the other at once, and its locked relay batch is rolled back.
 
 Problems (each fails the suite): a delivery lost, unknown or not recorded, a signature not
 verified, a delivery not 'succeeded', a dead letter (the dispatcher's or the processor's),
@@ -91,10 +94,9 @@ from calltrail_testkit.samples import SAMPLES_DIR
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.webhook_receiver import WebhookReceiver
 from chaos.rig import READY_TIMEOUT_SECONDS, SEED, World, load_events, sleep_until
-from chaos.verdict import fmt
+from chaos.verdict import RESUME_GOAL_SECONDS, fmt
 
 EVENT_TYPES = ("call.ended", "lead.created")
-RESUME_SLACK_SECONDS = 5.0
 FIRST_DELAYS_MS = (250, 500, 1000)
 LONGEST_DELAY_MS = 2000
 RETRY_MARGIN_SECONDS = 30.0  # the retries outlast the fault by this much
@@ -125,7 +127,7 @@ class OutboundPlan:
 
     @property
     def resume_goal(self) -> float:
-        return max(self.retry_delays_ms) / 1000 + RESUME_SLACK_SECONDS
+        return max(self.retry_delays_ms) / 1000 + RESUME_GOAL_SECONDS
 
 
 OUTBOUND_FULL = OutboundPlan(rate=300, duration=60, fault_at=15, fault_seconds=20)
@@ -445,9 +447,11 @@ async def run_outbound_fault(name: str, plan: OutboundPlan, node: RabbitNode,
     if resumed is None or resumed > goal:
         problems.append(f"a call ended after the fault arrived {resumed} s after it "
                         f"(goal {goal:g} s)")
-    if backlog is None or backlog > goal:
-        problems.append(f"the deliveries recorded before the fault's end arrived {backlog} s "
-                        f"after it (goal {goal:g} s)")
+    if backlog is None:
+        problems.append("deliveries recorded before the fault's end never arrived")
+    if after and after[-1] > goal:
+        problems.append(f"a delivery recorded after the fault's end took {after[-1]:.2f} s "
+                        f"(goal {goal:g} s)")
     if exited:
         problems.append(f"exited: {', '.join(exited)}")
     return {
@@ -515,7 +519,7 @@ def print_outbound_table(rows: list[dict[str, Any]], plan: OutboundPlan) -> None
           f"{sum(delays) / 1000:g} s; the service's: 5 s to 10 h over about a day)")
     print(f"{'fault':<26}{'ended':>7}{'leads':>6}{'recorded':>9}{'arrived':>8}{'lost':>5}"
           f"{'repeats':>8}{'unverif.':>9}{'failed':>7}{'states':>18}{'dead':>5}"
-          f"{'resumed s':>10}{'backlog s':>10}{'goal s':>7}")
+          f"{'resumed s':>10}{'after s':>8}{'backlog s':>10}{'goal s':>7}")
     for row in rows:
         if "error" in row:
             print(f"{row['fault']:<26}ERROR: {row['error']}")
@@ -525,14 +529,20 @@ def print_outbound_table(rows: list[dict[str, Any]], plan: OutboundPlan) -> None
               f"{row['recorded']['deliveries']:>9}{row['arrived']:>8}{row['lost']:>5}"
               f"{row['repeats']:>8}{row['unverified']:>9}{row['failed_attempts']:>7}"
               f"{states:>18}{fmt(row['dead_letters']):>5}{fmt(row['resumed_s']):>10}"
+              f"{fmt(_seconds(row['after_fault_delay_ms']['max'])):>8}"
               f"{fmt(row['backlog_s']):>10}{row['resume_goal_s']:>7g}")
         for problem in row["problems"]:
             print(f"{'':<26}  ! {problem}")
     print("(recorded: call.ended and lead.created deliveries in the outbox; arrived: distinct "
           "webhook-ids at the receiver; repeats: the same id again; failed: attempts that "
           "failed (logged by the dispatchers); resumed: from the fault's end until a call "
-          "ended then arrived; backlog: "
-          "until every delivery recorded before the end had arrived)")
+          "ended then arrived; after: the longest a delivery recorded after the end took; "
+          "goal: for both, the longest retry delay + 10 s; backlog: until every delivery "
+          "recorded before the end had arrived)")
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000, 2)
 
 
 def print_outbound_summary(row: dict[str, Any]) -> None:

@@ -21,8 +21,8 @@ The outbound webhooks' faults (`chaos.outbound` with `OUTBOUND_SHORT` sizes: cal
 lifecycles at 80 events/s for 8 s, one processor, two dispatchers with retry delays of
 0.25-2 s, 3 s faults) assert theirs: every `call.ended` and `lead.created` the outbox
 recorded arrived at the receiver, signed, each id at least once (repeats only of the same
-id), every delivery 'succeeded', none dead, and a call that ends at the fault's end is
-delivered within the longest retry delay plus 5 s.
+id), every delivery 'succeeded', none dead, and a call that ends at the fault's end (as
+every delivery recorded after it) is delivered within the longest retry delay plus 10 s.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ async def test_outbound_fault_loses_no_webhook_and_sending_resumes(
     assert row["states"] == {"succeeded": recorded["deliveries"]}, logs
     assert row["dead_letters"] == 0, logs
     assert row["resumed_s"] is not None and row["resumed_s"] <= row["resume_goal_s"], logs
-    assert row["backlog_s"] is not None and row["backlog_s"] <= row["resume_goal_s"], logs
+    assert row["after_fault_delay_ms"]["count"] > 0, logs
+    assert row["after_fault_delay_ms"]["max"] <= row["resume_goal_s"] * 1000, logs
+    assert row["backlog_s"] is not None, logs
     assert not row["problems"], (row["problems"], logs)
     if fault == "webhooks-receiver-down":  # the outage bit: attempts failed, were retried
         assert row["failed_attempts"] > 0, row
