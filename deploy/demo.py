@@ -38,7 +38,7 @@ import aio_pika
 import asyncpg
 import httpx
 
-from calltrail_common import agencies, db, people
+from calltrail_common import agencies, audit, db, people, success_measures
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import configure_logging
 from calltrail_common.organizations import create_organization
@@ -46,7 +46,7 @@ from calltrail_common.settings import Settings, SettingsError, load_settings
 from calltrail_common.topology import Topology, declare_topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import connect_account
-from calltrail_testkit.fake_vapi import DEMO_API_KEY
+from calltrail_testkit.fake_vapi import BOOKED_OUTPUT, DEMO_API_KEY
 from calltrail_testkit.samples import sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -325,6 +325,15 @@ async def _vapi_account(settings: Settings) -> bool:
                 "WHERE org_id = $1 ORDER BY day", org_id)
             stored = await pool.fetchval("SELECT count(*) FROM calls WHERE org_id = $1",
                                          org_id)
+            extracted = await pool.fetchval(
+                "SELECT count(*) FROM calls WHERE org_id = $1"
+                " AND structured_outputs IS NOT NULL", org_id)
+            async with pool.acquire() as connection:
+                if await success_measures.find(connection, org_id) is None:
+                    # The fake account's boolean output: the overview's success rate by it.
+                    await success_measures.choose(
+                        connection, org_id, success_measures.measure_of(
+                            "output", BOOKED_OUTPUT), audit.CLI_ACTOR)
         finally:
             await broker.close()
             await pool.close()
@@ -333,6 +342,9 @@ async def _vapi_account(settings: Settings) -> bool:
            [list(r.values()) for r in usage])
     print(f"\n{run['calls_seen']} calls in the account's list; {stored} stored as calls of "
           "the organization, none of them sent as a webhook (the sync repairs lost calls)")
+    print(f"{extracted} of them with structured outputs and a scorecard (Vapi extracts them "
+          "after the call): open one on the dashboard; its success rate counts the output "
+          "\"Appointment booked\" (Settings, Call success)")
     await _dashboard_sign_in(settings, org_id)
     return True
 

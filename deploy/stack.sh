@@ -13,6 +13,7 @@ SERVICES=(
   "call-processor calltrail-processor"
   "metrics-sync calltrail-metrics-sync http://127.0.0.1:${METRICS_SYNC_METRICS_PORT:-9102}/healthz"
   "api calltrail-api http://127.0.0.1:${API_PORT:-8001}/healthz"
+  "dispatcher calltrail-dispatcher http://127.0.0.1:${DISPATCHER_METRICS_PORT:-9104}/healthz"
 )
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }

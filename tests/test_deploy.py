@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 OUR_DOCKERFILE = "deploy/Dockerfile"
 # Services any number of replicas of which may run under Compose (README, "Scaling").
-SCALABLE = ("call-processor", "metrics-sync")
+SCALABLE = ("call-processor", "metrics-sync", "dispatcher")
 
 
 def _compose() -> dict:
@@ -87,7 +87,7 @@ def test_images_are_the_ones_the_contract_asks_for() -> None:
 
 def test_services_wait_for_migrations_and_the_broker() -> None:
     services = _compose()["services"]
-    for name in ("ingest", "call-processor"):
+    for name in ("ingest", "call-processor", "dispatcher"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         assert depends["rabbitmq"]["condition"] == "service_healthy"
@@ -97,7 +97,8 @@ def test_services_wait_for_migrations_and_the_broker() -> None:
 def test_every_variable_set_on_our_services_is_a_setting() -> None:
     settings = {name.upper() for name in Settings.model_fields}
     ours = _ours(_compose()["services"])
-    assert {"migrate", "ingest", "call-processor", "metrics-sync", "api"} <= set(ours)
+    assert {"migrate", "ingest", "call-processor", "metrics-sync", "api",
+            "dispatcher"} <= set(ours)
     for name, service in ours.items():
         unknown = set(_environment(service)) - settings
         assert not unknown, f"{name} sets {sorted(unknown)}, which Settings does not read"

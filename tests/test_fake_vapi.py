@@ -23,6 +23,7 @@ from calltrail_testkit.fake_vapi import (
     seed_demo,
     serve,
 )
+from tests.support.samples import assert_artifact_shaped
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
@@ -307,6 +308,11 @@ def test_generated_calls_parse_with_the_official_sdk() -> None:
         if raw["status"] == "ended":
             assert call.ended_at is not None and call.cost == raw["cost"]
             assert call.costs and call.cost_breakdown and call.artifact and call.analysis
+            assert_artifact_shaped(raw["artifact"])
+    with_outputs = [c for c in account.calls.values()
+                    if "structuredOutputs" in c.get("artifact", {})]
+    assert 10 <= len(with_outputs) <= 38  # most ended calls, not all
+    assert all("scorecards" in c["artifact"] for c in with_outputs)
 
 
 def test_recordings_redirect_to_signed_urls_that_expire() -> None:

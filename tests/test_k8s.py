@@ -27,7 +27,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from starlette.routing import Mount
 
 from calltrail_common.settings import Settings
-from calltrail_common.topology import CALL_PROCESSOR, Topology
+from calltrail_common.topology import CALL_PROCESSOR, DISPATCHER, Topology
+from dispatcher.worker import RECORDER_CLOSE_SECONDS, shutdown_grace_seconds
 from metrics_sync.worker import SHUTDOWN_GRACE_SECONDS as SYNC_SHUTDOWN_GRACE_SECONDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,13 +64,14 @@ KEDA_AUTH_PARAMETERS = {
     "postgresql": {"connection", "password"},
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-SERVICES = ("ingest", "call-processor", "metrics-sync", "api")
+SERVICES = ("ingest", "call-processor", "metrics-sync", "api", "dispatcher")
 # The settings field holding the port each service serves /healthz, /readyz and /metrics on.
 PROBE_PORT_FIELD = {
     "ingest": "ingest_port",
     "api": "api_port",
     "call-processor": "processor_metrics_port",
     "metrics-sync": "metrics_sync_metrics_port",
+    "dispatcher": "dispatcher_metrics_port",
 }
 # The settings field holding the port each service serves /metrics on, for Prometheus: the
 # api's is a port of its own, which no Ingress reaches (decision 37).
@@ -404,7 +406,8 @@ def usage(command: tuple[str, ...]) -> str:
 
 def test_commands_are_the_repos_console_scripts(manifests: tuple[Manifest, ...]) -> None:
     expected = {"ingest": "calltrail-ingest", "call-processor": "calltrail-processor",
-                "metrics-sync": "calltrail-metrics-sync", "api": "calltrail-api"}
+                "metrics-sync": "calltrail-metrics-sync", "api": "calltrail-api",
+                "dispatcher": "calltrail-dispatcher"}
     for name, script in expected.items():
         assert main_container(workload(manifests, name))["command"] == [script]
     for owner, container in all_containers(manifests):
@@ -483,6 +486,30 @@ def test_call_processor_scales_on_its_queue_counting_unacked_messages(
         {rabbitmq["metadata"]["name"] + RABBITMQ_SECRET_SUFFIX}
 
 
+def test_dispatcher_scales_on_its_queue_not_its_retries(manifests: tuple[Manifest, ...]) -> None:
+    dispatcher = workload(manifests, "dispatcher")
+    settings = settings_of(manifests, main_container(dispatcher))
+    (scaled,) = scaled_objects_for(manifests, dispatcher)
+    (trigger,) = scaled["spec"]["triggers"]
+    metadata = trigger["metadata"]
+    assert (trigger["type"], metadata["mode"], metadata["protocol"]) == (
+        "rabbitmq", "QueueLength", "http")
+    assert metadata.get("excludeUnacknowledged", "false") == "false"
+    # The deliveries to send now; a failing receiver's retries waiting out their delay are
+    # not work more replicas could do.
+    topology = Topology(settings.amqp_prefix)
+    assert metadata["useRegex"] == "true"
+    assert [name for name in topology.all_queues()
+            if re.fullmatch(metadata["queueName"], name)] == [topology.queue(DISPATCHER)]
+    # Each replica holds twice WEBHOOKS_CONCURRENCY unacked: the target is above that.
+    assert float(metadata["value"]) > 2 * settings.webhooks_concurrency
+    # Never 0: the replicas are also the relay that fills the queue.
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    assert trigger_authentication(manifests, trigger) == trigger_authentication(
+        manifests, scaled_objects_for(manifests, workload(manifests, "call-processor"))[0][
+            "spec"]["triggers"][0])
+
+
 def test_metrics_sync_scales_on_connected_accounts_and_never_to_zero(overlay: str) -> None:
     manifests = render(overlay)
     sync = workload(manifests, "metrics-sync")
@@ -530,6 +557,8 @@ def drain_seconds(name: str, settings: Settings) -> float:
         return settings.processor_shutdown_grace_seconds
     if name == "metrics-sync":  # runs in progress finish, or go back to the queue
         return SYNC_SHUTDOWN_GRACE_SECONDS + SYNC_HAND_BACK_SECONDS
+    if name == "dispatcher":  # attempts in flight end and are settled, then the log written
+        return shutdown_grace_seconds(settings) + RECORDER_CLOSE_SECONDS
     raise AssertionError(name)
 
 

@@ -23,7 +23,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from calltrail_common.settings import Settings
-from calltrail_common.topology import CALL_PROCESSOR, CONSUMERS, Topology
+from calltrail_common.topology import CALL_PROCESSOR, CONSUMERS, DISPATCHER, Topology
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "deploy" / "monitoring"
@@ -165,7 +165,8 @@ def test_the_prometheus_config_and_the_rules_it_loads_pass_promtool_check() -> N
 
 # Where each service serves /metrics (the api's port of its own: decision 37).
 SCRAPED_PORT_FIELD = {"ingest": "ingest_port", "call-processor": "processor_metrics_port",
-                      "metrics-sync": "metrics_sync_metrics_port", "api": "api_metrics_port"}
+                      "metrics-sync": "metrics_sync_metrics_port", "api": "api_metrics_port",
+                      "dispatcher": "dispatcher_metrics_port"}
 
 
 def test_each_service_is_scraped_on_its_metrics_port() -> None:
@@ -225,11 +226,20 @@ def test_the_rules_watch_the_queues_the_topology_declares() -> None:
         [pattern] = re.findall(r"queue=~`([^`]+)`", _alert(name)["expr"])
         assert {q for q in DEFAULT_TOPOLOGY.all_queues() if re.fullmatch(pattern, q)} == work
 
-    pattern = re.search(r"queue=~`([^`]+)`", _alert("CalltrailDeadLettersArriving")["expr"])
-    assert pattern is not None
-    dead_letter_queues = {DEFAULT_TOPOLOGY.dead_letter_queue(c) for c in CONSUMERS}
+    dispatcher = [DEFAULT_TOPOLOGY.queue(DISPATCHER)]
+    for name in ("CalltrailDispatcherQueueGrowing", "CalltrailDispatcherQueueHasNoConsumer"):
+        [pattern] = re.findall(r"queue=~`([^`]+)`", _alert(name)["expr"])
+        assert [q for q in DEFAULT_TOPOLOGY.all_queues() if re.fullmatch(pattern, q)] == dispatcher
+
+    # Every dead-letter queue but the dispatcher's (a dead webhook is CalltrailWebhooksDead's).
+    expr = _alert("CalltrailDeadLettersArriving")["expr"]
+    [pattern] = re.findall(r"queue=~`([^`]+)`", expr)
+    excluded = set(re.findall(r'queue!="([^"]+)"', expr))
+    assert excluded == {DEFAULT_TOPOLOGY.dead_letter_queue(DISPATCHER)}
+    dead_letter_queues = {DEFAULT_TOPOLOGY.dead_letter_queue(c) for c in CONSUMERS} - excluded
     for queue in DEFAULT_TOPOLOGY.all_queues():  # PromQL regexes match the whole value
-        assert bool(re.fullmatch(pattern.group(1), queue)) == (queue in dead_letter_queues), queue
+        watched = bool(re.fullmatch(pattern, queue)) and queue not in excluded
+        assert watched == (queue in dead_letter_queues), queue
 
 
 def test_the_dashboard_queue_matchers_name_the_topology_queues() -> None:
@@ -239,9 +249,11 @@ def test_the_dashboard_queue_matchers_name_the_topology_queues() -> None:
     dead = {DEFAULT_TOPOLOGY.dead_letter_queue(c) for c in CONSUMERS}
     retry = {DEFAULT_TOPOLOGY.retry_queue(c, d) for c in CONSUMERS for d in c.retry_delays_ms}
     work = set(DEFAULT_TOPOLOGY.work_queues(CALL_PROCESSOR))
+    dispatcher = {DEFAULT_TOPOLOGY.queue(DISPATCHER)}
     matched = {frozenset(q for q in DEFAULT_TOPOLOGY.all_queues() if re.fullmatch(p, q))
                for p in patterns}
-    assert matched == {frozenset(dead), frozenset(retry), frozenset(work)}
+    assert matched == {frozenset(dead), frozenset(retry), frozenset(work),
+                       frozenset(dispatcher)}
 
 
 # --- metric names --------------------------------------------------------------------------
@@ -258,7 +270,8 @@ def test_the_services_export_the_metrics_they_are_known_for() -> None:
     families = exported_metrics()
     for family in ("calltrail_ingest_requests", "calltrail_ingest_spool_depth",
                    "calltrail_processor_events", "calltrail_processor_lag_seconds",
-                   "calltrail_sync_failures", "calltrail_api_request_seconds"):
+                   "calltrail_sync_failures", "calltrail_api_request_seconds",
+                   "calltrail_dispatcher_deliveries", "calltrail_dispatcher_relay_lag_seconds"):
         assert family in families, f"{family} is not exported: is its service's metrics.py found?"
     assert "calltrail_processor_events_total" in families["calltrail_processor_events"]
     assert "calltrail_api_request_seconds_bucket" in families["calltrail_api_request_seconds"]
@@ -321,5 +334,5 @@ def test_the_dashboard_has_a_row_for_every_service_and_the_broker() -> None:
     rows = {p["title"] for p in _dashboard()["panels"] if p["type"] == "row"}
     services = {path.name for path in (REPO / "services").iterdir()
                 if (path / "src").is_dir() and list(path.glob("src/*/metrics.py"))}
-    assert services == {"ingest", "call-processor", "metrics-sync", "api"}
+    assert services == {"ingest", "call-processor", "metrics-sync", "api", "dispatcher"}
     assert rows == services | {"RabbitMQ"}

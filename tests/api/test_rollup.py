@@ -21,10 +21,25 @@ def test_a_row_reads_verdicts_as_the_overview_does() -> None:
     figures = client_figures({
         "id": uuid.uuid4(), "name": "Bright Dental", "markup_percent": Decimal(20),
         "calls": 7, "seconds": Decimal(420), "cost": Decimal("1.50"), "new_leads": 2,
-        "verdicts": ["true", "false", "Pass", "7/10"], "verdict_calls": [3, 1, 2, 1]})
+        "verdicts": ["true", "false", "Pass", "7/10"], "verdict_calls": [3, 1, 2, 1],
+        "measure_kind": None, "measure_source_id": None, "pass_mark": None,
+        "signal_values": [], "signal_evaluations": [], "signal_calls": []})
     assert (figures.evaluated, figures.succeeded) == (6, 5)
     assert figures.success_rate == round(5 / 6, 6)
     assert figures.billed == Decimal("1.800000")
+
+
+def test_a_row_counts_by_the_clients_success_measure_as_its_overview_does() -> None:
+    """Of the 7 calls, 3 carry the client's scorecard: 2 of them evaluated true, 1 not."""
+    figures = client_figures({
+        "id": uuid.uuid4(), "name": "Bright Dental", "markup_percent": Decimal(0),
+        "calls": 7, "seconds": Decimal(420), "cost": Decimal("1.50"), "new_leads": 2,
+        "verdicts": ["true", "false"], "verdict_calls": [4, 1],
+        "measure_kind": "scorecard", "measure_source_id": "qa", "pass_mark": Decimal(80),
+        "signal_values": [Decimal(90), Decimal(50), Decimal(80)],
+        "signal_evaluations": ["true", "true", None], "signal_calls": [1, 1, 1]})
+    # The 2 true evaluations are counted by their scores (90 passes, 50 fails) instead.
+    assert (figures.evaluated, figures.succeeded) == (6, 4)
 
 
 def test_totals_sum_exact_costs_and_each_clients_billed() -> None:

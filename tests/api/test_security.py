@@ -66,6 +66,9 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
     await api.connection.execute(
         "INSERT INTO daily_stats_shards (org_id, day, calls, inbound, new_leads)"
         " VALUES ($1, $2, 3, 3, 1)", tenant.org_id, now.date())
+    chosen = await tenant.client.put("/api/success-measure", json={
+        "kind": "output", "sourceId": f"so-{marker}"})
+    assert chosen.status_code == 200, chosen.text
     vapi_key = f"vapi-key-{marker}"
     account = fake.add_account(vapi_key, phone_numbers=1)
     connected = await tenant.client.post("/api/vapi/connect", json={"apiKey": vapi_key})
@@ -81,7 +84,7 @@ async def _seed(api: RunningApi, fake: FakeVapi, name: str, number: str) -> Seed
     secrets = [*call_ids, str(lead_id), sync_id, number, number.lstrip("+"), person, email,
                f"transcript{marker}", f"summary{marker}", marker, account.org_id,
                str(tenant.org_id), tenant.token, vapi_key, endpoint_id, made.json()["secret"],
-               *map(str, deliveries)]
+               *map(str, deliveries), f"so-{marker}"]
     return Seeded(tenant, vapi_key, call_ids, lead_id, sync_id, endpoint_id,
                   str(deliveries[0]), secrets)
 
@@ -187,6 +190,10 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     assert await api.connection.fetchval(
         "SELECT secret FROM outbound_endpoints WHERE id = $1",
         uuid.UUID(owner.endpoint_id)) in owner.secrets
+    # The intruder's PUT and DELETE /api/success-measure changed the intruder's measure.
+    measure = (await owner.tenant.client.get("/api/success-measure")).json()["measure"]
+    chosen = next(s for s in owner.secrets if s.startswith("so-"))
+    assert measure == {"kind": "output", "sourceId": chosen, "passMark": None}
 
     captured = capfd.readouterr()
     logs = captured.out + captured.err

@@ -99,6 +99,13 @@ _values = st.fixed_dictionaries({}, optional={
     "assistant_id": st.sampled_from(["x", "y"]),
     "cost": st.sampled_from([Decimal("0.1"), Decimal("0.25")]),
     "metadata": st.sampled_from([{"k": 1}, {"k": 2, "j": [1]}]),
+    # Said at SNAPSHOT authority even by a report (events.py): `merge` is the same rule.
+    "structured_outputs": st.sampled_from([
+        ({"o1": {"name": "Booked", "result": True}}, SNAPSHOT),
+        ({"o1": {"name": "Booked", "result": False}, "o2": {"name": "n", "result": "A"}},
+         SNAPSHOT)]),
+    "scorecards": st.sampled_from([({"s": {"name": "QA", "scoreNormalized": 70}}, SNAPSHOT),
+                                   ({"s": {"name": "QA", "scoreNormalized": 100}}, SNAPSHOT)]),
 })
 _observations = st.builds(
     lambda status, ms, report, values: obs(status=status, ms=ms, report=report, **values),

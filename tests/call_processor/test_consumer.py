@@ -215,7 +215,8 @@ async def test_events_replay_rebuilds_the_same_state(database_url: str, topology
         connection = await db.connect(database_url)
         before = await snapshot(connection)
         await connection.execute("TRUNCATE calls, leads, daily_stats_shards,"
-                                 " daily_call_outcome_shards, daily_assistant_shards")
+                                 " daily_call_outcome_shards, daily_assistant_shards,"
+                                 " daily_success_signal_shards")
         await connection.close()
         replayed = calltrail("events", "replay", "--org", str(org.org_id),
                              database_url=database_url, AMQP_PREFIX=topology.prefix)

@@ -32,7 +32,7 @@ from calltrail_testkit.lifecycles import traffic
 from calltrail_testkit.state import assert_invariants, snapshot
 
 RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards,"
-         " daily_assistant_shards, events, unassigned_events")
+         " daily_assistant_shards, daily_success_signal_shards, events, unassigned_events")
 HYPOTHESIS = settings(max_examples=40, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture,
                                              HealthCheck.too_slow])

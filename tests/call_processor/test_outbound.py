@@ -114,7 +114,11 @@ def test_call_data_names_fields_as_the_api_does() -> None:
         "phone_number_id": "pn-1", "summary": "Booked.", "transcript": "AI: hello",
         "structured_data": {"name": "Ana"}, "success_evaluation": "true",
         "metadata": {"crmId": 7}, "recording_url": "https://r/x.wav",
-        "cost_breakdown": {"llm": 0.1}})
+        "cost_breakdown": {"llm": 0.1},
+        "structured_outputs": {"so-2": {"name": "Booked", "result": True},
+                               "so-1": {"name": "Name", "result": "Ana"}},
+        "scorecards": {"sc-1": {"name": "Quality", "score": 8, "scoreNormalized": 0.8,
+                                "metricPoints": {"greeting": 2}}}})
     assert call_data(ORG, after) == {
         "id": "call-1", "orgId": str(ORG), "type": "outboundPhoneCall",
         "direction": "outbound", "status": "ended", "endedReason": "customer-ended-call",
@@ -124,6 +128,10 @@ def test_call_data_names_fields_as_the_api_does() -> None:
         "customerEmail": "ana@example.com", "assistantId": "asst-1", "phoneNumberId": "pn-1",
         "leadId": None, "summary": "Booked.",
         "analysis": {"structuredData": {"name": "Ana"}, "successEvaluation": "true"},
+        "structuredOutputs": [{"id": "so-2", "name": "Booked", "result": True},
+                              {"id": "so-1", "name": "Name", "result": "Ana"}],
+        "scorecards": [{"id": "sc-1", "name": "Quality", "score": 8.0,
+                        "scoreNormalized": 0.8, "metricPoints": {"greeting": 2.0}}],
         "metadata": {"crmId": 7}}
 
 

@@ -33,7 +33,7 @@ from calltrail_common.snapshots import (
     snapshot_message,
 )
 from calltrail_common.topology import CALL_PROCESSOR, Topology, declare_topology
-from calltrail_testkit.lifecycles import lifecycle
+from calltrail_testkit.lifecycles import EXTRACTED, lifecycle
 from calltrail_testkit.state import assert_invariants, snapshot
 from tests.conftest import AMQP_URL
 from tests.support.processor import eventually, queue_depth, running_processor
@@ -44,7 +44,7 @@ ORG = uuid.UUID("0b9c6f4e-3d2a-4f7b-8e1c-5a6d7e8f9a0b")
 RECEIVED = dt.datetime(2026, 11, 3, 16, tzinfo=dt.UTC)  # when the API answered
 UPDATED_MS = 1793718248000  # the sample's updatedAt
 RESET = ("TRUNCATE calls, leads, daily_stats_shards, daily_call_outcome_shards,"
-         " daily_assistant_shards, events,"
+         " daily_assistant_shards, daily_success_signal_shards, events,"
          " unassigned_events")
 # What only a report webhook says, or only the latest event: not compared across sources.
 NOT_IN_A_SNAPSHOT = ("report_received", "last_event_at")
@@ -76,6 +76,8 @@ def legacy_call() -> dict:
     """The sample call with the older top-level fields instead of artifact and analysis."""
     call = api_call()
     artifact, analysis = call.pop("artifact"), call.pop("analysis")
+    # What Vapi extracts after the call has no older form: it stays in the artifact.
+    call["artifact"] = {k: artifact[k] for k in ("structuredOutputs", "scorecards")}
     call.update(transcript=artifact["transcript"], recordingUrl=artifact["recordingUrl"],
                 stereoRecordingUrl=artifact["stereoRecordingUrl"],
                 summary=analysis["summary"], structuredData=analysis["structuredData"],
@@ -409,6 +411,12 @@ def seen_both_ways(draw, call_id: str) -> tuple[list[tuple[str, dict]], dict]:
             seen.append(("snapshot", stage_snapshot(body, draw(st.integers(0, 5_000)))))
     final = final_snapshot(webhooks, draw(st.integers(-5_000, 10_000)))
     seen.append(("snapshot", final))
+    if draw(st.booleans()):  # what Vapi extracted after the call, on a later poll
+        later = copy.deepcopy(final)
+        later["updatedAt"] = _iso_ms(int(dt.datetime.fromisoformat(
+            final["updatedAt"].replace("Z", "+00:00")).timestamp() * 1000) + 30_000)
+        later.setdefault("artifact", {}).update(draw(st.sampled_from(EXTRACTED)))
+        seen.append(("snapshot", later))
     return seen, final
 
 

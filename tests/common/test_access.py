@@ -23,7 +23,8 @@ ALLOWED: dict[Role, set[Action]] = {
     "viewer": {Action.READ, Action.EXPORT},
     "admin": {Action.READ, Action.EXPORT, Action.SYNC, Action.SEE_SECRETS,
               Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE,
-              Action.READ_AUDIT, Action.MANAGE_OUTBOUND_WEBHOOKS},
+              Action.READ_AUDIT, Action.MANAGE_OUTBOUND_WEBHOOKS,
+              Action.SET_SUCCESS_MEASURE},
     "owner": set(Action),
 }
 

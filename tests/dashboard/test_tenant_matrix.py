@@ -71,6 +71,9 @@ ROUTES: dict[tuple[str, str], Action | str] = {
         Action.MANAGE_OUTBOUND_WEBHOOKS,
     ("POST", "/settings/outbound-webhooks/{endpoint_id}/deliveries/{delivery_id}/send-again"):
         Action.MANAGE_OUTBOUND_WEBHOOKS,
+    ("GET", "/settings/success"): Action.READ,
+    ("POST", "/settings/success"): Action.SET_SUCCESS_MEASURE,
+    ("POST", "/settings/success/clear"): Action.SET_SUCCESS_MEASURE,
     ("POST", "/switch"): Action.READ,
     ("GET", "/clients"): AGENCY,
     ("GET", "/brand/{name}"): PUBLIC,
@@ -126,7 +129,7 @@ def _form(csrf: str, org_id: uuid.UUID, target: uuid.UUID) -> dict[str, str]:
     """Every field any form takes, naming this organization's things."""
     return {"csrf": csrf, "apiKey": "not-a-key", "email": PENDING,
             "role": "viewer", "user": str(target), "org": str(org_id), "name": "matrix",
-            "overlapHours": "24"}
+            "overlapHours": "24", "source": "output:matrix-output"}
 
 
 async def _request(client: httpx.AsyncClient, method: str, path: str, form: dict[str, str]
@@ -228,6 +231,8 @@ async def _state_of(dashboard: Dashboard, org_id: uuid.UUID) -> tuple[object, ..
             "SELECT d.id, d.state, d.queued_at FROM outbound_deliveries d JOIN "
             "outbound_endpoints e ON e.id = d.endpoint_id WHERE e.org_id = $1 ORDER BY d.id",
             org_id)),
+        await connection.fetchrow("SELECT kind, source_id, pass_mark FROM success_measures"
+                                  " WHERE org_id = $1", org_id),
     )
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import uuid
 
 from standardwebhooks import Webhook
 
 from calltrail_testkit.webhook_receiver import WebhookReceiver
+from dispatcher.messages import DeliveryMessage
+from dispatcher.sender import PooledTransport, Sender
 from tests.support.dispatcher import (
     Outbox,
     body_of,
     dispatcher_settings,
+    new_secret,
     running_dispatcher,
 )
 from tests.support.processor import eventually
@@ -75,3 +80,30 @@ def _verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
     except Exception:
         return False
     return True
+
+
+async def test_the_sender_spreads_a_burst_over_small_pools_and_light_traffic_over_one(
+        receiver: WebhookReceiver) -> None:
+    """httpcore's pool costs grow with the square of its connections: the sender keeps
+    pools of POOL_CONNECTIONS, fills the least busy, and gives each request back."""
+    receiver.behave("pools", latency=0.05)
+    sender = Sender(timeout_seconds=5, max_response_bytes=1024, allow_private=True,
+                    max_connections=64)
+    transport = sender._client._transport
+    assert isinstance(transport, PooledTransport) and len(transport._pools) == 64 // 16
+    secret = new_secret()
+    message = DeliveryMessage(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), b'{"type":"t"}')
+    try:
+        for _ in range(3):  # one at a time: always the first pool, its connection reused
+            answer = await sender.send(receiver.url("pools"), Webhook(secret), message)
+            assert answer.status == 200
+        assert transport._in_flight == [0, 0, 0, 0]
+        answers = await asyncio.gather(*(
+            sender.send(receiver.url("pools"), Webhook(secret), message) for _ in range(40)))
+        assert {a.status for a in answers} == {200}
+        assert transport._in_flight == [0, 0, 0, 0]  # every request given back
+        used = [len(pool._pool.connections) for pool in transport._pools]
+        assert all(n <= 16 for n in used) and sum(1 for n in used if n) >= 3, used
+    finally:
+        await sender.aclose()
+    assert len(receiver.received("pools")) == 43

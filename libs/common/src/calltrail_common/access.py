@@ -1,8 +1,8 @@
 """Who may do what in an organization: the roles and what each allows. Pure.
 
 owner: everything (people of any role, clients, markup, branding, the webhook secret).
-admin: the Vapi key, API tokens, outbound webhooks and people up to admin; sees secrets
-and the audit log.
+admin: the Vapi key, API tokens, outbound webhooks, people up to admin and what counts as
+a call's success; sees secrets and the audit log.
 viewer: reads; never sees a secret (webhook secret, new tokens, invitation links of others).
 
 A member of an agency has the same role in each of its client organizations
@@ -34,6 +34,7 @@ class Action(StrEnum):
     # Outbound webhook endpoints (their URLs may carry a receiver's token), their secrets
     # when issued, and their delivery logs with "send again".
     MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
+    SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -46,6 +47,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.READ_AUDIT: "admin",
     Action.MANAGE_OUTBOUND_WEBHOOKS: "admin",
     Action.MANAGE_PEOPLE: "admin",
+    Action.SET_SUCCESS_MEASURE: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

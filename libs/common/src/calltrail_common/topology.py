@@ -77,6 +77,7 @@ class ConsumerQueue:
     retry_delays_ms: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000)
     exchange: str = EVENTS_EXCHANGE  # the exchange the binding keys are on
     partitions: int = 0  # > 0: partition queues with a single active consumer each
+    dead_letter_ttl_ms: int | None = None  # None: dead letters stay until replayed or purged
 
 
 # Every consumer of the system, in one visible list. The processor's partition count bounds
@@ -89,9 +90,11 @@ METRICS_SYNC_COMMANDS = ConsumerQueue(name="metrics-sync.commands",
                                       binding_keys=(SYNC_NOW_ROUTING_KEY,),
                                       retry_delays_ms=(1_000, 5_000), exchange=COMMANDS_EXCHANGE)
 # Outbound webhooks: a receiver that fails is tried again after each delay, 5 s to 10 h, about
-# 26 hours in all, then the delivery is dead-lettered (and marked 'dead').
+# 26 hours in all, then the delivery is dead-lettered (and marked 'dead'). Its dead letters
+# are kept a week, for reading: the delivery log holds the truth and "send again" publishes
+# a delivery anew, so nothing replays them.
 DISPATCHER = ConsumerQueue(name="dispatcher", binding_keys=(WEBHOOK_DELIVERY_ROUTING_KEY,),
-                           exchange=WEBHOOKS_EXCHANGE,
+                           exchange=WEBHOOKS_EXCHANGE, dead_letter_ttl_ms=7 * 86_400_000,
                            retry_delays_ms=(5_000, 30_000, 120_000, 600_000, 1_800_000,
                                             3_600_000, 7_200_000, 14_400_000, 28_800_000,
                                             36_000_000))
@@ -231,11 +234,11 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
                     "x-dead-letter-routing-key": main_name,
                 },
             )
+        dlq_arguments: dict[str, FieldValue] = {"x-queue-type": "quorum"}
+        if consumer.dead_letter_ttl_ms is not None:
+            dlq_arguments["x-message-ttl"] = consumer.dead_letter_ttl_ms
         dlq = await channel.declare_queue(
-            topology.dead_letter_queue(consumer),
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
+            topology.dead_letter_queue(consumer), durable=True, arguments=dlq_arguments)
         await dlq.bind(dlx, routing_key=main_name)
     return events
 

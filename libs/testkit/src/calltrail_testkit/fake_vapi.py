@@ -124,11 +124,46 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+# The structured outputs and scorecard a fake account's assistants extract after a call
+# (artifact.structuredOutputs, artifact.scorecards; vapi.md), with fixed ids as an account's
+# saved ones have.
+BOOKED_OUTPUT = "4d0c8f3a-6b1e-4c2d-9f7a-0e5b3c1d2a01"
+DETAILS_OUTPUT = "4d0c8f3a-6b1e-4c2d-9f7a-0e5b3c1d2a02"
+CSAT_OUTPUT = "4d0c8f3a-6b1e-4c2d-9f7a-0e5b3c1d2a03"
+QUALITY_SCORECARD = "4d0c8f3a-6b1e-4c2d-9f7a-0e5b3c1d2a10"
+EXTRACTED_SHARE = 0.6  # of ended calls; the others were made before the account set any up
+
+
+def extracted(call_id: str, name: str) -> dict[str, Any]:
+    """What Vapi extracted after an ended call, or {} for one without structured outputs.
+    Drawn from the call's id alone, so adding it leaves every other draw of a seed as it
+    was."""
+    rng = random.Random(call_id)
+    if rng.random() >= EXTRACTED_SHARE:
+        return {}
+    booked, csat = rng.random() < 0.55, rng.randrange(1, 11)
+    points = {BOOKED_OUTPUT: 70 if booked else 0, CSAT_OUTPUT: 30 if csat >= 8 else 0}
+    score = sum(points.values())
+    email = f"{name.split()[0].lower()}.{call_id[:4]}@example.com"
+    return {
+        "structuredOutputs": {
+            BOOKED_OUTPUT: {"name": "Appointment booked", "result": booked},
+            DETAILS_OUTPUT: {"name": "Customer details",
+                             "result": {"name": name, "email": email}},
+            CSAT_OUTPUT: {"name": "CSAT", "result": csat},
+        },
+        "scorecards": {QUALITY_SCORECARD: {"name": "Call quality", "score": score,
+                                           "scoreNormalized": score,
+                                           "metricPoints": points}},
+    }
+
+
 def make_call(rng: random.Random, *, org_id: str, created_at: datetime,
               phone_number_id: str | None, assistant_id: str | None, customer_number: str,
               ended: bool = True) -> Call:
     """A Call as `GET /call/{id}` returns it (vapi-samples/api-get-call-item.json). An ended
-    call has startedAt, endedAt, cost and analysis; one that is not ended is in progress
+    call has startedAt, endedAt, cost and analysis, and most have structured outputs and a
+    scorecard (`extracted`); one that is not ended is in progress
     (startedAt, no endedAt, cost 0) or still queued or ringing (neither)."""
     call_id = _uuid(rng)
     created = _ms(created_at.astimezone(UTC))
@@ -189,6 +224,7 @@ def make_call(rng: random.Random, *, org_id: str, created_at: datetime,
             ],
             "recordingUrl": f"https://storage.vapi.ai/{call_id}-mono.wav",
             "stereoRecordingUrl": f"https://storage.vapi.ai/{call_id}-stereo.wav",
+            **extracted(call_id, name),
         },
         "analysis": {
             "summary": f"Caller asked about a repair estimate ({call_id[:8]}).",

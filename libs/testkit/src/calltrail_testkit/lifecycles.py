@@ -438,6 +438,23 @@ def fake_uuid(rng: random.Random) -> str:
 T0 = dt.datetime(2026, 11, 3, 23, 50, tzinfo=dt.UTC)  # near midnight: days differ
 CALLERS = ["+14155550123", "+1 (415) 555-0123", "+442071838750", "+14155550999"]
 NAMES = [None, "Ana Ruiz", "Dana Whitfield"]
+# What Vapi extracts after a call (artifact.structuredOutputs and .scorecards): often absent
+# from the report, filled in on the call later (vapi.md). Ids as in the samples.
+BOOKED, DETAILS, QA = ("5b8f9c1e-2d3a-4e6f-9a0b-1c2d3e4f5a61",
+                       "7c9d0e2f-3b4a-4f5e-8a1b-2c3d4e5f6a72",
+                       "c5bd0d4e-0c7f-4b0a-82e9-5d0baf6e4a01")
+EXTRACTED: list[dict[str, Any]] = [
+    {},
+    {"structuredOutputs": {BOOKED: {"name": "Appointment booked", "result": True}}},
+    {"structuredOutputs": {
+        BOOKED: {"name": "Appointment booked", "result": False},
+        DETAILS: {"name": "Customer details",
+                  "result": {"name": "From Outputs", "email": "outputs@example.com"}}},
+     "scorecards": {QA: {"name": "Support QA", "score": 30, "scoreNormalized": 30,
+                         "metricPoints": {BOOKED: 0}}}},
+    {"scorecards": {QA: {"name": "Support QA", "score": 100, "scoreNormalized": 100,
+                         "metricPoints": {BOOKED: 100}}}},
+]
 STATUS_PATHS = [["ringing", "in-progress", "ended"], ["queued", "ringing", "in-progress",
                 "ended"], ["in-progress", "in-progress", "ended"], ["ended"], ["ringing"]]
 
@@ -489,6 +506,8 @@ def lifecycle(draw: st.DrawFn, call_id: str) -> list[dict[str, Any]]:
         if "analysis" in message:
             message["analysis"]["structuredData"] = draw(st.sampled_from([
                 {}, {"name": "From Analysis", "email": "lead@example.com"}]))
+        if "artifact" in message:
+            message["artifact"].update(draw(st.sampled_from(EXTRACTED)))
         # Chatter around the end: archived, never applied to the call.
         chatter = sample("inbound-3-speech-update")
         chatter["message"]["call"] = call

@@ -8,7 +8,7 @@ CALL_COLUMNS = """id, org_id, direction, status, ended_reason, created_at, start
     duration_seconds, cost, cost_breakdown, costs, customer_number, customer_name,
     customer_email, phone_number_id, assistant_id, transcript, summary, structured_data,
     success_evaluation, recording_url, stereo_recording_url, metadata, report_received,
-    last_event_at, stats_day"""
+    last_event_at, stats_day, structured_outputs, scorecards, output_name, output_email"""
 _QUALIFIED = ", ".join(f"calls.{c.strip()}" for c in CALL_COLUMNS.split(","))
 
 
@@ -80,6 +80,38 @@ BREAKDOWNS_NOT_FROM_CALLS = {
             UNION ALL
             SELECT org_id, day, assistant_id, NULL, NULL, NULL FROM daily_assistants
             WHERE assistant_key <> md5(ROW(assistant_id)::text)::uuid
+        )
+        (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
+        UNION ALL
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+    # Each boolean structured output and scorecard score of the calls (migration 0014), as
+    # calltrail_common.structured_outputs.success_signals reads them, said here in SQL.
+    "daily_success_signals": """
+        WITH signal AS (
+            SELECT c.org_id, c.stats_day AS day, 'output' AS kind, o.key AS source_id,
+                   CASE WHEN (o.value -> 'result')::boolean THEN 1 ELSE 0 END::numeric
+                       AS value, c.success_evaluation
+            FROM calls c, jsonb_each(c.structured_outputs) o
+            WHERE c.stats_day IS NOT NULL AND jsonb_typeof(o.value) = 'object'
+              AND jsonb_typeof(o.value -> 'result') = 'boolean'
+            UNION ALL
+            SELECT c.org_id, c.stats_day, 'scorecard', s.key,
+                   round((s.value ->> 'scoreNormalized')::numeric, 2), c.success_evaluation
+            FROM calls c, jsonb_each(c.scorecards) s
+            WHERE c.stats_day IS NOT NULL AND jsonb_typeof(s.value) = 'object'
+              AND jsonb_typeof(s.value -> 'scoreNormalized') = 'number'
+        ), expected AS (
+            SELECT org_id, day, kind, source_id, value, success_evaluation,
+                   count(*)::int AS calls
+            FROM signal GROUP BY 1, 2, 3, 4, 5, 6
+        ), stored AS (
+            SELECT org_id, day, kind, source_id, value, success_evaluation, calls
+            FROM daily_success_signals
+            WHERE signal_key = md5(ROW(kind, source_id, value, success_evaluation)::text)::uuid
+            UNION ALL
+            SELECT org_id, day, kind, source_id, value, success_evaluation, NULL
+            FROM daily_success_signals
+            WHERE signal_key <> md5(ROW(kind, source_id, value, success_evaluation)::text)::uuid
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL

@@ -38,9 +38,10 @@ from typing import Any
 
 import orjson
 import uvicorn
+import uvloop
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -152,7 +153,7 @@ class WebhookReceiver:
         config = uvicorn.Config(self.app, lifespan="off", log_level="warning",
                                 access_log=False, timeout_graceful_shutdown=1, backlog=4096)
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
+        thread = threading.Thread(target=lambda: uvloop.run(server.serve(sockets=[sock])),
                                   name=f"webhook-receiver-{self.port}", daemon=True)
         thread.start()
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
@@ -184,7 +185,10 @@ class WebhookReceiver:
     # -- the HTTP side -------------------------------------------------------------------
 
     async def _receive(self, request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the sender gave up before its body was in: nothing came
+            return Response(status_code=499)
         path = _clean(request.path_params["path"])
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._lock:
@@ -280,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     receiver = WebhookReceiver(host=args.host, port=args.port, latency=args.latency)
     print(f"webhook receiver at http://{args.host}:{args.port}", flush=True)
     uvicorn.run(receiver.app, host=args.host, port=args.port, log_level="warning",
-                access_log=False, backlog=4096, timeout_graceful_shutdown=1)
+                access_log=False, backlog=4096, timeout_graceful_shutdown=1, loop="uvloop",
+                http="httptools")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""How calls ended, from Vapi's `endedReason`, in the five buckets the overview shows. Pure.
+"""How calls ended, from Vapi's `endedReason`, in the five buckets the overview shows, and
+how many calls succeeded (`success_counts`). Pure.
 
 Vapi has dozens of reasons and adds more; a reason is bucketed by what it says (a customer
 or assistant ending the call is a completed call; any error or failure is a failed one), so
@@ -7,7 +8,12 @@ a new pipeline error lands in `failed` without a code change. What fits none is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Literal
+
+from calltrail_common.structured_outputs import passes
+from calltrail_common.success_measures import SuccessMeasure
 
 Bucket = Literal["completed", "voicemail", "noAnswer", "busy", "failed", "other"]
 BUCKETS: tuple[Bucket, ...] = ("completed", "voicemail", "noAnswer", "busy", "failed", "other")
@@ -44,3 +50,32 @@ def is_success(evaluation: str) -> bool | None:
     if value in ("false", "fail", "failed", "failure", "unsuccessful", "no"):
         return False
     return None
+
+
+def success_counts(outcomes: Iterable[tuple[str | None, int]],
+                   signals: Iterable[tuple[Decimal, str | None, int]],
+                   measure: SuccessMeasure | None) -> tuple[int, int]:
+    """(evaluated calls, successful calls) over a range (decision 41).
+
+    `outcomes`: (successEvaluation, calls) of every call; `signals`: (value,
+    successEvaluation, calls) of the calls that carry the organization's chosen source.
+    A call with the source counts by it (a boolean output when true, a scorecard at or
+    above the pass mark); a call without it counts by its successEvaluation (`is_success`);
+    no measure: every call by its successEvaluation. Exact: the calls with the source are
+    taken out of the successEvaluation counts by the evaluation stored beside them."""
+    evaluated = succeeded = 0
+    for evaluation, calls in outcomes:
+        verdict = None if evaluation is None else is_success(evaluation)
+        if verdict is not None:
+            evaluated += calls
+            succeeded += calls if verdict else 0
+    if measure is None:
+        return evaluated, succeeded
+    for value, evaluation, calls in signals:
+        verdict = None if evaluation is None else is_success(evaluation)
+        if verdict is not None:  # counted above by its evaluation: by its source instead
+            evaluated -= calls
+            succeeded -= calls if verdict else 0
+        evaluated += calls
+        succeeded += calls if passes(value, measure.kind, measure.pass_mark) else 0
+    return evaluated, succeeded

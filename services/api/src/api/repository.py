@@ -105,6 +105,24 @@ CALL_OUTCOMES = """
     WHERE org_id = $1 AND day BETWEEN $2 AND $3
     GROUP BY outcome_key, ended_reason, success_evaluation"""
 
+# The organization's success measure and what the calls of the range that carry its source
+# say (migration 0014): no row without a measure, one with NULL calls when no call has it.
+# Read with the figures, never baked into them, so a new choice applies to every past day.
+# The shards of the chosen source only (daily_success_signals_by_source), summed over the
+# range: the view would sum every source of every day first.
+_SOURCE_SIGNALS = """
+        SELECT g.value, g.success_evaluation, sum(g.calls)::bigint AS calls
+        FROM daily_success_signal_shards g
+        WHERE g.org_id = m.org_id AND g.kind = m.kind AND g.source_id = m.source_id
+          AND g.day BETWEEN $2 AND $3
+        GROUP BY g.value, g.success_evaluation
+        HAVING sum(g.calls) <> 0"""
+SUCCESS_SIGNALS = f"""
+    SELECT m.kind, m.source_id, m.pass_mark, s.value, s.success_evaluation, s.calls
+    FROM success_measures m
+    LEFT JOIN LATERAL ({_SOURCE_SIGNALS}) s ON true
+    WHERE m.org_id = $1"""  # noqa: S608 - a constant
+
 ASSISTANTS = """
     SELECT assistant_id, sum(calls) AS calls, sum(duration_seconds) AS seconds,
            sum(cost) AS cost
@@ -123,12 +141,17 @@ COST_COMPONENTS = """
     GROUP BY part.key"""
 
 # An agency's roll-up in one query: each client's sums over the daily figures its overview
-# reads, and its evaluations (verdicts with their calls; `api.rollup` reads the verdicts).
-CLIENT_FIGURES = """
+# reads, its evaluations (verdicts with their calls), and its success measure with what the
+# calls carrying its source say (as SUCCESS_SIGNALS); `api.rollup` counts them.
+CLIENT_FIGURES = f"""
     SELECT o.id, o.name, o.markup_percent,
            coalesce(s.calls, 0) AS calls, coalesce(s.seconds, 0) AS seconds,
            coalesce(s.cost, 0) AS cost, coalesce(s.new_leads, 0) AS new_leads,
-           coalesce(e.verdicts, '{}') AS verdicts, coalesce(e.counts, '{}') AS verdict_calls
+           coalesce(e.verdicts, '{{}}') AS verdicts, coalesce(e.counts, '{{}}') AS verdict_calls,
+           m.kind AS measure_kind, m.source_id AS measure_source_id, m.pass_mark,
+           coalesce(g.values, '{{}}') AS signal_values,
+           coalesce(g.evaluations, '{{}}') AS signal_evaluations,
+           coalesce(g.counts, '{{}}') AS signal_calls
     FROM organizations o
     LEFT JOIN LATERAL (
         SELECT sum(d.calls)::bigint AS calls, sum(d.duration_seconds) AS seconds,
@@ -141,8 +164,13 @@ CLIENT_FIGURES = """
               WHERE c.org_id = o.id AND c.day BETWEEN $2 AND $3
                 AND c.success_evaluation IS NOT NULL
               GROUP BY c.success_evaluation) v) e ON true
+    LEFT JOIN success_measures m ON m.org_id = o.id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(x.value) AS values, array_agg(x.success_evaluation) AS evaluations,
+               array_agg(x.calls) AS counts
+        FROM ({_SOURCE_SIGNALS}) x) g ON true
     WHERE o.agency_id = $1
-    ORDER BY lower(o.name), o.id"""
+    ORDER BY lower(o.name), o.id"""  # noqa: S608 - constants
 
 # A client's markup, for its own token's answers (0: not a client).
 ORG_KIND = "SELECT kind FROM organizations WHERE id = $1"
@@ -175,6 +203,10 @@ class Repository:
     async def call_outcomes(self, org_id: uuid.UUID, start: date, end: date
                             ) -> list[asyncpg.Record]:
         return await self._pool.fetch(CALL_OUTCOMES, org_id, start, end)
+
+    async def success_signals(self, org_id: uuid.UUID, start: date, end: date
+                              ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(SUCCESS_SIGNALS, org_id, start, end)
 
     async def assistants(self, org_id: uuid.UUID, start: date, end: date, limit: int
                          ) -> list[asyncpg.Record]:

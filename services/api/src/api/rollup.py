@@ -2,9 +2,10 @@
 and the order a person asked for. Pure: rows in, figures out.
 
 The figures are the ones each client's own overview answers (`/api/stats/overview`): calls,
-minutes, new leads and cost from the daily figures, the success rate from how calls were
-evaluated (`api.outcomes.is_success`). A client's billed cost is its exact cost with its
-markup (`calltrail_common.agencies.billed`); the total billed is the sum of the clients'.
+minutes, new leads and cost from the daily figures, the success rate by the client's own
+success measure and how calls were evaluated (`api.outcomes.success_counts`). A client's
+billed cost is its exact cost with its markup (`calltrail_common.agencies.billed`); the
+total billed is the sum of the clients'.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from api.errors import InvalidParameter
-from api.outcomes import is_success
+from api.outcomes import success_counts
 from calltrail_common.agencies import billed
+from calltrail_common.success_measures import SuccessMeasure
 
 SortKey = Literal["name", "calls", "minutes", "cost", "billed", "leads", "success"]
 SORT_KEYS: tuple[SortKey, ...] = ("name", "calls", "minutes", "cost", "billed", "leads",
@@ -62,13 +64,14 @@ class Totals:
 
 
 def client_figures(row: Mapping[str, Any]) -> ClientFigures:
-    """One client's row of the roll-up query: sums, and its evaluations with their calls."""
-    evaluated = succeeded = 0
-    for verdict, calls in zip(row["verdicts"], row["verdict_calls"], strict=True):
-        success = is_success(verdict)
-        if success is not None:
-            evaluated += calls
-            succeeded += calls if success else 0
+    """One client's row of the roll-up query: sums, its evaluations with their calls, and
+    its success measure with what the calls carrying its source say."""
+    measure = None if row["measure_kind"] is None else SuccessMeasure(
+        row["measure_kind"], row["measure_source_id"], row["pass_mark"])
+    evaluated, succeeded = success_counts(
+        zip(row["verdicts"], row["verdict_calls"], strict=True),
+        zip(row["signal_values"], row["signal_evaluations"], row["signal_calls"],
+            strict=True), measure)
     return ClientFigures(row["id"], row["name"], row["markup_percent"], int(row["calls"]),
                          Decimal(row["seconds"]), Decimal(row["cost"]),
                          int(row["new_leads"]), evaluated, succeeded)

@@ -32,7 +32,14 @@ from api.errors import (
 from api.recordings import Channel, RecordingLinks
 from api.repository import Repository
 from api.sessions import Sessions
-from calltrail_common import agencies, audit, organizations, vapi_accounts, vapi_keys
+from calltrail_common import (
+    agencies,
+    audit,
+    organizations,
+    success_measures,
+    vapi_accounts,
+    vapi_keys,
+)
 from calltrail_common.agencies import CostView
 from calltrail_common.crypto import CryptoError, KeyRing
 from calltrail_common.logging import get_logger
@@ -231,8 +238,47 @@ async def stats_overview(
     outcomes = await state.repository.call_outcomes(org_id, days.start, days.end)
     assistants = await state.repository.assistants(org_id, days.start, days.end,
                                                    OVERVIEW_ASSISTANTS)
-    return shapes.billed_overview(shapes.stats_overview(days, rows, outcomes, assistants),
-                                  costs)
+    success = await state.repository.success_signals(org_id, days.start, days.end)
+    return shapes.billed_overview(
+        shapes.stats_overview(days, rows, outcomes, assistants, success), costs)
+
+
+# --- what counts as a call's success (decision 41) --------------------------------------
+
+
+@router.get("/success-measure", response_model=shapes.SuccessSettings, tags=["stats"])
+async def get_success_measure(state: State, org_id: Org) -> shapes.SuccessSettings:
+    """The organization's success measure, and the sources its newest calls carry."""
+    return shapes.success_settings(await success_measures.find(state.pool, org_id),
+                                   await success_measures.recent_sources(state.pool, org_id))
+
+
+@router.put("/success-measure", response_model=shapes.SuccessSettings, tags=["stats"])
+async def set_success_measure(state: State, who: Who, body: shapes.SuccessMeasureRequest
+                              ) -> shapes.SuccessSettings:
+    """Choose which boolean structured output or scorecard counts as a call's success."""
+    try:
+        measure = success_measures.measure_of(body.kind, body.source_id, body.pass_mark)
+    except ValueError as problem:
+        raise InvalidParameter("passMark" if "pass mark" in str(problem) else "sourceId",
+                               str(problem)) from None
+    return await choose_success_measure(state, who, measure)
+
+
+@router.delete("/success-measure", response_model=shapes.SuccessSettings, tags=["stats"])
+async def clear_success_measure(state: State, who: Who) -> shapes.SuccessSettings:
+    """Count analysis.successEvaluation again; idempotent."""
+    return await choose_success_measure(state, who, None)
+
+
+async def choose_success_measure(state: ApiState, who: Caller,
+                                 measure: success_measures.SuccessMeasure | None
+                                 ) -> shapes.SuccessSettings:
+    async with state.pool.acquire() as connection:
+        await success_measures.choose(connection, who.org_id, measure, who.actor)
+    log.info("success_measure_set", org_id=str(who.org_id),
+             kind=None if measure is None else measure.kind)
+    return await get_success_measure(state, who.org_id)
 
 
 Limit = Annotated[int, Query(ge=1, le=params.MAX_PAGE_LIMIT)]

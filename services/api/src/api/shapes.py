@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from api.outcomes import BUCKETS, ended_reason_bucket, is_success
+from api.outcomes import BUCKETS, ended_reason_bucket, success_counts
 from api.params import CALL_TYPE_DIRECTIONS, DateRange
 from api.rollup import ClientFigures, Totals
+from calltrail_common import structured_outputs
 from calltrail_common.agencies import Client, CostView
 from calltrail_common.outbound_endpoints import (
     MAX_DESCRIPTION_LENGTH,
@@ -26,6 +27,7 @@ from calltrail_common.outbound_endpoints import (
     IssuedSecret,
 )
 from calltrail_common.outbound_targets import MAX_URL_LENGTH
+from calltrail_common.success_measures import Source, SuccessMeasure
 
 Row = Mapping[str, Any]
 
@@ -123,6 +125,36 @@ class AssistantStats(Shape):
     cost: float
 
 
+class SuccessMeasureShape(Shape):
+    """Which source counts as a call's success (decision 41): a boolean structured output
+    (success when true) or a scorecard (success at or above `passMark`, its normalized
+    score out of 100)."""
+    kind: Literal["output", "scorecard"]
+    source_id: str = Field(description="the structured output's or scorecard's id in Vapi")
+    pass_mark: float | None = Field(default=None, description="a scorecard's; null for an "
+                                    "output")
+
+
+class SuccessMeasureRequest(Shape):
+    kind: Literal["output", "scorecard"]
+    source_id: str = Field(min_length=1, max_length=255)
+    pass_mark: float | None = Field(default=None, ge=0, le=100, description="a scorecard's "
+                                    "(default 80); not for an output")
+
+
+class SuccessSource(Shape):
+    kind: Literal["output", "scorecard"]
+    source_id: str
+    name: str | None
+
+
+class SuccessSettings(Shape):
+    measure: SuccessMeasureShape | None = Field(description="null: analysis."
+                                                "successEvaluation counts")
+    sources: list[SuccessSource] = Field(description="the boolean structured outputs and "
+                                         "scorecards of the organization's newest calls")
+
+
 class StatsOverview(Shape):
     start_date: date
     end_date: date
@@ -136,9 +168,11 @@ class StatsOverview(Shape):
     average_duration_seconds: float | None = None
     cost_per_call: float | None = None
     success_rate: float | None = Field(
-        default=None, description="successful / evaluated calls (analysis.successEvaluation "
-        "true or false); null when none was evaluated")
+        default=None, description="successful / evaluated calls: by the organization's "
+        "success measure where a call carries its source, else by analysis."
+        "successEvaluation (true or false); null when none was evaluated")
     evaluated_calls: int = 0
+    success_measure: SuccessMeasureShape | None = None
     ended_reasons: EndedReasons = Field(default_factory=EndedReasons)
     assistants: list[AssistantStats] = Field(default_factory=list)
     daily: list[StatsDay]
@@ -178,6 +212,22 @@ class Analysis(Shape):
     success_evaluation: str | None
 
 
+class StructuredOutput(Shape):
+    """One of Vapi's structured outputs on a call (`artifact.structuredOutputs`)."""
+    id: str
+    name: str | None
+    result: Any
+
+
+class CallScorecard(Shape):
+    """One of Vapi's scorecards on a call (`artifact.scorecards`)."""
+    id: str
+    name: str | None
+    score: float | None
+    score_normalized: float | None
+    metric_points: dict[str, float]
+
+
 class Recording(Shape):
     mono_url: str | None
     stereo_url: str | None
@@ -188,6 +238,10 @@ class CallDetail(CallSummary):
     transcript: str | None
     summary: str | None
     analysis: Analysis
+    structured_outputs: list[StructuredOutput] = Field(
+        default_factory=list, description="by name; extracted by Vapi after the call, so "
+        "they may appear some time after it ended")
+    scorecards: list[CallScorecard] = Field(default_factory=list, description="by name")
     recording: Recording
     cost_breakdown: Any
     metadata: Any
@@ -255,23 +309,43 @@ def usage_metrics(days: DateRange, rows: Iterable[Row], components: Iterable[Row
         cost_by_component={r["component"]: _number(r["cost"]) for r in components})
 
 
-def _ended_reasons(outcomes: Iterable[Row]) -> tuple[EndedReasons, int, int]:
-    """The buckets, then how many calls were evaluated and how many of those succeeded."""
+def _ended_reasons(outcomes: Iterable[Row]) -> EndedReasons:
     buckets = dict.fromkeys(BUCKETS, 0)
-    evaluated = succeeded = 0
     for row in outcomes:
         if row["ended_reason"] is not None:
             buckets[ended_reason_bucket(row["ended_reason"])] += row["calls"]
-        verdict = (None if row["success_evaluation"] is None
-                   else is_success(row["success_evaluation"]))
-        if verdict is not None:
-            evaluated += row["calls"]
-            succeeded += row["calls"] if verdict else 0
-    return EndedReasons.model_validate(buckets), evaluated, succeeded
+    return EndedReasons.model_validate(buckets)
+
+
+def success_measure(measure: SuccessMeasure | None) -> SuccessMeasureShape | None:
+    if measure is None:
+        return None
+    return SuccessMeasureShape(kind=measure.kind, source_id=measure.source_id,
+                               pass_mark=None if measure.pass_mark is None
+                               else float(measure.pass_mark))
+
+
+def measure_and_signals(rows: Iterable[Row]
+                        ) -> tuple[SuccessMeasure | None, list[tuple[Decimal, str | None, int]]]:
+    """What `repository.SUCCESS_SIGNALS` answers: the measure (on every row; no row: none)
+    and the chosen source's (value, successEvaluation, calls)."""
+    measure, signals = None, []
+    for row in rows:
+        measure = SuccessMeasure(row["kind"], row["source_id"], row["pass_mark"])
+        if row["calls"] is not None:
+            signals.append((row["value"], row["success_evaluation"], row["calls"]))
+    return measure, signals
+
+
+def success_settings(measure: SuccessMeasure | None, sources: Iterable[Source]
+                     ) -> SuccessSettings:
+    return SuccessSettings(measure=success_measure(measure), sources=[
+        SuccessSource(kind=s.kind, source_id=s.source_id, name=s.name) for s in sources])
 
 
 def stats_overview(days: DateRange, rows: Iterable[Row], outcomes: Iterable[Row] = (),
-                   assistants: Iterable[Row] = ()) -> StatsOverview:
+                   assistants: Iterable[Row] = (), success_rows: Iterable[Row] = ()
+                   ) -> StatsOverview:
     """Totals and every day of the range, zero where nothing happened. Sums are taken over
     exact numerics before they become floats. Averages are over the day totals' calls."""
     by_day = {row["day"]: row for row in rows}
@@ -290,7 +364,10 @@ def stats_overview(days: DateRange, rows: Iterable[Row], outcomes: Iterable[Row]
     seconds = sum((Decimal(r["duration_seconds"]) for r in by_day.values()), Decimal(0))
     cost = sum((Decimal(r["cost"]) for r in by_day.values()), Decimal(0))
     calls = sum(d.calls for d in daily)
-    ended, evaluated, succeeded = _ended_reasons(outcomes)
+    outcomes = list(outcomes)
+    measure, signals = measure_and_signals(success_rows)
+    evaluated, succeeded = success_counts(
+        ((r["success_evaluation"], r["calls"]) for r in outcomes), signals, measure)
     return StatsOverview(
         start_date=days.start, end_date=days.end,
         calls=calls, inbound=sum(d.inbound for d in daily),
@@ -300,7 +377,8 @@ def stats_overview(days: DateRange, rows: Iterable[Row], outcomes: Iterable[Row]
         average_duration_seconds=round(float(seconds / calls), 3) if calls else None,
         cost_per_call=round(float(cost / calls), 6) if calls else None,
         success_rate=round(succeeded / evaluated, 6) if evaluated else None,
-        evaluated_calls=evaluated, ended_reasons=ended,
+        evaluated_calls=evaluated, success_measure=success_measure(measure),
+        ended_reasons=_ended_reasons(outcomes),
         assistants=[AssistantStats(assistant_id=r["assistant_id"], calls=r["calls"],
                                    minutes=_minutes(r["seconds"]), cost=_number(r["cost"]))
                     for r in assistants],
@@ -354,6 +432,14 @@ def call_detail(row: Row, lead: Row | None) -> CallDetail:
         transcript=row["transcript"], summary=row["summary"],
         analysis=Analysis(structured_data=row["structured_data"],
                           success_evaluation=row["success_evaluation"]),
+        structured_outputs=[
+            StructuredOutput(id=o.id, name=o.name, result=o.result)
+            for o in structured_outputs.outputs(row["structured_outputs"])],
+        scorecards=[
+            CallScorecard(id=c.id, name=c.name, score=c.score,
+                          score_normalized=c.score_normalized,
+                          metric_points=dict(c.metric_points))
+            for c in structured_outputs.scorecards(row["scorecards"])],
         recording=Recording(mono_url=https_only(row["recording_url"]),
                             stereo_url=https_only(row["stereo_recording_url"])),
         cost_breakdown=row["cost_breakdown"], metadata=row["metadata"],

@@ -5,7 +5,8 @@ A call's state converges whatever order events arrive in, and however often:
 - every field is a last-writer-wins register whose version is (authority, event time,
   canonical value): an end-of-call-report (REPORT) outranks a status-update or a call
   snapshot (SNAPSHOT); among equals the later event wins; a tie falls to the larger value.
-  `merge` is therefore commutative, associative and idempotent.
+  `merge` is therefore commutative, associative and idempotent. What Vapi extracts after
+  the call (`EXTRACTED_AFTER_THE_CALL`) is said at SNAPSHOT authority even by a report.
 - status is a max-register on `status_rank`: it only moves forward, `ended` is final, an
   unknown status never moves it, and an end-of-call-report alone ends a call.
 - a field an event does not carry never erases a value.
@@ -33,7 +34,13 @@ CALL_FIELDS = (
     "cost_breakdown", "costs", "customer_number", "customer_name", "customer_email",
     "phone_number_id", "assistant_id", "transcript", "summary", "structured_data",
     "success_evaluation", "recording_url", "stereo_recording_url", "metadata",
+    "structured_outputs", "scorecards",
 )
+
+# What Vapi extracts after the call (structured outputs, scorecards): often missing from the
+# end-of-call-report, filled in on the call later, and run again on demand. A report says
+# them with a snapshot's authority, so the newest of them wins by time, wherever it came from.
+EXTRACTED_AFTER_THE_CALL = frozenset({"structured_outputs", "scorecards"})
 
 
 def status_rank(status: str | None) -> int:

@@ -169,7 +169,7 @@ def archive_events(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None
 
 # What a call's lead and its link to it are computed from (repository.REFRESH_LEADS).
 _LEAD_FIELDS = ("direction", "created_at", "started_at", "customer_number", "customer_name",
-                "customer_email", "structured_data")
+                "customer_email", "structured_data", "structured_outputs")
 
 
 def _replaced(before: CallState, after: CallState, names: Iterable[str]) -> bool:

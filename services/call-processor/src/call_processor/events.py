@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from call_processor.calls import REPORT, SNAPSHOT, Observation
+from call_processor.calls import EXTRACTED_AFTER_THE_CALL, REPORT, SNAPSHOT, Observation
 from calltrail_common.attribution import Routing
 from calltrail_common.e164 import to_e164
 from calltrail_common.logging import get_logger
@@ -248,6 +248,9 @@ def _final_values(source: Mapping[str, Any], call_id: str) -> dict[str, Any]:
             _recording(_dict(recording.get("mono")).get("combinedUrl"), call_id,
                        "artifact.recording.mono.combinedUrl"),
             _recording(source.get("recordingUrl"), call_id, "recordingUrl")),
+        # Objects keyed by id, kept as Vapi sent them (calltrail_common.structured_outputs).
+        "structured_outputs": _json(_dict(artifact.get("structuredOutputs"))),
+        "scorecards": _json(_dict(artifact.get("scorecards"))),
         "stereo_recording_url": _first(
             _recording(artifact.get("stereoRecordingUrl"), call_id,
                        "artifact.stereoRecordingUrl"),
@@ -286,7 +289,8 @@ def _observation(message_type: str, message: Mapping[str, Any], call: Mapping[st
     if is_report:
         for name, value in _final_values(message, call_id).items():
             if value is not None:
-                values[name] = (value, REPORT)
+                values[name] = (value, SNAPSHOT if name in EXTRACTED_AFTER_THE_CALL
+                                else REPORT)
     event_ms = _epoch_ms(message.get("timestamp"))
     status = _text(message.get("status")) if message_type == "status-update" else None
     if message_type == CALL_SNAPSHOT:

@@ -2,9 +2,11 @@
 
 For each call a batch changes, its contribution before the batch is subtracted and its
 contribution after is added: to the daily statistics (calls by direction, minutes, cost),
-to the outcomes breakdown (ended reason and success evaluation) and to the assistants
-breakdown. The sums of these deltas over every batch are the aggregates over the calls,
-whatever order the batches committed in; new leads are counted where leads are refreshed
+to the outcomes breakdown (ended reason and success evaluation), to the assistants
+breakdown and to the success signals (each boolean structured output and scorecard score,
+with the call's success evaluation: `calltrail_common.structured_outputs.success_signals`).
+The sums of these deltas over every batch are the aggregates over the calls, whatever order
+the batches committed in; new leads are counted where leads are refreshed
 (repository.REFRESH_LEADS), from each lead's first inbound call before and after.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from call_processor.calls import CallState, DayContribution, contribution
+from calltrail_common.structured_outputs import success_signals
 
 
 @dataclass
@@ -44,6 +47,8 @@ class StatsDelta:
 StatsKey = tuple[uuid.UUID, dt.date]
 OutcomeKey = tuple[uuid.UUID, dt.date, str | None, str | None]
 AssistantKey = tuple[uuid.UUID, dt.date, str | None]
+# (organization, day, kind, source id, value, success evaluation)
+SignalKey = tuple[uuid.UUID, dt.date, str, str, Decimal, str | None]
 
 
 @dataclass
@@ -55,6 +60,7 @@ class DailyFigures:
     outcomes: dict[OutcomeKey, int] = field(default_factory=lambda: defaultdict(int))
     assistants: dict[AssistantKey, StatsDelta] = field(
         default_factory=lambda: defaultdict(StatsDelta))
+    signals: dict[SignalKey, int] = field(default_factory=lambda: defaultdict(int))
 
     def add_change(self, org_id: uuid.UUID, before: CallState | None,
                    after: CallState) -> None:
@@ -67,6 +73,10 @@ class DailyFigures:
             self.outcomes[(org_id, part.day, state.get("ended_reason"),
                            state.get("success_evaluation"))] += sign
             self.assistants[(org_id, part.day, state.get("assistant_id"))].add(part, sign)
+            for signal in success_signals(state.get("structured_outputs"),
+                                          state.get("scorecards")):
+                self.signals[(org_id, part.day, signal.kind, signal.source_id, signal.value,
+                              state.get("success_evaluation"))] += sign
 
     def stats_rows(self) -> list[tuple[StatsKey, StatsDelta]]:
         return sorted((k, d) for k, d in self.stats.items() if not d.is_zero())
@@ -76,3 +86,6 @@ class DailyFigures:
 
     def assistant_rows(self) -> list[tuple[AssistantKey, StatsDelta]]:
         return [(k, d) for k, d in self.assistants.items() if not d.is_zero()]
+
+    def signal_rows(self) -> list[tuple[SignalKey, int]]:
+        return [(k, n) for k, n in self.signals.items() if n]

@@ -29,6 +29,7 @@ from typing import Any
 
 from call_processor.calls import CallState
 from call_processor.changes import CallChange
+from calltrail_common import structured_outputs
 from calltrail_common.agencies import billed_float
 
 CALL_ENDED = "call.ended"
@@ -164,6 +165,13 @@ def call_data(org_id: uuid.UUID, state: CallState, markup: Decimal = _NO_MARKUP
         "summary": values.get("summary"),
         "analysis": {"structuredData": values.get("structured_data"),
                      "successEvaluation": values.get("success_evaluation")},
+        "structuredOutputs": [
+            {"id": o.id, "name": o.name, "result": o.result}
+            for o in structured_outputs.outputs(values.get("structured_outputs"))],
+        "scorecards": [
+            {"id": c.id, "name": c.name, "score": c.score,
+             "scoreNormalized": c.score_normalized, "metricPoints": dict(c.metric_points)}
+            for c in structured_outputs.scorecards(values.get("scorecards"))],
         "metadata": values.get("metadata"),
     }
 

@@ -52,6 +52,7 @@ from call_processor.outbound import (
 )
 from calltrail_common.attribution import Known, Routing
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
+from calltrail_common.structured_outputs import contact
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
 # no other user of the database picks the same by chance.
@@ -91,11 +92,12 @@ _FIELD_TYPES = {
     "customer_name": "text", "customer_email": "text", "phone_number_id": "text",
     "assistant_id": "text", "transcript": "text", "summary": "text", "structured_data": "jsonb",
     "success_evaluation": "text", "recording_url": "text", "stereo_recording_url": "text",
-    "metadata": "jsonb",
+    "metadata": "jsonb", "structured_outputs": "jsonb", "scorecards": "jsonb",
 }
 _COLUMN_TYPES = {**{name: _FIELD_TYPES[name] for name in CALL_FIELDS},
                  "status": "text", "duration_seconds": "numeric", "report_received": "boolean",
-                 "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb"}
+                 "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb",
+                 "output_name": "text", "output_email": "text"}
 _COLUMNS = tuple(_COLUMN_TYPES)
 _JSONB_COLUMNS = frozenset(c for c, t in _COLUMN_TYPES.items() if t == "jsonb")
 _NUMBER_BIT = 1 << CALL_FIELDS.index("customer_number")
@@ -131,7 +133,8 @@ _P_SHARD = _P_FORGET + 1
 _P_STATS = _P_SHARD + 1  # 8 arrays
 _P_OUTCOMES = _P_STATS + 8  # 5 arrays
 _P_ASSISTANTS = _P_OUTCOMES + 5  # 6 arrays
-_P_OUTBOUND_ORGS = _P_ASSISTANTS + 6
+_P_SIGNALS = _P_ASSISTANTS + 6  # 7 arrays
+_P_OUTBOUND_ORGS = _P_SIGNALS + 7
 
 # One statement; its parts cannot see each other's rows except through RETURNING, which is
 # why a call is linked through `lead_of` (the leads created now, and those that exist).
@@ -258,6 +261,19 @@ WITH created_leads AS (
         calls = a.calls + EXCLUDED.calls,
         duration_seconds = a.duration_seconds + EXCLUDED.duration_seconds,
         cost = a.cost + EXCLUDED.cost
+), signals AS (
+    -- Each boolean structured output and scorecard score of the calls (migration 0014).
+    INSERT INTO daily_success_signal_shards AS g (org_id, day, shard, signal_key, kind,
+                                                  source_id, value, success_evaluation, calls)
+    SELECT d.org_id, d.day, ${_P_SHARD}::smallint,
+           md5(ROW(d.kind, d.source_id, d.value, d.success_evaluation)::text)::uuid,
+           d.kind, d.source_id, d.value, d.success_evaluation, d.calls
+    FROM unnest(${_P_SIGNALS}::uuid[], ${_P_SIGNALS + 1}::date[], ${_P_SIGNALS + 2}::text[],
+                ${_P_SIGNALS + 3}::text[], ${_P_SIGNALS + 4}::numeric[],
+                ${_P_SIGNALS + 5}::text[], ${_P_SIGNALS + 6}::integer[])
+         AS d (org_id, day, kind, source_id, value, success_evaluation, calls)
+    ORDER BY 1, 2, 4
+    ON CONFLICT (org_id, day, signal_key, shard) DO UPDATE SET calls = g.calls + EXCLUDED.calls
 )
 SELECT array(SELECT id FROM inserted) AS inserted,
        -- What the enabled outbound endpoints of the batch's organizations want, and the
@@ -272,13 +288,14 @@ SELECT array(SELECT id FROM inserted) AS inserted,
         JOIN organizations o ON o.id = w.org_id) AS outbound"""  # noqa: S608
 
 # A lead is derived from its calls: counts and times, and name and email from the newest
-# call that has them (customer object first, then the analysis' structured data). A lead
-# exists while an inbound call has its number: one whose last inbound call changed number
-# goes (its calls are unlinked by the foreign key). Its first inbound call's day, before
-# and after, is what the daily figures count as a new lead. The leads kept of the
-# organizations in $4 come back, with their name and email before (outbound.RefreshedLead):
-# a lead without a first inbound call before was created by this transaction (every lead
-# has one once its transaction commits).
+# call that has them (customer object first, then what its structured outputs carry:
+# `output_name`/`output_email`, from calltrail_common.structured_outputs.contact; then the
+# analysis' structured data). A lead exists while an inbound call has its number: one whose
+# last inbound call changed number goes (its calls are unlinked by the foreign key). Its
+# first inbound call's day, before and after, is what the daily figures count as a new lead.
+# The leads kept of the organizations in $4 come back, with their name and email before
+# (outbound.RefreshedLead): a lead without a first inbound call before was created by this
+# transaction (every lead has one once its transaction commits).
 REFRESH_LEADS = """
 WITH target AS (
     SELECT l.id, l.org_id, l.first_inbound_at AS old_first_inbound_at,
@@ -287,7 +304,7 @@ WITH target AS (
     WHERE l.org_id = caller.org_id AND l.phone_number = caller.number
 ), linked AS (
     SELECT c.id, c.lead_id, c.direction, c.created_at, c.started_at, c.customer_name,
-           c.customer_email, c.structured_data
+           c.customer_email, c.structured_data, c.output_name, c.output_email
     FROM calls c JOIN target t ON c.lead_id = t.id
 ), totals AS (
     SELECT lead_id, count(*) AS call_count,
@@ -298,14 +315,18 @@ WITH target AS (
     FROM linked GROUP BY lead_id
 ), named AS (
     SELECT DISTINCT ON (lead_id) lead_id,
-           coalesce(customer_name, structured_data ->> 'name') AS name
-    FROM linked WHERE coalesce(customer_name, structured_data ->> 'name') IS NOT NULL
-    ORDER BY lead_id, (customer_name IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+           coalesce(customer_name, output_name, structured_data ->> 'name') AS name
+    FROM linked
+    WHERE coalesce(customer_name, output_name, structured_data ->> 'name') IS NOT NULL
+    ORDER BY lead_id, (customer_name IS NOT NULL) DESC, (output_name IS NOT NULL) DESC,
+             created_at DESC NULLS LAST, id DESC
 ), mailed AS (
     SELECT DISTINCT ON (lead_id) lead_id,
-           coalesce(customer_email, structured_data ->> 'email') AS email
-    FROM linked WHERE coalesce(customer_email, structured_data ->> 'email') IS NOT NULL
-    ORDER BY lead_id, (customer_email IS NOT NULL) DESC, created_at DESC NULLS LAST, id DESC
+           coalesce(customer_email, output_email, structured_data ->> 'email') AS email
+    FROM linked
+    WHERE coalesce(customer_email, output_email, structured_data ->> 'email') IS NOT NULL
+    ORDER BY lead_id, (customer_email IS NOT NULL) DESC, (output_email IS NOT NULL) DESC,
+             created_at DESC NULLS LAST, id DESC
 ), recomputed AS (
     SELECT target.id, target.org_id, target.old_first_inbound_at,
            coalesce(totals.call_count, 0) AS call_count, totals.first_call_at,
@@ -462,9 +483,11 @@ def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
         for bit, name in enumerate(CALL_FIELDS):
             value = state.values.get(name) if mask & (1 << bit) else None
             columns[bit].append(_json(value) if name in _JSONB_COLUMNS else value)
+        carried = contact(state.values.get("structured_outputs"))
         derived = (state.status, state.duration_seconds, state.report_received,
                    state.last_event_at, stats_day(state),
-                   _json({name: list(v) for name, v in state.versions.items()}))
+                   _json({name: list(v) for name, v in state.versions.items()}),
+                   carried.name, carried.email)
         for offset, value in enumerate(derived, start=len(CALL_FIELDS)):
             columns[offset].append(value)
     return columns
@@ -558,6 +581,7 @@ class CallRepository:
         outcomes = _transposed([(*key, calls) for key, calls in figures.outcome_rows()], 5)
         assistants = _transposed([(*key, d.calls, d.duration_seconds, d.cost)
                                   for key, d in figures.assistant_rows()], 6)
+        signals = _transposed([(*key, calls) for key, calls in figures.signal_rows()], 7)
         row = await self._db.fetchrow(
             WRITE_BATCH,
             *_transposed(sorted(batch.new_inbound_callers), 2),
@@ -567,7 +591,7 @@ class CallRepository:
             [c.after.call_id for c in batch.saved_calls], changed,
             *_columns((c.after for c in batch.saved_calls), changed),
             *archived, *unassigned, list(batch.assigned), batch.shard,
-            *stats, *outcomes, *assistants, sorted(set(batch.orgs)))
+            *stats, *outcomes, *assistants, *signals, sorted(set(batch.orgs)))
         if len(row["inserted"]) != len(new_ids):
             raise CallsInsertedMeanwhile
         return _subscriptions(row["outbound"])

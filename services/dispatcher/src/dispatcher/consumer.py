@@ -8,9 +8,10 @@ the delivery log (`recorder`) before its message is settled:
   after the last, marked dead and dead-lettered with the last error as its reason;
 - its endpoint disabled: marked skipped, acknowledged, not attempted;
 - its endpoint gone (deleted, with its deliveries): acknowledged, nothing to send;
-- no slot free for its endpoint within `SLOT_WAIT_SECONDS`: deferred through the shortest
-  retry delay without counting an attempt, so a receiver that hangs holds at most
-  WEBHOOKS_ENDPOINT_CONCURRENCY requests of this replica and delays only its own deliveries;
+- no slot free for its endpoint within `SLOT_WAIT_SECONDS` (or as many waiting already as
+  it has slots): deferred through the shortest retry delay without counting an attempt, so
+  a receiver that hangs holds at most WEBHOOKS_ENDPOINT_CONCURRENCY requests of this
+  replica (and as many messages waiting) and delays only its own deliveries;
 - names no delivery: dead-lettered with the reason;
 - Postgres unreachable (reading the endpoint, writing the log): held unacknowledged and
   tried again with back-off.
@@ -58,8 +59,15 @@ class AttemptFailed(Exception):
     """A failed attempt, as the retry and dead-letter headers name it."""
 
 
+class SettlementFailed(Exception):
+    """The broker did not take a settlement (an ack, a retry, a dead letter): the link is
+    renewed and the message, unacknowledged, is delivered again."""
+
+
 class EndpointSlots:
-    """At most `per_endpoint` attempts in flight to one endpoint."""
+    """At most `per_endpoint` attempts in flight to one endpoint, and at most as many
+    deliveries waiting for one of them: a receiver that hangs holds no more than twice its
+    share of the replica's prefetched messages, each waiting at most `wait_seconds`."""
 
     def __init__(self, per_endpoint: int) -> None:
         self._per_endpoint = per_endpoint
@@ -71,7 +79,14 @@ class EndpointSlots:
         slot = self._slots.get(endpoint_id)
         if slot is None:
             slot = self._slots[endpoint_id] = _Slot(asyncio.Semaphore(self._per_endpoint))
+        if not slot.semaphore.locked():
+            slot.users += 1
+            await slot.semaphore.acquire()  # free: taken without waiting
+            return True
+        if slot.waiting >= self._per_endpoint:
+            return False  # enough wait already
         slot.users += 1
+        slot.waiting += 1
         try:
             await asyncio.wait_for(slot.semaphore.acquire(), wait_seconds)
         except TimeoutError:
@@ -80,6 +95,8 @@ class EndpointSlots:
         except BaseException:
             self._leave(endpoint_id, slot)
             raise
+        finally:
+            slot.waiting -= 1
         return True
 
     def release(self, endpoint_id: uuid.UUID) -> None:
@@ -97,6 +114,7 @@ class EndpointSlots:
 class _Slot:
     semaphore: asyncio.Semaphore
     users: int = 0  # holding or waiting for a slot
+    waiting: int = 0
 
 
 @dataclass(eq=False)
@@ -122,7 +140,8 @@ class Consumption:
     settlement: Settlement
     queue: str
     prefetch: int
-    failed: asyncio.Future[None] = field(
+    # Resolves with the error's name when a settlement failed.
+    failed: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
     _handling: set[asyncio.Task[None]] = field(default_factory=set)
     _tag: str | None = None
@@ -145,7 +164,7 @@ class Consumption:
         error = task.exception()
         if not self.failed.done():  # the broker refused a settlement: renew the link
             log.warning("settlement_failed", error=type(error).__name__)
-            self.failed.set_exception(AttemptFailed(type(error).__name__))
+            self.failed.set_result(type(error).__name__)
 
     async def finish(self, grace_seconds: float) -> None:
         """No more messages; the attempts in flight get `grace_seconds` to end and be
@@ -162,8 +181,6 @@ class Consumption:
         for task in self._handling:
             task.cancel()
         await asyncio.gather(*self._handling, return_exceptions=True)
-        if self.failed.done() and not self.failed.cancelled():
-            self.failed.exception()  # seen
         self.failed.cancel()
 
     # -- one message -----------------------------------------------------------------------

@@ -39,11 +39,12 @@ class NotADelivery(ValueError):
 
 def webhook_body(event_type: str, occurred_at: dt.datetime, data_json: str) -> bytes:
     """The body a receiver gets: `{"type", "timestamp", "data"}` (Standard Webhooks' shape),
-    `timestamp` the event's time in UTC (ISO 8601, microseconds, `Z`), `data` the stored JSON
-    as it is (not parsed and written again)."""
+    `timestamp` the event's time in UTC (ISO 8601 with milliseconds and `Z`, as the API and
+    Vapi write instants), `data` the stored JSON as it is (not parsed and written again)."""
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at must be timezone-aware")
-    stamp = occurred_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = occurred_at.astimezone(dt.UTC)
+    stamp = f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
     return orjson.dumps({"type": event_type, "timestamp": stamp,
                          "data": orjson.Fragment(data_json)})
 

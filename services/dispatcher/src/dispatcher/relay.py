@@ -10,6 +10,8 @@ LISTEN: it works through PgBouncer's transaction pooling (decision 40).
 A crash (or a lost broker) between the broker's confirm and the commit publishes those
 deliveries again later: a receiver then sees the same `webhook-id` twice (at-least-once;
 receivers deduplicate by it). Nothing is marked queued that the broker did not confirm.
+Confirms that come late (a busy broker or process) pause the relay and the batch is
+published again; a refused publish or a failed channel renews the link.
 """
 
 from __future__ import annotations
@@ -39,7 +41,17 @@ _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
 
 
 class RelayPublishFailed(Exception):
-    """The broker did not confirm a delivery: the batch stays unqueued, the link is renewed."""
+    """The broker refused a delivery or its channel failed: the batch stays unqueued and the
+    link is renewed (declaring the topology again)."""
+
+
+class RelayConfirmLate(RelayPublishFailed):
+    """The broker's confirms did not all come in time (a busy broker or process): the batch
+    stays unqueued and is published again after a pause, on the same link."""
+
+
+# What pauses the relay (and retries the batch) rather than renewing the link.
+_PAUSE_ON: tuple[type[BaseException], ...] = (RelayConfirmLate, *TRANSIENT_ERRORS)
 
 
 class Relay:
@@ -61,8 +73,9 @@ class Relay:
                 found = await self.relay_once(channel)
                 attempt = 0
                 self._on_paused(False)
-            except TRANSIENT_ERRORS as error:
-                self._on_paused(not isinstance(error, asyncpg.PostgresError))
+            except _PAUSE_ON as error:
+                if not isinstance(error, RelayConfirmLate):
+                    self._on_paused(not isinstance(error, asyncpg.PostgresError))
                 attempt += 1
                 pause = min(0.1 * 2 ** attempt, _PAUSE_MAX_SECONDS)
                 log.warning("relay_paused", error=type(error).__name__, attempt=attempt,
@@ -93,18 +106,28 @@ class Relay:
     async def _publish(self, channel: AbstractChannel, rows: Sequence[Unqueued]) -> None:
         try:
             wire = await channel.get_underlay_channel()
+            assert isinstance(wire, aiormq.Channel)  # its basic_publish takes `wait`
             confirmations = await asyncio.gather(*(
                 wire.basic_publish(
                     message.body, exchange=self._topology.webhooks_exchange,
                     routing_key=WEBHOOK_DELIVERY_ROUTING_KEY, properties=message.properties(),
-                    mandatory=True, timeout=BROKER_CALL_TIMEOUT_SECONDS)
+                    # Not waiting for each frame to be written before the next: aiormq
+                    # holds the channel's lock until then, a loop turn per message, which
+                    # under load took longer than the timeout. The confirm is what counts.
+                    mandatory=True, timeout=BROKER_CALL_TIMEOUT_SECONDS, wait=False)
                 for message in map(delivery_message, rows)))
         except aiormq.exceptions.PublishError:
-            raise RelayPublishFailed("returned: no queue is bound to its route") from None
+            failure = RelayPublishFailed("returned: no queue is bound to its route")
+        except TimeoutError:
+            failure = RelayConfirmLate(f"not confirmed within {BROKER_CALL_TIMEOUT_SECONDS} s")
         except Exception as error:
-            raise RelayPublishFailed(type(error).__name__) from error
-        if not all(isinstance(c, Basic.Ack) for c in confirmations):
-            raise RelayPublishFailed("not confirmed")
+            failure = RelayPublishFailed(f"{type(error).__name__}: {error}"[:200])
+        else:
+            if all(isinstance(c, Basic.Ack) for c in confirmations):
+                return
+            failure = RelayPublishFailed("not confirmed")
+        log.warning("relay_publish_failed", reason=str(failure), deliveries=len(rows))
+        raise failure
 
 
 def delivery_message(row: Unqueued) -> DeliveryMessage:

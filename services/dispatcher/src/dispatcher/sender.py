@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import select
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import httpcore
 import httpx
@@ -77,11 +79,13 @@ class CheckedNetwork(httpcore.AsyncNetworkBackend):
         error: Exception = httpcore.ConnectError("host not found")
         for address in addresses:
             try:
-                return await self._backend.connect_tcp(
+                stream = await self._backend.connect_tcp(
                     address, port, timeout=timeout, local_address=local_address,
                     socket_options=socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as failure:
                 error = failure
+            else:
+                return PooledStream(stream)
         raise error
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
@@ -91,6 +95,64 @@ class CheckedNetwork(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
+
+
+# A pooled connection used this recently is taken to be open without asking the socket.
+FRESH_SECONDS = 1.0
+
+
+class PooledStream(httpcore.AsyncNetworkStream):
+    """A connection's stream, cheap to ask whether its peer hung up.
+
+    httpcore asks that of every idle connection in the pool each time it places a request
+    (`is_readable`), and anyio's stream answers with a getpeername and a poll: with 64
+    connections to a receiver that was most of the CPU of a request. Here the socket is
+    looked up once, and a connection that read or wrote within `FRESH_SECONDS` is taken as
+    open (a server closing one that soon is rare; the attempt would then fail and be
+    retried like any other)."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._socket: socket.socket | None = stream.get_extra_info("socket")
+        self._used_at = time.monotonic()
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        data = await self._stream.read(max_bytes, timeout)
+        self._used_at = time.monotonic()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._stream.write(buffer, timeout)
+        self._used_at = time.monotonic()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None  # noqa: ASYNC109
+                        ) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        wrapped = PooledStream(tls)
+        wrapped._socket = self._socket
+        return wrapped
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "socket":
+            return self._socket
+        if info == "is_readable":
+            if time.monotonic() - self._used_at < FRESH_SECONDS:
+                return False
+            return _readable(self._socket)
+        return self._stream.get_extra_info(info)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether the socket has something to read (for an idle connection: the peer closed)."""
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class CheckedTransport(httpx.AsyncHTTPTransport):
@@ -104,6 +166,65 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
             ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry, network_backend=network)
+
+
+# Connections per pool: httpcore's pool looks at every connection for each idle one each
+# time it places or ends a request (quadratic), so a pool of 256 connections to a busy
+# receiver spent most of a request's CPU there. Several small pools do not.
+POOL_CONNECTIONS = 16
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """`CheckedTransport`s of at most `POOL_CONNECTIONS` connections each; a request goes to
+    the pool with the fewest requests in flight (the first when tied, so light traffic keeps
+    reusing one pool's connections)."""
+
+    def __init__(self, network: CheckedNetwork, max_connections: int) -> None:
+        count = max(1, -(-max_connections // POOL_CONNECTIONS))
+        size = -(-max_connections // count)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size,
+                              keepalive_expiry=30)
+        self._pools = [CheckedTransport(network, limits) for _ in range(count)]
+        self._in_flight = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = min(range(len(self._pools)), key=self._in_flight.__getitem__)
+        self._in_flight[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            self._in_flight[index] -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Released(response.stream, lambda: self._release(index))
+        return response
+
+    def _release(self, index: int) -> None:
+        self._in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+class _Released(httpx.AsyncByteStream):
+    """A response's stream that says when it is closed (its request left the pool)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, released: Callable[[], None]) -> None:
+        self._stream = stream
+        self._released: Callable[[], None] | None = released
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            released, self._released = self._released, None
+            if released is not None:
+                released()
 
 
 def failure_text(error: BaseException) -> str:
@@ -144,11 +265,9 @@ class Sender:
         self._timeout = timeout_seconds
         self._max_response_bytes = max_response_bytes
         self._allow_private = allow_private
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections, keepalive_expiry=30)
         network = network or CheckedNetwork(allow_private=allow_private)
         self._client = httpx.AsyncClient(
-            transport=CheckedTransport(network, limits), follow_redirects=False,
+            transport=PooledTransport(network, max_connections), follow_redirects=False,
             timeout=httpx.Timeout(timeout_seconds), trust_env=False)
 
     async def aclose(self) -> None:

@@ -26,7 +26,7 @@ from calltrail_common.settings import Settings
 from calltrail_common.settlement import Settlement
 from calltrail_common.topology import DISPATCHER, Topology
 from dispatcher import repository
-from dispatcher.consumer import Consumption, EndpointSlots, Senders
+from dispatcher.consumer import Consumption, EndpointSlots, Senders, SettlementFailed
 from dispatcher.endpoints import EndpointCache
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.recorder import OutcomeRecorder
@@ -39,9 +39,16 @@ log = get_logger("dispatcher")
 RELAY_BATCH_SIZE = 500
 # A rotated secret, an edited URL or a disabled endpoint takes effect within this.
 ENDPOINT_CACHE_SECONDS = 2.0
+# After SIGTERM: the delivery log's last batch is written within this, after the drain.
+RECORDER_CLOSE_SECONDS = 5.0
 _PAUSE_MAX_SECONDS = 5.0
 _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
-_RECORDER_CLOSE_SECONDS = 10.0
+
+
+def shutdown_grace_seconds(settings: Settings) -> float:
+    """How long attempts in flight may take to end after SIGTERM: one attempt's whole time,
+    and a little to write and settle it."""
+    return settings.webhooks_timeout_seconds + 2.0
 
 
 def dispatcher_topology(settings: Settings) -> Topology:
@@ -62,7 +69,7 @@ class Dispatcher:
         self._database_url = settings.database_url
         self._command_timeout = settings.database_command_timeout_seconds
         self._concurrency = settings.webhooks_concurrency
-        self._grace = settings.webhooks_timeout_seconds + 2
+        self._grace = shutdown_grace_seconds(settings)
         self._link = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
                                 heartbeat_seconds=settings.amqp_heartbeat_seconds,
                                 name="dispatcher")
@@ -109,7 +116,7 @@ class Dispatcher:
         finally:
             self._recorder.close()
             try:
-                await asyncio.wait_for(recorder, _RECORDER_CLOSE_SECONDS)
+                await asyncio.wait_for(recorder, RECORDER_CLOSE_SECONDS)
             except Exception as error:
                 log.warning("delivery_log_not_drained", error=type(error).__name__)
             await self._sender.aclose()
@@ -132,10 +139,12 @@ class Dispatcher:
             waiting: list[asyncio.Future[Any]] = [relay, consumption.failed, stopping]
             await asyncio.wait(waiting,
                                return_when=asyncio.FIRST_COMPLETED)
-            for ended in (relay, consumption.failed):
-                error = ended.exception() if ended.done() and not ended.cancelled() else None
-                if error is not None:
-                    raise error  # the broker failed: a new link
+            # The broker failed: a new link.
+            error = relay.exception() if relay.done() and not relay.cancelled() else None
+            if error is not None:
+                raise error
+            if consumption.failed.done():
+                raise SettlementFailed(consumption.failed.result())
         finally:
             self._consuming = False
             self.metrics.broker_connected.set(0)

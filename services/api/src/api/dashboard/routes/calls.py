@@ -1,4 +1,5 @@
-"""Call history with its filters, and one call: transcript, summary, recording, costs."""
+"""Call history with its filters, and one call: transcript, summary, recording, costs, and
+what Vapi extracted (structured outputs and scorecards by name, the analysis' data)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ async def call_page(request: Request, call_id: str) -> Response:
     return render(request, "call.html", {
         "title": "Call", "nav": "calls", "call": call, "turns": conversation(call.transcript),
         "recording": _player_source(call, connected),
-        "costs": costs, "structured": _pretty(call.analysis.structured_data)},
+        "costs": costs, "structured": _pretty(call.analysis.structured_data),
+        "outputs": [(o.name or o.id, _shown(o.result)) for o in call.structured_outputs]},
         current=current)
 
 
@@ -159,3 +161,15 @@ async def recording(request: Request, call_id: str) -> Response:
 
 def _pretty(value: Any) -> str | None:
     return None if value in (None, {}, []) else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _shown(result: Any) -> tuple[str, str]:
+    """A structured output's result as the page shows it: ("text", ...) for a value on one
+    line (yes/no for a boolean), ("block", ...) for an object or a list, as JSON."""
+    if isinstance(result, bool):
+        return "text", "Yes" if result else "No"
+    if result is None:
+        return "text", "—"
+    if isinstance(result, dict | list):
+        return "block", json.dumps(result, indent=2, ensure_ascii=False)
+    return "text", str(result)
