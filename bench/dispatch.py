@@ -29,13 +29,17 @@ the API shows it, about 700 bytes) and one `outbound_deliveries` row, `queued_at
               transaction committed (the receiver stamps the arrival before its 50 ms
               answer time, so that is not in it): p50, p99, max.
 
-The ceiling, in the same run against the same receiver: a bare httpx client in the
-benchmark's process posting the same bodies, signed the dispatcher's way for each request
-(`dispatcher.sender.signed_headers`), with the dispatcher's concurrency to one endpoint
-(min of the two settings: 64 in flight), no broker and no database: the backlog as fast as
-it goes, and the steady rate from the moment each post is due. `--endpoint-concurrency N`
-sets WEBHOOKS_ENDPOINT_CONCURRENCY for the dispatcher and the ceiling's requests in flight
-alike (a setting, to see what it changes).
+The ceiling, in the same run against the same receiver: a bare client in the benchmark's
+process posting the same bodies, each signed for its request, through the dispatcher's own
+sender (`dispatcher.sender.Sender`: httpx over the dispatcher's pooled transport, at its
+defaults) with the dispatcher's concurrency to one endpoint (min of the two settings: 64 in
+flight), no broker and no database: the backlog as fast as it goes, and the steady rate
+from the moment each post is due. Not a plain `httpx.AsyncClient` with 64 connections in
+one pool: httpcore's pool checks every connection each time it places or ends a request,
+and such a client was slower than the dispatcher itself (67 posts/s against the
+dispatcher's 292 deliveries/s in one run, `dispatch-20261206T020927Z.json`), no ceiling.
+`--endpoint-concurrency N` sets WEBHOOKS_ENDPOINT_CONCURRENCY for the dispatcher and the
+ceiling's requests in flight alike (a setting, to see what it changes).
 
 Each run measures the four in turn (dispatcher backlog, ceiling backlog, dispatcher steady,
 ceiling steady), after a warm-up of 500 deliveries; the table shows medians over
@@ -93,7 +97,7 @@ from calltrail_testkit.stack import Stack
 from calltrail_testkit.vapi_sender import percentile
 from calltrail_testkit.webhook_receiver import WebhookReceiver
 from dispatcher.messages import DeliveryMessage, webhook_body
-from dispatcher.sender import signed_headers
+from dispatcher.sender import Sender
 
 GOAL_DELIVERIES_PER_S = 500
 GOAL_P99_DELAY_S = 1.0
@@ -382,25 +386,25 @@ async def dispatcher_steady(bench: Bench, rate: float, seconds: float,
 
 
 class BareClient:
-    """Signed POSTs of the dispatcher's bodies, at most `concurrency` in flight."""
+    """Signed POSTs of the dispatcher's bodies through the dispatcher's own sender (httpx
+    over its pooled transport), at most `concurrency` in flight."""
 
     def __init__(self, concurrency: int) -> None:
-        self.http = httpx.AsyncClient(timeout=10, trust_env=False, limits=httpx.Limits(
-            max_connections=concurrency, max_keepalive_connections=concurrency))
+        self.sender = Sender(timeout_seconds=float(_DEFAULTS["webhooks_timeout_seconds"].default),
+                             max_response_bytes=int(
+                                 _DEFAULTS["webhooks_max_response_bytes"].default),
+                             allow_private=True,
+                             max_connections=int(_DEFAULTS["webhooks_concurrency"].default))
         self.slots = asyncio.Semaphore(concurrency)
         self.failed = 0
 
     async def post(self, url: str, signer: Webhook, message: DeliveryMessage) -> None:
         async with self.slots:
-            try:
-                response = await self.http.post(url, content=message.body,
-                                                headers=signed_headers(signer, message))
-                self.failed += not response.is_success
-            except httpx.HTTPError:
-                self.failed += 1
+            answer = await self.sender.send(url, signer, message)
+            self.failed += answer.error is not None
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self.sender.aclose()
 
 
 def messages(org_id: uuid.UUID, endpoint_id: uuid.UUID, count: int, start: int
