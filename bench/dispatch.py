@@ -3,7 +3,7 @@ answers in 50 ms, and the delay it adds at a steady 500 deliveries/s, against a 
 
     .venv/bin/python -m bench.dispatch [--runs 3] [--deliveries N] [--rate R] [--seconds S]
                                        [--latency S] [--receiver process|thread] [--own-broker]
-                                       [--endpoint-concurrency N]
+                                       [--endpoint-concurrency N] [--set NAME=VALUE ...]
 
 What is measured. The real `calltrail-dispatcher` (one process, its defaults:
 WEBHOOKS_CONCURRENCY 256, WEBHOOKS_ENDPOINT_CONCURRENCY 64, relay batch 500, relay idle
@@ -39,7 +39,8 @@ one pool: httpcore's pool checks every connection each time it places or ends a 
 and such a client was slower than the dispatcher itself (67 posts/s against the
 dispatcher's 292 deliveries/s in one run, `dispatch-20261206T020927Z.json`), no ceiling.
 `--endpoint-concurrency N` sets WEBHOOKS_ENDPOINT_CONCURRENCY for the dispatcher and the
-ceiling's requests in flight alike (a setting, to see what it changes).
+ceiling's requests in flight alike, and `--set NAME=VALUE` any other of the dispatcher's
+settings (e.g. WEBHOOKS_CONCURRENCY), to see what a setting changes.
 
 Each run measures the four in turn (dispatcher backlog, ceiling backlog, dispatcher steady,
 ceiling steady), after a warm-up of 500 deliveries; the table shows medians over
@@ -531,7 +532,8 @@ async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             [org] = await stack.create_organizations(1)
             dispatcher = stack.dispatcher("dispatcher", metrics_port=free_port(), env={
                 "LOG_LEVEL": "info",
-                "WEBHOOKS_ENDPOINT_CONCURRENCY": str(args.endpoint_concurrency)})
+                "WEBHOOKS_ENDPOINT_CONCURRENCY": str(args.endpoint_concurrency),
+                **args.settings})
             dispatcher.start()
             await dispatcher_ready(http, dispatcher)
             assert dispatcher.process is not None
@@ -574,6 +576,7 @@ async def measure(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
                    "seconds": args.seconds, "latency_s": args.latency,
                    "receiver": args.receiver,
                    "endpoint_concurrency": args.endpoint_concurrency,
+                   "dispatcher_settings": args.settings,
                    "broker": "own node" if args.own_broker else "the machine's",
                    "tick_ms": TICK_SECONDS * 1000, "warmup": WARMUP_DELIVERIES,
                    "amqp_prefix": stack.prefix, "database": stack.database},
@@ -623,7 +626,9 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"dispatch: one dispatcher, one endpoint, a receiver ({config['receiver']}) "
           f"answering in {config['latency_s'] * 1000:g} ms; backlog {config['deliveries']:,}"
           f", steady {config['rate']:g}/s for {config['seconds']:g} s; medians of "
-          f"{config['runs']} run(s)")
+          f"{config['runs']} run(s); WEBHOOKS_ENDPOINT_CONCURRENCY="
+          f"{config['endpoint_concurrency']}"
+          + "".join(f", {k}={v}" for k, v in config["dispatcher_settings"].items()))
     print(f"{'side':<12}{'deliveries/s':>14}{'min-max':>14}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'CPU s':>8}{'busy':>6}")
     for side, m in medians.items():
@@ -670,7 +675,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="WEBHOOKS_ENDPOINT_CONCURRENCY of the dispatcher, and the "
                              "ceiling's requests in flight (default "
                              f"{ENDPOINT_CONCURRENCY}, the dispatcher's to one endpoint)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="another setting of the dispatcher (repeatable)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes NAME=VALUE")
+    args.settings = dict(item.split("=", 1) for item in args.set)
     if min(args.runs, args.deliveries, args.endpoint_concurrency) < 1 or args.rate <= 0 \
             or args.seconds <= 0 or args.latency < 0:
         parser.error("--runs, --deliveries, --endpoint-concurrency >= 1; --rate, --seconds "
