@@ -11,8 +11,8 @@ WEBHOOKS_CONCURRENCY 256, WEBHOOKS_ENDPOINT_CONCURRENCY 64, relay batch 500, rel
 pointing at the test kit's receiver (`calltrail_testkit.webhook_receiver`), which records
 each POST's arrival, verifies its signature and answers 200 after `--latency` s (default
 0.05). The receiver runs as a process of its own by default (`--receiver thread`: in a
-thread of the benchmark's process, which then competes with it for the GIL; the docs say
-what that did). Each measurement gets an endpoint of its own (its own path on the
+thread of the benchmark's process, which then shares the GIL with the ceiling's client and
+the paced inserts). Each measurement gets an endpoint of its own (its own path on the
 receiver) and a fresh outbox (TRUNCATE, CHECKPOINT). The outbox rows are written with SQL
 as the processor writes them: an `outbound_events` row (type `call.ended`, a call's data as
 the API shows it, about 700 bytes) and one `outbound_deliveries` row, `queued_at` NULL.
