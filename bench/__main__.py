@@ -14,6 +14,9 @@
                 organization with 100,000 calls, vs /healthz of the same process
     export      bench.export: 1,000,000 calls exported as CSV: first byte, total, rows/s
                 and the api's peak memory
+    dispatch    bench.dispatch: outbound webhooks from the outbox to a receiver answering in
+                50 ms: one dispatcher's deliveries/s and its added delay at 500/s, vs a bare
+                client
     capacity    bench.capacity: what one replica of each service carries, N replicas
                 derived from it, and how each cost grows as organizations, calls and
                 history double
@@ -36,6 +39,7 @@ from pathlib import Path
 from bench import (
     api,
     capacity,
+    dispatch,
     end_to_end,
     export,
     ingest,
@@ -55,6 +59,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("metrics_sync", metrics_sync.main),
     ("api", api.main),
     ("export", export.main),
+    ("dispatch", dispatch.main),
     ("capacity", capacity.main),
 )
 

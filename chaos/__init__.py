@@ -11,9 +11,11 @@ three), and is judged by what the sender saw answered 200 against what the datab
     verdict.py   what is checked (lost, counted twice, drained, resumed) and the table
     baseline.py  the direct-write baseline under the same Postgres cut
     sync.py      metrics-sync's faults, with a rig, checks and a table of their own
+    outbound.py  the outbound webhooks' faults (receiver down, a dispatcher killed), the same
     __main__.py  the command line: every fault in turn, the table, the JSON
 
 Results: `bench/results/chaos-<UTC>.json`. Everything the suite creates (node, databases,
 prefixes, processes, mounts, temp dirs) is removed at the end, also when a run fails.
-tests/test_chaos.py runs the same faults at the small sizes (`SHORT`, `SYNC_SHORT`).
+tests/test_chaos.py runs the same faults at the small sizes (`SHORT`, `SYNC_SHORT`,
+`OUTBOUND_SHORT`).
 """

@@ -29,6 +29,15 @@ from calltrail_testkit.samples import SAMPLES_DIR
 from calltrail_testkit.vapi_sender import NO_RETRIES, BackoffPlan
 from chaos.baseline import run_direct_write
 from chaos.faults import CLUSTER_FAULTS, FAULTS, NEEDS_ROOT, cluster_plan, run_fault
+from chaos.outbound import (
+    OUTBOUND_FAULTS,
+    OUTBOUND_FULL,
+    OUTBOUND_SHORT,
+    OutboundPlan,
+    print_outbound_summary,
+    print_outbound_table,
+    run_outbound_fault,
+)
 from chaos.rig import FULL, SHORT, Plan, can_mount
 from chaos.sync import (
     SYNC_FAULTS,
@@ -45,20 +54,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 
-def print_table(rows: list[dict[str, Any]], plan: Plan, sync_plan: SyncPlan) -> None:
+def print_table(rows: list[dict[str, Any]], plan: Plan, sync_plan: SyncPlan,
+                outbound_plan: OutboundPlan = OUTBOUND_FULL) -> None:
     sync_rows = [row for row in rows if row["fault"] in SYNC_FAULTS]
-    rows = [row for row in rows if row["fault"] not in SYNC_FAULTS]
+    outbound_rows = [row for row in rows if row["fault"] in OUTBOUND_FAULTS]
+    rows = [row for row in rows
+            if row["fault"] not in SYNC_FAULTS and row["fault"] not in OUTBOUND_FAULTS]
     if rows:
         print_webhook_table(rows, plan)
     if sync_rows:
         print_sync_table(sync_rows, sync_plan)
+    if outbound_rows:
+        print_outbound_table(outbound_rows, outbound_plan)
 
 
 async def suite(faults: list[str], plan: Plan, direct_write: bool,
-                samples_dir: Path, logs: Path, sync_plan: SyncPlan = SYNC_FULL
-                ) -> list[dict[str, Any]]:
+                samples_dir: Path, logs: Path, sync_plan: SyncPlan = SYNC_FULL,
+                outbound_plan: OutboundPlan = OUTBOUND_FULL) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    if any(f in FAULTS or f in SYNC_FAULTS for f in faults):
+    if any(f in FAULTS or f in SYNC_FAULTS or f in OUTBOUND_FAULTS for f in faults):
         with RabbitNode() as node:
             print(f"RabbitMQ node {node.name} on :{node.port} (the suite's own)", flush=True)
             for name in (f for f in faults if f in FAULTS):
@@ -80,6 +94,16 @@ async def suite(faults: list[str], plan: Plan, direct_write: bool,
                     rows.append({"fault": name, "kind": "sync",
                                  "error": f"{type(error).__name__}: {error}"})
                 print_sync_summary(rows[-1])
+            # The outbound webhooks' faults, on the same node, each in a world of its own.
+            for name in (f for f in faults if f in OUTBOUND_FAULTS):
+                print(f"{name} ...", flush=True)
+                try:
+                    rows.append(await run_outbound_fault(name, outbound_plan, node,
+                                                         samples_dir, logs))
+                except Exception as error:  # the other faults still run; the row says why
+                    rows.append({"fault": name, "kind": "outbound",
+                                 "error": f"{type(error).__name__}: {error}"})
+                print_outbound_summary(rows[-1])
     for name in (f for f in faults if f in CLUSTER_FAULTS):
         print(f"{name}: starting a three-node RabbitMQ cluster of the suite's own ...",
               flush=True)
@@ -106,17 +130,18 @@ async def suite(faults: list[str], plan: Plan, direct_write: bool,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m chaos",
                                      description=chaos.__doc__.split("\n\n")[0])
-    every = [*FAULTS, *CLUSTER_FAULTS, *SYNC_FAULTS]
+    every = [*FAULTS, *CLUSTER_FAULTS, *SYNC_FAULTS, *OUTBOUND_FAULTS]
     parser.add_argument("--faults", default=",".join(every),
                         help=f"comma-separated, of: {', '.join(every)} (default: all)")
     parser.add_argument("--short", action="store_true",
                         help="the small sizes the tests use (50/s for 8 s, 3 s faults; "
-                             "12 accounts and 6 s sync faults)")
+                             "12 accounts and 6 s sync faults; 80 events/s for 8 s, 3 s "
+                             "outbound faults)")
     parser.add_argument("--rate", type=float, help="webhooks/s (default 300)")
     parser.add_argument("--duration", type=float, help="seconds of load (default 60)")
     parser.add_argument("--fault-at", type=float, help="seconds into the load (default 15)")
     parser.add_argument("--fault-seconds", type=float,
-                        help="fault length, sync faults' too (default 20)")
+                        help="fault length, sync and outbound faults' too (default 20)")
     parser.add_argument("--no-direct-write", action="store_true",
                         help="skip the direct-write baseline rows")
     parser.add_argument("--samples", type=Path, default=SAMPLES_DIR)
@@ -137,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     plan = SHORT if args.short else FULL
     sync_plan = SYNC_SHORT if args.short else SYNC_FULL
+    outbound_plan = OUTBOUND_SHORT if args.short else OUTBOUND_FULL
     if args.fault_seconds is not None:
         sync_plan = replace(sync_plan, fault_seconds=args.fault_seconds)
+        outbound_plan = replace(outbound_plan, fault_seconds=args.fault_seconds)
     overrides = {k: v for k, v in (("rate", args.rate), ("duration", args.duration),
                                    ("fault_at", args.fault_at),
                                    ("fault_seconds", args.fault_seconds)) if v is not None}
@@ -147,13 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     stamp = started_at.strftime('%Y%m%dT%H%M%SZ')
     logs = RESULTS_DIR / f"chaos-{stamp}-logs"
-    rows = uvloop.run(suite(faults, plan, not args.no_direct_write, args.samples, logs, sync_plan))
-    print_table(rows, plan, sync_plan)
+    rows = uvloop.run(suite(faults, plan, not args.no_direct_write, args.samples, logs, sync_plan,
+                            outbound_plan))
+    print_table(rows, plan, sync_plan, outbound_plan)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"chaos-{stamp}.json"
     path.write_text(json.dumps({"started_at": started_at.isoformat(),
                                 "command": " ".join(sys.argv), "plan": asdict(plan),
                                 "sync_plan": asdict(sync_plan),
+                                "outbound_plan": {**asdict(outbound_plan), "retry_delays_ms":
+                                                  outbound_plan.retry_delays_ms},
                                 "machine": {**machine_info(), "load_average_end":
                                             os.getloadavg()},
                                 "rows": rows}, indent=2, default=str) + "\n")
@@ -170,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(f in SYNC_FAULTS for f in faults):
         print("goals met: usage exact, no call missing, no run stuck, syncing resumed "
               "within its goal, for every metrics-sync fault")
+    if any(f in OUTBOUND_FAULTS for f in faults):
+        print("goals met: every call.ended and lead.created recorded arrived signed, 0 lost, "
+              "every delivery succeeded, none dead, resumed within "
+              f"{outbound_plan.resume_goal:g} s, for every outbound fault")
     return 0
 
 

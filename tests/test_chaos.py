@@ -16,6 +16,13 @@ two replicas, a 4 s interval, 6 s faults) assert its promise: after the fault, n
 and a repriced one on every account are synced within one interval plus the fault's
 back-off bound, usage equals the fake Vapi's truth exactly, every call is a row at its
 latest cost, no run is left 'running', no account is disconnected or still failing.
+
+The outbound webhooks' faults (`chaos.outbound` with `OUTBOUND_SHORT` sizes: call-only
+lifecycles at 80 events/s for 8 s, one processor, two dispatchers with retry delays of
+0.25-2 s, 3 s faults) assert theirs: every `call.ended` and `lead.created` the outbox
+recorded arrived at the receiver, signed, each id at least once (repeats only of the same
+id), every delivery 'succeeded', none dead, and a call that ends at the fault's end (as
+every delivery recorded after it) is delivered within the longest retry delay plus 10 s.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import pytest
 
 from calltrail_testkit.rabbit_node import RabbitCluster, RabbitNode
 from chaos.faults import FAULTS, NEEDS_ROOT, cluster_plan, run_fault
+from chaos.outbound import OUTBOUND_FAULTS, OUTBOUND_SHORT, run_outbound_fault
 from chaos.rig import SHORT, can_mount
 from chaos.sync import SYNC_FAULTS, SYNC_SHORT, run_sync_fault, takeover_goal
 from chaos.verdict import RESUME_GOAL_SECONDS
@@ -108,3 +116,31 @@ async def test_sync_fault_loses_nothing_and_syncing_resumes(
         assert notes["abandoned_runs"] > 0, notes
     if fault == "sync-vapi-5xx":  # the outage bit: runs failed, and were retried
         assert row["runs_until_resumed"]["failed_by_reason"].get("vapi_unavailable"), row
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fault", list(OUTBOUND_FAULTS))
+async def test_outbound_fault_loses_no_webhook_and_sending_resumes(
+        fault: str, rabbit_node: RabbitNode, tmp_path: Path) -> None:
+    row = await run_outbound_fault(fault, OUTBOUND_SHORT, rabbit_node, logs=tmp_path)
+    logs = f"services' logs: {tmp_path / fault}"
+    recorded = row["recorded"]
+    # The outbox recorded one event per ended call and per lead, and the receiver got them.
+    assert recorded["call.ended"] == row["calls_ended"] > 0, logs
+    assert recorded["lead.created"] == row["leads"] > 0, logs
+    assert row["not_recorded"] == {"calls": 0, "leads": 0}, logs
+    assert recorded["deliveries"] == recorded["call.ended"] + recorded["lead.created"], logs
+    assert row["arrived"] == recorded["deliveries"], (row["lost_examples"], logs)
+    assert (row["lost"], row["unknown"], row["unverified"]) == (0, 0, 0), logs
+    assert row["posts"] == row["arrived"] + row["repeats"], logs
+    assert row["states"] == {"succeeded": recorded["deliveries"]}, logs
+    assert row["dead_letters"] == 0, logs
+    assert row["resumed_s"] is not None and row["resumed_s"] <= row["resume_goal_s"], logs
+    assert row["after_fault_delay_ms"]["count"] > 0, logs
+    assert row["after_fault_delay_ms"]["max"] <= row["resume_goal_s"] * 1000, logs
+    assert row["backlog_s"] is not None, logs
+    assert not row["problems"], (row["problems"], logs)
+    if fault == "webhooks-receiver-down":  # the outage bit: attempts failed, were retried
+        assert row["failed_attempts"] > 0, row
+    if fault == "webhooks-dispatcher-kill":  # it was working when it was killed
+        assert row["notes"]["victim_delivered"], row["notes"]
