@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -183,6 +184,9 @@ async def _watch_invariants(database_url: str, stop: asyncio.Event) -> int:
     return checks
 
 
+# Every example races consumers while the invariants (the success signals' too) are checked
+# again and again: about 40 s on a quiet machine, past the suite's 120 s on a loaded one.
+@pytest.mark.timeout(360)
 @HYPOTHESIS
 @given(calls=traffic(organizations=1, most_calls=16), data=st.data(),
        consumers=st.integers(2, 4), shared_shard=st.booleans(), seed=st.integers(0, 2**32))
