@@ -49,7 +49,8 @@ async def test_first_sync_backfills_usage_exactly_and_repairs_every_call(
     busy_day = (now - dt.timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
     account.add_calls(1_150, rng=random.Random(2), start=busy_day,
                       end=busy_day + dt.timedelta(days=1))
-    settings = sync_settings(database_url, topology, url)
+    # 1,450 calls in one run: a lease of 6 s ran out on a machine at load 8 (CI, 'lease_lost').
+    settings = sync_settings(database_url, topology, url, sync_lease_seconds=30)
     org_id = await new_org(database_url)
     async with running_processor(database_url, AMQP_URL, topology), running_sync(settings):
         connected = await connect(settings, org_id, "key-busy")
