@@ -637,8 +637,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{side:<12}{m['deliveries_per_s']:>14.1f}{spread:>14}{m['p50_ms']:>9.1f}"
               f"{m['p99_ms']:>9.1f}{m['cpu_s_backlog']:>8.1f}{m['machine_cpu_busy']:>6.0%}"
               f"{flag}")
-    print(f"(ceiling: a bare httpx client, {config['endpoint_concurrency']} in flight, no "
-          "broker, no "
+    print(f"(ceiling: the dispatcher's sender alone, {config['endpoint_concurrency']} in "
+          "flight, no broker, no "
           "database; CPU s: the sender's in the backlog, the dispatcher's or the client's; busy: "
           "the machine's CPU)")
     print(f"dispatcher / ceiling: {results['dispatcher_over_ceiling']}; the dispatcher's "
