@@ -26,8 +26,17 @@ if ! port_open 5672; then
   if command -v rabbitmq-server >/dev/null; then
     echo "starting RabbitMQ"
     rabbitmq-server -detached
-    rabbitmqctl await_startup >/dev/null
-    wait_port 5672 || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
+    # await_startup fails at once (exit 69) until the new node has registered with epmd,
+    # which takes a moment after -detached returns: poll it, for up to three minutes.
+    for _ in $(seq 1 90); do
+      rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1 && break
+      sleep 2
+    done
+    wait_port 5672 || {
+      echo "RabbitMQ did not come up on 127.0.0.1:5672; its log:" >&2
+      tail -n 40 /var/log/rabbitmq/*.log >&2 2>/dev/null || true
+      exit 1
+    }
   else
     echo "RabbitMQ is not running on 127.0.0.1:5672 and is not installed here." >&2
     echo "Install RabbitMQ 3.10+ (e.g. apt-get install rabbitmq-server) or use 'docker compose up'." >&2
