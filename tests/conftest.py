@@ -56,6 +56,9 @@ def _group(item: pytest.Item) -> str | None:
     return "vapi-sdk" if path in _VAPI_SDK_FILES else None
 
 
+# tryfirst: xdist's worker adds the `@group` suffix loadgroup schedules by in its own
+# collection hook, which otherwise runs before this one and sees no mark.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     grouped: list[pytest.Item] = []
     rest: list[pytest.Item] = []
@@ -65,6 +68,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(group))
         (grouped if group is not None else rest).append(item)
     items[:] = [*sorted(grouped, key=lambda item: _group(item) or ""), *rest]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker with `--dist loadgroup`, every grouped test must carry the
+    `@group` suffix the scheduler reads: without it the groups are silently ignored (pytest
+    9.2 with xdist 3.8 did that, pytest-xdist#1386), and the suite runs minutes longer."""
+    if not session.config.getvalue("loadgroup"):
+        return
+    lost = [item.nodeid for item in session.items
+            if _group(item) is not None and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist loadgroup lost its groups (e.g. {lost[0]}): "
+                                "pytest and pytest-xdist disagree; see pyproject.toml")
 
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
