@@ -164,6 +164,22 @@ async def processor_scale(rig: Rig, plan: Plan, window: FaultWindow) -> None:
                                 for label, running, seen in counts]
 
 
+async def _archived_while_away(rig: Rig, phase: float) -> int:
+    """Events archived during one half of the cluster fault: `phase` seconds, prolonged (up
+    to twice that) while none has been archived yet (the load runs on long enough:
+    CLUSTER_OVERRUN_SECONDS). Noticing a silent node takes
+    heartbeats and net_ticktime, longer on a loaded machine: the half lasts until the two
+    nodes left have shown they go on, or plainly have not."""
+    before = await rig.archived()
+    await asyncio.sleep(phase)
+    archived = await rig.archived() - before
+    deadline = asyncio.get_running_loop().time() + phase
+    while archived == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(1.0)
+        archived = await rig.archived() - before
+    return archived
+
+
 async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     """On a three-node cluster: the node leading the most of the processors' quorum queues
     (its partitions and its overflow) stopped for real for the first half, then started;
@@ -178,18 +194,14 @@ async def cluster_failover(rig: Rig, plan: Plan, window: FaultWindow) -> None:
     window.notes["stopped_led"] = led
     window.notes["stop_s"] = round(await asyncio.to_thread(stopped.stop), 2)
     # Events archived while a node is away: processing goes on on the other two.
-    before = await rig.archived()
-    await asyncio.sleep(phase)
-    window.notes["archived_while_stopped"] = await rig.archived() - before
+    window.notes["archived_while_stopped"] = await _archived_while_away(rig, phase)
     window.notes["start_s"] = round(await asyncio.to_thread(stopped.start), 2)
     frozen, led = await asyncio.to_thread(rig.cluster.busiest_leader, queues)
     window.notes["frozen_leader"] = frozen.name
     window.notes["frozen_led"] = led
     frozen.freeze()
     try:
-        before = await rig.archived()
-        await asyncio.sleep(phase)
-        window.notes["archived_while_frozen"] = await rig.archived() - before
+        window.notes["archived_while_frozen"] = await _archived_while_away(rig, phase)
     finally:
         frozen.thaw()
     window.notes["leader_after"] = (await asyncio.to_thread(rig.cluster.busiest_leader,
