@@ -52,6 +52,11 @@ MUTANTS = [
     *(f"calltrail_common.agencies.x_{rule}__mutmut_*" for rule in (
         "parse_markup", "billed", "billed_float", "parse_accent", "parse_logo_url",
         "parse_host_name", "host_of", "cost_view")),
+    "calltrail_common.outbound_targets.*",
+    "calltrail_common.structured_outputs.*",
+    "call_processor.outbound.*",
+    "dispatcher.attempts.*",
+    "dispatcher.messages.*",
 ]
 _RESULT = re.compile(r"^\s*(?P<name>\S+__mutmut_\d+): (?P<status>.+)$")
 _MODULE = re.compile(r"^(?P<module>.+?)\.x[_ǁ]")
