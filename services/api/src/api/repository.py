@@ -54,9 +54,10 @@ _CALLS_PAGE = """
 _AFTER_DATED = ("AND c.created_at IS NOT NULL"
                 " AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
 _AFTER_UNDATED = "AND (c.created_at IS NOT NULL OR c.id < $8::text)"
-CALLS_FIRST_PAGE = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, names=_CALL_NAMES, after="")
-CALLS_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, names=_CALL_NAMES, after=_AFTER_DATED)
-CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, names=_CALL_NAMES, after=_AFTER_UNDATED)
+_PAGE = {"columns": _CALL_SUMMARY_COLUMNS, "names": _CALL_NAMES}
+CALLS_FIRST_PAGE = _CALLS_PAGE.format(**_PAGE, after="")
+CALLS_AFTER_DATED = _CALLS_PAGE.format(**_PAGE, after=_AFTER_DATED)
+CALLS_AFTER_UNDATED = _CALLS_PAGE.format(**_PAGE, after=_AFTER_UNDATED)
 
 # An export reads the list's pages (same filters, same order, same index) with a few more
 # columns, EXPORT_BATCH_ROWS at a time, each page a query of its own: a slow reader holds

@@ -1,6 +1,7 @@
 """metrics-sync's side of Postgres: the tables it owns (`vapi_call_usage`,
-`vapi_usage_daily`, and `vapi_names`: what the account calls its assistants and numbers), and the transactions in which a replica leases accounts and records
-their runs, with the statements of those tables' owners (`calltrail_common.vapi_accounts`,
+`vapi_usage_daily`, and `vapi_names`: what the account calls its assistants and numbers),
+and the transactions in which a replica leases accounts and records their runs, with the
+statements of those tables' owners (`calltrail_common.vapi_accounts`,
 `calltrail_common.sync_runs`: decision 5).
 
 Replicas coordinate through Postgres only: an account is leased by one replica at a time,
