@@ -20,7 +20,7 @@ Capacity of one replica (measured, one process of each, medians over runs):
   replicas draining it together (measured: the deployment table takes them as they are);
 - metrics-sync: accounts one replica keeps in sync: HEADROOM of SYNC_INTERVAL_SECONDS
   (its default) over the time per account of a quiet round (every account due at once,
-  nothing new: two Vapi requests each) at the largest account count measured, less the
+  nothing new: three Vapi requests each) at the largest account count measured, less the
   round's fixed part (the tick's pick-up); and what a call seen adds (the first round's
   time per account less the quiet round's, per call).
 A deployment of N replicas of each is then: for the processor, what N replicas drained

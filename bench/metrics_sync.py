@@ -15,7 +15,8 @@ and 2 assistants each), created through the fake's admin route. Per measurement:
   account has a succeeded run (`max(finished_at)` on Postgres' clock), start-up included;
 - round 2 (nothing new): `UPDATE vapi_accounts SET next_sync_at = now()`, then the time
   until every account has a succeeded run started after that (its pick-up by the next tick
-  included). A quiet account should cost two requests (its numbers and an empty call list).
+  included). A quiet account should cost three requests (its numbers, its assistants and an
+  empty call list).
 The process's peak RSS (VmHWM) is read before it is stopped; its CPU time, the fake's, and
 the machine's CPU busy share are kept per round.
 

@@ -112,6 +112,15 @@ async def insert_call(connection: asyncpg.Connection, org_id: uuid.UUID, **field
     return str(values["id"])
 
 
+async def insert_vapi_name(connection: asyncpg.Connection, org_id: uuid.UUID, kind: str,
+                           vapi_id: str, name: str) -> None:
+    """What the account calls an assistant or a number, as metrics-sync stores it."""
+    await connection.execute(
+        """INSERT INTO vapi_names (org_id, kind, vapi_id, name) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (org_id, kind, vapi_id) DO UPDATE SET name = EXCLUDED.name""",
+        org_id, kind, vapi_id, name)
+
+
 async def insert_lead(connection: asyncpg.Connection, org_id: uuid.UUID, phone_number: str,
                       *, name: str | None = None, email: str | None = None,
                       created_at: datetime | None = None) -> uuid.UUID:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from api.outcomes import ended_reason_bucket, is_success
-from tests.api.conftest import RunningApi, insert_call
+from tests.api.conftest import RunningApi, insert_call, insert_vapi_name
 
 DAY = date(2026, 5, 1)
 
@@ -72,6 +72,10 @@ async def test_overview_breakdowns(api: RunningApi) -> None:
                 success_evaluation="false")  # outside the range
     await _call(api, other.org_id, day=DAY, ended_reason="voicemail")  # another org
     await api.connection.execute(_DERIVE_BREAKDOWNS)
+    # Named in the tenant's account; the other organization's name for the same id never
+    # shows here.
+    await insert_vapi_name(api.connection, tenant.org_id, "assistant", "asst-a", "Front desk")
+    await insert_vapi_name(api.connection, other.org_id, "assistant", "asst-b", "Not yours")
     body = (await tenant.client.get("/api/stats/overview", params={
         "startDate": "2026-05-01", "endDate": "2026-05-02"})).json()
     assert body["averageDurationSeconds"] == 90.0
@@ -81,8 +85,10 @@ async def test_overview_breakdowns(api: RunningApi) -> None:
     assert body["endedReasons"] == {"completed": 1, "voicemail": 1, "noAnswer": 0, "busy": 1,
                                     "failed": 1, "other": 0}
     assert body["assistants"] == [
-        {"assistantId": "asst-a", "calls": 2, "minutes": 3.0, "cost": 0.6},
-        {"assistantId": "asst-b", "calls": 2, "minutes": 3.0, "cost": 0.4}]
+        {"assistantId": "asst-a", "assistantName": "Front desk", "calls": 2, "minutes": 3.0,
+         "cost": 0.6},
+        {"assistantId": "asst-b", "assistantName": None, "calls": 2, "minutes": 3.0,
+         "cost": 0.4}]
     empty = (await tenant.client.get("/api/stats/overview", params={
         "startDate": "2026-06-01", "endDate": "2026-06-02"})).json()
     assert empty["successRate"] is None and empty["averageDurationSeconds"] is None

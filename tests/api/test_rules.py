@@ -116,7 +116,7 @@ def test_call_directions_are_named_from_the_vapi_type() -> None:
            "ended_reason": None, "created_at": None, "started_at": None, "ended_at": None,
            "duration_seconds": None, "cost": None, "customer_number": None,
            "customer_name": None, "assistant_id": None, "phone_number_id": None,
-           "lead_id": None}
+           "lead_id": None, "assistant_name": None, "phone_number_name": None}
     assert shapes.call_summary(row).direction == "outbound"
     assert shapes.call_summary({**row, "direction": "vapi.websocketCall"}).direction == (
         "vapi.websocketCall")

@@ -47,3 +47,11 @@ def test_formats() -> None:
     assert formats.money(None) == "—" and formats.percent(2 / 3) == "67%"
     assert formats.duration(200) == "3:20" and formats.duration(3700) == "1h 01m"
     assert formats.label("customer-did-not-answer") == "Customer did not answer"
+
+
+def test_an_unnamed_id_is_shortened_and_a_short_one_kept() -> None:
+    assert formats.short_id("7f3c2a91-5d4e-4b8a-9c1f-0e6d2b3a4c5d") == "7f3c2a91…"
+    assert formats.short_id("asst-riley") == "asst-ril…"
+    assert formats.short_id("asst-1") == "asst-1"
+    assert formats.short_id("123456789") == "123456789"  # an ellipsis would save nothing
+    assert formats.short_id(None) == formats.short_id("") == "—"

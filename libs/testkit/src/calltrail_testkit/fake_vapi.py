@@ -365,6 +365,17 @@ class FakeAccount:
             self.calls[call_id] = updated
             return updated
 
+    def rename(self, vapi_id: str, name: str | None) -> dict[str, Any]:
+        """Rename (None: unname) one of the account's assistants or phone numbers, as a
+        person does in Vapi's dashboard; bumps its updatedAt."""
+        with self._lock:
+            for item in (*self.assistants, *self.phone_numbers):
+                if item["id"] == vapi_id:
+                    item["name"] = name
+                    item["updatedAt"] = format_instant(datetime.now(UTC))
+                    return item
+        raise KeyError(vapi_id)
+
     def daily_usage(self) -> dict[date, Usage]:
         """Per UTC day of createdAt: calls, minutes (endedAt - startedAt, exact: summed in
         microseconds, divided once by 60,000,000) and cost (sum of Decimal(str(cost))), over

@@ -28,13 +28,20 @@ STATS_DAYS = """
 _CALL_SUMMARY_COLUMNS = """
     c.id, c.direction, c.status, c.ended_reason, c.created_at, c.started_at, c.ended_at,
     c.duration_seconds, c.cost, c.customer_number, c.customer_name, c.assistant_id,
-    c.phone_number_id, c.lead_id"""
+    c.phone_number_id, c.lead_id, an.name AS assistant_name, pn.name AS phone_number_name"""
+# What the account calls the call's assistant and number (metrics-sync's `vapi_names`,
+# decision 43): one primary-key probe each per row, NULL while unknown.
+_CALL_NAMES = """
+    LEFT JOIN vapi_names an ON an.org_id = c.org_id AND an.kind = 'assistant'
+                           AND an.vapi_id = c.assistant_id
+    LEFT JOIN vapi_names pn ON pn.org_id = c.org_id AND pn.kind = 'phone_number'
+                           AND pn.vapi_id = c.phone_number_id"""
 
 # Newest first over the index calls_org_created (org_id, created_at DESC, id DESC), where a
 # call whose creation time is not known yet comes first. The page starts strictly after the
 # cursor's (created_at, id).
 _CALLS_PAGE = """
-    SELECT {columns} FROM calls c
+    SELECT {columns} FROM calls c {names}
     WHERE c.org_id = $1
       AND ($2::text IS NULL OR c.direction = $2)
       AND ($3::text IS NULL OR c.status = $3)
@@ -47,9 +54,10 @@ _CALLS_PAGE = """
 _AFTER_DATED = ("AND c.created_at IS NOT NULL"
                 " AND (c.created_at, c.id) < ($8::timestamptz, $9::text)")
 _AFTER_UNDATED = "AND (c.created_at IS NOT NULL OR c.id < $8::text)"
-CALLS_FIRST_PAGE = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after="")
-CALLS_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_DATED)
-CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_AFTER_UNDATED)
+_PAGE = {"columns": _CALL_SUMMARY_COLUMNS, "names": _CALL_NAMES}
+CALLS_FIRST_PAGE = _CALLS_PAGE.format(**_PAGE, after="")
+CALLS_AFTER_DATED = _CALLS_PAGE.format(**_PAGE, after=_AFTER_DATED)
+CALLS_AFTER_UNDATED = _CALLS_PAGE.format(**_PAGE, after=_AFTER_UNDATED)
 
 # An export reads the list's pages (same filters, same order, same index) with a few more
 # columns, EXPORT_BATCH_ROWS at a time, each page a query of its own: a slow reader holds
@@ -59,14 +67,16 @@ CALLS_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_SUMMARY_COLUMNS, after=_A
 # connection for as long as the client takes to read.
 EXPORT_BATCH_ROWS = 1000
 _CALL_EXPORT_COLUMNS = f"{_CALL_SUMMARY_COLUMNS}, c.summary, c.success_evaluation"
-CALLS_EXPORT_FIRST = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, after="")
-CALLS_EXPORT_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
+CALLS_EXPORT_FIRST = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, names=_CALL_NAMES,
+                                        after="")
+CALLS_EXPORT_AFTER_DATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS, names=_CALL_NAMES,
                                               after=_AFTER_DATED)
 CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
-                                                after=_AFTER_UNDATED)
+                                                names=_CALL_NAMES, after=_AFTER_UNDATED)
 
-CALL = """
-    SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
+CALL = f"""
+    SELECT c.*, an.name AS assistant_name, pn.name AS phone_number_name
+    FROM calls c {_CALL_NAMES} WHERE c.org_id = $1 AND c.id = $2"""  # noqa: S608
 
 CALL_RECORDINGS = """
     SELECT c.recording_url, c.stereo_recording_url FROM calls c
@@ -92,7 +102,7 @@ LEADS_AFTER = _LEADS_PAGE.format(
     after="AND (l.created_at, l.id) < ($4::timestamptz, $5::uuid)")
 
 LEAD_CALLS = f"""
-    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
+    SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c {_CALL_NAMES}
     WHERE c.org_id = $1 AND c.lead_id = $2
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
@@ -124,11 +134,15 @@ SUCCESS_SIGNALS = f"""
     WHERE m.org_id = $1"""  # noqa: S608 - a constant
 
 ASSISTANTS = """
-    SELECT assistant_id, sum(calls) AS calls, sum(duration_seconds) AS seconds,
-           sum(cost) AS cost
-    FROM daily_assistants WHERE org_id = $1 AND day BETWEEN $2 AND $3
-    GROUP BY assistant_key, assistant_id
-    ORDER BY sum(calls) DESC, assistant_id NULLS LAST LIMIT $4"""
+    SELECT a.assistant_id, n.name AS assistant_name, a.calls, a.seconds, a.cost
+    FROM (SELECT assistant_id, sum(calls) AS calls, sum(duration_seconds) AS seconds,
+                 sum(cost) AS cost
+          FROM daily_assistants WHERE org_id = $1 AND day BETWEEN $2 AND $3
+          GROUP BY assistant_key, assistant_id
+          ORDER BY sum(calls) DESC, assistant_id NULLS LAST LIMIT $4) a
+    LEFT JOIN vapi_names n ON n.org_id = $1 AND n.kind = 'assistant'
+                          AND n.vapi_id = a.assistant_id
+    ORDER BY a.calls DESC, a.assistant_id NULLS LAST"""
 
 # Vapi's `costBreakdown` per component over the days, from the daily usage metrics-sync
 # keeps; only the components that are money (Vapi's object also holds token counts).

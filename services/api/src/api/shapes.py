@@ -118,8 +118,17 @@ class EndedReasons(Shape):
     other: int = 0
 
 
+# What the connected Vapi account calls an assistant or a number (decision 43).
+_ASSISTANT_NAME = ("the assistant's name in the connected Vapi account, as of metrics-sync's "
+                   "last round; null when unknown")
+_PHONE_NUMBER_NAME = ("the phone number's name in the connected Vapi account (its number "
+                      "when it has no name), as of metrics-sync's last round; null when "
+                      "unknown")
+
+
 class AssistantStats(Shape):
     assistant_id: str | None
+    assistant_name: str | None = Field(default=None, description=_ASSISTANT_NAME)
     calls: int
     minutes: float
     cost: float
@@ -192,7 +201,9 @@ class CallSummary(Shape):
     customer_number: str | None
     customer_name: str | None
     assistant_id: str | None
+    assistant_name: str | None = Field(default=None, description=_ASSISTANT_NAME)
     phone_number_id: str | None
+    phone_number_name: str | None = Field(default=None, description=_PHONE_NUMBER_NAME)
     lead_id: uuid.UUID | None
 
 
@@ -379,7 +390,8 @@ def stats_overview(days: DateRange, rows: Iterable[Row], outcomes: Iterable[Row]
         success_rate=round(succeeded / evaluated, 6) if evaluated else None,
         evaluated_calls=evaluated, success_measure=success_measure(measure),
         ended_reasons=_ended_reasons(outcomes),
-        assistants=[AssistantStats(assistant_id=r["assistant_id"], calls=r["calls"],
+        assistants=[AssistantStats(assistant_id=r["assistant_id"],
+                                   assistant_name=r["assistant_name"], calls=r["calls"],
                                    minutes=_minutes(r["seconds"]), cost=_number(r["cost"]))
                     for r in assistants],
         daily=daily)
@@ -397,8 +409,9 @@ def _summary_fields(row: Row) -> dict[str, Any]:
         else float(row["duration_seconds"]),
         "cost": None if row["cost"] is None else float(row["cost"]),
         "customer_number": row["customer_number"], "customer_name": row["customer_name"],
-        "assistant_id": row["assistant_id"], "phone_number_id": row["phone_number_id"],
-        "lead_id": row["lead_id"],
+        "assistant_id": row["assistant_id"], "assistant_name": row["assistant_name"],
+        "phone_number_id": row["phone_number_id"],
+        "phone_number_name": row["phone_number_name"], "lead_id": row["lead_id"],
     }
 
 

@@ -1,6 +1,7 @@
-"""metrics-sync's side of Postgres: the usage tables it owns (`vapi_call_usage`,
-`vapi_usage_daily`), and the transactions in which a replica leases accounts and records
-their runs, with the statements of those tables' owners (`calltrail_common.vapi_accounts`,
+"""metrics-sync's side of Postgres: the tables it owns (`vapi_call_usage`,
+`vapi_usage_daily`, and `vapi_names`: what the account calls its assistants and numbers),
+and the transactions in which a replica leases accounts and records their runs, with the
+statements of those tables' owners (`calltrail_common.vapi_accounts`,
 `calltrail_common.sync_runs`: decision 5).
 
 Replicas coordinate through Postgres only: an account is leased by one replica at a time,
@@ -19,6 +20,7 @@ import asyncpg
 from calltrail_common import sync_runs, vapi_accounts
 from calltrail_common.sync_runs import RunCounts
 from calltrail_common.vapi_accounts import ClaimedAccount
+from metrics_sync.names import VapiName
 from metrics_sync.usage import CallUsage
 
 DATABASE_NOW = "SELECT now()"
@@ -59,6 +61,18 @@ RECOMPUTE_DAYS = """
     ON CONFLICT (org_id, day) DO UPDATE SET
         calls = EXCLUDED.calls, minutes = EXCLUDED.minutes, cost = EXCLUDED.cost,
         cost_breakdown = EXCLUDED.cost_breakdown, synced_at = EXCLUDED.synced_at"""
+
+# Only names that are new or changed are written: a quiet round reads through the primary
+# key and writes nothing. An id missing from the list is left as it was (its calls remain).
+RECORD_NAMES = """
+    INSERT INTO vapi_names (org_id, kind, vapi_id, name)
+    SELECT $1, n.kind, n.vapi_id, n.name
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS n(kind, vapi_id, name)
+    WHERE NOT EXISTS (SELECT 1 FROM vapi_names v
+                      WHERE v.org_id = $1 AND v.kind = n.kind AND v.vapi_id = n.vapi_id
+                        AND v.name = n.name)
+    ON CONFLICT (org_id, kind, vapi_id) DO UPDATE SET
+        name = EXCLUDED.name, updated_at = now()"""
 
 
 class SyncRepository:
@@ -103,6 +117,16 @@ class SyncRepository:
                 [u.updated_at for u in usages])
             await connection.execute(RECOMPUTE_DAYS, org_id, days)
         return len(days)
+
+    async def record_names(self, org_id: uuid.UUID, names: Sequence[VapiName]) -> int:
+        """Store the account's assistant and number names; return how many changed."""
+        if not names:
+            return 0
+        async with self._pool.acquire() as connection:
+            status = await connection.execute(
+                RECORD_NAMES, org_id, [n.kind for n in names], [n.vapi_id for n in names],
+                [n.name for n in names])
+        return int(status.rsplit(" ", 1)[1])
 
     async def succeed(self, account: ClaimedAccount, runs: Sequence[uuid.UUID],
                       counts: RunCounts, *, next_sync_at: dt.datetime,

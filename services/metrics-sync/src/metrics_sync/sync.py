@@ -3,9 +3,11 @@
 In order, so that a run that fails half-way loses nothing (the watermark moves only at the
 end, and everything before it is idempotent):
 1. the account's phone numbers, registered to its organization, and its Vapi org id learnt;
+   with its assistants (one bounded list request each), what it calls them stored (only
+   the names that changed: decision 43);
 2. the call list: the first run backfills `SYNC_BACKFILL_DAYS` by `createdAt`; later runs
    read only calls updated since the watermark (minus an overlap for clock skew), so a quiet
-   account costs two requests;
+   account costs three requests (numbers, assistants, calls);
 3. every call seen is published, confirmed, into the processing pipeline as a call snapshot,
    where the processor's rules merge it with the call's webhooks in any order;
 4. each call's usage stored and every day it falls on recomputed exactly;
@@ -35,6 +37,7 @@ from calltrail_common.topology import Topology
 from calltrail_common.vapi import VapiClient
 from calltrail_common.vapi_accounts import ClaimedAccount, register_numbers, vapi_org_id_of
 from metrics_sync.errors import KeyMissing
+from metrics_sync.names import assistant_names, phone_number_names
 from metrics_sync.repository import SyncRepository
 from metrics_sync.usage import call_usage
 
@@ -95,6 +98,9 @@ class AccountSync:
         del api_key
 
         numbers = await client.phone_numbers()
+        await self._repository.record_names(
+            account.org_id,
+            [*assistant_names(await client.assistants()), *phone_number_names(numbers)])
         overlap = dt.timedelta(seconds=self._config.overlap_seconds)
         if account.calls_watermark is not None:
             calls = await client.calls(field="updatedAt",

@@ -53,5 +53,16 @@ def label(value: str | None) -> str:
     return words[:1].upper() + words[1:]
 
 
+SHORT_ID_LENGTH = 8
+
+
+def short_id(value: str | None) -> str:
+    """A Vapi id without a known name, short enough for a table cell: its first characters
+    (a UUID's first group) and an ellipsis; the page puts the whole id in its title."""
+    if not value:
+        return "—"
+    return value if len(value) <= SHORT_ID_LENGTH + 1 else f"{value[:SHORT_ID_LENGTH]}…"
+
+
 FILTERS = {"money": money, "number": number, "percent": percent, "duration": duration,
-           "instant": instant, "moment": moment, "label": label}
+           "instant": instant, "moment": moment, "label": label, "short_id": short_id}
