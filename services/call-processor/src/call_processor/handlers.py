@@ -9,7 +9,8 @@ the whole batch is retried. `process_batch` is both, for tests and tools.
 A batch, in steps (`_apply`): find each event's organization (the endpoint's, or on the
 shared endpoint by `calltrail_common.attribution`, else why it has none); lock the stored calls it
 names and merge what it says into them; refuse events about another organization's call;
-archive the events (or keep them aside); write it all in one statement; refresh the leads
+archive the events (or keep them aside); read the zones its organizations' figures count
+by (locked against their rebuild, decision 45); write it all in one statement; refresh the leads
 whose calls changed; record the outbound events that endpoints want (the outbox, decision
 40). The rules of each step are pure (`call_processor.changes`, `call_processor.outbound`);
 the SQL is `call_processor.repository`'s.
@@ -109,7 +110,9 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
         batch.parsed, orgs, outcome,
         {message_id: a.reason for message_id, a in found.items() if a.reason is not None})
     new_inbound, callers = lead_callers(changes.values())
-    wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard))
+    zones = await repo.figures_zones(c.org_id for c in changes.values())
+    wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard,
+                                          zones))
     leads = await repo.refresh_leads(callers, shard, wanted.wanting(LEAD_CREATED, LEAD_UPDATED))
     # The outbox: a round trip only when an endpoint may want one of these.
     events = [*call_events(changes.values(), wanted), *lead_events(leads, wanted)]

@@ -1,0 +1,94 @@
+"""Each organization's own day (decision 45): its IANA time zone, how a zone is chosen, and
+the day a moment falls on there. The owner of `organizations.time_zone` and
+`figures_time_zone` (migration 0018).
+
+Zones come from the `tzdata` package, not the host's files, so a name valid on one host is
+valid on all. A change is written with the audit log in its transaction; the daily figures
+still count by the old zone until the call processor's rebuild re-keys them
+(`call_processor.rebuild`), and `figures_time_zone` says which zone they count by.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import uuid
+import zoneinfo
+from dataclasses import dataclass
+
+import asyncpg
+
+from calltrail_common import audit
+
+DEFAULT_TIME_ZONE = "UTC"
+_NAME_MAX_CHARS = 64
+
+_FIND = "SELECT time_zone, figures_time_zone FROM organizations WHERE id = $1"
+# The figures are rebuilt by the call processor when the two differ (call_processor.rebuild).
+_CHOOSE = """
+    UPDATE organizations SET time_zone = $2 WHERE id = $1
+    RETURNING time_zone, figures_time_zone"""
+
+
+_KNOWN_TO_POSTGRES = "SELECT now() AT TIME ZONE $1"
+
+
+class InvalidTimeZone(ValueError):
+    """Not an IANA time zone name the tzdata package knows."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationZone:
+    time_zone: str  # the zone chosen
+    figures_time_zone: str  # the zone the daily figures count by now
+
+    @property
+    def rebuilding(self) -> bool:
+        """The figures are being re-keyed to the chosen zone."""
+        return self.time_zone != self.figures_time_zone
+
+
+@functools.lru_cache(maxsize=256)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The zone called `name`, from the tzdata package; InvalidTimeZone saying why not."""
+    if not name or len(name) > _NAME_MAX_CHARS or name != name.strip() or "\x00" in name \
+            or name.startswith(("/", ".")) or ".." in name:
+        raise InvalidTimeZone("give an IANA time zone name, such as Europe/Paris or UTC")
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidTimeZone(f"{name!r} is not an IANA time zone name (such as "
+                              "Europe/Paris or UTC)") from None
+
+
+def local_day(moment: dt.datetime, where: dt.tzinfo) -> dt.date:
+    """The day an aware `moment` falls on in `where` (a DST change day lasts 23 or 25 hours:
+    every moment of it is still that day)."""
+    return moment.astimezone(where).date()
+
+
+def today(where: dt.tzinfo, now: dt.datetime | None = None) -> dt.date:
+    return local_day(now or dt.datetime.now(dt.UTC), where)
+
+
+async def find(connection: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID
+               ) -> OrganizationZone:
+    row = await connection.fetchrow(_FIND, org_id)
+    if row is None:
+        return OrganizationZone(DEFAULT_TIME_ZONE, DEFAULT_TIME_ZONE)
+    return OrganizationZone(row["time_zone"], row["figures_time_zone"])
+
+
+async def choose(connection: asyncpg.Connection, org_id: uuid.UUID, name: str,
+                 actor: audit.Actor) -> OrganizationZone:
+    """Set the organization's zone (validated: InvalidTimeZone), audited in the same
+    transaction; its figures are rebuilt in the background."""
+    zone(name)
+    try:  # new leads are counted by Postgres' own zone database (decision 45)
+        await connection.execute(_KNOWN_TO_POSTGRES, name)
+    except asyncpg.InvalidParameterValueError:
+        raise InvalidTimeZone(f"{name!r} is not a time zone this database knows") from None
+    async with connection.transaction():
+        row = await connection.fetchrow(_CHOOSE, org_id, name)
+        await audit.record(connection, org_id, actor, "time_zone.set", name)
+    return OrganizationZone(row["time_zone"], row["figures_time_zone"])
