@@ -57,8 +57,8 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidTimeZone(f"{name!r} is not an IANA time zone name (such as "
-                              "Europe/Paris or UTC)") from None
+        raise InvalidTimeZone("that is not an IANA time zone name (such as Europe/Paris "
+                              "or UTC)") from None
 
 
 def local_day(moment: dt.datetime, where: dt.tzinfo) -> dt.date:
@@ -87,7 +87,7 @@ async def choose(connection: asyncpg.Connection, org_id: uuid.UUID, name: str,
     try:  # new leads are counted by Postgres' own zone database (decision 45)
         await connection.execute(_KNOWN_TO_POSTGRES, name)
     except asyncpg.InvalidParameterValueError:
-        raise InvalidTimeZone(f"{name!r} is not a time zone this database knows") from None
+        raise InvalidTimeZone("that time zone is not one this database knows") from None
     async with connection.transaction():
         row = await connection.fetchrow(_CHOOSE, org_id, name)
         await audit.record(connection, org_id, actor, "time_zone.set", name)
