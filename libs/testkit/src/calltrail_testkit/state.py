@@ -79,7 +79,7 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
     "daily_assistants": f"""
         WITH expected AS (
             SELECT org_id, local_day AS day, assistant_id, count(*)::int AS calls,
@@ -95,7 +95,7 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
     # Each boolean structured output and scorecard score of the calls (migration 0014), as
     # calltrail_common.structured_outputs.success_signals reads them, said here in SQL.
     "daily_success_signals": f"""
@@ -127,7 +127,7 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
 }
 
 

@@ -18,7 +18,6 @@ from api.params import CALL_TYPE_DIRECTIONS, DateRange
 from api.rollup import ClientFigures, Totals
 from calltrail_common import structured_outputs
 from calltrail_common.agencies import Client, CostView
-from calltrail_common.time_zones import OrganizationZone
 from calltrail_common.outbound_endpoints import (
     MAX_DESCRIPTION_LENGTH,
     Delivery,
@@ -29,6 +28,7 @@ from calltrail_common.outbound_endpoints import (
 )
 from calltrail_common.outbound_targets import MAX_URL_LENGTH
 from calltrail_common.success_measures import Source, SuccessMeasure
+from calltrail_common.time_zones import OrganizationZone
 
 Row = Mapping[str, Any]
 

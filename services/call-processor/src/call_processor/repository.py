@@ -27,10 +27,10 @@ A batch is one transaction of four to seven round trips (`CallRepository`):
 
 No step waits on a lock out of that order, so replicas and batches in flight cannot
 deadlock: the locks a transaction may wait for are its advisory locks (sorted, all in step
-1), its calls' rows (sorted, all in step 2) and its organizations' rows (sorted, step 3,
-held against a rebuild only, which holds nothing else while it waits); a call row is only ever held by a
-transaction that also holds its number's lock or is about to roll back. In practice they
-do not even wait: the partitions route every event of a caller to one replica, which
+1), its calls' rows (sorted, all in step 2) and its organizations' rows (sorted, step 3:
+only a rebuild conflicts, and it holds nothing else while it waits); a call row is only
+ever held by a transaction that also holds its number's lock or is about to roll back. In
+practice they do not even wait: the partitions route every event of a caller to one replica, which
 applies one batch of a partition at a time, and a batch's shard is its partition.
 """
 
@@ -723,7 +723,7 @@ async def write_rebuilt_figures(connection: asyncpg.Connection, org_id: uuid.UUI
     await connection.execute(FORGET_FIGURES, org_id)
     stats = _transposed([(day, d.calls, d.inbound, d.outbound, d.web, d.duration_seconds,
                           d.cost) for (_, day), d in figures.stats_rows()], 7)
-    outcomes = _transposed([key[1:] + (n,) for key, n in figures.outcome_rows()], 4)
+    outcomes = _transposed([(*key[1:], n) for key, n in figures.outcome_rows()], 4)
     assistants = _transposed([(*key[1:], d.calls, d.duration_seconds, d.cost)
                               for key, d in figures.assistant_rows()], 5)
     signals = _transposed([(*key[1:], n) for key, n in figures.signal_rows()], 6)
