@@ -24,9 +24,11 @@ async def test_show_and_set(database_url: str) -> None:
         return orjson.loads(result.stdout)
 
     assert run() == {"orgId": org_id, "timeZone": "UTC", "figuresTimeZone": "UTC",
+                     "usageTimeZone": "UTC",
                      "rebuilding": False}
     assert run("Asia/Kolkata") == {"orgId": org_id, "timeZone": "Asia/Kolkata",
-                                   "figuresTimeZone": "UTC", "rebuilding": True}
+                                   "figuresTimeZone": "UTC", "usageTimeZone": "UTC",
+                                   "rebuilding": True}
     refused = calltrail("org", "time-zone", "--org", org_id, "Mars/Olympus",
                         database_url=database_url)
     assert refused.returncode != 0

@@ -18,7 +18,8 @@ RANGE = {"startDate": "2026-11-21", "endDate": "2026-11-22"}
 async def test_a_new_zone_rebuilds_the_overview_on_local_days(api: RunningApi) -> None:
     tenant, other = await api.tenant("A"), await api.tenant("B")
     assert (await tenant.client.get("/api/time-zone")).json() == {
-        "timeZone": "UTC", "figuresTimeZone": "UTC", "rebuilding": False}
+        "timeZone": "UTC", "figuresTimeZone": "UTC", "usageTimeZone": "UTC",
+        "rebuilding": False}
     # 18:00 and 19:00 UTC on the 21st; 23:30 on the 21st and 00:30 on the 22nd in Kolkata.
     await apply(api.connection, tenant.org_id,
                 report("late", dt.datetime(2026, 11, 21, 23, 30, tzinfo=KOLKATA), "+14155550101"),
@@ -33,7 +34,7 @@ async def test_a_new_zone_rebuilds_the_overview_on_local_days(api: RunningApi) -
     chosen = await tenant.client.put("/api/time-zone", json={"timeZone": "Asia/Kolkata"})
     assert chosen.status_code == 200, chosen.text
     assert chosen.json() == {"timeZone": "Asia/Kolkata", "figuresTimeZone": "UTC",
-                             "rebuilding": True}
+                             "usageTimeZone": "UTC", "rebuilding": True}
     assert await daily() == ([("2026-11-21", 2), ("2026-11-22", 0)], "UTC", True)
     assert await rebuild_waiting_figures(api.connection) == 1
     assert await daily() == ([("2026-11-21", 1), ("2026-11-22", 1)], "Asia/Kolkata", False)

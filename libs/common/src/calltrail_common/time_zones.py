@@ -1,6 +1,7 @@
 """Each organization's own day (decision 45): its IANA time zone, how a zone is chosen, and
-the day a moment falls on there. The owner of `organizations.time_zone` and
-`figures_time_zone` (migration 0018).
+the day a moment falls on there. The owner of `organizations.time_zone`; the call
+processor's rebuild writes `figures_time_zone`, metrics-sync's re-keying `usage_time_zone`
+(migration 0018).
 
 Zones come from the `tzdata` package, not the host's files, so a name valid on one host is
 valid on all. A change is written with the audit log in its transaction; the daily figures
@@ -24,11 +25,12 @@ from calltrail_common import audit
 
 DEFAULT_TIME_ZONE = "UTC"
 
-_FIND = "SELECT time_zone, figures_time_zone FROM organizations WHERE id = $1"
+_FIND = """
+    SELECT time_zone, figures_time_zone, usage_time_zone FROM organizations WHERE id = $1"""
 # The figures are rebuilt by the call processor when the two differ (call_processor.rebuild).
 _CHOOSE = """
     UPDATE organizations SET time_zone = $2 WHERE id = $1
-    RETURNING time_zone, figures_time_zone"""
+    RETURNING time_zone, figures_time_zone, usage_time_zone"""
 
 
 _KNOWN_TO_POSTGRES = "SELECT now() AT TIME ZONE $1"
@@ -42,11 +44,12 @@ class InvalidTimeZone(ValueError):
 class OrganizationZone:
     time_zone: str  # the zone chosen
     figures_time_zone: str  # the zone the daily figures count by now
+    usage_time_zone: str = DEFAULT_TIME_ZONE  # the zone usage per day counts by now
 
     @property
     def rebuilding(self) -> bool:
-        """The figures are being re-keyed to the chosen zone."""
-        return self.time_zone != self.figures_time_zone
+        """The figures or the usage are being re-keyed to the chosen zone."""
+        return not self.time_zone == self.figures_time_zone == self.usage_time_zone
 
 
 @functools.cache
@@ -82,7 +85,7 @@ async def find(connection: asyncpg.Connection | asyncpg.Pool, org_id: uuid.UUID
     row = await connection.fetchrow(_FIND, org_id)
     if row is None:
         return OrganizationZone(DEFAULT_TIME_ZONE, DEFAULT_TIME_ZONE)
-    return OrganizationZone(row["time_zone"], row["figures_time_zone"])
+    return OrganizationZone(**dict(row))
 
 
 async def choose(connection: asyncpg.Connection, org_id: uuid.UUID, name: str,
@@ -97,4 +100,4 @@ async def choose(connection: asyncpg.Connection, org_id: uuid.UUID, name: str,
     async with connection.transaction():
         row = await connection.fetchrow(_CHOOSE, org_id, name)
         await audit.record(connection, org_id, actor, "time_zone.set", name)
-    return OrganizationZone(row["time_zone"], row["figures_time_zone"])
+    return OrganizationZone(**dict(row))

@@ -30,7 +30,8 @@ async def _time_zone(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         await connection.close()
     print_json({"orgId": str(org_id), "timeZone": zone.time_zone,
-                "figuresTimeZone": zone.figures_time_zone, "rebuilding": zone.rebuilding})
+                "figuresTimeZone": zone.figures_time_zone,
+                "usageTimeZone": zone.usage_time_zone, "rebuilding": zone.rebuilding})
 
 
 def add_commands(org: Any) -> None:

@@ -200,7 +200,9 @@ async def usage_metrics(
         end_date: EndDate = None,
         costs: Costs = agencies.AS_STORED,
 ) -> shapes.UsageMetrics:
-    days = params.date_range(start_date, end_date, _today())
+    zone = await time_zones.find(state.pool, org_id)
+    days = params.date_range(start_date, end_date,
+                             time_zones.today(time_zones.zone(zone.usage_time_zone)))
     rows = await state.repository.usage_days(org_id, days.start, days.end)
     components = await state.repository.cost_components(org_id, days.start, days.end,
                                                         COST_COMPONENTS)
@@ -250,7 +252,8 @@ async def stats_overview(
     success = await state.repository.success_signals(org_id, days.start, days.end)
     overview = shapes.stats_overview(days, rows, outcomes, assistants, success)
     return shapes.billed_overview(overview.model_copy(update={
-        "time_zone": zone.figures_time_zone, "rebuilding": zone.rebuilding}), costs)
+        "time_zone": zone.figures_time_zone,
+        "rebuilding": zone.figures_time_zone != zone.time_zone}), costs)
 
 
 # --- the organization's own day (decision 45) -------------------------------------------

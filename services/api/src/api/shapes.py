@@ -191,7 +191,8 @@ class TimeZoneRequest(Shape):
 class TimeZoneSettings(Shape):
     time_zone: str = Field(description="the organization's IANA time zone")
     figures_time_zone: str = Field(description="the zone its daily figures count by now")
-    rebuilding: bool = Field(description="true until its figures count by `timeZone`")
+    usage_time_zone: str = Field(description="the zone its usage per day counts by now")
+    rebuilding: bool = Field(description="true until both count by `timeZone`")
 
 
 class CallSummary(Shape):
@@ -356,6 +357,7 @@ def measure_and_signals(rows: Iterable[Row]
 def time_zone_settings(zone: OrganizationZone) -> TimeZoneSettings:
     return TimeZoneSettings(time_zone=zone.time_zone,
                             figures_time_zone=zone.figures_time_zone,
+                            usage_time_zone=zone.usage_time_zone,
                             rebuilding=zone.rebuilding)
 
 

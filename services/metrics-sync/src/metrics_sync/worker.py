@@ -139,6 +139,7 @@ class MetricsSync:
                     if reaped := await repository.reap():
                         log.info("sync_runs_reaped", runs=reaped)
                     self.metrics.lag_seconds.set(await repository.schedule_lag())
+                await repository.rekey_usage()  # after a time zone change (decision 45)
                 if now - last_prune >= _PRUNE_EVERY_SECONDS:
                     last_prune = now
                     await repository.prune(self._settings.sync_run_retention_days)

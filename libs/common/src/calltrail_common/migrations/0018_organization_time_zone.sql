@@ -9,6 +9,16 @@ ALTER TABLE organizations
     ADD COLUMN time_zone          text NOT NULL DEFAULT 'UTC',
     ADD COLUMN figures_time_zone  text NOT NULL DEFAULT 'UTC';
 
+-- Usage per day (metrics-sync, decision 13) counts the organization's days too, by
+-- `usage_time_zone`, which metrics-sync re-keys the same way (metrics_sync.repository);
+-- each call's usage keeps its createdAt for that.
+ALTER TABLE organizations
+    ADD COLUMN usage_time_zone    text NOT NULL DEFAULT 'UTC';
+ALTER TABLE vapi_call_usage
+    ADD COLUMN created_at  timestamptz;  -- NULL for usage synced before: it keeps its UTC day
+CREATE INDEX organizations_usage_rebuild ON organizations (id)
+    WHERE time_zone <> usage_time_zone;
+
 -- The rebuild finds the organizations whose figures wait for it.
 CREATE INDEX organizations_figures_rebuild ON organizations (id)
     WHERE time_zone <> figures_time_zone;
