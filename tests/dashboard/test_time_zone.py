@@ -9,11 +9,18 @@ import datetime as dt
 import re
 
 import httpx
+from playwright.async_api import Page, expect
 
 from call_processor.rebuild import rebuild_waiting_figures
 from calltrail_common import time_zones
 from tests.call_processor.test_figures_rebuild import apply, report
-from tests.dashboard.conftest import Dashboard, add_person, signed_in_client
+from tests.dashboard.conftest import (
+    Dashboard,
+    add_person,
+    screenshot,
+    sign_in,
+    signed_in_client,
+)
 
 KOLKATA = time_zones.zone("Asia/Kolkata")
 DAY = {"startDate": "2026-11-22", "endDate": "2026-11-22"}
@@ -64,3 +71,19 @@ async def test_admins_set_the_zone_and_the_overview_follows_after_the_rebuild(
     assert await dashboard.connection.fetchval(
         "SELECT target FROM audit_log WHERE action = 'time_zone.set'"
         " AND actor = 'user:admin@acme.example'") == "Asia/Kolkata"
+
+
+async def test_the_owner_sets_the_zone_in_a_browser(page: Page, dashboard: Dashboard) -> None:
+    await sign_in(page, dashboard)
+    await page.click("nav >> text=Settings")
+    await expect(page.locator("#time-zone-name")).to_have_text("UTC")
+    await page.fill("#timeZone", "America/Los_Angeles")
+    await page.click("#save-time-zone")
+    await expect(page.get_by_role("status")).to_contain_text("Time zone saved")
+    await expect(page.locator("#time-zone-name")).to_have_text("America/Los_Angeles")
+    await expect(page.locator("#figures-rebuilding")).to_be_visible()
+    await page.locator("#time-zone").scroll_into_view_if_needed()
+    await screenshot(page, "settings-time-zone")
+    await page.click("nav >> text=Overview")
+    await expect(page.locator("#figures-rebuilding")).to_contain_text("being rebuilt")
+    await screenshot(page, "overview-rebuilding")
