@@ -27,12 +27,10 @@ DEFAULT_TIME_ZONE = "UTC"
 
 _FIND = """
     SELECT time_zone, figures_time_zone, usage_time_zone FROM organizations WHERE id = $1"""
-# The figures are rebuilt by the call processor when the two differ (call_processor.rebuild).
+# The figures and the usage are re-keyed in the background while their zones differ.
 _CHOOSE = """
     UPDATE organizations SET time_zone = $2 WHERE id = $1
     RETURNING time_zone, figures_time_zone, usage_time_zone"""
-
-
 _KNOWN_TO_POSTGRES = "SELECT now() AT TIME ZONE $1"
 
 
@@ -99,5 +97,7 @@ async def choose(connection: asyncpg.Connection, org_id: uuid.UUID, name: str,
         raise InvalidTimeZone("that time zone is not one this database knows") from None
     async with connection.transaction():
         row = await connection.fetchrow(_CHOOSE, org_id, name)
+        if row is None:
+            return OrganizationZone(DEFAULT_TIME_ZONE, DEFAULT_TIME_ZONE)
         await audit.record(connection, org_id, actor, "time_zone.set", name)
     return OrganizationZone(**dict(row))
