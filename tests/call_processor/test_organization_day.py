@@ -12,6 +12,12 @@ import pytest
 
 from call_processor.calls import CallState, contribution, stats_day
 from call_processor.figures import DailyFigures
+from call_processor.outbound import (
+    DAY_CLOSE_GRACE,
+    candidate_days,
+    day_end,
+    days_to_close,
+)
 from calltrail_common.time_zones import InvalidTimeZone, OrganizationZone, local_day, zone
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -100,3 +106,21 @@ def test_only_iana_names_are_zones(name: str) -> None:
 def test_figures_rebuild_while_the_zones_differ() -> None:
     assert OrganizationZone("Asia/Kolkata", "UTC").rebuilding
     assert not OrganizationZone("UTC", "UTC").rebuilding
+
+
+def test_a_day_closes_after_its_local_midnight_and_grace() -> None:
+    """`usage.day_closed` closes the organization's day: Los Angeles' 2026-11-01 (25 hours)
+    ends at 08:00 UTC on the 2nd, not at UTC midnight."""
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    local_midnight = dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC)
+    assert day_end(dt.date(2026, 11, 1), LOS_ANGELES) == local_midnight
+    assert day_end(dt.date(2026, 3, 8), LOS_ANGELES) == dt.datetime(2026, 3, 9, 7,
+                                                                    tzinfo=dt.UTC)
+    just_before = local_midnight + DAY_CLOSE_GRACE - dt.timedelta(seconds=1)
+    assert days_to_close(long_ago, just_before, LOS_ANGELES)[-1] == dt.date(2026, 10, 31)
+    assert days_to_close(long_ago, just_before)[-1] == dt.date(2026, 11, 1)  # UTC's
+    assert days_to_close(long_ago, local_midnight + DAY_CLOSE_GRACE,
+                         LOS_ANGELES)[-1] == dt.date(2026, 11, 1)
+    org = uuid.uuid4()
+    assert candidate_days({org: long_ago}, local_midnight + DAY_CLOSE_GRACE,
+                          {org: LOS_ANGELES})[-1][1:] == (org, dt.date(2026, 11, 1))

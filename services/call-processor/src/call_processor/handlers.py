@@ -20,6 +20,7 @@ the SQL is `call_processor.repository`'s.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -176,11 +177,12 @@ async def record_closed_days(connection: asyncpg.Connection) -> int:
     """Record `usage.day_closed` for every day an endpoint wants closed and that is not
     yet (`outbound.days_to_close`); replicas may race: the second records nothing. How
     many days were found open."""
-    since, now = await open_days(connection)
-    days = candidate_days(since, now)
+    since, now, zones = await open_days(connection)
+    days = candidate_days(since, now, zones)
     if not days:
         return 0
     figures = await open_day_figures(connection, days)
-    await record_outbound(connection, [day_closed_event(org, day, day_figures, markup)
+    await record_outbound(connection, [day_closed_event(org, day, day_figures, markup,
+                                                        zones.get(org, dt.UTC))
                                        for org, day, day_figures, markup in figures])
     return len(figures)

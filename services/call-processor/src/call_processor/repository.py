@@ -479,9 +479,10 @@ UPDATE organizations SET figures_time_zone = $24 WHERE id = $1"""
 # replicas' clocks may differ); then the figures of the days not closed yet, summed over
 # the shards as the api's overview reads them.
 DAY_CLOSING_ORGS = """
-    SELECT org_id, min(created_at) AS since, now() AS now FROM outbound_endpoints
-    WHERE disabled_at IS NULL AND 'usage.day_closed' = ANY(event_types)
-    GROUP BY org_id"""
+    SELECT e.org_id, min(e.created_at) AS since, now() AS now, o.figures_time_zone
+    FROM outbound_endpoints e JOIN organizations o ON o.id = e.org_id
+    WHERE e.disabled_at IS NULL AND 'usage.day_closed' = ANY(e.event_types)
+    GROUP BY e.org_id, o.figures_time_zone"""
 OPEN_DAY_FIGURES = f"""
     SELECT d.id, d.org_id, d.day, {_MARKUP} AS markup_percent,
            coalesce(sum(s.calls), 0)::integer AS calls,
@@ -766,12 +767,15 @@ async def record_outbound(connection: asyncpg.Connection, events: Sequence[Outbo
 
 
 async def open_days(connection: asyncpg.Connection
-                    ) -> tuple[dict[uuid.UUID, dt.datetime], dt.datetime]:
+                    ) -> tuple[dict[uuid.UUID, dt.datetime], dt.datetime,
+                               dict[uuid.UUID, dt.tzinfo]]:
     """The organizations whose days an endpoint wants closed, each with the creation of
-    its first such endpoint; and the database's time."""
+    its first such endpoint; the database's time; and the zone each one's figures count
+    by (decision 45)."""
     rows = await connection.fetch(DAY_CLOSING_ORGS)
     now = rows[0]["now"] if rows else await connection.fetchval("SELECT now()")
-    return {row["org_id"]: row["since"] for row in rows}, now
+    return ({row["org_id"]: row["since"] for row in rows}, now,
+            {row["org_id"]: zone(row["figures_time_zone"]) for row in rows})
 
 
 async def open_day_figures(connection: asyncpg.Connection,
