@@ -593,7 +593,8 @@ async def clients_overview(
     success rate over the period (the figures of its own `/api/stats/overview`), and the
     totals."""
     agency_id = await _agency(state, org_id)
-    days = params.date_range(start_date, end_date, _today())
+    days = params.date_range(start_date, end_date,
+                             (await organization_day(state, org_id))[0])
     key, descending = rollup.parse_sort(sort)
     rows = await state.repository.client_figures(agency_id, days.start, days.end)
     figures = [rollup.client_figures(r) for r in rows]
