@@ -56,6 +56,12 @@ async def _organizations(connection: asyncpg.Connection) -> list[uuid.UUID]:
     if len(org_ids) < 2:
         org_ids = [(await create_organization(connection, name)).org_id
                    for name in ("org-a", "org-b")]
+        # Each counts its own days (decision 45): the samples' 15:04Z is the 4th in Kiritimati.
+        for org_id, zone in zip(org_ids, ("America/Los_Angeles", "Pacific/Kiritimati"),
+                                strict=True):
+            await connection.execute(
+                "UPDATE organizations SET time_zone = $2, figures_time_zone = $2"
+                " WHERE id = $1", org_id, zone)
     return org_ids
 
 

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], Action | str] = {
     ("GET", "/settings/success"): Action.READ,
     ("POST", "/settings/success"): Action.SET_SUCCESS_MEASURE,
     ("POST", "/settings/success/clear"): Action.SET_SUCCESS_MEASURE,
+    ("POST", "/settings/time-zone"): Action.SET_TIME_ZONE,
     ("POST", "/switch"): Action.READ,
     ("GET", "/clients"): AGENCY,
     ("GET", "/brand/{name}"): PUBLIC,

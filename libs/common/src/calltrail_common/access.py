@@ -35,6 +35,7 @@ class Action(StrEnum):
     # when issued, and their delivery logs with "send again".
     MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
     SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
+    SET_TIME_ZONE = "set_time_zone"      # whose days the figures count (decision 45)
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -48,6 +49,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_OUTBOUND_WEBHOOKS: "admin",
     Action.MANAGE_PEOPLE: "admin",
     Action.SET_SUCCESS_MEASURE: "admin",
+    Action.SET_TIME_ZONE: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

@@ -27,18 +27,30 @@ async def snapshot(connection: asyncpg.Connection) -> dict:
             "stats": [dict(r) for r in stats]}
 
 
-STATS_FROM_AGGREGATES = """
+# The calls that count, each with the organization's day it counts on (decision 45): the
+# day, in the zone the organization's figures count by, of the first known of its creation,
+# start, end and last event (call_processor.calls.counted_at), said here in SQL.
+_COUNTED_CALLS = """(
+    SELECT calls.*, (coalesce(calls.created_at, calls.started_at, calls.ended_at,
+                              calls.last_event_at) AT TIME ZONE o.figures_time_zone)::date
+               AS local_day
+    FROM calls JOIN organizations o ON o.id = calls.org_id
+    WHERE calls.stats_day IS NOT NULL)"""
+
+STATS_FROM_AGGREGATES = f"""
     WITH by_calls AS (
-        SELECT org_id, stats_day AS day, count(*) AS calls,
+        SELECT org_id, local_day AS day, count(*) AS calls,
                count(*) FILTER (WHERE direction = 'inboundPhoneCall') AS inbound,
                count(*) FILTER (WHERE direction = 'outboundPhoneCall') AS outbound,
                count(*) FILTER (WHERE direction = 'webCall') AS web,
                coalesce(sum(duration_seconds), 0) AS duration_seconds,
                coalesce(sum(cost), 0) AS cost
-        FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2
+        FROM {_COUNTED_CALLS} AS counted GROUP BY 1, 2
     ), by_leads AS (
-        SELECT org_id, (first_inbound_at AT TIME ZONE 'UTC')::date AS day, count(*) AS new_leads
-        FROM leads WHERE first_inbound_at IS NOT NULL GROUP BY 1, 2
+        SELECT l.org_id, (l.first_inbound_at AT TIME ZONE o.figures_time_zone)::date AS day,
+               count(*) AS new_leads
+        FROM leads l JOIN organizations o ON o.id = l.org_id
+        WHERE l.first_inbound_at IS NOT NULL GROUP BY 1, 2
     )
     SELECT coalesce(c.org_id, l.org_id) AS org_id, coalesce(c.day, l.day) AS day,
            coalesce(c.calls, 0) AS calls, coalesce(c.inbound, 0) AS inbound,
@@ -46,17 +58,17 @@ STATS_FROM_AGGREGATES = """
            coalesce(l.new_leads, 0) AS new_leads,
            coalesce(c.duration_seconds, 0) AS duration_seconds, coalesce(c.cost, 0) AS cost
     FROM by_calls c FULL JOIN by_leads l ON l.org_id = c.org_id AND l.day = c.day
-    ORDER BY 1, 2"""
+    ORDER BY 1, 2"""  # noqa: S608 - a constant
 
 
 # Rows of the per-day breakdowns (migration 0008) that are not the aggregate over calls,
 # either way; a row keyed by anything but the md5 of its values counts as wrong.
 BREAKDOWNS_NOT_FROM_CALLS = {
-    "daily_call_outcomes": """
+    "daily_call_outcomes": f"""
         WITH expected AS (
-            SELECT org_id, stats_day AS day, ended_reason, success_evaluation,
+            SELECT org_id, local_day AS day, ended_reason, success_evaluation,
                    count(*)::int AS calls
-            FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 3, 4
+            FROM {_COUNTED_CALLS} AS counted GROUP BY 1, 2, 3, 4
         ), stored AS (
             SELECT org_id, day, ended_reason, success_evaluation, calls
             FROM daily_call_outcomes
@@ -67,13 +79,13 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
-    "daily_assistants": """
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
+    "daily_assistants": f"""
         WITH expected AS (
-            SELECT org_id, stats_day AS day, assistant_id, count(*)::int AS calls,
+            SELECT org_id, local_day AS day, assistant_id, count(*)::int AS calls,
                    coalesce(sum(duration_seconds), 0) AS duration_seconds,
                    coalesce(sum(cost), 0) AS cost
-            FROM calls WHERE stats_day IS NOT NULL GROUP BY 1, 2, 3
+            FROM {_COUNTED_CALLS} AS counted GROUP BY 1, 2, 3
         ), stored AS (
             SELECT org_id, day, assistant_id, calls, duration_seconds, cost
             FROM daily_assistants WHERE assistant_key = md5(ROW(assistant_id)::text)::uuid
@@ -83,22 +95,22 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
     # Each boolean structured output and scorecard score of the calls (migration 0014), as
     # calltrail_common.structured_outputs.success_signals reads them, said here in SQL.
-    "daily_success_signals": """
+    "daily_success_signals": f"""
         WITH signal AS (
-            SELECT c.org_id, c.stats_day AS day, 'output' AS kind, o.key AS source_id,
+            SELECT c.org_id, c.local_day AS day, 'output' AS kind, o.key AS source_id,
                    CASE WHEN (o.value -> 'result')::boolean THEN 1 ELSE 0 END::numeric
                        AS value, c.success_evaluation
-            FROM calls c, jsonb_each(c.structured_outputs) o
-            WHERE c.stats_day IS NOT NULL AND jsonb_typeof(o.value) = 'object'
+            FROM {_COUNTED_CALLS} AS c, jsonb_each(c.structured_outputs) o
+            WHERE jsonb_typeof(o.value) = 'object'
               AND jsonb_typeof(o.value -> 'result') = 'boolean'
             UNION ALL
-            SELECT c.org_id, c.stats_day, 'scorecard', s.key,
+            SELECT c.org_id, c.local_day, 'scorecard', s.key,
                    round((s.value ->> 'scoreNormalized')::numeric, 2), c.success_evaluation
-            FROM calls c, jsonb_each(c.scorecards) s
-            WHERE c.stats_day IS NOT NULL AND jsonb_typeof(s.value) = 'object'
+            FROM {_COUNTED_CALLS} AS c, jsonb_each(c.scorecards) s
+            WHERE jsonb_typeof(s.value) = 'object'
               AND jsonb_typeof(s.value -> 'scoreNormalized') = 'number'
         ), expected AS (
             SELECT org_id, day, kind, source_id, value, success_evaluation,
@@ -115,7 +127,7 @@ BREAKDOWNS_NOT_FROM_CALLS = {
         )
         (SELECT 'missing' AS wrong, * FROM (TABLE expected EXCEPT ALL TABLE stored) AS m)
         UNION ALL
-        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",
+        (SELECT 'extra', * FROM (TABLE stored EXCEPT ALL TABLE expected) AS e)""",  # noqa: S608
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from admin import accounts, agencies, outbound_webhooks, people, success
+from admin import accounts, agencies, outbound_webhooks, people, success, time_zone
 from admin.broker import confirmed_channel, dead_letters
 from admin.output import CommandError, parse_id, print_json
 from calltrail_common import archive, audit, db, phone_numbers
@@ -303,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     org_list.set_defaults(run=_org_list)
     agencies.add_commands(org)
     success.add_commands(org)
+    time_zone.add_commands(org)
 
     token = commands.add_parser("token", help="tenant API tokens").add_subparsers(
         dest="token_command", required=True)

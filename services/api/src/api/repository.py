@@ -107,9 +107,9 @@ LEAD_CALLS = f"""
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
 
-# The overview's breakdowns count the calls daily_stats counts: those of its UTC day. The
-# processor keeps them per day (migration 0008), so a range reads a few rows per day, not
-# every call of the range.
+# The overview's breakdowns count the calls daily_stats counts: those of the organization's
+# day (decision 45). The processor keeps them per day (migration 0008), so a range reads a
+# few rows per day, not every call of the range.
 CALL_OUTCOMES = """
     SELECT ended_reason, success_evaluation, sum(calls) AS calls FROM daily_call_outcomes
     WHERE org_id = $1 AND day BETWEEN $2 AND $3

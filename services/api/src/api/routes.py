@@ -37,6 +37,7 @@ from calltrail_common import (
     audit,
     organizations,
     success_measures,
+    time_zones,
     vapi_accounts,
     vapi_keys,
 )
@@ -134,6 +135,13 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
+async def organization_day(state: ApiState, org_id: uuid.UUID
+                            ) -> tuple[date, time_zones.OrganizationZone]:
+    """Today where the organization's figures count (decision 45), and its zones."""
+    zone = await time_zones.find(state.pool, org_id)
+    return time_zones.today(time_zones.zone(zone.figures_time_zone)), zone
+
+
 # --- Vapi account -----------------------------------------------------------------------
 
 
@@ -192,7 +200,9 @@ async def usage_metrics(
         end_date: EndDate = None,
         costs: Costs = agencies.AS_STORED,
 ) -> shapes.UsageMetrics:
-    days = params.date_range(start_date, end_date, _today())
+    zone = await time_zones.find(state.pool, org_id)
+    days = params.date_range(start_date, end_date,
+                             time_zones.today(time_zones.zone(zone.usage_time_zone)))
     rows = await state.repository.usage_days(org_id, days.start, days.end)
     components = await state.repository.cost_components(org_id, days.start, days.end,
                                                         COST_COMPONENTS)
@@ -233,14 +243,41 @@ async def stats_overview(
         end_date: EndDate = None,
         costs: Costs = agencies.AS_STORED,
 ) -> shapes.StatsOverview:
-    days = params.date_range(start_date, end_date, _today())
+    today, zone = await organization_day(state, org_id)
+    days = params.date_range(start_date, end_date, today)
     rows = await state.repository.stats_days(org_id, days.start, days.end)
     outcomes = await state.repository.call_outcomes(org_id, days.start, days.end)
     assistants = await state.repository.assistants(org_id, days.start, days.end,
                                                    OVERVIEW_ASSISTANTS)
     success = await state.repository.success_signals(org_id, days.start, days.end)
-    return shapes.billed_overview(
-        shapes.stats_overview(days, rows, outcomes, assistants, success), costs)
+    overview = shapes.stats_overview(days, rows, outcomes, assistants, success)
+    return shapes.billed_overview(overview.model_copy(update={
+        "time_zone": zone.figures_time_zone,
+        "rebuilding": zone.figures_time_zone != zone.time_zone}), costs)
+
+
+# --- the organization's own day (decision 45) -------------------------------------------
+
+
+@router.get("/time-zone", response_model=shapes.TimeZoneSettings, tags=["stats"])
+async def get_time_zone(state: State, org_id: Org) -> shapes.TimeZoneSettings:
+    """The organization's time zone, whose days the figures count, and whether they are
+    being rebuilt for a new one."""
+    return shapes.time_zone_settings(await time_zones.find(state.pool, org_id))
+
+
+@router.put("/time-zone", response_model=shapes.TimeZoneSettings, tags=["stats"])
+async def set_time_zone(state: State, who: Who, body: shapes.TimeZoneRequest
+                        ) -> shapes.TimeZoneSettings:
+    """Choose the organization's IANA time zone; its daily figures are rebuilt in the
+    background (`rebuilding` until done)."""
+    try:
+        async with state.pool.acquire() as connection:
+            zone = await time_zones.choose(connection, who.org_id, body.time_zone, who.actor)
+    except time_zones.InvalidTimeZone as problem:
+        raise InvalidParameter("timeZone", str(problem)) from None
+    log.info("time_zone_set", org_id=str(who.org_id))
+    return shapes.time_zone_settings(zone)
 
 
 # --- what counts as a call's success (decision 41) --------------------------------------
@@ -556,7 +593,8 @@ async def clients_overview(
     success rate over the period (the figures of its own `/api/stats/overview`), and the
     totals."""
     agency_id = await _agency(state, org_id)
-    days = params.date_range(start_date, end_date, _today())
+    days = params.date_range(start_date, end_date,
+                             (await organization_day(state, org_id))[0])
     key, descending = rollup.parse_sort(sort)
     rows = await state.repository.client_figures(agency_id, days.start, days.end)
     figures = [rollup.client_figures(r) for r in rows]

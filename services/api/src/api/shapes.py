@@ -28,6 +28,7 @@ from calltrail_common.outbound_endpoints import (
 )
 from calltrail_common.outbound_targets import MAX_URL_LENGTH
 from calltrail_common.success_measures import Source, SuccessMeasure
+from calltrail_common.time_zones import OrganizationZone
 
 Row = Mapping[str, Any]
 
@@ -185,6 +186,22 @@ class StatsOverview(Shape):
     ended_reasons: EndedReasons = Field(default_factory=EndedReasons)
     assistants: list[AssistantStats] = Field(default_factory=list)
     daily: list[StatsDay]
+    time_zone: str = Field(default="UTC", description="the zone whose days these are: the "
+                           "organization's, or its previous one while `rebuilding`")
+    rebuilding: bool = Field(default=False, description="the organization's time zone "
+                             "changed and its daily figures are being rebuilt for it")
+
+
+class TimeZoneRequest(Shape):
+    time_zone: str = Field(min_length=1, max_length=64,
+                           description="an IANA time zone name, e.g. Europe/Paris")
+
+
+class TimeZoneSettings(Shape):
+    time_zone: str = Field(description="the organization's IANA time zone")
+    figures_time_zone: str = Field(description="the zone its daily figures count by now")
+    usage_time_zone: str = Field(description="the zone its usage per day counts by now")
+    rebuilding: bool = Field(description="true until both count by `timeZone`")
 
 
 class CallSummary(Shape):
@@ -346,6 +363,13 @@ def measure_and_signals(rows: Iterable[Row]
         if row["calls"] is not None:
             signals.append((row["value"], row["success_evaluation"], row["calls"]))
     return measure, signals
+
+
+def time_zone_settings(zone: OrganizationZone) -> TimeZoneSettings:
+    return TimeZoneSettings(time_zone=zone.time_zone,
+                            figures_time_zone=zone.figures_time_zone,
+                            usage_time_zone=zone.usage_time_zone,
+                            rebuilding=zone.rebuilding)
 
 
 def success_settings(measure: SuccessMeasure | None, sources: Iterable[Source]

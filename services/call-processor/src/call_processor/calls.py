@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from calltrail_common.time_zones import local_day
+
 SNAPSHOT = 1  # what a call object says: a status-update, any event's call, a call-snapshot
 REPORT = 2  # the end-of-call-report's own top-level fields: the authority on final values
 
@@ -165,7 +167,7 @@ DIRECTION_COLUMNS = {"inboundPhoneCall": "inbound", "outboundPhoneCall": "outbou
 
 @dataclass(frozen=True, slots=True)
 class DayContribution:
-    """What one call adds to its organization's statistics for one UTC day."""
+    """What one call adds to its organization's statistics for one of its days."""
 
     day: dt.date
     calls: int = 0
@@ -176,25 +178,32 @@ class DayContribution:
     cost: Decimal = Decimal(0)
 
 
-def stats_day(state: CallState) -> dt.date | None:
-    """The UTC day a call counts on: when Vapi created it (else started, ended, last heard)."""
+def counted_at(state: CallState) -> dt.datetime | None:
+    """The moment a call counts at: when Vapi created it (else started, ended, last heard)."""
     for name in ("created_at", "started_at", "ended_at"):
         moment = state.values.get(name)
         if isinstance(moment, dt.datetime):
-            return moment.astimezone(dt.UTC).date()
-    at = state.last_event_at
-    return at.date() if at is not None else None
+            return moment
+    return state.last_event_at
 
 
-def contribution(state: CallState | None) -> DayContribution | None:
+def stats_day(state: CallState) -> dt.date | None:
+    """The UTC day of `counted_at` (the calls' `stats_day` column)."""
+    at = counted_at(state)
+    return None if at is None else local_day(at, dt.UTC)
+
+
+def contribution(state: CallState | None, where: dt.tzinfo = dt.UTC) -> DayContribution | None:
+    """What `state` adds to the figures of its organization, whose zone is `where`: on the
+    organization's day of `counted_at` (decision 45)."""
     if state is None:
         return None
-    day = stats_day(state)
-    if day is None:
+    at = counted_at(state)
+    if at is None:
         return None
     column = DIRECTION_COLUMNS.get(state.values.get("direction") or "")
     return DayContribution(
-        day=day,
+        day=local_day(at, where),
         calls=1,
         inbound=int(column == "inbound"),
         outbound=int(column == "outbound"),

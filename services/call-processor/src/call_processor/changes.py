@@ -215,12 +215,14 @@ def changed_mask(change: CallChange) -> int:
 
 def batch_write(changes: Mapping[str, CallChange], archived: Mapping[str, ArchivedEvent],
                 unassigned: Sequence[UnassignedEvent], new_inbound: Iterable[Caller],
-                shard: int) -> BatchWrite:
+                shard: int, zones: Mapping[uuid.UUID, dt.tzinfo] | None = None) -> BatchWrite:
     """The one write of a batch: new calls inserted, changed ones saved, leads for new
-    inbound callers, the events archived or kept aside, and the daily figures' deltas."""
+    inbound callers, the events archived or kept aside, and the daily figures' deltas, on
+    each organization's day (`zones`: the zone its figures count by; UTC when missing)."""
     figures = DailyFigures()
     for change in changes.values():
-        figures.add_change(change.org_id, change.before, change.after)
+        figures.add_change(change.org_id, change.before, change.after,
+                           (zones or {}).get(change.org_id, dt.UTC))
     return BatchWrite(
         new_calls=[c for c in changes.values() if c.before is None],
         saved_calls=[c for c in changes.values()

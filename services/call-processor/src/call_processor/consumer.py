@@ -62,6 +62,7 @@ from call_processor.deliveries import (
 from call_processor.handlers import apply_batch, record_closed_days
 from call_processor.metrics import ProcessorMetrics
 from call_processor.partitions import partitions_of
+from call_processor.rebuild import rebuild_waiting_figures
 from call_processor.repository import heartbeat, leave, prune_events, prune_outbound
 from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.db import TRANSIENT_ERRORS, create_pool
@@ -84,6 +85,7 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 _PAUSE_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
 _CLOSE_DAYS_EVERY_SECONDS = 300.0  # a day closes within 5 minutes of its grace's end
+_REBUILD_EVERY_SECONDS = 5.0  # a new time zone's figures start rebuilding within seconds
 _PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batches to go on
 _POOL_ACQUIRE_TIMEOUT_SECONDS = 10.0
 
@@ -145,12 +147,13 @@ class CallProcessor:
         """
         membership = asyncio.create_task(self._membership_forever(), name="membership")
         pruner = asyncio.create_task(self._prune_forever(), name="prune")
+        rebuilder = asyncio.create_task(self._rebuild_forever(), name="rebuild")
         try:
             await self._link.run(self._consume, drains=True)
         finally:
-            for task in (membership, pruner):
+            for task in (membership, pruner, rebuilder):
                 task.cancel()
-            await asyncio.gather(membership, pruner, return_exceptions=True)
+            await asyncio.gather(membership, pruner, rebuilder, return_exceptions=True)
             if self._pool is not None:
                 with contextlib.suppress(Exception):
                     async with self._pool.acquire(timeout=2) as connection:
@@ -239,6 +242,20 @@ class CallProcessor:
             except TRANSIENT_ERRORS as error:
                 log.warning("housekeeping_failed", error=type(error).__name__)
             await asyncio.sleep(_CLOSE_DAYS_EVERY_SECONDS)
+
+    async def _rebuild_forever(self) -> None:
+        """Rebuild the daily figures of the organizations whose time zone changed
+        (`rebuild`, decision 45); batches of such an organization wait while it runs."""
+        while True:
+            try:
+                pool = await self._database()
+                async with pool.acquire(timeout=_POOL_ACQUIRE_TIMEOUT_SECONDS) as connection:
+                    await rebuild_waiting_figures(connection)
+            except TRANSIENT_ERRORS as error:
+                log.warning("figures_rebuild_failed", error=type(error).__name__)
+            except asyncpg.PostgresError as error:  # e.g. a zone Postgres does not know
+                log.error("figures_rebuild_refused", error=type(error).__name__)
+            await asyncio.sleep(_REBUILD_EVERY_SECONDS)
 
     # --- applying a batch -------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """What a batch adds to its organizations' daily figures: pure arithmetic over call states.
 
 For each call a batch changes, its contribution before the batch is subtracted and its
-contribution after is added: to the daily statistics (calls by direction, minutes, cost),
-to the outcomes breakdown (ended reason and success evaluation), to the assistants
-breakdown and to the success signals (each boolean structured output and scorecard score,
-with the call's success evaluation: `calltrail_common.structured_outputs.success_signals`).
+contribution after is added, on the organization's own day (in the zone its figures count
+by, read under the lock the rebuild takes: decision 45): to the daily statistics (calls by
+direction, minutes, cost), to the outcomes breakdown (ended reason and success evaluation),
+to the assistants breakdown and to the success signals (each boolean structured output and
+scorecard score, with the call's success evaluation:
+`calltrail_common.structured_outputs.success_signals`).
 The sums of these deltas over every batch are the aggregates over the calls, whatever order
 the batches committed in; new leads are counted where leads are refreshed
 (repository.REFRESH_LEADS), from each lead's first inbound call before and after.
@@ -63,10 +65,11 @@ class DailyFigures:
     signals: dict[SignalKey, int] = field(default_factory=lambda: defaultdict(int))
 
     def add_change(self, org_id: uuid.UUID, before: CallState | None,
-                   after: CallState) -> None:
-        """A call of `org_id` went from `before` (None: not stored) to `after`."""
+                   after: CallState, where: dt.tzinfo = dt.UTC) -> None:
+        """A call of `org_id` went from `before` (None: not stored) to `after`; its days
+        are the organization's, in `where`, the zone its figures count by (decision 45)."""
         for state, sign in ((before, -1), (after, 1)):
-            part = contribution(state)
+            part = contribution(state, where)
             if state is None or part is None:
                 continue
             self.stats[(org_id, part.day)].add(part, sign)

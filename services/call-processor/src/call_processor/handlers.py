@@ -9,7 +9,8 @@ the whole batch is retried. `process_batch` is both, for tests and tools.
 A batch, in steps (`_apply`): find each event's organization (the endpoint's, or on the
 shared endpoint by `calltrail_common.attribution`, else why it has none); lock the stored calls it
 names and merge what it says into them; refuse events about another organization's call;
-archive the events (or keep them aside); write it all in one statement; refresh the leads
+archive the events (or keep them aside); read the zones its organizations' figures count
+by (locked against their rebuild, decision 45); write it all in one statement; refresh the leads
 whose calls changed; record the outbound events that endpoints want (the outbox, decision
 40). The rules of each step are pure (`call_processor.changes`, `call_processor.outbound`);
 the SQL is `call_processor.repository`'s.
@@ -19,6 +20,7 @@ the SQL is `call_processor.repository`'s.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -109,7 +111,9 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
         batch.parsed, orgs, outcome,
         {message_id: a.reason for message_id, a in found.items() if a.reason is not None})
     new_inbound, callers = lead_callers(changes.values())
-    wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard))
+    zones = await repo.figures_zones(c.org_id for c in changes.values())
+    wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard,
+                                          zones))
     leads = await repo.refresh_leads(callers, shard, wanted.wanting(LEAD_CREATED, LEAD_UPDATED))
     # The outbox: a round trip only when an endpoint may want one of these.
     events = [*call_events(changes.values(), wanted), *lead_events(leads, wanted)]
@@ -173,11 +177,12 @@ async def record_closed_days(connection: asyncpg.Connection) -> int:
     """Record `usage.day_closed` for every day an endpoint wants closed and that is not
     yet (`outbound.days_to_close`); replicas may race: the second records nothing. How
     many days were found open."""
-    since, now = await open_days(connection)
-    days = candidate_days(since, now)
+    since, now, zones = await open_days(connection)
+    days = candidate_days(since, now, zones)
     if not days:
         return 0
     figures = await open_day_figures(connection, days)
-    await record_outbound(connection, [day_closed_event(org, day, day_figures, markup)
+    await record_outbound(connection, [day_closed_event(org, day, day_figures, markup,
+                                                        zones.get(org, dt.UTC))
                                        for org, day, day_figures, markup in figures])
     return len(figures)

@@ -7,7 +7,7 @@ keeps only those an enabled endpoint of the organization wants); the dispatcher 
 as `{"type", "timestamp", "data"}`. Events that happen once have a deterministic id (the
 `webhook-id` receivers deduplicate by), so however often a batch is delivered or applied,
 one is recorded: `call.ended` per call, `lead.created` per lead, `usage.day_closed` per
-organization and UTC day. `call.updated` and `lead.updated` have random ids: they are only
+organization and day. `call.updated` and `lead.updated` have random ids: they are only
 made by the transaction that commits the change, and a batch applied again changes nothing.
 
 What `data` holds (docs/outbound-webhooks.md): a call as `GET /api/calls/{id}` shows it,
@@ -106,7 +106,7 @@ class RefreshedLead:
 
 @dataclass(frozen=True, slots=True)
 class DayFigures:
-    """An organization's figures of one UTC day (the daily statistics' shards, summed)."""
+    """An organization's figures of one of its days (the daily statistics' shards, summed)."""
 
     calls: int = 0
     inbound: int = 0
@@ -267,34 +267,41 @@ def lead_events(leads: Iterable[RefreshedLead], subscriptions: Subscriptions
 # --- closed days -----------------------------------------------------------------------------
 
 
-def day_end(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+def day_end(day: dt.date, where: dt.tzinfo = dt.UTC) -> dt.datetime:
+    """When the organization's `day` ends, its zone being `where` (decision 45)."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(),
+                               tzinfo=where).astimezone(dt.UTC)
 
 
-def days_to_close(since: dt.datetime, now: dt.datetime) -> list[dt.date]:
-    """The UTC days to close at `now` for an organization whose first endpoint wanting them
-    was created at `since`: those that ended after it, at least `DAY_CLOSE_GRACE` ago and
-    at most `DAY_CLOSE_LOOKBACK` ago. Oldest first."""
-    last = (now - DAY_CLOSE_GRACE).astimezone(dt.UTC).date() - dt.timedelta(days=1)
+def days_to_close(since: dt.datetime, now: dt.datetime, where: dt.tzinfo = dt.UTC
+                  ) -> list[dt.date]:
+    """The days (of the organization, in its zone `where`) to close at `now` for an
+    organization whose first endpoint wanting them was created at `since`: those that
+    ended after it, at least `DAY_CLOSE_GRACE` ago and at most `DAY_CLOSE_LOOKBACK` ago.
+    Oldest first."""
+    last = (now - DAY_CLOSE_GRACE).astimezone(where).date() - dt.timedelta(days=1)
     days = []
     day = last
-    while day_end(day) > since and day_end(day) > now - DAY_CLOSE_LOOKBACK:
+    while day_end(day, where) > since and day_end(day, where) > now - DAY_CLOSE_LOOKBACK:
         days.append(day)
         day -= dt.timedelta(days=1)
     return days[::-1]
 
 
 def day_closed_event(org_id: uuid.UUID, day: dt.date, figures: DayFigures,
-                     markup: Decimal = _NO_MARKUP) -> OutboundEvent:
-    """The day's one `usage.day_closed`; it happened when the day ended."""
+                     markup: Decimal = _NO_MARKUP, where: dt.tzinfo = dt.UTC
+                     ) -> OutboundEvent:
+    """The day's one `usage.day_closed`; it happened when the day ended (in `where`)."""
     return OutboundEvent(id=event_id(org_id, DAY_CLOSED, day.isoformat()), org_id=org_id,
                          type=DAY_CLOSED, data=day_data(org_id, day, figures, markup),
-                         occurred_at=day_end(day))
+                         occurred_at=day_end(day, where))
 
 
-def candidate_days(since_by_org: Mapping[uuid.UUID, dt.datetime], now: dt.datetime
+def candidate_days(since_by_org: Mapping[uuid.UUID, dt.datetime], now: dt.datetime,
+                   zones: Mapping[uuid.UUID, dt.tzinfo] | None = None
                    ) -> Sequence[tuple[uuid.UUID, uuid.UUID, dt.date]]:
-    """(event id, organization, day) of every day to close at `now`."""
+    """(event id, organization, day) of every day to close at `now`, each organization's
+    days in its zone (`zones`, the one its figures count by; UTC when missing)."""
     return [(event_id(org, DAY_CLOSED, day.isoformat()), org, day)
             for org, since in sorted(since_by_org.items())
-            for day in days_to_close(since, now)]
+            for day in days_to_close(since, now, (zones or {}).get(org, dt.UTC))]

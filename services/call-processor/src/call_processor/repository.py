@@ -1,6 +1,6 @@
 """The call processor's SQL, each statement named and visible here, and nothing else.
 
-A batch is one transaction of four to six round trips (`CallRepository`):
+A batch is one transaction of four to seven round trips (`CallRepository`):
 
 1. `BEGIN` with the batch's advisory locks (`begin_with_locks`), taken in one fixed order:
    its shard (the daily-figure rows it adds to), then the number of every caller it
@@ -10,21 +10,27 @@ A batch is one transaction of four to six round trips (`CallRepository`):
    (`TRY_LOCK_NUMBERS` when a stored call names a number the batch did not: it does not
    wait, and if another transaction holds the lock the batch starts over, asking for it
    in step 1.)
-3. `WRITE_BATCH`: new calls inserted whole, changed ones updated, each linked to its lead;
+3. `FIGURES_ZONES` (when the batch changes calls): the zone each of its organizations'
+   figures count by, under a key-share lock on the organization's row, held to the commit:
+   the figures' rebuild takes the row FOR UPDATE (`rebuild`, decision 45), so a batch's
+   deltas are keyed by the zone the rows it adds to are keyed by, before or after a
+   rebuild, never across one. (The calls' foreign key takes the same lock on insert.)
+4. `WRITE_BATCH`: new calls inserted whole, changed ones updated, each linked to its lead;
    leads created for new inbound callers and older calls linked to them; the events
    archived; the daily figures' deltas added to the shard's rows. It also answers what the
    outbound endpoints of the batch's organizations want (usually nothing).
-4. `REFRESH_LEADS` (when a lead's calls changed): each touched lead recomputed from its
+5. `REFRESH_LEADS` (when a lead's calls changed): each touched lead recomputed from its
    calls, new leads counted, leads without an inbound call dropped; the leads of the
    organizations whose endpoints want lead events come back.
-5. `RECORD_OUTBOUND` (only when an endpoint wants one of the batch's events): the outbox.
-6. `COMMIT`.
+6. `RECORD_OUTBOUND` (only when an endpoint wants one of the batch's events): the outbox.
+7. `COMMIT`.
 
 No step waits on a lock out of that order, so replicas and batches in flight cannot
 deadlock: the locks a transaction may wait for are its advisory locks (sorted, all in step
-1) and its calls' rows (sorted, all in step 2); a call row is only ever held by a
-transaction that also holds its number's lock or is about to roll back. In practice they
-do not even wait: the partitions route every event of a caller to one replica, which
+1), its calls' rows (sorted, all in step 2) and its organizations' rows (sorted, step 3:
+only a rebuild conflicts, and it holds nothing else while it waits); a call row is only
+ever held by a transaction that also holds its number's lock or is about to roll back. In
+practice they do not even wait: the partitions route every event of a caller to one replica, which
 applies one batch of a partition at a time, and a batch's shard is its partition.
 """
 
@@ -43,6 +49,7 @@ import orjson
 
 from call_processor.calls import CALL_FIELDS, CallState, stats_day
 from call_processor.changes import BatchWrite, StoredCall, changed_mask
+from call_processor.figures import DailyFigures
 from call_processor.outbound import (
     NOBODY,
     DayFigures,
@@ -53,6 +60,7 @@ from call_processor.outbound import (
 from calltrail_common.attribution import Known, Routing
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
 from calltrail_common.structured_outputs import contact
+from calltrail_common.time_zones import zone
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
 # no other user of the database picks the same by chance.
@@ -82,6 +90,12 @@ TRY_LOCK_NUMBERS = f"""
     FROM unnest($1::integer[]) AS k"""  # noqa: S608 - a constant
 
 HOLD_ASSIGNMENT_LOCK = "SELECT pg_advisory_xact_lock_shared($1)"
+
+# Step 3 (decision 45). KEY SHARE does not wait for other changes to an organization (a new
+# name, a new `time_zone`), only for the rebuild's FOR UPDATE.
+FIGURES_ZONES = """
+    SELECT id, figures_time_zone FROM organizations WHERE id = ANY($1::uuid[])
+    ORDER BY id FOR KEY SHARE"""
 
 # The statements on calls are built from the constant field list so that CALL_FIELDS stays
 # the one list of call fields; each column goes as one array: one round trip per batch.
@@ -347,14 +361,18 @@ WITH target AS (
 ), dropped AS (
     DELETE FROM leads l USING recomputed r WHERE l.id = r.id AND r.first_inbound_at IS NULL
 ), new_leads AS (
-    SELECT org_id, day, sum(delta)::integer AS delta FROM (
-        SELECT org_id, (old_first_inbound_at AT TIME ZONE 'UTC')::date AS day, -1 AS delta
-        FROM recomputed WHERE old_first_inbound_at IS NOT NULL
+    -- On the organization's day, in the zone its figures count by (step 3 locked it).
+    SELECT moved.org_id, moved.day, sum(moved.delta)::integer AS delta FROM (
+        SELECT r.org_id, (r.old_first_inbound_at AT TIME ZONE o.figures_time_zone)::date
+                   AS day, -1 AS delta
+        FROM recomputed r JOIN organizations o ON o.id = r.org_id
+        WHERE r.old_first_inbound_at IS NOT NULL
         UNION ALL
-        SELECT org_id, (first_inbound_at AT TIME ZONE 'UTC')::date, 1
-        FROM recomputed WHERE first_inbound_at IS NOT NULL
+        SELECT r.org_id, (r.first_inbound_at AT TIME ZONE o.figures_time_zone)::date, 1
+        FROM recomputed r JOIN organizations o ON o.id = r.org_id
+        WHERE r.first_inbound_at IS NOT NULL
     ) AS moved
-    GROUP BY org_id, day
+    GROUP BY moved.org_id, moved.day
     HAVING sum(delta) <> 0
 ), counted AS (
     INSERT INTO daily_stats_shards AS s (org_id, day, shard, new_leads)
@@ -396,14 +414,75 @@ INSERT INTO outbound_deliveries (endpoint_id, event_id)
 SELECT w.endpoint_id, w.event_id FROM wanted w JOIN recorded r ON r.id = w.event_id
 ORDER BY w.event_id, w.endpoint_id"""
 
+# The figures' rebuild (call_processor.rebuild, decision 45): one organization at a time,
+# in one transaction that holds its row FOR UPDATE (batches wait in step 3): its shard rows
+# go, and the aggregates over its calls and leads, keyed by its new zone, are written in
+# shard 0. Transcripts and summaries are not read: they count for nothing.
+ORGS_TO_REBUILD = """
+    SELECT id FROM organizations WHERE time_zone <> figures_time_zone ORDER BY id"""
+LOCK_ORG_FOR_REBUILD = """
+    SELECT time_zone, figures_time_zone FROM organizations WHERE id = $1 FOR UPDATE"""
+_NOT_COUNTED = frozenset({"transcript", "summary"})
+CALLS_TO_COUNT = (
+    "SELECT id, "  # noqa: S608 - column names are code constants
+    + ", ".join(f"NULL::{_COLUMN_TYPES[c]} AS {c}" if c in _NOT_COUNTED else c
+                for c in _COLUMNS)
+    + " FROM calls WHERE org_id = $1")
+FORGET_FIGURES = """
+WITH stats AS (DELETE FROM daily_stats_shards WHERE org_id = $1),
+     outcomes AS (DELETE FROM daily_call_outcome_shards WHERE org_id = $1),
+     assistants AS (DELETE FROM daily_assistant_shards WHERE org_id = $1)
+DELETE FROM daily_success_signal_shards WHERE org_id = $1"""
+# The parameters are WRITE_BATCH's figures (without the organization: it is $1), then the
+# zone; new leads are counted on the day of their first inbound call, as REFRESH_LEADS does.
+REBUILT_FIGURES = """
+WITH new_leads AS (
+    SELECT (first_inbound_at AT TIME ZONE $24)::date AS day, count(*)::integer AS n
+    FROM leads WHERE org_id = $1 AND first_inbound_at IS NOT NULL GROUP BY 1
+), stats AS (
+    INSERT INTO daily_stats_shards (org_id, day, shard, calls, inbound, outbound, web,
+                                    new_leads, duration_seconds, cost)
+    SELECT $1, coalesce(d.day, l.day), 0, coalesce(d.calls, 0), coalesce(d.inbound, 0),
+           coalesce(d.outbound, 0), coalesce(d.web, 0), coalesce(l.n, 0),
+           coalesce(d.duration_seconds, 0), coalesce(d.cost, 0)
+    FROM unnest($2::date[], $3::integer[], $4::integer[], $5::integer[], $6::integer[],
+                $7::numeric[], $8::numeric[])
+         AS d (day, calls, inbound, outbound, web, duration_seconds, cost)
+    FULL JOIN new_leads l ON l.day = d.day
+), outcomes AS (
+    INSERT INTO daily_call_outcome_shards (org_id, day, shard, outcome_key, ended_reason,
+                                           success_evaluation, calls)
+    SELECT $1, d.day, 0, md5(ROW(d.ended_reason, d.success_evaluation)::text)::uuid,
+           d.ended_reason, d.success_evaluation, d.calls
+    FROM unnest($9::date[], $10::text[], $11::text[], $12::integer[])
+         AS d (day, ended_reason, success_evaluation, calls)
+), assistants AS (
+    INSERT INTO daily_assistant_shards (org_id, day, shard, assistant_key, assistant_id,
+                                        calls, duration_seconds, cost)
+    SELECT $1, d.day, 0, md5(ROW(d.assistant_id)::text)::uuid, d.assistant_id, d.calls,
+           d.duration_seconds, d.cost
+    FROM unnest($13::date[], $14::text[], $15::integer[], $16::numeric[], $17::numeric[])
+         AS d (day, assistant_id, calls, duration_seconds, cost)
+), signals AS (
+    INSERT INTO daily_success_signal_shards (org_id, day, shard, signal_key, kind, source_id,
+                                             value, success_evaluation, calls)
+    SELECT $1, d.day, 0, md5(ROW(d.kind, d.source_id, d.value, d.success_evaluation)::text)::uuid,
+           d.kind, d.source_id, d.value, d.success_evaluation, d.calls
+    FROM unnest($18::date[], $19::text[], $20::text[], $21::numeric[], $22::text[],
+                $23::integer[])
+         AS d (day, kind, source_id, value, success_evaluation, calls)
+)
+UPDATE organizations SET figures_time_zone = $24 WHERE id = $1"""
+
 # Closing days (outbound.days_to_close): the organizations with an enabled endpoint that
 # wants them, since the first such endpoint was created, by the database's clock (the
 # replicas' clocks may differ); then the figures of the days not closed yet, summed over
 # the shards as the api's overview reads them.
 DAY_CLOSING_ORGS = """
-    SELECT org_id, min(created_at) AS since, now() AS now FROM outbound_endpoints
-    WHERE disabled_at IS NULL AND 'usage.day_closed' = ANY(event_types)
-    GROUP BY org_id"""
+    SELECT e.org_id, min(e.created_at) AS since, now() AS now, o.figures_time_zone
+    FROM outbound_endpoints e JOIN organizations o ON o.id = e.org_id
+    WHERE e.disabled_at IS NULL AND 'usage.day_closed' = ANY(e.event_types)
+    GROUP BY e.org_id, o.figures_time_zone"""
 OPEN_DAY_FIGURES = f"""
     SELECT d.id, d.org_id, d.day, {_MARKUP} AS markup_percent,
            coalesce(sum(s.calls), 0)::integer AS calls,
@@ -562,6 +641,15 @@ class CallRepository:
         if keys and not await self._db.fetchval(TRY_LOCK_NUMBERS, keys):
             raise NumbersBusy(wanted)
 
+    async def figures_zones(self, orgs: Iterable[uuid.UUID]) -> dict[uuid.UUID, dt.tzinfo]:
+        """Step 3: the zone each organization's figures count by, locked against a rebuild
+        until the commit."""
+        wanted = sorted(set(orgs))
+        if not wanted:
+            return {}
+        return {row["id"]: zone(row["figures_time_zone"])
+                for row in await self._db.fetch(FIGURES_ZONES, wanted)}
+
     async def write(self, batch: BatchWrite) -> Subscriptions:
         """Step 3; raises `CallsInsertedMeanwhile` when a new call was stored meanwhile.
         What the outbound endpoints of the batch's organizations want."""
@@ -611,6 +699,39 @@ class CallRepository:
         await record_outbound(self._db, events)
 
 
+async def orgs_to_rebuild(connection: asyncpg.Connection) -> list[uuid.UUID]:
+    return [row["id"] for row in await connection.fetch(ORGS_TO_REBUILD)]
+
+
+async def lock_org_for_rebuild(connection: asyncpg.Connection, org_id: uuid.UUID
+                               ) -> tuple[str, str] | None:
+    """(its zone, the zone its figures count by), its row locked until the commit."""
+    row = await connection.fetchrow(LOCK_ORG_FOR_REBUILD, org_id)
+    return None if row is None else (row["time_zone"], row["figures_time_zone"])
+
+
+async def calls_to_count(connection: asyncpg.Connection, org_id: uuid.UUID,
+                         prefetch: int = 2000) -> AsyncIterator[CallState]:
+    """The organization's calls as stored (in a transaction: a cursor)."""
+    async for row in connection.cursor(CALLS_TO_COUNT, org_id, prefetch=prefetch):
+        yield _state_from_row(row)
+
+
+async def write_rebuilt_figures(connection: asyncpg.Connection, org_id: uuid.UUID,
+                                figures: DailyFigures, time_zone: str) -> None:
+    """Replace the organization's figures with `figures` (keyed by `time_zone`) and its new
+    leads counted by `time_zone`; its figures count by `time_zone` from now on."""
+    await connection.execute(FORGET_FIGURES, org_id)
+    stats = _transposed([(day, d.calls, d.inbound, d.outbound, d.web, d.duration_seconds,
+                          d.cost) for (_, day), d in figures.stats_rows()], 7)
+    outcomes = _transposed([(*key[1:], n) for key, n in figures.outcome_rows()], 4)
+    assistants = _transposed([(*key[1:], d.calls, d.duration_seconds, d.cost)
+                              for key, d in figures.assistant_rows()], 5)
+    signals = _transposed([(*key[1:], n) for key, n in figures.signal_rows()], 6)
+    await connection.execute(REBUILT_FIGURES, org_id, *stats, *outcomes, *assistants,
+                             *signals, time_zone)
+
+
 async def heartbeat(connection: asyncpg.Connection, member_id: str, ttl_seconds: float
                     ) -> list[str]:
     """Renew `member_id`; the live members, itself included."""
@@ -646,12 +767,15 @@ async def record_outbound(connection: asyncpg.Connection, events: Sequence[Outbo
 
 
 async def open_days(connection: asyncpg.Connection
-                    ) -> tuple[dict[uuid.UUID, dt.datetime], dt.datetime]:
+                    ) -> tuple[dict[uuid.UUID, dt.datetime], dt.datetime,
+                               dict[uuid.UUID, dt.tzinfo]]:
     """The organizations whose days an endpoint wants closed, each with the creation of
-    its first such endpoint; and the database's time."""
+    its first such endpoint; the database's time; and the zone each one's figures count
+    by (decision 45)."""
     rows = await connection.fetch(DAY_CLOSING_ORGS)
     now = rows[0]["now"] if rows else await connection.fetchval("SELECT now()")
-    return {row["org_id"]: row["since"] for row in rows}, now
+    return ({row["org_id"]: row["since"] for row in rows}, now,
+            {row["org_id"]: zone(row["figures_time_zone"]) for row in rows})
 
 
 async def open_day_figures(connection: asyncpg.Connection,

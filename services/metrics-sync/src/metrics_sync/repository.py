@@ -18,22 +18,31 @@ from collections.abc import Sequence
 import asyncpg
 
 from calltrail_common import sync_runs, vapi_accounts
+from calltrail_common.logging import get_logger
 from calltrail_common.sync_runs import RunCounts
+from calltrail_common.time_zones import DEFAULT_TIME_ZONE, zone
 from calltrail_common.vapi_accounts import ClaimedAccount
 from metrics_sync.names import VapiName
 from metrics_sync.usage import CallUsage
 
+log = get_logger("metrics_sync")
+
 DATABASE_NOW = "SELECT now()"
+# The zone the organization's usage counts days by (decision 45), locked against its
+# re-keying (`REKEY_CALL_USAGE`, which takes the row FOR UPDATE) until the commit.
+USAGE_ZONE = "SELECT usage_time_zone FROM organizations WHERE id = $1 FOR KEY SHARE"
 UPSERT_CALL_USAGE = """
     INSERT INTO vapi_call_usage (org_id, call_id, day, seconds, cost, cost_breakdown,
-                                 updated_at)
-    SELECT $1, u.call_id, u.day, u.seconds, u.cost, u.cost_breakdown, u.updated_at
+                                 updated_at, created_at)
+    SELECT $1, u.call_id, u.day, u.seconds, u.cost, u.cost_breakdown, u.updated_at,
+           u.created_at
     FROM unnest($2::text[], $3::date[], $4::numeric[], $5::numeric[], $6::jsonb[],
-                $7::timestamptz[])
-         AS u(call_id, day, seconds, cost, cost_breakdown, updated_at)
+                $7::timestamptz[], $8::timestamptz[])
+         AS u(call_id, day, seconds, cost, cost_breakdown, updated_at, created_at)
     ON CONFLICT (org_id, call_id) DO UPDATE SET
         day = EXCLUDED.day, seconds = EXCLUDED.seconds, cost = EXCLUDED.cost,
-        cost_breakdown = EXCLUDED.cost_breakdown, updated_at = EXCLUDED.updated_at
+        cost_breakdown = EXCLUDED.cost_breakdown, updated_at = EXCLUDED.updated_at,
+        created_at = coalesce(EXCLUDED.created_at, vapi_call_usage.created_at)
     -- An older copy of the call (a stale list answer) never replaces a newer one.
     WHERE vapi_call_usage.updated_at IS NULL OR EXCLUDED.updated_at IS NULL
        OR EXCLUDED.updated_at >= vapi_call_usage.updated_at"""
@@ -73,6 +82,20 @@ RECORD_NAMES = """
                         AND v.name = n.name)
     ON CONFLICT (org_id, kind, vapi_id) DO UPDATE SET
         name = EXCLUDED.name, updated_at = now()"""
+# Re-keying an organization's usage to its new zone (decision 45), in one transaction that
+# holds its row FOR UPDATE: each call's day from its createdAt (usage synced before
+# migration 0018 has none and keeps its UTC day), then every day recomputed.
+ORGS_TO_REKEY = """
+    SELECT id FROM organizations WHERE time_zone <> usage_time_zone ORDER BY id"""
+LOCK_ORG_FOR_REKEY = """
+    SELECT time_zone, usage_time_zone FROM organizations WHERE id = $1 FOR UPDATE"""
+REKEY_CALL_USAGE = """
+    UPDATE vapi_call_usage SET day = (created_at AT TIME ZONE $2)::date
+    WHERE org_id = $1 AND created_at IS NOT NULL
+      AND day IS DISTINCT FROM (created_at AT TIME ZONE $2)::date"""
+FORGET_USAGE_DAYS = "DELETE FROM vapi_usage_daily WHERE org_id = $1"
+USAGE_DAYS_OF = "SELECT DISTINCT day FROM vapi_call_usage WHERE org_id = $1"
+USAGE_REKEYED = "UPDATE organizations SET usage_time_zone = $2 WHERE id = $1"
 
 
 class SyncRepository:
@@ -107,14 +130,16 @@ class SyncRepository:
         """Store each call's usage and recompute every day they fall on; return the days."""
         if not usages:
             return 0
-        days = sorted({u.day for u in usages})
         async with self._pool.acquire() as connection, connection.transaction():
+            name = await connection.fetchval(USAGE_ZONE, org_id) or DEFAULT_TIME_ZONE
+            usages = [u.on_day_of(zone(name)) for u in usages]
+            days = sorted({u.day for u in usages})
             await connection.execute(
                 UPSERT_CALL_USAGE, org_id, [u.call_id for u in usages],
                 [u.day for u in usages], [u.seconds for u in usages],
                 [u.cost for u in usages],
                 [{k: str(v) for k, v in u.cost_breakdown.items()} or None for u in usages],
-                [u.updated_at for u in usages])
+                [u.updated_at for u in usages], [u.created_at for u in usages])
             await connection.execute(RECOMPUTE_DAYS, org_id, days)
         return len(days)
 
@@ -127,6 +152,27 @@ class SyncRepository:
                 RECORD_NAMES, org_id, [n.kind for n in names], [n.vapi_id for n in names],
                 [n.name for n in names])
         return int(status.rsplit(" ", 1)[1])
+    async def rekey_usage(self) -> int:
+        """Re-key the usage of every organization whose zone changed to its new zone's days
+        (decision 45); how many organizations were. Replicas may race: the second finds
+        the zones equal under the lock."""
+        rekeyed = 0
+        async with self._pool.acquire() as connection:
+            for row in await connection.fetch(ORGS_TO_REKEY):
+                async with connection.transaction():
+                    zones = await connection.fetchrow(LOCK_ORG_FOR_REKEY, row["id"])
+                    if zones is None or zones["time_zone"] == zones["usage_time_zone"]:
+                        continue
+                    wanted = zones["time_zone"]
+                    await connection.execute(REKEY_CALL_USAGE, row["id"], wanted)
+                    await connection.execute(FORGET_USAGE_DAYS, row["id"])
+                    days = [r["day"] for r in await connection.fetch(USAGE_DAYS_OF,
+                                                                     row["id"])]
+                    await connection.execute(RECOMPUTE_DAYS, row["id"], days)
+                    await connection.execute(USAGE_REKEYED, row["id"], wanted)
+                rekeyed += 1
+                log.info("usage_rekeyed", org_id=str(row["id"]), days=len(days))
+        return rekeyed
 
     async def succeed(self, account: ClaimedAccount, runs: Sequence[uuid.UUID],
                       counts: RunCounts, *, next_sync_at: dt.datetime,

@@ -3,16 +3,20 @@
 Minutes come from `endedAt - startedAt` (Vapi has no duration field), kept as exact seconds
 (microsecond resolution) per call; a day's minutes are its calls' seconds summed, over 60,
 rounded to 6 places, so the figure is exact and the same whichever order calls arrive in.
-The day is the UTC day of `createdAt`, the field Vapi's call list is walked by.
+The day is the day of `createdAt` (the field Vapi's call list is walked by) in the
+organization's time zone (decision 45): `call_usage` gives the UTC day, `on_day_of` the
+organization's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
+
+from calltrail_common.time_zones import local_day
 
 MINUTES_QUANTUM = Decimal("0.000001")
 
@@ -25,6 +29,13 @@ class CallUsage:
     cost: Decimal
     cost_breakdown: Mapping[str, Decimal]
     updated_at: dt.datetime | None
+    created_at: dt.datetime | None = None  # `day` is its UTC day; stored for decision 45
+
+    def on_day_of(self, where: dt.tzinfo) -> CallUsage:
+        """The same usage on the organization's day of its creation, in `where`."""
+        if self.created_at is None:
+            return self
+        return replace(self, day=local_day(self.created_at, where))
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -79,6 +90,7 @@ def call_usage(call: Mapping[str, Any]) -> CallUsage | None:
         cost=money(call.get("cost")) or Decimal(0),
         cost_breakdown=components,
         updated_at=parse_time(call.get("updatedAt")),
+        created_at=created,
     )
 
 

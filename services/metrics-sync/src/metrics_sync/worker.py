@@ -139,6 +139,12 @@ class MetricsSync:
                     if reaped := await repository.reap():
                         log.info("sync_runs_reaped", runs=reaped)
                     self.metrics.lag_seconds.set(await repository.schedule_lag())
+                try:  # after a time zone change (decision 45)
+                    await repository.rekey_usage()
+                except DATABASE_ERRORS:
+                    raise
+                except asyncpg.PostgresError as error:  # e.g. a zone Postgres does not know
+                    log.error("usage_rekey_refused", error=type(error).__name__)
                 if now - last_prune >= _PRUNE_EVERY_SECONDS:
                     last_prune = now
                     await repository.prune(self._settings.sync_run_retention_days)

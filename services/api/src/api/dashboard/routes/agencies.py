@@ -5,7 +5,7 @@ CSP allows no inline style)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -86,7 +86,7 @@ async def clients(request: Request) -> Response:
         error = problem.message
         overview = await json_api.clients_overview(state, agency_id, None, None, None)
     key, descending = rollup.parse_sort(overview.sort)
-    today = datetime.now(UTC).date()
+    today, _ = await json_api.organization_day(state, agency_id)
     periods = [(f"{days} days", "/clients?" + urlencode({
         "startDate": (today - timedelta(days=days - 1)).isoformat(),
         "endDate": today.isoformat(), "sort": overview.sort})) for days in (7, 30, 90)]

@@ -34,8 +34,8 @@ def _period(request: Request) -> tuple[date | None, date | None, str | None]:
     return start, end, None
 
 
-def _period_links(path: str) -> list[tuple[str, str]]:
-    today = datetime.now(UTC).date()
+def _period_links(path: str, today: date | None = None) -> list[tuple[str, str]]:
+    today = today or datetime.now(UTC).date()
     return [(f"{days} days", f"{path}?" + urlencode({
         "startDate": (today - timedelta(days=days - 1)).isoformat(),
         "endDate": today.isoformat()})) for days in PERIODS]
@@ -70,7 +70,8 @@ async def overview(request: Request) -> Response:
                 ("Failed", ended.failed), ("Other", ended.other)]
     return render(request, "overview.html", {
         "title": "Overview", "nav": "overview", "stats": stats, "error": error,
-        "periods": _period_links("/"),
+        "periods": _period_links(
+            "/", (await json_api.organization_day(api_state(request), current.org_id))[0]),
         "calls_chart": charts.bar_chart([d.calls for d in stats.daily], labels,
                                         unit=" calls", whole=True),
         "outcomes": outcomes, "outcomes_total": sum(n for _, n in outcomes)},

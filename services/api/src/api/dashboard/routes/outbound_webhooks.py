@@ -45,7 +45,7 @@ EVENT_HINTS: dict[str, str] = {
     "call.updated": "a stored call changed otherwise (its analysis, its cost)",
     "lead.created": "a new caller became a lead",
     "lead.updated": "a lead's name or email changed",
-    "usage.day_closed": "a UTC day's usage, once the day is over",
+    "usage.day_closed": "a day's usage, once the day is over",
 }
 
 router = APIRouter()

@@ -23,7 +23,13 @@ from api.dashboard.page import (
     require,
     signed_in,
 )
-from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
+from api.errors import (
+    InvalidApiKey,
+    InvalidParameter,
+    NotConnected,
+    NotFound,
+    VapiUnavailable,
+)
 from calltrail_common import audit, outbound_endpoints, phone_numbers
 from calltrail_common.access import Action, may
 from calltrail_common.organizations import webhook_url
@@ -34,6 +40,7 @@ router = APIRouter()
 
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
+            "time-zone": "Time zone saved. The figures are rebuilt for it in the background.",
             "sync": "Sync requested."}
 
 
@@ -63,12 +70,13 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
                if e.disabled_for_failing] \
         if may(current.role, Action.MANAGE_OUTBOUND_WEBHOOKS) else []
     in_progress = run is not None and run.status in ("queued", "running")
+    zone = await json_api.get_time_zone(state, current.org_id)
     return render(request, "settings.html", {
         "title": "Settings", "nav": "settings", "account": account, "run": run,
         "refresh": SYNC_REFRESH_SECONDS if in_progress else None,
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
-        "number_conflicts": number_conflicts, "failing_endpoints": failing,
+        "number_conflicts": number_conflicts, "failing_endpoints": failing, "zone": zone,
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
@@ -120,3 +128,20 @@ async def sync_now(request: Request) -> Response:
     await audit.record(api_state(request).pool, current.org_id, _actor(current),
                        "vapi.sync_requested", str(queued.sync_id))
     return redirect(f"/settings?notice=sync&sync={queued.sync_id}")
+
+
+@router.post("/settings/time-zone")
+async def set_time_zone(request: Request) -> Response:
+    """The organization's time zone (decision 45): its figures are rebuilt for it."""
+    current = await signed_in(request)
+    form = await posted_form(request, current)
+    require(current, Action.SET_TIME_ZONE)
+    try:
+        body = shapes.TimeZoneRequest(time_zone=(form.get("timeZone") or "").strip())
+        await json_api.set_time_zone(api_state(request), caller(current), body)
+    except ValidationError:
+        return await _settings_page(request, current, status=400, error=(
+            "Give an IANA time zone name, such as Europe/Paris or UTC."))
+    except InvalidParameter as problem:
+        return await _settings_page(request, current, status=400, error=problem.message)
+    return redirect("/settings?notice=time-zone")
