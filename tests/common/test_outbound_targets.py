@@ -59,3 +59,36 @@ def test_private_targets_and_http_pass_when_allowed() -> None:
     assert check_url("https://localhost/", allow_private=True).host_is_address is False
     with pytest.raises(TargetRefused, match="https:// or http://"):
         check_url("ftp://127.0.0.1/", allow_private=True)
+
+
+@pytest.mark.parametrize(("url", "allow_private", "message"), [
+    ("http://example.com/", False, "the URL must start with https://"),
+    ("ftp://example.com/", True, "the URL must start with https:// or http://"),
+    ("https://example.com:99999/", False, "not a valid URL"),
+    ("https://user@example.com/", False, "the URL may not carry a user name or password"),
+    ("https:///path", False, "the URL has no host"),
+    ("https://example.com/#x", False, "the URL may not have a #fragment"),
+    ("https://localhost/", False, "the host is loopback"),
+    ("https://10.0.0.1/", False, "the host is a private address"),
+    ("https://[4000::1]/", False, "the host is a reserved address"),
+    ("https://example.com/" + "a" * 2029, False, "the URL is longer than 2048 characters"),
+])
+def test_a_refusal_says_exactly_why(url: str, allow_private: bool, message: str) -> None:
+    """The message is what the API and the settings page show: whole, in these words."""
+    with pytest.raises(TargetRefused) as refused:
+        check_url(url, allow_private=allow_private)
+    assert str(refused.value) == message
+
+
+def test_a_url_of_the_longest_length_is_accepted() -> None:
+    url = "https://example.com/" + "a" * 2028
+    assert len(url) == 2048
+    assert check_url(url, allow_private=False).path == "/" + "a" * 2028
+
+
+def test_a_trailing_dot_is_dropped_and_http_defaults_to_port_80() -> None:
+    assert check_url("https://Example.com./in", allow_private=False) == Target(
+        "https", "example.com", 443, "/in")
+    assert check_url("http://10.0.0.1/x", allow_private=True) == Target(
+        "http", "10.0.0.1", 80, "/x")
+    assert refused_address("4000::1") == "reserved address"
