@@ -35,6 +35,8 @@ class Action(StrEnum):
     # when issued, and their delivery logs with "send again".
     MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
     SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
+    # Point the Vapi account's assistants and numbers at Calltrail, or put them back.
+    WIRE_VAPI = "wire_vapi"
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -48,6 +50,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_OUTBOUND_WEBHOOKS: "admin",
     Action.MANAGE_PEOPLE: "admin",
     Action.SET_SUCCESS_MEASURE: "admin",
+    Action.WIRE_VAPI: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }
