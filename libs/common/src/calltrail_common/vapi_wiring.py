@@ -258,11 +258,11 @@ async def endpoint_of(db: asyncpg.Pool | asyncpg.Connection, org_id: uuid.UUID,
 
 async def targets(client: VapiClient) -> list[Target]:
     """The account's assistants, then its phone numbers."""
-    found: list[Target] = []
-    for kind, items in (("assistant", await client.assistants()),
-                        ("phone-number", await client.phone_numbers())):
-        found.extend(t for t in (target_of(kind, item) for item in items) if t is not None)
-    return found
+    listed: list[tuple[Kind, list[dict[str, Any]]]] = [
+        ("assistant", await client.assistants()),
+        ("phone-number", await client.phone_numbers())]
+    return [t for kind, items in listed for t in (target_of(kind, i) for i in items)
+            if t is not None]
 
 
 async def _current_credential(db: asyncpg.Pool | asyncpg.Connection, org_id: uuid.UUID,
