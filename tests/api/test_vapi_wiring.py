@@ -136,10 +136,24 @@ async def test_without_an_account_or_with_a_refused_key(
         account.unauthorized = False
     assert not any(e.action == "vapi.wired"
                    for e in await audit.entries(api.connection, tenant.org_id))
-    # A change Vapi refuses (an item of another account, say) answers 502 with no change.
+    # Vapi failing answers 502, and nothing was changed.
     account.fail_status = 503
     try:
         assert_error(await tenant.client.post("/api/vapi/wiring/wire"), 502,
                      "vapi_unavailable")
     finally:
         account.fail_status = 0
+
+
+async def test_nothing_to_wire_makes_no_credential(
+        api: RunningApi, fake_vapi: tuple[FakeVapi, str]) -> None:
+    fake, _ = fake_vapi
+    tenant = await api.tenant("Empty account")
+    key = f"wiring-empty-{uuid.uuid4().hex}"
+    account = fake.add_account(key, phone_numbers=0, assistants=0)
+    await tenant.client.post("/api/vapi/connect", json={"apiKey": key})
+    assert (await tenant.client.get("/api/vapi/wiring")).json()["items"] == []
+    assert (await tenant.client.post("/api/vapi/wiring/wire")).json() == {"changed": []}
+    assert (await tenant.client.post("/api/vapi/wiring/wire", json={"ids": ["unknown"]})
+            ).json() == {"changed": []}
+    assert account.credentials == {}

@@ -331,13 +331,16 @@ async def wire(pool: asyncpg.Pool, client: VapiClient, org_id: uuid.UUID, *,
     if endpoint is None:
         raise NoEndpoint("this organization has no active webhook endpoint")
     found = _selected(await targets(client), only, "vapi_id")
-    credential_id = await _credential_for(pool, client, org_id, endpoint, actor)
     wired = await _wired(pool, org_id)
+    current = await _current_credential(pool, org_id, endpoint)
+    pending = [state for state in (assess(t, endpoint.url, current, wired) for t in found)
+               if not state.complete]
+    if not pending:  # no credential is made for nothing to wire
+        return []
+    credential_id = await _credential_for(pool, client, org_id, endpoint, actor)
     changes: list[Change] = []
-    for target in found:
-        state = assess(target, endpoint.url, credential_id, wired)
-        if state.complete:
-            continue
+    for state in pending:
+        target = state.target
         keep_first = state.points == "here" and state.wired_by_calltrail
         await pool.execute(STORE_PREVIOUS, org_id, target.kind, target.vapi_id,
                            _json(target.server), _json(target.server_messages),
