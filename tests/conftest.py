@@ -74,7 +74,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """On an xdist worker with `--dist loadgroup`, every grouped test must carry the
     `@group` suffix the scheduler reads: without it the groups are silently ignored (pytest
     9.2 with xdist 3.8 did that, pytest-xdist#1386), and the suite runs minutes longer."""
-    if session.config.getoption("dist", "no") != "loadgroup":
+    if not getattr(session.config.option, "loadgroup", False):  # set on xdist workers only
         return
     lost = [item.nodeid for item in session.items
             if _group(item) is not None and "@" not in item.nodeid]
