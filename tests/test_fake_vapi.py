@@ -338,3 +338,103 @@ def test_recordings_redirect_to_signed_urls_that_expire() -> None:
         expires = int(httpx.URL(location).params["expires"])
         time.sleep(max(0.0, expires - time.time()) + 0.05)
         assert client.get(location).status_code == 403
+
+
+def _literal_values(alias: object) -> set[str]:
+    """The string values of one of the SDK's `Union[Literal[...], Any]` enums."""
+    import typing
+
+    return {value for member in typing.get_args(alias) if typing.get_origin(member)
+            is typing.Literal for value in typing.get_args(member)}
+
+
+def test_wiring_writes_are_shaped_as_the_official_sdk_models() -> None:
+    """What Calltrail sends to wire an account (`calltrail_common.vapi_wiring`'s bodies) and
+    what the fake answers, checked against the SDK's models (its own modules: the package
+    import is slow). The models allow extra fields, so an unknown one is asserted away."""
+    from vapi.assistants.types.update_assistant_dto_server_messages_item import (
+        UpdateAssistantDtoServerMessagesItem,
+    )
+    from vapi.phone_numbers.types.update_phone_numbers_request_body import (
+        UpdatePhoneNumbersRequestBody_Twilio,
+    )
+    from vapi.phone_numbers.types.update_phone_numbers_response import (
+        UpdatePhoneNumbersResponse_Twilio,
+    )
+    from vapi.types.assistant import Assistant
+    from vapi.types.create_webhook_credential_dto import CreateWebhookCredentialDto
+    from vapi.types.server import Server
+    from vapi.types.webhook_credential import WebhookCredential
+
+    from calltrail_common.vapi_wiring import (
+        credential_body,
+        target_of,
+        unwire_body,
+        wire_body,
+    )
+
+    def exact(model: object) -> object:
+        assert not getattr(model, "model_extra", None), model  # every field is the SDK's
+        return model
+
+    fake = FakeVapi(seed=8)
+    account = fake.add_account("wiring-key", phone_numbers=1, assistants=1)
+    url = "https://ingest.example.com/webhooks/vapi/ep_1"
+    with serve(fake) as base_url, httpx.Client(
+            base_url=base_url, headers={"Authorization": "Bearer wiring-key"}) as http:
+        sent = credential_body("whsec-secret")
+        request = CreateWebhookCredentialDto.model_validate(sent)
+        plan = exact(request.authentication_plan)
+        assert plan.type == "hmac" and plan.secret_key == "whsec-secret"
+        assert plan.algorithm == "sha256" and plan.include_timestamp is True
+        assert plan.payload_format == "{timestamp}.{body}" and plan.signature_encoding == "hex"
+        assert set(request.model_extra or {}) == {"provider"}  # the union's discriminator
+        made = http.post("/credential", json=sent)
+        assert made.status_code == 201
+        credential = WebhookCredential.model_validate(made.json())
+        assert credential.provider == "webhook" and credential.org_id == account.org_id
+        assert credential.authentication_plan.type == "hmac"
+        listed = http.get("/credential").json()
+        assert [WebhookCredential.model_validate(c).id for c in listed] == [credential.id]
+
+        assistant = target_of("assistant", account.assistants[0])
+        assert assistant is not None
+        body = wire_body(assistant, url, credential.id)
+        assert set(body) == {"server", "serverMessages"}
+        server = exact(Server.model_validate(body["server"]))
+        assert server.url == url and server.credential_id == credential.id
+        assert set(body["serverMessages"]) <= _literal_values(
+            UpdateAssistantDtoServerMessagesItem)
+        patched = http.patch(f"/assistant/{assistant.vapi_id}", json=body)
+        assert patched.status_code == 200
+        answer = Assistant.model_validate(patched.json())
+        assert answer.server is not None and answer.server.credential_id == credential.id
+        assert answer.server_messages == body["serverMessages"]
+
+        number = target_of("phone-number", account.phone_numbers[0])
+        assert number is not None
+        body = wire_body(number, url, credential.id)
+        request_number = exact(UpdatePhoneNumbersRequestBody_Twilio.model_validate(body))
+        assert request_number.server is not None and request_number.server.url == url
+        patched = http.patch(f"/phone-number/{number.vapi_id}", json=body)
+        assert patched.status_code == 200
+        answer_number = UpdatePhoneNumbersResponse_Twilio.model_validate(patched.json())
+        assert answer_number.server is not None and answer_number.server.url == url
+        restore = unwire_body("phone-number", number.provider, None, None)
+        exact(UpdatePhoneNumbersRequestBody_Twilio.model_validate(restore))
+        cleared = http.patch(f"/phone-number/{number.vapi_id}", json=restore).json()
+        assert UpdatePhoneNumbersResponse_Twilio.model_validate(cleared).server is None
+
+        # Refused as Vapi refuses: an unknown credential, a field it has not, a bad key.
+        unknown = http.patch(f"/assistant/{assistant.vapi_id}",
+                             json={"server": {"url": url, "credentialId": "nope"}})
+        assert unknown.status_code == 400
+        assert http.patch(f"/assistant/{assistant.vapi_id}",
+                          json={"serverUrl": url}).status_code == 400
+        assert http.patch("/assistant/missing", json={}).status_code == 404
+        for method, path in (("PATCH", f"/assistant/{assistant.vapi_id}"),
+                             ("PATCH", f"/phone-number/{number.vapi_id}"),
+                             ("POST", "/credential"), ("GET", "/credential")):
+            refused = http.request(method, path, json={},
+                                   headers={"Authorization": "Bearer wrong"})
+            assert refused.status_code == 401 and refused.json() == UNAUTHORIZED_BODY

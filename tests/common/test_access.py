@@ -24,7 +24,7 @@ ALLOWED: dict[Role, set[Action]] = {
     "admin": {Action.READ, Action.EXPORT, Action.SYNC, Action.SEE_SECRETS,
               Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE,
               Action.READ_AUDIT, Action.MANAGE_OUTBOUND_WEBHOOKS,
-              Action.SET_SUCCESS_MEASURE, Action.SET_TIME_ZONE},
+              Action.SET_SUCCESS_MEASURE, Action.SET_TIME_ZONE, Action.WIRE_VAPI},
     "owner": set(Action),
 }
 

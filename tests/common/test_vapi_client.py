@@ -345,3 +345,29 @@ def test_page_limit_is_vapis_range() -> None:
     for bad in (0, 1001):
         with pytest.raises(ValueError):
             VapiClient(http, KEY, base_url="https://api.vapi.ai", page_limit=bad)
+
+
+async def test_a_patch_is_retried_and_a_post_is_sent_once(
+        http: httpx.AsyncClient, base_url: str, key: str, account: FakeAccount) -> None:
+    vapi = client(http, base_url, key)
+    assistant_id = account.assistants[0]["id"]
+    account.fail_next = 2
+    updated = await vapi.update_assistant(assistant_id, {"serverMessages": ["hang"]})
+    assert updated["serverMessages"] == ["hang"] and account.fail_next == 0
+    body = {"provider": "webhook", "authenticationPlan": {"type": "bearer", "token": "t0k"}}
+    account.fail_next = 1
+    before = len(account.request_log)
+    with capture_logs() as logs, pytest.raises(VapiUnavailable) as failed:
+        await vapi.create_credential(body)
+    assert len(account.request_log) == before + 1  # a retried POST could make two
+    assert account.credentials == {}
+    assert "t0k" not in str(failed.value) and "t0k" not in str(logs)
+    made = await vapi.create_credential(body)
+    assert set(account.credentials) == {made["id"]}
+    with pytest.raises(VapiNotFound):
+        await vapi.update_phone_number("missing", {"name": "x"})
+    with pytest.raises(VapiBadResponse):  # Vapi refuses what it does not know: a 400
+        await vapi.update_assistant(assistant_id, {"server": {"url": "https://x.example",
+                                                              "credentialId": "unknown"}})
+    with pytest.raises(VapiUnauthorized):
+        await client(http, base_url, "wrong").update_assistant(assistant_id, {})

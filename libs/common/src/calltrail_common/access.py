@@ -36,6 +36,8 @@ class Action(StrEnum):
     MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
     SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
     SET_TIME_ZONE = "set_time_zone"      # whose days the figures count (decision 45)
+    # Point the Vapi account's assistants and numbers at Calltrail, or put them back.
+    WIRE_VAPI = "wire_vapi"
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -50,6 +52,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_PEOPLE: "admin",
     Action.SET_SUCCESS_MEASURE: "admin",
     Action.SET_TIME_ZONE: "admin",
+    Action.WIRE_VAPI: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

@@ -1,5 +1,7 @@
 """Vapi's REST API as metrics-sync reads it: key check, assistants, phone numbers, calls;
-and a call's recording's short-lived URL, as the api asks for it.
+a call's recording's short-lived URL, as the api asks for it; and the few writes that wire
+an account to Calltrail (decision 47): a webhook credential, an assistant's or a phone
+number's `server` and `serverMessages`.
 
 The caller owns the `httpx.AsyncClient` (one shared by every account, with its timeouts);
 each request carries its account's key in its own `Authorization` header. Transient
@@ -15,7 +17,8 @@ honouring `Retry-After` on 429; what is left is raised as one of:
         └── VapiNotFound   404 (e.g. `call(id)` of a call that is not in this account)
 
 The key is never part of an exception message or a log line: those name the path and the
-status only.
+status only. A write is retried like a read when it is idempotent (PATCH); a POST is sent
+once (a retried POST could make two credentials).
 
 `GET /call` answers a plain array with no cursor and no documented order, at most `limit`
 rows: `calls()` walks a time range in windows, splits a window that came back full into
@@ -243,6 +246,20 @@ class VapiClient:
                                   status=response.status_code)
         return str(response.url.join(location))
 
+    async def create_credential(self, body: Row) -> Row:
+        """`POST /credential` (a webhook credential, say); the created credential. Sent once.
+        The body holds a secret: it is never logged."""
+        return await self._write("POST", "/credential", body)
+
+    async def update_assistant(self, assistant_id: str, body: Row) -> Row:
+        """`PATCH /assistant/{id}` with the fields to change; the assistant as it now is."""
+        return await self._write("PATCH", f"/assistant/{quote(assistant_id, safe='')}", body)
+
+    async def update_phone_number(self, phone_number_id: str, body: Row) -> Row:
+        """`PATCH /phone-number/{id}` with the fields to change; the number as it now is."""
+        return await self._write("PATCH", f"/phone-number/{quote(phone_number_id, safe='')}",
+                                 body)
+
     async def calls(self, *, field: Literal["createdAt", "updatedAt"], start: datetime,
                     end: datetime) -> list[Row]:
         """Every call with `field` in [start, end), once each (latest `updatedAt`), in no
@@ -292,51 +309,70 @@ class VapiClient:
             raise VapiBadResponse(f"GET {_route(path)}: the body is not JSON",
                                   status=response.status_code) from None
 
+    async def _write(self, method: Literal["POST", "PATCH"], path: str, body: Row) -> Row:
+        response = await self._send(path, {}, method=method, body=body)
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise VapiBadResponse(f"{method} {_route(path)}: the body is not JSON",
+                                  status=response.status_code) from None
+        if not isinstance(answer, dict):
+            raise VapiBadResponse(f"{method} {_route(path)}: expected an object, got "
+                                  f"{type(answer).__name__}", status=response.status_code)
+        return answer
+
     async def _send(self, path: str, params: dict[str, str], *,
-                    redirect: bool = False) -> httpx.Response:
-        """A 2xx answer (or a 3xx one, with `redirect`), after retrying what is transient;
-        redirects are never followed."""
-        route = _route(path)
+                    redirect: bool = False, method: str = "GET",
+                    body: Row | None = None) -> httpx.Response:
+        """A 2xx answer (or a 3xx one, with `redirect`), after retrying what is transient
+        (a POST is sent once); redirects are never followed."""
+        route = f"{method} {_route(path)}"
+        logged = _route(path) if method == "GET" else route
         url = self._base_url + path
         policy = self._retry
-        for attempt in range(policy.attempts):
-            last = attempt == policy.attempts - 1
+        attempts = 1 if method == "POST" else policy.attempts
+        content = None if body is None else orjson.dumps(body)
+        headers = self._headers if body is None else {
+            **self._headers, "Content-Type": "application/json"}
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
             self.requests += 1
             try:
-                response = await self._http.get(url, params=params, headers=self._headers,
-                                                follow_redirects=False)
+                response = await self._http.request(method, url, params=params or None,
+                                                    content=content, headers=headers,
+                                                    follow_redirects=False)
             except httpx.TransportError as exc:  # timeouts included
                 if last:
-                    raise VapiUnavailable(f"GET {route}: {type(exc).__name__} after "
-                                          f"{policy.attempts} attempts") from None
-                await self._pause(route, attempt, None, type(exc).__name__)
+                    raise VapiUnavailable(f"{route}: {type(exc).__name__} after "
+                                          f"{attempts} attempts") from None
+                await self._pause(logged, attempt, None, type(exc).__name__)
                 continue
             status = response.status_code
             if 200 <= status < 300 or (redirect and 300 <= status < 400):
                 return response
             if status in (401, 403):
-                raise VapiUnauthorized(f"GET {route}: HTTP {status}, the API key was refused",
+                raise VapiUnauthorized(f"{route}: HTTP {status}, the API key was refused",
                                        status=status)
             if status == 429:
                 retry_after = parse_retry_after(response.headers.get("retry-after"),
                                                 datetime.now(UTC))
                 if retry_after is not None and retry_after > policy.max_retry_after:
                     raise VapiRateLimited(
-                        f"GET {route}: HTTP 429, Retry-After {retry_after:g} s is above "
+                        f"{route}: HTTP 429, Retry-After {retry_after:g} s is above "
                         f"{policy.max_retry_after:g} s", retry_after=retry_after)
                 if last:
-                    raise VapiRateLimited(f"GET {route}: HTTP 429 after {policy.attempts} "
-                                          "attempts", retry_after=retry_after)
-                await self._pause(route, attempt, retry_after, "HTTP 429")
+                    raise VapiRateLimited(f"{route}: HTTP 429 after {attempts} attempts",
+                                          retry_after=retry_after)
+                await self._pause(logged, attempt, retry_after, "HTTP 429")
                 continue
             if status >= 500:
                 if last:
-                    raise VapiUnavailable(f"GET {route}: HTTP {status} after "
-                                          f"{policy.attempts} attempts", status=status)
-                await self._pause(route, attempt, None, f"HTTP {status}")
+                    raise VapiUnavailable(f"{route}: HTTP {status} after "
+                                          f"{attempts} attempts", status=status)
+                await self._pause(logged, attempt, None, f"HTTP {status}")
                 continue
             kind = VapiNotFound if status == 404 else VapiBadResponse
-            raise kind(f"GET {route}: HTTP {status}", status=status)
+            raise kind(f"{route}: HTTP {status}", status=status)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _pause(self, route: str, attempt: int, retry_after: float | None,

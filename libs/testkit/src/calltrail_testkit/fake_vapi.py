@@ -8,6 +8,18 @@ assistants, and answers what metrics-sync asks (vapi.md, "REST API"):
     GET /call?limit=&createdAtGt|Ge|Lt|Le=&updatedAtGt|Ge|Lt|Le=&id=&assistantId=&phoneNumberId=
     GET /call/{id}/mono-recording (also stereo-, customer-, assistant-recording)
 
+and the writes that wire an account to a webhook receiver (decision 47), shaped as the
+official SDK's models (`tests/test_fake_vapi.py` checks them):
+
+    GET|PATCH /assistant/{id}       server, serverMessages, name, ...: a field set to null
+    GET|PATCH /phone-number/{id}    is cleared; an unknown credentialId is a 400
+    POST /credential                a webhook credential (hmac or bearer)
+    GET /credential, GET /credential/{id}
+
+`FakeAccount.deliver(message, assistant_id=..., phone_number_id=...)` then sends a webhook
+as Vapi would with what the account holds: to the assistant's server (else the number's),
+only a type its serverMessages (or Vapi's defaults) name, signed with its credential.
+
 A recording answers, as Vapi does, a 302 to a short-lived URL: here
 `/files/{token}.wav?expires=<epoch seconds>&signature=...` on the fake itself, signed and
 valid for `FakeVapi.recording_ttl` seconds (then 403), serving a 1.5 s WAV tone with Range
@@ -47,6 +59,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import io
 import math
 import random
@@ -63,6 +76,8 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
+import httpx
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -85,9 +100,16 @@ UNAUTHORIZED_BODY = {
 
 RECORDING_CHANNELS = ("mono", "stereo", "customer", "assistant")
 RECORDING_SECONDS = 1.5
+# What an assistant sends when it sets no serverMessages (vapi.md).
+DEFAULT_SERVER_MESSAGES = (
+    "conversation-update", "end-of-call-report", "function-call", "hang", "speech-update",
+    "status-update", "tool-calls", "transfer-destination-request",
+    "handoff-destination-request", "user-interrupted", "assistant.started")
+TWILIO_ACCOUNT_SID = "AC00000000000000000000000000000000"
 
 Call = dict[str, Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, "FakeAccount"], Response | Awaitable[Response]]
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -247,7 +269,8 @@ def make_phone_number(rng: random.Random, *, org_id: str, assistant_id: str | No
         phone.update(provider="vapi", sipUri=f"sip:line{index + 1}-{phone['id'][:8]}@sip.vapi.ai")
     else:
         # Ten million numbers: a thousand generated accounts do not share one by chance.
-        phone.update(provider="twilio", number=f"+1650{rng.randrange(2_000_000, 10_000_000)}")
+        phone.update(provider="twilio", number=f"+1650{rng.randrange(2_000_000, 10_000_000)}",
+                     twilioAccountSid=TWILIO_ACCOUNT_SID)
     return phone
 
 
@@ -312,6 +335,7 @@ class FakeAccount:
     calls: dict[str, Call] = field(default_factory=dict)
     phone_numbers: list[dict[str, Any]] = field(default_factory=list)
     assistants: list[dict[str, Any]] = field(default_factory=list)
+    credentials: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id
     # Faults, settable from any thread.
     latency: float = 0.0  # seconds added to every request
     unauthorized: bool = False  # every request answers 401
@@ -375,6 +399,65 @@ class FakeAccount:
                     item["updatedAt"] = format_instant(datetime.now(UTC))
                     return item
         raise KeyError(vapi_id)
+    def assistant(self, assistant_id: str) -> dict[str, Any] | None:
+        return next((a for a in self.assistants if a["id"] == assistant_id), None)
+
+    def phone_number(self, phone_number_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.phone_numbers if p["id"] == phone_number_id), None)
+
+    def server_for(self, *, assistant_id: str | None, phone_number_id: str | None
+                   ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """Where Vapi sends a call's messages, and which types: the assistant's server, else
+        the phone number's; the assistant's serverMessages, else Vapi's defaults."""
+        assistant = self.assistant(assistant_id) if assistant_id else None
+        phone = self.phone_number(phone_number_id) if phone_number_id else None
+        server = (assistant or {}).get("server") or (phone or {}).get("server")
+        messages = (assistant or {}).get("serverMessages")
+        return (server if isinstance(server, dict) and server.get("url") else None,
+                tuple(messages) if isinstance(messages, list) else DEFAULT_SERVER_MESSAGES)
+
+    def signed_headers(self, server: dict[str, Any], body: bytes, *,
+                       now: float | None = None) -> dict[str, str]:
+        """The headers Vapi adds for the server's credential (none without one)."""
+        headers = {"Content-Type": "application/json"}
+        credential = self.credentials.get(server.get("credentialId") or "")
+        if credential is None:
+            return headers
+        plan = credential["authenticationPlan"]
+        if plan["type"] == "bearer":
+            prefix = "Bearer " if plan.get("bearerPrefixEnabled", True) else ""
+            headers[plan.get("headerName") or "Authorization"] = prefix + plan["token"]
+        elif plan["type"] == "hmac":
+            timestamp = str(int(now if now is not None else time.time()))
+            include = plan.get("includeTimestamp", True)
+            template = plan.get("payloadFormat") or ("{timestamp}.{body}" if include
+                                                     else "{body}")
+            signed = template.replace("{timestamp}", timestamp).encode().replace(
+                b"{body}", body)
+            algorithm = {"sha256": hashlib.sha256, "sha512": hashlib.sha512,
+                         "sha1": hashlib.sha1}[plan.get("algorithm", "sha256")]
+            digest = hmac.new(plan["secretKey"].encode(), signed, algorithm).hexdigest()
+            headers[plan.get("signatureHeader") or "x-signature"] = (
+                (plan.get("signaturePrefix") or "") + digest)
+            if include:
+                headers[plan.get("timestampHeader") or "x-timestamp"] = timestamp
+        return headers
+
+    async def deliver(self, message: dict[str, Any], *, assistant_id: str | None = None,
+                      phone_number_id: str | None = None,
+                      http: httpx.AsyncClient | None = None) -> httpx.Response | None:
+        """Send `{"message": message}` as Vapi would for a call of this assistant and
+        number; None when Vapi would not (no server URL, or a type it is not set to send)."""
+        server, types = self.server_for(assistant_id=assistant_id,
+                                        phone_number_id=phone_number_id)
+        if server is None or message.get("type") not in types:
+            return None
+        body = orjson.dumps({"message": message})
+        headers = self.signed_headers(server, body)
+        if http is not None:
+            return await http.post(server["url"], content=body, headers=headers)
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(server["url"], content=body, headers=headers)
 
     def daily_usage(self) -> dict[date, Usage]:
         """Per UTC day of createdAt: calls, minutes (endedAt - startedAt, exact: summed in
@@ -484,6 +567,38 @@ def _call_filter(request: Request) -> Callable[[Call], bool]:
     return keep
 
 
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise HTTPException(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be an object")
+    return body
+
+
+def _update_problems(body: dict[str, Any], item: dict[str, Any], fields: tuple[str, ...],
+                     credentials: dict[str, dict[str, Any]]) -> list[str]:
+    """What Vapi would refuse in a PATCH of `item` (a list of messages, as Vapi's 400s)."""
+    problems = [f"property {key} should not exist" for key in body if key not in fields]
+    server = body.get("server")
+    if server is not None:
+        if not isinstance(server, dict):
+            problems.append("server must be an object")
+        elif "url" in server and not isinstance(server["url"], str):
+            problems.append("server.url must be a string")
+        elif server.get("credentialId") is not None \
+                and server["credentialId"] not in credentials:
+            problems.append("server.credentialId: Credential not found")
+    messages = body.get("serverMessages")
+    if messages is not None and not (isinstance(messages, list)
+                                     and all(isinstance(m, str) for m in messages)):
+        problems.append("serverMessages must be an array of strings")
+    if "provider" in body and body["provider"] != item.get("provider"):
+        problems.append("provider must be the phone number's own")
+    return problems
+
+
 async def _sleep_or_disconnect(request: Request, seconds: float) -> None:
     """Sleep, but stop when the client hangs up (a hung request must not outlive it)."""
     async def disconnected() -> None:
@@ -517,7 +632,13 @@ class FakeVapi:
         self.app = Starlette(
             routes=[
                 Route("/assistant", self._vapi(self._assistants)),
+                Route("/assistant/{item_id}", self._vapi(self._assistant),
+                      methods=["GET", "PATCH"]),
                 Route("/phone-number", self._vapi(self._phone_numbers)),
+                Route("/phone-number/{item_id}", self._vapi(self._phone_number),
+                      methods=["GET", "PATCH"]),
+                Route("/credential", self._vapi(self._credentials), methods=["GET", "POST"]),
+                Route("/credential/{credential_id}", self._vapi(self._credential)),
                 Route("/call", self._vapi(self._calls)),
                 Route("/call/{call_id}", self._vapi(self._call)),
                 Route("/call/{call_id}/{recording}", self._vapi(self._recording)),
@@ -570,7 +691,7 @@ class FakeVapi:
 
     # Vapi's routes
 
-    def _vapi(self, handler: Callable[[Request, FakeAccount], Response]) -> Endpoint:
+    def _vapi(self, handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             key = _bearer(request)
             account = self.accounts.get(key) if key else None
@@ -596,7 +717,8 @@ class FakeVapi:
                                         429, headers=headers)
                 phrase = HTTPStatus(status).phrase
                 return _error(status, phrase, phrase)
-            return handler(request, account)
+            answer = handler(request, account)
+            return await answer if inspect.isawaitable(answer) else answer
 
         return endpoint
 
@@ -605,6 +727,73 @@ class FakeVapi:
 
     def _phone_numbers(self, request: Request, account: FakeAccount) -> Response:
         return JSONResponse(account.phone_numbers[:_limit(request)])
+
+    async def _assistant(self, request: Request, account: FakeAccount) -> Response:
+        return await self._item(request, account, account.assistant, "Assistant",
+                                ("server", "serverMessages", "name", "metadata",
+                                 "firstMessage", "clientMessages"))
+
+    async def _phone_number(self, request: Request, account: FakeAccount) -> Response:
+        return await self._item(request, account, account.phone_number, "Phone Number",
+                                ("server", "name", "assistantId", "provider"))
+
+    async def _item(self, request: Request, account: FakeAccount,
+                    find: Callable[[str], dict[str, Any] | None], what: str,
+                    fields: tuple[str, ...]) -> Response:
+        """GET or PATCH an assistant or a phone number: the fields given are set, a null
+        one is cleared; the item as it now is."""
+        with account._lock:
+            item = find(request.path_params["item_id"])
+        if item is None:
+            return _error(404, "Not Found", f"{what} not found")
+        if request.method == "GET":
+            return JSONResponse(item)
+        body = await _json_object(request)
+        problems = _update_problems(body, item, fields, account.credentials)
+        if problems:
+            return _error(400, "Bad Request", problems)
+        with account._lock:
+            for key, value in body.items():
+                if key == "provider":
+                    continue
+                if value is None:
+                    item.pop(key, None)
+                else:
+                    item[key] = value
+            item["updatedAt"] = format_instant(datetime.now(UTC))
+            return JSONResponse(item)
+
+    async def _credentials(self, request: Request, account: FakeAccount) -> Response:
+        if request.method == "GET":
+            with account._lock:
+                return JSONResponse(list(account.credentials.values()))
+        body = await _json_object(request)
+        plan = body.get("authenticationPlan")
+        problems = []
+        if body.get("provider") != "webhook":
+            problems.append("provider must be webhook (the only one this fake makes)")
+        if not isinstance(plan, dict) or plan.get("type") not in ("hmac", "bearer"):
+            problems.append("authenticationPlan.type must be hmac or bearer")
+        elif plan["type"] == "hmac" and not (isinstance(plan.get("secretKey"), str)
+                                             and plan.get("algorithm") in ("sha256", "sha512",
+                                                                           "sha1")):
+            problems.append("an hmac plan needs secretKey and algorithm")
+        elif plan["type"] == "bearer" and not isinstance(plan.get("token"), str):
+            problems.append("a bearer plan needs token")
+        if problems:
+            return _error(400, "Bad Request", problems)
+        now = format_instant(datetime.now(UTC))
+        credential = {**body, "id": str(uuid.uuid4()), "orgId": account.org_id,
+                      "createdAt": now, "updatedAt": now, "authenticationSession": {}}
+        with account._lock:
+            account.credentials[credential["id"]] = credential
+        return JSONResponse(credential, 201)
+
+    def _credential(self, request: Request, account: FakeAccount) -> Response:
+        credential = account.credentials.get(request.path_params["credential_id"])
+        if credential is None:
+            return _error(404, "Not Found", "Credential not found")
+        return JSONResponse(credential)
 
     def _calls(self, request: Request, account: FakeAccount) -> Response:
         limit = _limit(request)

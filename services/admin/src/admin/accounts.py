@@ -1,4 +1,5 @@
-"""`calltrail vapi connect|disconnect|sync` and `calltrail keys rotate` (contract section 8).
+"""`calltrail vapi connect|disconnect|sync` and `calltrail keys rotate` (contract section 8);
+`calltrail vapi wiring|wire|unwire` are `admin.wiring`.
 
 The API key is read from standard input only (never an argument: arguments end up in shell
 history and `ps`), checked against Vapi before it is stored, and never printed.
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from admin import wiring
 from admin.broker import confirmed_channel
 from admin.output import CommandError, parse_id, print_json
 from calltrail_common import db, sync_runs, vapi_keys
@@ -172,6 +174,7 @@ def add_commands(commands: Any) -> None:
     sync.add_argument("--timeout", type=float, default=600.0,
                       help="seconds --wait waits (default 600)")
     sync.set_defaults(run=_sync)
+    wiring.add_commands(vapi)
 
     keys = commands.add_parser("keys", help="encryption of stored API keys").add_subparsers(
         dest="keys_command", required=True)

@@ -35,6 +35,7 @@ from api.repository import Repository
 from api.request_bounds import BodyBounds
 from api.routes import ApiState, router
 from api.sessions import Sessions
+from api.vapi_wiring import router as wiring_router
 from calltrail_common import db
 from calltrail_common.crypto import KeyRing
 from calltrail_common.logging import get_logger
@@ -140,6 +141,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         docs_url=None, redoc_url=None)
     app.include_router(router)
     app.include_router(outbound_router)
+    app.include_router(wiring_router)
     install_dashboard(app, force_https=settings.dashboard_force_https,
                       policy=content_security_policy(settings.vapi_api_base_url))
     app.add_exception_handler(ApiError, _api_error)

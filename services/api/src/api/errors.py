@@ -81,3 +81,8 @@ class DeliveryPending(ApiError):
 class VapiUnavailable(ApiError):
     status_code = 502
     code = "vapi_unavailable"
+
+
+class NoWebhookEndpoint(ApiError):
+    status_code = 409
+    code = "no_webhook_endpoint"

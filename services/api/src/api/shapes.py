@@ -708,3 +708,41 @@ def outbound_delivery(delivery: Delivery) -> OutboundDelivery:
         last_status=delivery.last_status, last_latency_ms=delivery.last_latency_ms,
         last_error=delivery.last_error, last_attempt_at=delivery.last_attempt_at,
         delivered_at=delivery.delivered_at, created_at=delivery.created_at)
+
+
+# --- Vapi wiring (decision 47) ----------------------------------------------------------
+
+
+class WiringItem(Shape):
+    kind: Literal["assistant", "phone-number"]
+    id: str
+    name: str | None
+    number: str | None  # a phone number's number or SIP URI
+    points: Literal["here", "elsewhere", "nowhere"]  # where its server URL sends calls
+    server_url: str | None
+    credential_id: str | None
+    credential_current: bool  # Calltrail's credential for the current webhook secret
+    missing_messages: list[str]  # needed server messages it leaves out
+    wired_by_calltrail: bool  # its previous set-up is kept: unwire puts it back
+    complete: bool
+
+
+class VapiWiring(Shape):
+    endpoint_url: str | None
+    needed_messages: list[str]
+    items: list[WiringItem]
+
+
+class WiringRequest(Shape):
+    # Vapi ids of the assistants and phone numbers to change; absent: every one.
+    ids: list[str] | None = Field(default=None, max_length=1000)
+
+
+class WiringChange(Shape):
+    kind: Literal["assistant", "phone-number"]
+    id: str
+    added_messages: list[str]
+
+
+class WiringChanges(Shape):
+    changed: list[WiringChange]
