@@ -64,7 +64,13 @@ class LivePublisher:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._pending:
-                    if channel is None or channel.is_closed:
+                    if channel is not None and channel.is_closed:
+                        # Closed by the broker after a publish it refused (a deleted
+                        # exchange): that message is lost.
+                        self._metrics.live_dropped.labels("publish_failed").inc()
+                        log.warning("live_channel_closed")
+                        channel = None
+                    if channel is None:
                         channel = await self._open(link)
                         if channel is None:
                             continue
