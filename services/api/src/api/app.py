@@ -119,7 +119,7 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         live = LiveHub(repository.live_calls, metrics)
         feed = LiveFeed(settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix),
                         settings.amqp_heartbeat_seconds, live)
-        feed.start()
+        await feed.start()
         scrape = ProbeServer(metrics.registry, None)  # /metrics only: probes are on API_PORT
         if settings.api_metrics_port:
             await scrape.start(settings.api_host, settings.api_metrics_port)

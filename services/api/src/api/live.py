@@ -46,7 +46,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiormq.abc import DeliveredMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from api.metrics import ApiMetrics
 from api.outcomes import ended_reason_bucket, is_success
@@ -115,6 +115,10 @@ class Board:
         self.outbox.append(chunk)
         self.wake.set()
         return True
+
+    def gone(self) -> bool:
+        """Dropped (it may have been while its stream waited)."""
+        return self.dropped
 
     def drop(self) -> None:
         self.dropped = True
@@ -256,7 +260,7 @@ async def stream(hub: LiveHub, board: Board, first: Iterable[bytes]
                 except TimeoutError:
                     yield KEEPALIVE
                     continue
-            if board.dropped:
+            if board.gone():
                 return
             chunks = b"".join(board.outbox)
             board.outbox.clear()
@@ -283,8 +287,12 @@ class LiveFeed:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
-    def start(self) -> None:
+    async def start(self, wait_seconds: float = 3.0) -> None:
+        """Start the link, and give it a moment to bind this process's queue (boards opened
+        before that are resynced once it is)."""
         self._task = asyncio.create_task(self._link.run(self._session), name="live-feed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), wait_seconds)
 
     async def _session(self, link: LinkSession) -> None:
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -293,14 +301,13 @@ class LiveFeed:
         # Changes made while no queue of ours was bound are lost: the boards resync.
         self._hub.resync("live feed (re)connected")
 
-        async def arrived(message: DeliveredMessage) -> None:
+        async def arrived(message: AbstractIncomingMessage) -> None:
             if inbox.qsize() >= FEED_BACKLOG:
                 inbox.put_nowait(None)  # the hub is behind: resync rather than wait
             else:
                 inbox.put_nowait(message.body)
 
-        wire = await channel.get_underlay_channel()
-        await wire.basic_consume(queue.name, arrived, no_ack=True)
+        await queue.consume(arrived, no_ack=True, exclusive=True)
         self.connected.set()
         try:
             while True:
