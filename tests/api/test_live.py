@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +28,7 @@ from calltrail_common.live import NotALiveMessage, decode_changes, encode_change
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
 from tests.api.conftest import ENCRYPTION_KEY, serve_api
-from tests.conftest import AMQP_URL, make_settings
+from tests.conftest import AMQP_URL, free_port, make_settings
 from tests.support.live import (
     SseEvent,
     end_of_call_report,
@@ -251,3 +256,48 @@ def test_the_wire_message_round_trips_and_refuses_other_shapes() -> None:
                  b'{"calls": [[1, "a"]]}', b'{"calls": [["%s", ""]]}' % str(org).encode()):
         with pytest.raises(NotALiveMessage):
             decode_changes(body)
+
+
+async def test_sigterm_ends_the_open_streams_and_the_api_exits_cleanly(
+        database_url: str, topology: Topology, tmp_path: Path) -> None:
+    """uvicorn drains in-flight requests before the app's shutdown, and a stream never
+    ends by itself: the api ends its boards' streams on SIGTERM, so it stops at once."""
+    connection = await db.connect(database_url)
+    try:
+        org = await create_organization(connection, "Alpha")
+    finally:
+        await connection.close()
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "AMQP_URL": AMQP_URL,
+           "AMQP_PREFIX": topology.prefix, "ENCRYPTION_KEY": ENCRYPTION_KEY,
+           "API_HOST": "127.0.0.1", "API_PORT": str(port), "API_METRICS_PORT": "0"}
+    log = tmp_path / "api.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=out,
+                                   stderr=out, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.1)
+            async with client.stream("GET", "/api/live", headers={
+                    "Authorization": f"Bearer {org.api_token}"}) as response:
+                events = sse_events(response)
+                await next_event(events, "snapshot")
+                process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                with contextlib.suppress(httpx.HTTPError):
+                    async for _ in events:
+                        pass
+                assert time.monotonic() - started < 5
+        assert await asyncio.to_thread(process.wait, 15) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

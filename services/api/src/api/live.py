@@ -39,6 +39,7 @@ import os
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,9 +152,22 @@ def parse_event_id(value: str | None, epoch: str) -> int | None:
     return int(seq)
 
 
+_HUBS: weakref.WeakSet[LiveHub] = weakref.WeakSet()
+
+
+def end_all_streams() -> None:
+    """The server is shutting down: every board's stream ends now and new ones end at once
+    (their browsers reconnect, to another replica), so the drain never waits on them."""
+    for hub in list(_HUBS):
+        hub.stopping = True
+        hub.resync("shutting down")
+
+
 class LiveHub:
     def __init__(self, rows: Rows, metrics: ApiMetrics | None = None,
                  epoch: str | None = None) -> None:
+        _HUBS.add(self)
+        self.stopping = False
         self._rows = rows
         self._metrics = metrics
         self.epoch = epoch or secrets.token_hex(4)
@@ -169,6 +183,8 @@ class LiveHub:
         """Subscribe a board; the events it missed since `last_event_id` when they are all
         kept here (None: it needs a snapshot), and the id its snapshot takes."""
         board = Board(org_id)
+        if self.stopping:
+            board.drop()
         self._boards.setdefault(org_id, set()).add(board)
         ring = self._rings.get(org_id)
         if ring is not None and ring.idle_since is not None \
