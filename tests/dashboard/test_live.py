@@ -5,6 +5,7 @@ stream takes the dashboard session, and another organization's session sees none
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Page, expect
 
+from api.dashboard.app import content_security_policy
 from calltrail_common import db
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
@@ -101,6 +103,19 @@ async def test_the_stream_takes_the_session_and_shows_only_its_organization(
                   [status_update(call_id, "ringing", created_ms=now_ms(), name="Ana Ruiz")],
                   dashboard.org.org_id)
     await _eventually_on_board(dashboard, Dashboard.email, call_id)
+
+    # The page runs our own script only, under the dashboard's policy.
+    owner, _ = await signed_in_client(dashboard)
+    async with contextlib.aclosing(owner):
+        page = await owner.get("/live")
+        assert page.headers["content-security-policy"] == content_security_policy(
+            dashboard.settings.vapi_api_base_url)
+        assert re.findall(r"<script[^>]*>(.*?)</script>", page.text, re.S) == [""]
+        assert '<script src="/static/live.js" defer>' in page.text
+        script = await owner.get("/static/live.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        assert "http" not in script.text.replace("/api/live", "")  # no CDN, no other origin
 
     other = await create_organization(dashboard.connection, "Bravo Plumbing")
     await add_person(dashboard.connection, other.org_id, "owner@bravo.example", "owner")
