@@ -245,6 +245,12 @@ async def test_event_ids_and_resume_rules() -> None:
     assert missed == [] and snapshot_id == "abc.0"  # nothing happened since: nothing missed
     later, missed, _ = hub.open(board.org_id, "abc.5")  # an id from the future: resync
     assert missed is None
+    # After a resync (the feed may have missed changes) even the latest id reads a snapshot,
+    # and the boards open then were dropped.
+    hub.resync("test")
+    assert board.dropped and later.dropped
+    _, missed, _ = hub.open(board.org_id, snapshot_id)
+    assert missed is None
     assert isinstance(board, Board) and isinstance(later, Board)
 
 

@@ -250,6 +250,9 @@ class LiveHub:
         """Changes may have been missed: every board reconnects and reads a snapshot."""
         boards = [b for group in self._boards.values() for b in group]
         self._rings.clear()
+        # Changes may have been missed without taking a number: no id given before this may
+        # resume, even one that names the latest event.
+        self.seq += 1
         for board in boards:
             board.drop()
         if boards:
@@ -298,6 +301,7 @@ class LiveFeed:
         self._topology = topology
         self._hub = hub
         self._process = f"api-{os.getpid()}-{hub.epoch}"
+        self._sessions = 0  # a queue name per session: an old one may outlive its link
         self._link = BrokerLink(amqp_url, topology, heartbeat_seconds=heartbeat_seconds,
                                 connect_timeout_seconds=3.0, name="api-live")
         self._task: asyncio.Task[None] | None = None
@@ -312,16 +316,21 @@ class LiveFeed:
 
     async def _session(self, link: LinkSession) -> None:
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        behind = False
         channel = await link.channel()
-        queue = await declare_live_queue(channel, self._topology, self._process)
+        self._sessions += 1
+        queue = await declare_live_queue(channel, self._topology,
+                                         f"{self._process}-{self._sessions}")
         # Changes made while no queue of ours was bound are lost: the boards resync.
         self._hub.resync("live feed (re)connected")
 
         async def arrived(message: AbstractIncomingMessage) -> None:
-            if inbox.qsize() >= FEED_BACKLOG:
-                inbox.put_nowait(None)  # the hub is behind: resync rather than wait
-            else:
+            nonlocal behind
+            if inbox.qsize() < FEED_BACKLOG:
                 inbox.put_nowait(message.body)
+            elif not behind:  # the hub is behind: drop what comes, resync, go on
+                behind = True
+                inbox.put_nowait(None)
 
         await queue.consume(arrived, no_ack=True, exclusive=True)
         self.connected.set()
@@ -331,6 +340,7 @@ class LiveFeed:
                 if body is None:
                     while not inbox.empty():
                         inbox.get_nowait()
+                    behind = False
                     self._hub.resync("live feed fell behind")
                     continue
                 try:
