@@ -27,8 +27,9 @@ from calltrail_common import db
 from calltrail_common.live import NotALiveMessage, decode_changes, encode_changes
 from calltrail_common.organizations import create_organization
 from calltrail_common.topology import Topology
+from calltrail_testkit.tcp_proxy import TcpProxy
 from tests.api.conftest import ENCRYPTION_KEY, serve_api
-from tests.conftest import AMQP_URL, free_port, make_settings
+from tests.conftest import AMQP_URL, free_port, make_settings, proxied_amqp_url
 from tests.support.live import (
     SseEvent,
     end_of_call_report,
@@ -157,6 +158,22 @@ async def test_a_call_shows_on_its_organizations_board_as_it_happens(live: Live)
     await asyncio.sleep(LINGER_SECONDS + 0.5)
     async with live.board("alpha") as later:
         assert (await next_event(later, "snapshot")).data == {"calls": []}
+
+
+async def test_every_api_replica_serves_its_own_boards(live: Live, database_url: str) -> None:
+    """A second api process on the same broker and database: its own queue, the same
+    events; a board on each sees the call."""
+    settings = make_settings(database_url=database_url, amqp_prefix=live.topology.prefix,
+                             encryption_key=ENCRYPTION_KEY, live_linger_seconds=LINGER_SECONDS)
+    async with serve_api(settings) as second_url:
+        second = Live(second_url, live.topology, database_url, live.tokens, live.orgs)
+        async with live.board() as one, second.board() as two:
+            await next_event(one, "snapshot")
+            await next_event(two, "snapshot")
+            call_id = f"live-{uuid.uuid4().hex[:8]}"
+            await live.send(status_update(call_id, "ringing", created_ms=now_ms()))
+            assert _only(await next_event(one, "calls"), call_id)["status"] == "ringing"
+            assert _only(await next_event(two, "calls"), call_id)["status"] == "ringing"
 
 
 async def test_a_board_that_reconnects_resumes_or_resyncs(live: Live) -> None:
@@ -307,3 +324,42 @@ async def test_sigterm_ends_the_open_streams_and_the_api_exits_cleanly(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+async def test_a_lost_feed_resyncs_the_boards_and_changes_flow_again(
+        database_url: str, topology: Topology, broker_proxy: TcpProxy) -> None:
+    """The api's broker link cut and back: changes made meanwhile never reached it, so its
+    boards are dropped; reconnected, they read a snapshot that has them, and then changes."""
+    connection = await db.connect(database_url)
+    try:
+        org = await create_organization(connection, "Alpha")
+    finally:
+        await connection.close()
+    settings = make_settings(database_url=database_url, amqp_prefix=topology.prefix,
+                             encryption_key=ENCRYPTION_KEY,
+                             amqp_url=proxied_amqp_url(broker_proxy))
+    headers = {"Authorization": f"Bearer {org.api_token}"}
+    missed, later = (f"live-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    async with serve_api(settings) as url, \
+            running_processor(database_url, AMQP_URL, topology, batch_size=20), \
+            httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with client.stream("GET", "/api/live", headers=headers) as response:
+            events = sse_events(response)
+            await next_event(events, "snapshot")
+            await broker_proxy.cut()
+            await publish(AMQP_URL, topology, [status_update(missed, "ringing",
+                                                             created_ms=now_ms())], org.org_id)
+            await asyncio.sleep(1)
+            await broker_proxy.restore()
+
+            async def until_the_end() -> None:
+                async for _ in events:
+                    pass
+            await asyncio.wait_for(until_the_end(), 20)  # dropped once the feed is back
+        async with client.stream("GET", "/api/live", headers=headers) as response:
+            events = sse_events(response)
+            snapshot = await next_event(events, "snapshot")
+            assert [c["id"] for c in snapshot.data["calls"]] == [missed]
+            await publish(AMQP_URL, topology, [status_update(later, "ringing",
+                                                             created_ms=now_ms())], org.org_id)
+            assert _only(await next_event(events, "calls"), later)["status"] == "ringing"
