@@ -17,6 +17,8 @@
     dispatch    bench.dispatch: outbound webhooks from the outbox to a receiver answering in
                 50 ms: one dispatcher's deliveries/s and its added delay at 500/s, vs a bare
                 client
+    live        bench.live: 1,000 open live boards on one api process, a call event every
+                10 ms through ingest and the processor: ingest's 200 -> the board, vs 1 board
     capacity    bench.capacity: what one replica of each service carries, N replicas
                 derived from it, and how each cost grows as organizations, calls and
                 history double
@@ -43,6 +45,7 @@ from bench import (
     end_to_end,
     export,
     ingest,
+    live,
     metrics_sync,
     processor,
     scale,
@@ -60,6 +63,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[list[str]], Path]], ...] = (
     ("api", api.main),
     ("export", export.main),
     ("dispatch", dispatch.main),
+    ("live", live.main),
     ("capacity", capacity.main),
 )
 

@@ -133,6 +133,21 @@ async def _query(route: APIRoute, owner: Seeded) -> dict[str, str]:
     return query
 
 
+# Routes that answer a stream of Server-Sent Events (the live board, decision 46): read up
+# to their snapshot of the organization's calls.
+STREAMS = {("GET", "/api/live")}
+
+
+async def _until_snapshot(response: httpx.Response) -> str:
+    lines = []
+    async with asyncio.timeout(10):
+        async for line in response.aiter_lines():
+            lines.append(line)
+            if lines[-2:-1] == ["event: snapshot"]:
+                break
+    return "\n".join(lines)
+
+
 def assert_nothing_of(owner: Seeded, response: httpx.Response) -> None:
     for secret in owner.secrets:
         assert secret not in response.text, (response.request.url, secret)
@@ -157,6 +172,14 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     }
     refused["another scheme"].headers["Authorization"] = f"Basic {owner.tenant.token}"
 
+    # A call of the owner's in progress: on the owner's live board, on no other.
+    live_name = f"Live Caller {uuid.uuid4().hex[:8]}"
+    await insert_call(api.connection, owner.tenant.org_id, status="in-progress",
+                      customer_name=live_name, ended_at=None)
+    owner.secrets.append(live_name)
+    async with owner.tenant.client.stream("GET", "/api/live") as streamed:
+        assert live_name in await _until_snapshot(streamed)
+
     for method, route in api_routes(api):
         path = _concrete(route, owner)
         body = {"apiKey": owner.vapi_key} if method in ("POST", "PUT", "PATCH") else None
@@ -169,9 +192,16 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
         # A well-formed wrong token and garbage are told apart by nothing.
         assert answers["wrong token"] == answers["garbage token"], path
 
-        response = await intruder.tenant.client.request(
-            method, path, params=await _query(route, owner),
-            json=None if body is None else {})
+        if (method, route.path) in STREAMS:
+            # A stream never ends: what its first events say, the intruder's board.
+            async with intruder.tenant.client.stream(method, path) as streamed:
+                text = await _until_snapshot(streamed)
+                response = httpx.Response(streamed.status_code, text=text,
+                                          request=streamed.request)
+        else:
+            response = await intruder.tenant.client.request(
+                method, path, params=await _query(route, owner),
+                json=None if body is None else {})
         assert_nothing_of(owner, response)
         if route.dependant.path_params:
             assert_error(response, 404, "not_found")

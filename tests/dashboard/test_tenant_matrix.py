@@ -90,6 +90,7 @@ ROUTES: dict[tuple[str, str], Action | str] = {
     ("POST", "/logout"): PUBLIC,
     ("GET", "/invite/{token}"): PUBLIC,
     ("POST", "/invite/{token}"): PUBLIC,
+    ("GET", "/live"): Action.READ,  # its stream, /api/live, is in tests/api/test_security.py
 }
 ROLES: tuple[Role, ...] = ("viewer", "admin", "owner")
 

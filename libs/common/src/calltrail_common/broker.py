@@ -349,3 +349,14 @@ async def publish_event(channel: AbstractChannel, exchange: str, envelope: Event
         raise PublishRefused("returned: no queue is bound to its route") from None
     if not isinstance(confirmation, Basic.Ack):
         raise PublishRefused(f"not confirmed: {type(confirmation).__name__}")
+
+
+async def publish_transient(channel: AbstractChannel, exchange: str, body: bytes, *,
+                            content_type: str, routing_key: str = "") -> None:
+    """Publish a message that may be lost (the live board's, decision 46): not persistent,
+    not mandatory, on a channel without confirms. Returns once it is written to the
+    connection; a caller that must not wait bounds it with a timeout."""
+    wire = await channel.get_underlay_channel()
+    await wire.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                             properties=Basic.Properties(content_type=content_type,
+                                                         delivery_mode=1))

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     sign_in_account_failures: int = Field(default=5, ge=1)
     sign_in_address_failures: int = Field(default=20, ge=1)
     sign_in_failure_window_minutes: int = Field(default=15, ge=1)
+    # The live board (/live, decision 46): an ended call stays on it this long, with how
+    # it ended, then leaves.
+    live_linger_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # Mail: invitations and password resets. Empty: no mail (the inviter is shown the link,
     # the CLI prints it). smtp://user:pass@host:587 (STARTTLS when offered; credentials are

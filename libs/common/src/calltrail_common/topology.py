@@ -10,6 +10,12 @@
                          relay publishes each delivery to send with `webhook.delivery`
                          (decision 40), and its senders consume them from
                          {prefix}.dispatcher, retrying over about a day.
+    {prefix}.live        fanout exchange of live call changes (decision 46): the call
+                         processor publishes, after a batch commits, which calls it changed;
+                         each api process reads them through a queue of its own,
+                         {prefix}.live.<process> (exclusive, auto-delete, messages expire
+                         within seconds, bounded: a live board resyncs from the database),
+                         and fans them out to its open boards. Transient, never persistent.
 
 Each consumer owns a `ConsumerQueue`:
 
@@ -58,6 +64,11 @@ EVENTS_EXCHANGE = "events"
 DEAD_LETTER_EXCHANGE = "dlx"
 COMMANDS_EXCHANGE = "commands"
 WEBHOOKS_EXCHANGE = "webhooks"
+LIVE_EXCHANGE = "live"
+# A live queue keeps what its api process has not read yet for this long, and this many at
+# most (the oldest go first): a stalled process resyncs its boards, it never fills the broker.
+LIVE_QUEUE_TTL_MS = 5_000
+LIVE_QUEUE_MAX_MESSAGES = 10_000
 WEBHOOK_DELIVERY_ROUTING_KEY = "webhook.delivery"
 SYNC_NOW_ROUTING_KEY = "command.sync-now"
 SNAPSHOT_ROUTING_KEY = "sync.call-snapshot"  # a call as Vapi's API returns it (snapshots.py)
@@ -144,6 +155,14 @@ class Topology:
     def webhooks_exchange(self) -> str:
         return f"{self.prefix}.{WEBHOOKS_EXCHANGE}"
 
+    @property
+    def live_exchange(self) -> str:
+        return f"{self.prefix}.{LIVE_EXCHANGE}"
+
+    def live_queue(self, process: str) -> str:
+        """One api process's queue of live call changes."""
+        return f"{self.live_exchange}.{process}"
+
     def exchange(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
@@ -186,7 +205,7 @@ class Topology:
                        for name in (self.partitions_exchange(consumer),
                                     self.unpartitioned_exchange(consumer))]
         return [self.events_exchange, self.dead_letter_exchange, self.commands_exchange,
-                self.webhooks_exchange, *partitioned]
+                self.webhooks_exchange, self.live_exchange, *partitioned]
 
 
 def _quorum(topology: Topology, consumer: ConsumerQueue, **extra: FieldValue
@@ -210,6 +229,8 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     webhooks = await channel.declare_exchange(
         topology.webhooks_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
+    await channel.declare_exchange(topology.live_exchange, aio_pika.ExchangeType.FANOUT,
+                                   durable=True)
     exchanges = {EVENTS_EXCHANGE: events, COMMANDS_EXCHANGE: commands,
                  WEBHOOKS_EXCHANGE: webhooks}
     for consumer in topology.consumers:
@@ -241,6 +262,19 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
             topology.dead_letter_queue(consumer), durable=True, arguments=dlq_arguments)
         await dlq.bind(dlx, routing_key=main_name)
     return events
+
+
+async def declare_live_queue(channel: AbstractChannel, topology: Topology, process: str
+                             ) -> aio_pika.abc.AbstractQueue:
+    """The api process's own queue of live call changes, bound to the live exchange: it
+    goes with the connection that declared it (exclusive, auto-delete), and holds only
+    recent, transient messages (`LIVE_QUEUE_TTL_MS`, `LIVE_QUEUE_MAX_MESSAGES`)."""
+    queue = await channel.declare_queue(
+        topology.live_queue(process), durable=False, exclusive=True, auto_delete=True,
+        arguments={"x-message-ttl": LIVE_QUEUE_TTL_MS,
+                   "x-max-length": LIVE_QUEUE_MAX_MESSAGES, "x-overflow": "drop-head"})
+    await queue.bind(topology.live_exchange)
+    return queue
 
 
 async def _declare_partitions(channel: AbstractChannel, topology: Topology,

@@ -28,6 +28,7 @@ from api.broker import SyncCommands
 from api.dashboard.app import content_security_policy
 from api.dashboard.app import install as install_dashboard
 from api.errors import ApiError
+from api.live import LiveFeed, LiveHub
 from api.metrics import ApiMetrics
 from api.outbound_webhooks import router as outbound_router
 from api.recordings import RecordingLinks
@@ -115,6 +116,11 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
         commands = SyncCommands(settings.amqp_url.get_secret_value(),
                                 Topology(settings.amqp_prefix), settings.amqp_heartbeat_seconds)
         await commands.start()
+        repository = Repository(pool)
+        live = LiveHub(repository.live_calls, metrics)
+        feed = LiveFeed(settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix),
+                        settings.amqp_heartbeat_seconds, live)
+        await feed.start()
         scrape = ProbeServer(metrics.registry, None)  # /metrics only: probes are on API_PORT
         if settings.api_metrics_port:
             await scrape.start(settings.api_host, settings.api_metrics_port)
@@ -124,11 +130,13 @@ def create_app(settings: Settings, keyring: KeyRing) -> FastAPI:
                 sessions = Sessions(
                     pool, idle=timedelta(minutes=settings.dashboard_session_idle_minutes),
                     absolute=timedelta(hours=settings.dashboard_session_max_hours))
-                yield {"api": ApiState(settings=settings, repository=Repository(pool),
+                yield {"api": ApiState(settings=settings, repository=repository,
                                        keyring=keyring, pool=pool, vapi_http=vapi_http,
                                        commands=commands, sessions=sessions,
-                                       recordings=RecordingLinks())}
+                                       recordings=RecordingLinks(), live=live)}
         finally:
+            live.resync("shutting down")  # the streams end, so the server can stop
+            await feed.close()
             await scrape.close()
             await commands.close()
             await pool.close()

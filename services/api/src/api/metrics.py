@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
@@ -15,4 +15,12 @@ class ApiMetrics:
             "calltrail_api_request_seconds", "Time to answer a request, by route.",
             ["route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry)
+        self.live_boards = Gauge(
+            "calltrail_api_live_boards", "Live boards (Server-Sent Event streams) open now.",
+            registry=self.registry)
+        self.live_dropped = Counter(
+            "calltrail_api_live_boards_dropped",
+            "Live boards dropped, by reason: slow (the browser did not keep up) or resync "
+            "(the feed may have missed changes); each reconnects and resyncs.", ["reason"],
             registry=self.registry)

@@ -7,7 +7,7 @@ it shares too."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 
 import asyncpg
@@ -77,6 +77,28 @@ CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
 CALL = f"""
     SELECT c.*, an.name AS assistant_name, pn.name AS phone_number_name
     FROM calls c {_CALL_NAMES} WHERE c.org_id = $1 AND c.id = $2"""  # noqa: S608
+
+# The live board (decision 46): a call as a board shows it, the caller by its lead's name.
+_LIVE_COLUMNS = """
+    c.org_id, c.id, c.direction, c.status, c.ended_reason, c.success_evaluation,
+    c.created_at, c.started_at, c.ended_at, c.customer_number, c.assistant_id,
+    coalesce(l.name, c.customer_name) AS caller_name"""
+# What a board shows when it opens: the calls not ended and those ended within the linger
+# ($3 seconds), over the index calls_org_created: among the calls created within $2 seconds
+# (or not dated yet), the longest a call can last, so a call whose end never came leaves.
+LIVE_BOARD = f"""
+    SELECT {_LIVE_COLUMNS} FROM calls c LEFT JOIN leads l ON l.id = c.lead_id
+    WHERE c.org_id = $1
+      AND (c.created_at IS NULL OR c.created_at >= now() - make_interval(secs => $2))
+      AND (c.status IS DISTINCT FROM 'ended' OR c.ended_at >= now() - make_interval(secs => $3))
+    ORDER BY c.created_at DESC, c.id DESC
+    LIMIT $4"""  # noqa: S608 - constant columns
+# The rows of changed calls, by (organization, call id).
+LIVE_CALLS = f"""
+    SELECT {_LIVE_COLUMNS}
+    FROM unnest($1::uuid[], $2::text[]) AS changed(org_id, id)
+    JOIN calls c ON c.id = changed.id AND c.org_id = changed.org_id
+    LEFT JOIN leads l ON l.id = c.lead_id"""  # noqa: S608 - constant columns
 
 CALL_RECORDINGS = """
     SELECT c.recording_url, c.stereo_recording_url FROM calls c
@@ -321,6 +343,16 @@ class Repository:
                 return None
             calls = await connection.fetch(LEAD_CALLS, org_id, lead_id, call_limit)
         return lead, calls
+
+    async def live_board(self, org_id: uuid.UUID, *, since_seconds: float,
+                         linger_seconds: float, limit: int) -> list[asyncpg.Record]:
+        return await self._pool.fetch(LIVE_BOARD, org_id, since_seconds, linger_seconds,
+                                      limit)
+
+    async def live_calls(self, calls: Sequence[tuple[uuid.UUID, str]]
+                         ) -> list[asyncpg.Record]:
+        return await self._pool.fetch(LIVE_CALLS, [org for org, _ in calls],
+                                      [call_id for _, call_id in calls])
 
     async def ready(self) -> bool:
         return await self._pool.fetchval(READY) == 1

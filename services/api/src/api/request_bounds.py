@@ -3,7 +3,9 @@ the bearer dependency runs, so a stranger could make every replica read and pars
 
 For `/api/` requests, in this order:
 - no `Authorization: Bearer` header at all: 401, and no byte of the body is read (the
-  token itself is checked later, by `routes.caller`);
+  token itself is checked later, by `routes.caller`); except on the routes a dashboard
+  session may open too (`SESSION_OR_TOKEN`: the live board's stream, whose browser
+  EventSource sends no header), which check the token or the session themselves;
 - a `Content-Length` over `max_body_bytes`: 413, nothing read;
 - a body without a length (chunked) is read up to the bound and cut when it passes it: 413.
 
@@ -17,6 +19,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_PREFIX = "/api/"
+SESSION_OR_TOKEN = frozenset({"/api/live"})
 UNAUTHORIZED = ("unauthorized", "an Authorization: Bearer <token> header with a valid token "
                 "is required")
 
@@ -45,7 +48,7 @@ class BodyBounds:
             await self._app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if not has_bearer(headers):
+        if not has_bearer(headers) and scope["path"] not in SESSION_OR_TOKEN:
             await _refuse(send, 401, *UNAUTHORIZED)
             return
         length = declared_length(headers)

@@ -29,6 +29,7 @@ from api.errors import (
     Unauthorized,
     VapiUnavailable,
 )
+from api.live import LiveHub
 from api.recordings import Channel, RecordingLinks
 from api.repository import Repository
 from api.sessions import Sessions
@@ -72,6 +73,7 @@ class ApiState:
     commands: SyncCommands
     sessions: Sessions
     recordings: RecordingLinks
+    live: LiveHub
 
 
 def api_state(request: Request) -> ApiState:

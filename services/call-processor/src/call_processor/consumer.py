@@ -60,6 +60,7 @@ from call_processor.deliveries import (
     prepare_batch,
 )
 from call_processor.handlers import apply_batch, record_closed_days
+from call_processor.live import LivePublisher
 from call_processor.metrics import ProcessorMetrics
 from call_processor.partitions import partitions_of
 from call_processor.rebuild import rebuild_waiting_figures
@@ -122,6 +123,7 @@ class CallProcessor:
         self._consuming = False
         self._database_paused = False
         self.metrics = metrics or ProcessorMetrics()
+        self.live = LivePublisher(topology, self.metrics)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -163,6 +165,7 @@ class CallProcessor:
 
     async def _consume(self, link: LinkSession) -> None:
         consumption = self._consumption = _Consumption(self, link)
+        live = asyncio.create_task(self.live.serve(link), name="live-publisher")
         try:
             self._consuming = True
             self.metrics.broker_connected.set(1)
@@ -173,6 +176,8 @@ class CallProcessor:
             self.metrics.partitions.set(0)
             self._consumption = None
             await consumption.abandon()
+            live.cancel()
+            await asyncio.gather(live, return_exceptions=True)
 
     # --- the database ---------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class CallProcessor:
             total.unassigned += [index for _ in outcome.unassigned]
             for reason in outcome.dead.values():
                 total.dead[index] = reason
+            total.changed += outcome.changed
         return total
 
 
@@ -487,6 +493,7 @@ class _Consumption:
         shard = min(source.shard for source, _ in parts)
         try:
             outcome = await processor.apply(self._settlement, messages, shard)
+            processor.live.changed(outcome.changed)  # committed: the boards may show it
             committed = {*outcome.applied, *outcome.unassigned}
             processor.metrics.batch_committed(
                 (messages[i].headers or {}).get(HEADER_RECEIVED_AT) for i in committed)

@@ -54,6 +54,8 @@ class BatchOutcome:
     applied: list[int] = field(default_factory=list)  # delivery tags: committed, ack them
     dead: dict[int, str] = field(default_factory=dict)  # delivery tag -> reason
     unassigned: list[int] = field(default_factory=list)  # kept until a mapping matches
+    # (organization, call id) of each call the batch changed: for the live boards.
+    changed: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

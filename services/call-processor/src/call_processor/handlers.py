@@ -119,6 +119,8 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
     events = [*call_events(changes.values(), wanted), *lead_events(leads, wanted)]
     if events:
         await repo.record_outbound(events)
+    outcome.changed = [(change.org_id, call_id) for call_id, change in changes.items()
+                       if change.after != change.before]
     return outcome
 
 

@@ -35,6 +35,14 @@ class ProcessorMetrics:
             "calltrail_processor_lag_seconds",
             "Age of the newest event of the last committed batch (now minus its x-received-at).",
             registry=self.registry)
+        self.live_published = Counter(
+            "calltrail_processor_live_published",
+            "Live-board messages published (one per committed batch that changed calls).",
+            registry=self.registry)
+        self.live_dropped = Counter(
+            "calltrail_processor_live_dropped",
+            "Live-board messages dropped, by reason (broker_down, backlog, publish_failed): "
+            "the boards resync from the database.", ["reason"], registry=self.registry)
 
     def batch_committed(self, received_at_ms: Iterable[object]) -> None:
         """Set the lag from the `x-received-at` headers (epoch ms) of the events a batch

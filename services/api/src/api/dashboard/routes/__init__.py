@@ -14,6 +14,7 @@ from api.dashboard.routes import (
     figures,
     leads,
     links,
+    live,
     outbound_webhooks,
     people,
     reset,
@@ -27,5 +28,5 @@ from api.dashboard.routes import (
 
 router = APIRouter(include_in_schema=False)
 for group in (sign_in, reset, links, figures, calls, leads, settings, webhook, people, tokens,
-              outbound_webhooks, agencies, success, vapi_wiring):
+              outbound_webhooks, agencies, success, vapi_wiring, live):
     router.include_router(group.router)
