@@ -255,3 +255,24 @@ def test_candidate_days_are_each_organizations_with_their_ids() -> None:
     days = candidate_days({ORG: MIDNIGHT - dt.timedelta(hours=1), OTHER: MIDNIGHT}, now)
     assert days == [(uuid.uuid5(ORG, "usage.day_closed:2026-11-04"), ORG,
                      dt.date(2026, 11, 4))]
+
+
+# --- edges the mutation run found untested -------------------------------------------------
+
+
+def test_a_change_nobody_wants_does_not_stop_the_ones_after_it() -> None:
+    changes = [CallChange(OTHER, None, replace(state("ended"), call_id="c0")),
+               CallChange(ORG, state("ringing"), state("ringing")),  # no event
+               CallChange(ORG, None, state("ended"))]
+    assert [(e.org_id, e.call_id) for e in call_events(changes, every())] == [
+        (ORG, "call-1")]
+
+
+def test_instants_are_utc_whatever_the_local_zone(local_time_not_utc: None) -> None:
+    paris = dt.timezone(dt.timedelta(hours=1))
+    assert instant(dt.datetime(2026, 7, 1, 12, 0, tzinfo=paris)) == "2026-07-01T11:00:00Z"
+
+
+def test_a_day_that_ended_exactly_at_the_lookback_is_not_closed() -> None:
+    now = MIDNIGHT + dt.timedelta(days=1)  # Monday the 2nd ended exactly three days before
+    assert days_to_close(LONG_AGO, now) == [dt.date(2026, 11, 3), dt.date(2026, 11, 4)]

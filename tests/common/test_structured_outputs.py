@@ -145,3 +145,41 @@ def test_contact_does_not_depend_on_the_order_of_the_outputs(value: dict) -> Non
     assert contact(reordered) == contact(value)
     assert outputs(reordered) == outputs(value)
     assert success_signals(reordered, None) == success_signals(value, None)
+
+
+# -- the limits, each at its edge --------------------------------------------------------
+
+def test_an_id_of_255_characters_is_kept_and_a_longer_one_or_a_nul_is_not() -> None:
+    longest, longer = "k" * 255, "k" * 256
+    items = {longest: {"name": "A", "result": True}, longer: {"name": "B", "result": True},
+             "bad\x00id": {"name": "C", "result": True}}
+    assert [o.id for o in outputs(items)] == [longest]
+
+
+def test_scorecards_sort_by_name_then_id_and_points_need_an_object() -> None:
+    cards = {"id-b": {"name": "Zeta", "score": 1, "scoreNormalized": 50, "metricPoints": {}},
+             "id-a": {"name": "alpha", "score": 1, "scoreNormalized": 50,
+                      "metricPoints": [["x", 1]]},
+             "id-d": {"name": "Mid", "score": 1, "scoreNormalized": 50, "metricPoints": {}},
+             "id-c": {"name": "Mid", "score": 1, "scoreNormalized": 50, "metricPoints": {}}}
+    found = scorecards(cards)
+    assert [c.id for c in found] == ["id-a", "id-c", "id-d", "id-b"]
+    assert found[0].metric_points == {}  # a list of pairs is no object of points
+
+
+def test_a_normalized_score_rounds_half_up_and_a_huge_one_says_nothing() -> None:
+    signals = success_signals({}, {"a": {"scoreNormalized": 12.345},
+                                   "b": {"scoreNormalized": 999_999.99},
+                                   "c": {"scoreNormalized": 1_000_000}})
+    assert signals == [Signal("scorecard", "a", Decimal("12.35")),
+                       Signal("scorecard", "b", Decimal("999999.99"))]
+
+
+def test_a_name_of_200_characters_and_an_email_of_320_are_the_longest_kept() -> None:
+    name = "N" * 200
+    email = "e" * (320 - len("@example.com")) + "@example.com"
+    assert contact({"1": {"name": "name", "result": name},
+                    "2": {"name": "email", "result": email}}) == Contact(name, email)
+    assert contact({"1": {"name": "name", "result": name + "N"},
+                    "2": {"name": "email", "result": "e" + email}}) == Contact(None, None)
+    assert contact({"1": {"name": "email", "result": "a\x00b@example.com"}}).email is None

@@ -254,3 +254,49 @@ async def test_an_unusable_secret_gives_an_endpoint_that_cannot_sign() -> None:
 
     endpoint = await EndpointCache(load, ttl_seconds=1).get(ENDPOINT)
     assert endpoint is not None and endpoint.signer is None
+
+
+# -- edges the mutation run found untested ---------------------------------------------------
+
+@pytest.mark.parametrize(("status", "error"), [
+    (300, "redirect not followed (HTTP 300)"), (399, "redirect not followed (HTTP 399)")])
+def test_every_3xx_is_a_redirect_not_followed(status: int, error: str) -> None:
+    assert status_error(status) == error
+
+
+def test_each_delivery_of_a_batch_gets_its_own_update_logging_its_latest_attempt() -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    updates = delivery_updates([
+        Outcome(first, ENDPOINT, State.PENDING, at(1), Answer(500, "HTTP 500", 10)),
+        Outcome(second, ENDPOINT, State.SUCCEEDED, at(1), OK),
+        Outcome(first, ENDPOINT, State.PENDING, at(2), Answer(502, "HTTP 502", 20)),
+        Outcome(first, ENDPOINT, State.PENDING, at(3), Answer(503, "HTTP 503", 30))])
+    assert [(u.delivery_id, u.attempts, u.status, u.state) for u in updates] == [
+        (first, 3, 503, State.PENDING), (second, 1, 200, State.SUCCEEDED)]
+
+
+def test_endpoint_health_is_per_endpoint() -> None:
+    other = uuid.uuid4()
+    health = endpoint_health([
+        Outcome(uuid.uuid4(), ENDPOINT, State.SUCCEEDED, at(1), OK),
+        Outcome(uuid.uuid4(), other, State.PENDING, at(2), FAILED)])
+    assert sorted(((h.endpoint_id, h.last_success, h.failing_from) for h in health),
+                  key=lambda h: h[0] == other) == [(ENDPOINT, at(1), None),
+                                                    (other, None, at(2))]
+
+
+def test_the_body_timestamp_is_utc_whatever_the_local_zone(local_time_not_utc: None) -> None:
+    occurred = dt.datetime(2026, 7, 1, 9, 0, 0, 500000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert orjson.loads(webhook_body("x", occurred, "{}"))["timestamp"] == (
+        "2026-07-01T07:00:00.500Z")
+    with pytest.raises(ValueError) as naive:
+        webhook_body("x", occurred.replace(tzinfo=None), "{}")
+    assert str(naive.value) == "occurred_at must be timezone-aware"
+
+
+def test_a_delivery_message_is_json_and_undecodable_ids_name_no_delivery() -> None:
+    message = DeliveryMessage(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), b"{}")
+    assert message.properties().content_type == "application/json"
+    with pytest.raises(NotADelivery) as error:
+        DeliveryMessage.read(C, {HEADER_ENDPOINT_ID: b"\xff\xfe", HEADER_EVENT_ID: B}, b"{}")
+    assert str(error.value) == f"{HEADER_ENDPOINT_ID} is not a UUID"
