@@ -8,7 +8,8 @@ CALL_COLUMNS = """id, org_id, direction, status, ended_reason, created_at, start
     duration_seconds, cost, cost_breakdown, costs, customer_number, customer_name,
     customer_email, phone_number_id, assistant_id, transcript, summary, structured_data,
     success_evaluation, recording_url, stereo_recording_url, metadata, report_received,
-    last_event_at, stats_day, structured_outputs, scorecards, output_name, output_email"""
+    last_event_at, stats_day, structured_outputs, scorecards, output_name, output_email,
+    deleted, erased_at IS NOT NULL AS erased"""
 _QUALIFIED = ", ".join(f"calls.{c.strip()}" for c in CALL_COLUMNS.split(","))
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from decimal import Decimal
@@ -51,20 +50,15 @@ from call_processor.outbound import (
     Subscriptions,
 )
 from calltrail_common.attribution import Known, Routing
+from calltrail_common.caller_locks import NUMBER_LOCK_CLASS, number_lock_key
+from calltrail_common.erasure import withheld_fields
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
 from calltrail_common.structured_outputs import contact
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
-# no other user of the database picks the same by chance.
+# no other user of the database picks the same by chance. A caller's number lock is
+# libs/common's: erasing a caller (calltrail_common.erasure) takes it too.
 SHARD_LOCK_CLASS = 0x63740001
-NUMBER_LOCK_CLASS = 0x63740002
-
-
-def number_lock_key(number: str) -> int:
-    """The lock key of a caller's number (two numbers may share one: they then wait on
-    each other, which is all a collision costs)."""
-    digest = hashlib.md5(number.encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
 
 
 def begin_with_locks(shard: int, numbers: Iterable[str]) -> str:
@@ -97,7 +91,7 @@ _FIELD_TYPES = {
 _COLUMN_TYPES = {**{name: _FIELD_TYPES[name] for name in CALL_FIELDS},
                  "status": "text", "duration_seconds": "numeric", "report_received": "boolean",
                  "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb",
-                 "output_name": "text", "output_email": "text"}
+                 "output_name": "text", "output_email": "text", "deleted": "boolean"}
 _COLUMNS = tuple(_COLUMN_TYPES)
 _JSONB_COLUMNS = frozenset(c for c, t in _COLUMN_TYPES.items() if t == "jsonb")
 _NUMBER_BIT = 1 << CALL_FIELDS.index("customer_number")
@@ -115,7 +109,7 @@ def _given(column: str) -> str:
 
 
 LOCK_CALLS = (
-    "SELECT id, org_id, "  # noqa: S608 - column names are code constants
+    "SELECT id, org_id, erased_at, content_purged_at, "  # noqa: S608 - code constants
     + ", ".join(_COLUMNS) + " FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE")
 
 # The markup an organization's own token sees (calltrail_common.organizations): a client's.
@@ -135,6 +129,7 @@ _P_OUTCOMES = _P_STATS + 8  # 5 arrays
 _P_ASSISTANTS = _P_OUTCOMES + 5  # 6 arrays
 _P_SIGNALS = _P_ASSISTANTS + 6  # 7 arrays
 _P_OUTBOUND_ORGS = _P_SIGNALS + 7
+_P_GONE = _P_OUTBOUND_ORGS + 1  # 2 arrays
 
 # One statement; its parts cannot see each other's rows except through RETURNING, which is
 # why a call is linked through `lead_of` (the leads created now, and those that exist).
@@ -274,6 +269,14 @@ WITH created_leads AS (
          AS d (org_id, day, kind, source_id, value, success_evaluation, calls)
     ORDER BY 1, 2, 4
     ON CONFLICT (org_id, day, signal_key, shard) DO UPDATE SET calls = g.calls + EXCLUDED.calls
+), gone AS (
+    SELECT * FROM unnest(${_P_GONE}::uuid[], ${_P_GONE + 1}::text[]) AS g (org_id, call_id)
+), unarchived AS (
+    -- A call Vapi deleted leaves the archive (decision 44), and the outbox.
+    DELETE FROM events e USING gone g WHERE e.org_id = g.org_id AND e.call_id = g.call_id
+), unsent AS (
+    DELETE FROM outbound_events o USING gone g
+    WHERE o.org_id = g.org_id AND o.type LIKE 'call.%' AND o.data ->> 'id' = g.call_id
 )
 SELECT array(SELECT id FROM inserted) AS inserted,
        -- What the enabled outbound endpoints of the batch's organizations want, and the
@@ -487,7 +490,7 @@ def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
         derived = (state.status, state.duration_seconds, state.report_received,
                    state.last_event_at, stats_day(state),
                    _json({name: list(v) for name, v in state.versions.items()}),
-                   carried.name, carried.email)
+                   carried.name, carried.email, state.deleted)
         for offset, value in enumerate(derived, start=len(CALL_FIELDS)):
             columns[offset].append(value)
     return columns
@@ -516,6 +519,9 @@ def _state_from_row(row: asyncpg.Record) -> CallState:
         else 0,
         values={name: row[name] for name in versions},
         versions=versions,
+        deleted=row["deleted"],
+        withheld=withheld_fields(row["erased_at"] is not None,
+                                 row["content_purged_at"] is not None),
     )
 
 
@@ -591,7 +597,8 @@ class CallRepository:
             [c.after.call_id for c in batch.saved_calls], changed,
             *_columns((c.after for c in batch.saved_calls), changed),
             *archived, *unassigned, list(batch.assigned), batch.shard,
-            *stats, *outcomes, *assistants, *signals, sorted(set(batch.orgs)))
+            *stats, *outcomes, *assistants, *signals, sorted(set(batch.orgs)),
+            *_transposed(list(batch.gone_calls), 2))
         if len(row["inserted"]) != len(new_ids):
             raise CallsInsertedMeanwhile
         return _subscriptions(row["outbound"])
