@@ -35,6 +35,8 @@ class Action(StrEnum):
     # when issued, and their delivery logs with "send again".
     MANAGE_OUTBOUND_WEBHOOKS = "manage_outbound_webhooks"
     SET_SUCCESS_MEASURE = "set_success_measure"  # which output or scorecard means success
+    # Erase a caller's personal data, set how long call content is kept (decision 44).
+    ERASE_PERSONAL_DATA = "erase_personal_data"
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -48,6 +50,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.MANAGE_OUTBOUND_WEBHOOKS: "admin",
     Action.MANAGE_PEOPLE: "admin",
     Action.SET_SUCCESS_MEASURE: "admin",
+    Action.ERASE_PERSONAL_DATA: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

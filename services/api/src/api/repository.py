@@ -35,7 +35,7 @@ _CALL_SUMMARY_COLUMNS = """
 # cursor's (created_at, id).
 _CALLS_PAGE = """
     SELECT {columns} FROM calls c
-    WHERE c.org_id = $1
+    WHERE c.org_id = $1 AND NOT c.deleted
       AND ($2::text IS NULL OR c.direction = $2)
       AND ($3::text IS NULL OR c.status = $3)
       AND ($4::uuid IS NULL OR c.lead_id = $4)
@@ -66,11 +66,11 @@ CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
                                                 after=_AFTER_UNDATED)
 
 CALL = """
-    SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2"""
+    SELECT c.* FROM calls c WHERE c.org_id = $1 AND c.id = $2 AND NOT c.deleted"""
 
 CALL_RECORDINGS = """
     SELECT c.recording_url, c.stereo_recording_url FROM calls c
-    WHERE c.org_id = $1 AND c.id = $2"""
+    WHERE c.org_id = $1 AND c.id = $2 AND NOT c.deleted"""
 
 _LEAD_COLUMNS = """
     l.id, l.phone_number, l.name, l.email, l.first_call_at, l.last_call_at, l.call_count,
@@ -93,7 +93,7 @@ LEADS_AFTER = _LEADS_PAGE.format(
 
 LEAD_CALLS = f"""
     SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c
-    WHERE c.org_id = $1 AND c.lead_id = $2
+    WHERE c.org_id = $1 AND c.lead_id = $2 AND NOT c.deleted
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
 

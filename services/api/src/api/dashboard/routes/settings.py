@@ -24,7 +24,7 @@ from api.dashboard.page import (
     signed_in,
 )
 from api.errors import InvalidApiKey, NotConnected, NotFound, VapiUnavailable
-from calltrail_common import audit, outbound_endpoints, phone_numbers
+from calltrail_common import audit, erasure, outbound_endpoints, phone_numbers
 from calltrail_common.access import Action, may
 from calltrail_common.organizations import webhook_url
 
@@ -34,7 +34,8 @@ router = APIRouter()
 
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
-            "sync": "Sync requested."}
+            "sync": "Sync requested.",
+            "retention": "Saved: older content is purged tonight; the figures stay."}
 
 
 def _actor(current: Session) -> audit.Actor:
@@ -69,6 +70,8 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
         "number_conflicts": number_conflicts, "failing_endpoints": failing,
+        "retention": (await json_api.get_retention(state, current.org_id))
+        .content_retention_days,
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
@@ -120,3 +123,19 @@ async def sync_now(request: Request) -> Response:
     await audit.record(api_state(request).pool, current.org_id, _actor(current),
                        "vapi.sync_requested", str(queued.sync_id))
     return redirect(f"/settings?notice=sync&sync={queued.sync_id}")
+
+
+@router.post("/settings/retention")
+async def retention(request: Request) -> Response:
+    """How long transcripts, recordings and archived raw events are kept: `days`, empty for
+    forever (decision 44)."""
+    current = await signed_in(request)
+    form = await posted_form(request, current)
+    require(current, Action.ERASE_PERSONAL_DATA)
+    try:
+        days = erasure.parse_retention(form.get("days"))
+    except ValueError as problem:
+        return await _settings_page(request, current, status=400,
+                                    error=f"{str(problem).capitalize()}.")
+    await json_api.choose_retention(api_state(request), caller(current), days)
+    return redirect("/settings?notice=retention")
