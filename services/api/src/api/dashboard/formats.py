@@ -53,5 +53,13 @@ def label(value: str | None) -> str:
     return words[:1].upper() + words[1:]
 
 
+def caller(value: str | None) -> str:
+    """A caller's number as people read it: an erased caller's pseudonym (decision 44)
+    reads "Erased caller"."""
+    if value is None:
+        return "—"
+    return "Erased caller" if value.startswith("erased:") else value
+
+
 FILTERS = {"money": money, "number": number, "percent": percent, "duration": duration,
-           "instant": instant, "moment": moment, "label": label}
+           "instant": instant, "moment": moment, "label": label, "caller": caller}

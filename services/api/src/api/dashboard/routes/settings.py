@@ -35,7 +35,7 @@ router = APIRouter()
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
             "sync": "Sync requested.",
-            "retention": "Saved: older content is purged tonight; the figures stay."}
+            "retention": "Saved: older content is purged within a day; the figures stay."}
 
 
 def _actor(current: Session) -> audit.Actor:
