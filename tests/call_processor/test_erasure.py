@@ -22,7 +22,7 @@ import pytest
 
 from call_processor.deliveries import Delivery
 from call_processor.handlers import process_batch
-from calltrail_common import audit, erasure
+from calltrail_common import audit, erasure, outbound_endpoints
 from calltrail_common.organizations import create_organization
 from calltrail_testkit.state import assert_invariants
 from tests.support.samples import sample
@@ -90,6 +90,13 @@ async def _apply(connection: asyncpg.Connection, org_id: uuid.UUID, *bodies: dic
     await assert_invariants(connection)
 
 
+async def _outbound_endpoint(connection: asyncpg.Connection, org_id: uuid.UUID) -> None:
+    """An endpoint that wants every call and lead event: the outbox holds the caller too."""
+    await outbound_endpoints.create(
+        connection, org_id, url="https://crm.example.com/hook",
+        event_types=["call.ended", "call.updated", "lead.created", "lead.updated"])
+
+
 async def _dump(database_url: str) -> bytes:
     done = await asyncio.to_thread(
         subprocess.run, ["pg_dump", "--data-only", "--no-owner", database_url],
@@ -112,10 +119,13 @@ async def _figures(connection: asyncpg.Connection) -> dict[str, list[dict]]:
 
 async def test_erasing_a_caller_leaves_nothing_personal_and_every_figure_as_it_was(
         database_url, connection, org_id, capfd: pytest.CaptureFixture[str]) -> None:
+    await _outbound_endpoint(connection, org_id)
     await _apply(connection, org_id, _status("in-1", NUMBER, "in-progress"),
                  _report("in-1", NUMBER), _report("out-1", NUMBER, outbound=True),
                  _report("other-1", OTHER))
     lead_id = await connection.fetchval("SELECT id FROM leads WHERE phone_number = $1", NUMBER)
+    assert await connection.fetchval(  # call.ended twice, lead.created once
+        "SELECT count(*) FROM outbound_events WHERE data::text LIKE $1", f"%{NUMBER}%") == 3
     before = await _figures(connection)
     assert before["daily_success_signals"]  # the boolean output is counted
     assert sorted(_found(await _dump(database_url), PERSONAL)) == sorted(PERSONAL)
@@ -198,14 +208,20 @@ async def test_retention_purges_old_content_and_keeps_the_figures(
 
 async def test_a_call_deleted_in_vapi_leaves_its_figures_and_stays_deleted(
         database_url, connection, org_id) -> None:
+    await _outbound_endpoint(connection, org_id)
     await _apply(connection, org_id, _report("other-1", OTHER))
     alone = await _figures(connection)
     await _apply(connection, org_id, _status("in-1", NUMBER, "in-progress"),
                  _report("in-1", NUMBER))
     assert await _figures(connection) != alone
 
+    assert await connection.fetchval(
+        "SELECT count(*) FROM outbound_events WHERE data ->> 'id' = 'in-1'") == 1
+
     await _apply(connection, org_id, _deleted("in-1", NUMBER))
 
+    assert await connection.fetchval(
+        "SELECT count(*) FROM outbound_events WHERE data ->> 'id' = 'in-1'") == 0
     assert await _figures(connection) == alone
     assert await connection.fetchval("SELECT count(*) FROM leads WHERE phone_number = $1",
                                       NUMBER) == 0

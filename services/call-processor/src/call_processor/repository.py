@@ -294,8 +294,9 @@ SELECT array(SELECT id FROM inserted) AS inserted,
 # call that has them (customer object first, then what its structured outputs carry:
 # `output_name`/`output_email`, from calltrail_common.structured_outputs.contact; then the
 # analysis' structured data). A lead exists while an inbound call has its number: one whose
-# last inbound call changed number goes (its calls are unlinked by the foreign key). Its
-# first inbound call's day, before and after, is what the daily figures count as a new lead.
+# last inbound call changed number or was deleted goes (its calls are unlinked by the
+# foreign key), with its outbound events. Its first inbound call's day, before and after,
+# is what the daily figures count as a new lead.
 # The leads kept of the organizations in $4 come back, with their name and email before
 # (outbound.RefreshedLead): a lead without a first inbound call before was created by this
 # transaction (every lead has one once its transaction commits).
@@ -349,6 +350,12 @@ WITH target AS (
               l.last_call_at, l.call_count, l.created_at
 ), dropped AS (
     DELETE FROM leads l USING recomputed r WHERE l.id = r.id AND r.first_inbound_at IS NULL
+    RETURNING l.id, l.org_id
+), unsent AS (
+    -- A lead that is gone (its last inbound call deleted in Vapi, or now another
+    -- caller's) leaves no outbound event holding its number behind (decision 44).
+    DELETE FROM outbound_events o USING dropped d
+    WHERE o.org_id = d.org_id AND o.type LIKE 'lead.%' AND o.data ->> 'id' = d.id::text
 ), new_leads AS (
     SELECT org_id, day, sum(delta)::integer AS delta FROM (
         SELECT org_id, (old_first_inbound_at AT TIME ZONE 'UTC')::date AS day, -1 AS delta
