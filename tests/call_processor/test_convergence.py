@@ -106,7 +106,9 @@ async def test_any_order_and_duplicates_converge_to_one_in_order_delivery(
         await connection.close()
 
 
-@HYPOTHESIS
+# About 30 s on a quiet machine; fewer examples than the test above, which covers the rest.
+@pytest.mark.timeout(360)
+@settings(HYPOTHESIS, max_examples=25)
 @given(calls=traffic(deletions=True), data=st.data())
 async def test_deletions_in_any_order_converge_and_keep_figures_equal_to_aggregates(
         database_url, calls, data) -> None:

@@ -72,6 +72,13 @@ def _status(call_id: str, number: str, status: str) -> dict:
     return body
 
 
+def _chatter(call_id: str, number: str) -> dict:
+    body = copy.deepcopy(sample("inbound-3-speech-update"))
+    body["message"]["call"].update({"id": call_id, "customer": {"number": number,
+                                                                "name": NAME}})
+    return body
+
+
 def _deleted(call_id: str, number: str) -> dict:
     body = copy.deepcopy(sample("call-deleted"))
     message = body["message"]
@@ -151,6 +158,7 @@ async def test_erasing_a_caller_leaves_nothing_personal_and_every_figure_as_it_w
     # Vapi sends the calls again (a late report, a retry, a snapshot): nothing comes back.
     late = _report("in-1", NUMBER, timestamp=1893718350500)
     await _apply(connection, org_id, late, _status("out-1", NUMBER, "ended"))
+    await _apply(connection, org_id, _chatter("in-1", NUMBER))  # names no call it changes
     assert _found(await _dump(database_url), PERSONAL) == []
     assert await _figures(connection) == before
 
@@ -229,6 +237,7 @@ async def test_a_call_deleted_in_vapi_leaves_its_figures_and_stays_deleted(
     # Later events of the deleted call: it stays deleted, out of every figure.
     await _apply(connection, org_id, _status("in-1", NUMBER, "ended"),
                  _report("in-1", NUMBER, timestamp=1893718350500))
+    await _apply(connection, org_id, _chatter("in-1", NUMBER))
     assert await _figures(connection) == alone
     assert _found(await _dump(database_url), PERSONAL) == []
     assert await connection.fetchval("SELECT deleted FROM calls WHERE id = 'in-1'")

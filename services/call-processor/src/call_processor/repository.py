@@ -187,12 +187,18 @@ WITH created_leads AS (
       AND c.lead_id IS DISTINCT FROM created_leads.id
       AND c.id <> ALL(${_P_SAVED_IDS}::text[])
 ), archived AS (
+    -- Not the events of a call stored as deleted or erased (decision 44): chatter about one
+    -- names no call this batch changes (changes.unarchived_calls covers those).
     INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
                         endpoint_id, body)
     SELECT * FROM unnest(${_P_ARCHIVE}::text[], ${_P_ARCHIVE + 1}::uuid[],
                          ${_P_ARCHIVE + 2}::timestamptz[], ${_P_ARCHIVE + 3}::text[],
                          ${_P_ARCHIVE + 4}::text[], ${_P_ARCHIVE + 5}::text[],
                          ${_P_ARCHIVE + 6}::text[], ${_P_ARCHIVE + 7}::bytea[])
+         AS a (message_id, org_id, received_at, message_type, call_id, dedupe_key,
+               endpoint_id, body)
+    WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = a.call_id AND c.org_id = a.org_id
+                      AND (c.deleted OR c.erased_at IS NOT NULL))
     ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
         WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL
 ), kept_aside AS (
