@@ -220,6 +220,9 @@ async def test_the_tenant_matrix(api: RunningApi, fake_vapi: tuple[FakeVapi, str
     assert await api.connection.fetchval(
         "SELECT secret FROM outbound_endpoints WHERE id = $1",
         uuid.UUID(owner.endpoint_id)) in owner.secrets
+    # The intruder's POST /api/leads/{id}/erase erased nothing of the owner's.
+    lead = (await owner.tenant.client.get(f"/api/leads/{owner.lead_id}")).json()
+    assert lead["phoneNumber"] == "+14155550161" and lead["name"] is not None
     # The intruder's PUT and DELETE /api/success-measure changed the intruder's measure.
     measure = (await owner.tenant.client.get("/api/success-measure")).json()["measure"]
     chosen = next(s for s in owner.secrets if s.startswith("so-"))

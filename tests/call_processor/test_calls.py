@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import replace
 from decimal import Decimal
 
 from hypothesis import given
@@ -20,7 +21,9 @@ from call_processor.calls import (
     merge,
     stats_day,
     status_rank,
+    tombstone,
 )
+from calltrail_common.erasure import PERSONAL_FIELDS, anonymous_outputs
 
 T0 = dt.datetime(2026, 11, 3, 15, 4, 5, tzinfo=dt.UTC)
 
@@ -133,3 +136,67 @@ def test_combining_partial_merges_is_merging_everything(events, split) -> None:
     first, second = fold(*observations[:split]), fold(*observations[split:])
     assert combine(first, second) == fold(*observations)
     assert combine(second, first) == fold(*observations)
+
+
+# -- deleted calls and withheld fields (decision 44) ----------------------------------------
+
+_DELETION = Observation(call_id="c1", event_ms=3, status=None, is_report=False, values={},
+                        deletes=True)
+
+
+@given(st.lists(st.one_of(_observations, st.just(_DELETION)), min_size=1, max_size=6),
+       st.randoms(use_true_random=False), st.integers(0, 6))
+def test_a_deletion_anywhere_is_the_same_tombstone(observations, rng, split) -> None:
+    delivered = list(observations)
+    rng.shuffle(delivered)
+    assert fold(*delivered) == fold(*observations)
+    first, second = fold(*observations[:split]), fold(*observations[split:])
+    assert combine(first, second) == combine(second, first) == fold(*observations)
+    if _DELETION in observations:
+        assert fold(*observations) == tombstone("c1")
+        assert contribution(fold(*observations)) is None
+    else:
+        assert not fold(*observations).deleted
+
+
+def test_a_tombstone_takes_nothing_and_counts_nowhere() -> None:
+    state = fold(obs(status="in-progress", ms=1, direction="inboundPhoneCall",
+                     created_at=T0, customer_number="+14155550123"), _DELETION,
+                 obs(ms=9, report=True, transcript="late", cost=Decimal(1)))
+    assert state == tombstone("c1") and not state.values and state.status is None
+    assert contribution(state) is None
+
+
+@given(st.lists(_observations, min_size=1, max_size=6), st.integers(0, 6))
+def test_withheld_fields_are_never_filled_and_erasing_commutes_with_merging(
+        observations, split) -> None:
+    """Erasing after every event, or between them (the stored state's fields cleared and
+    withheld, as calltrail_common.erasure does), ends in the same state."""
+    def erased(state: CallState) -> CallState:
+        values = {k: v for k, v in state.values.items() if k not in PERSONAL_FIELDS}
+        versions = {k: v for k, v in state.versions.items() if k not in PERSONAL_FIELDS}
+        outputs = anonymous_outputs(state.values.get("structured_outputs"))
+        if outputs is not None:
+            values["structured_outputs"] = outputs
+            versions["structured_outputs"] = state.versions["structured_outputs"]
+        return replace(state, values=values, versions=versions, withheld=PERSONAL_FIELDS)
+
+    late = erased(fold(*observations))
+    early = erased(fold(*observations[:split]))
+    for o in observations[split:]:
+        early = merge(early, o)
+    assert early.values.keys() == late.values.keys()
+    assert {k: v for k, v in early.values.items() if k != "structured_outputs"} == \
+        {k: v for k, v in late.values.items() if k != "structured_outputs"}
+    assert not set(early.values) & (PERSONAL_FIELDS - {"structured_outputs"})
+    for outputs in (early.values.get("structured_outputs") or {}).values():
+        assert isinstance(outputs["result"], bool)  # only the anonymous part
+
+
+def test_the_anonymous_part_of_structured_outputs() -> None:
+    assert anonymous_outputs({"o1": {"name": "Booked", "result": True},
+                              "o2": {"name": "Name", "result": "Ana Ruiz"},
+                              "o3": {"result": False}, "o4": "odd"}) == \
+        {"o1": {"name": "Booked", "result": True}, "o3": {"result": False}}
+    assert anonymous_outputs({"o2": {"result": "Ana"}}) is None
+    assert anonymous_outputs(None) is None

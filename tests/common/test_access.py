@@ -24,7 +24,8 @@ ALLOWED: dict[Role, set[Action]] = {
     "admin": {Action.READ, Action.EXPORT, Action.SYNC, Action.SEE_SECRETS,
               Action.MANAGE_VAPI_KEY, Action.MANAGE_TOKENS, Action.MANAGE_PEOPLE,
               Action.READ_AUDIT, Action.MANAGE_OUTBOUND_WEBHOOKS,
-              Action.SET_SUCCESS_MEASURE, Action.SET_TIME_ZONE, Action.WIRE_VAPI},
+              Action.SET_SUCCESS_MEASURE, Action.SET_TIME_ZONE, Action.WIRE_VAPI,
+              Action.ERASE_PERSONAL_DATA},
     "owner": set(Action),
 }
 
@@ -45,6 +46,7 @@ def test_viewers_never_see_secrets_and_only_owners_rotate_them() -> None:
     assert [r for r in ROLES if may(r, Action.MANAGE_OUTBOUND_WEBHOOKS)] == ["owner", "admin"]
     assert [r for r in ROLES if may(r, Action.MANAGE_SECRET)] == ["owner"]
     assert [r for r in ROLES if may(r, Action.MANAGE_CLIENTS)] == ["owner"]
+    assert [r for r in ROLES if may(r, Action.ERASE_PERSONAL_DATA)] == ["owner", "admin"]
 
 
 @pytest.mark.parametrize(("granter", "role", "allowed"), [

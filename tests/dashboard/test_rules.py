@@ -47,6 +47,8 @@ def test_formats() -> None:
     assert formats.money(None) == "—" and formats.percent(2 / 3) == "67%"
     assert formats.duration(200) == "3:20" and formats.duration(3700) == "1h 01m"
     assert formats.label("customer-did-not-answer") == "Customer did not answer"
+    assert formats.caller("erased:9b1c") == "Erased caller"
+    assert formats.caller("+14155550123") == "+14155550123" and formats.caller(None) == "—"
 
 
 def test_an_unnamed_id_is_shortened_and_a_short_one_kept() -> None:

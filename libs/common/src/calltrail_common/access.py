@@ -38,6 +38,8 @@ class Action(StrEnum):
     SET_TIME_ZONE = "set_time_zone"      # whose days the figures count (decision 45)
     # Point the Vapi account's assistants and numbers at Calltrail, or put them back.
     WIRE_VAPI = "wire_vapi"
+    # Erase a caller's personal data, set how long call content is kept (decision 44).
+    ERASE_PERSONAL_DATA = "erase_personal_data"
 
 
 _LEAST_ROLE: dict[Action, Role] = {
@@ -53,6 +55,7 @@ _LEAST_ROLE: dict[Action, Role] = {
     Action.SET_SUCCESS_MEASURE: "admin",
     Action.SET_TIME_ZONE: "admin",
     Action.WIRE_VAPI: "admin",
+    Action.ERASE_PERSONAL_DATA: "admin",
     Action.MANAGE_SECRET: "owner",
     Action.MANAGE_CLIENTS: "owner",
 }

@@ -516,9 +516,27 @@ def lifecycle(draw: st.DrawFn, call_id: str) -> list[dict[str, Any]]:
 
 
 @st.composite
-def traffic(draw: st.DrawFn, organizations: int = 2, most_calls: int = 6
-            ) -> list[tuple[int, list[dict[str, Any]]]]:
-    """(organization index, lifecycle) for several calls."""
+def traffic(draw: st.DrawFn, organizations: int = 2, most_calls: int = 6,
+            deletions: bool = False) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(organization index, lifecycle) for several calls; with `deletions`, some calls are
+    deleted in Vapi (`with_deletion`)."""
     calls = draw(st.integers(1, most_calls))
-    return [(draw(st.integers(0, organizations - 1)), draw(lifecycle(str(uuid.uuid4()))))
-            for _ in range(calls)]
+    out = []
+    for _ in range(calls):
+        events = draw(lifecycle(str(uuid.uuid4())))
+        if deletions and draw(st.booleans()):
+            events = draw(with_deletion(events))
+        out.append((draw(st.integers(0, organizations - 1)), events))
+    return out
+
+
+@st.composite
+def with_deletion(draw: st.DrawFn, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` with Vapi's `call.deleted` for the call somewhere among them: anywhere, since
+    Vapi promises no order, so that later events must not bring the call back."""
+    call = events[0]["message"]["call"]
+    deleted = {"message": {"type": "call.deleted", "timestamp": int(
+        (T0 + dt.timedelta(hours=draw(st.integers(0, 2)))).timestamp() * 1000),
+        "call": call, "customer": call.get("customer", {})}}
+    at = draw(st.integers(0, len(events)))
+    return [*events[:at], deleted, *events[at:]]

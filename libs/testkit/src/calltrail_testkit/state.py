@@ -8,7 +8,8 @@ CALL_COLUMNS = """id, org_id, direction, status, ended_reason, created_at, start
     duration_seconds, cost, cost_breakdown, costs, customer_number, customer_name,
     customer_email, phone_number_id, assistant_id, transcript, summary, structured_data,
     success_evaluation, recording_url, stereo_recording_url, metadata, report_received,
-    last_event_at, stats_day, structured_outputs, scorecards, output_name, output_email"""
+    last_event_at, stats_day, structured_outputs, scorecards, output_name, output_email,
+    deleted, erased_at IS NOT NULL AS erased"""
 _QUALIFIED = ", ".join(f"calls.{c.strip()}" for c in CALL_COLUMNS.split(","))
 
 
@@ -151,3 +152,17 @@ async def assert_invariants(connection: asyncpg.Connection) -> None:
         "SELECT l.id FROM leads l WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE"
         " c.lead_id = l.id AND c.direction = 'inboundPhoneCall')")
     assert not lead_without_inbound
+    # Decision 44: a deleted call keeps nothing and counts nowhere; an erased one keeps no
+    # personal field (its number is its lead's pseudonym, or nothing).
+    tombstones_with_data = await connection.fetch(
+        "SELECT id FROM calls WHERE deleted AND (stats_day IS NOT NULL OR lead_id IS NOT NULL"
+        " OR customer_number IS NOT NULL OR transcript IS NOT NULL OR status IS NOT NULL"
+        " OR field_versions <> '{}')")
+    assert not tombstones_with_data
+    erased_with_data = await connection.fetch(
+        "SELECT c.id FROM calls c WHERE c.erased_at IS NOT NULL AND (c.customer_name IS NOT"
+        " NULL OR c.customer_email IS NOT NULL OR c.transcript IS NOT NULL OR c.summary IS"
+        " NOT NULL OR c.structured_data IS NOT NULL OR c.recording_url IS NOT NULL OR"
+        " c.stereo_recording_url IS NOT NULL OR c.metadata IS NOT NULL OR"
+        " c.customer_number NOT LIKE 'erased:%')")
+    assert not erased_with_data

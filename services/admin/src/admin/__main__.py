@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from admin import accounts, agencies, outbound_webhooks, people, success, time_zone
+from admin import accounts, agencies, erasure, outbound_webhooks, people, success, time_zone
 from admin.broker import confirmed_channel, dead_letters
 from admin.output import CommandError, parse_id, print_json
 from calltrail_common import archive, audit, db, phone_numbers
@@ -371,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     accounts.add_commands(commands)
     people.add_commands(commands)
     outbound_webhooks.add_commands(commands)
+    erasure.add_commands(commands, org)
     return parser
 
 

@@ -42,7 +42,7 @@ _CALL_NAMES = """
 # cursor's (created_at, id).
 _CALLS_PAGE = """
     SELECT {columns} FROM calls c {names}
-    WHERE c.org_id = $1
+    WHERE c.org_id = $1 AND NOT c.deleted
       AND ($2::text IS NULL OR c.direction = $2)
       AND ($3::text IS NULL OR c.status = $3)
       AND ($4::uuid IS NULL OR c.lead_id = $4)
@@ -76,7 +76,7 @@ CALLS_EXPORT_AFTER_UNDATED = _CALLS_PAGE.format(columns=_CALL_EXPORT_COLUMNS,
 
 CALL = f"""
     SELECT c.*, an.name AS assistant_name, pn.name AS phone_number_name
-    FROM calls c {_CALL_NAMES} WHERE c.org_id = $1 AND c.id = $2"""  # noqa: S608
+    FROM calls c {_CALL_NAMES} WHERE c.org_id = $1 AND c.id = $2 AND NOT c.deleted"""  # noqa: S608
 
 # The live board (decision 46): a call as a board shows it, the caller by its lead's name.
 _LIVE_COLUMNS = """
@@ -88,7 +88,7 @@ _LIVE_COLUMNS = """
 # (or not dated yet), the longest a call can last, so a call whose end never came leaves.
 LIVE_BOARD = f"""
     SELECT {_LIVE_COLUMNS} FROM calls c LEFT JOIN leads l ON l.id = c.lead_id
-    WHERE c.org_id = $1
+    WHERE c.org_id = $1 AND NOT c.deleted
       AND (c.created_at IS NULL OR c.created_at >= now() - make_interval(secs => $2))
       AND (c.status IS DISTINCT FROM 'ended' OR c.ended_at >= now() - make_interval(secs => $3))
     ORDER BY c.created_at DESC, c.id DESC
@@ -97,12 +97,12 @@ LIVE_BOARD = f"""
 LIVE_CALLS = f"""
     SELECT {_LIVE_COLUMNS}
     FROM unnest($1::uuid[], $2::text[]) AS changed(org_id, id)
-    JOIN calls c ON c.id = changed.id AND c.org_id = changed.org_id
+    JOIN calls c ON c.id = changed.id AND c.org_id = changed.org_id AND NOT c.deleted
     LEFT JOIN leads l ON l.id = c.lead_id"""  # noqa: S608 - constant columns
 
 CALL_RECORDINGS = """
     SELECT c.recording_url, c.stereo_recording_url FROM calls c
-    WHERE c.org_id = $1 AND c.id = $2"""
+    WHERE c.org_id = $1 AND c.id = $2 AND NOT c.deleted"""
 
 _LEAD_COLUMNS = """
     l.id, l.phone_number, l.name, l.email, l.first_call_at, l.last_call_at, l.call_count,
@@ -125,7 +125,7 @@ LEADS_AFTER = _LEADS_PAGE.format(
 
 LEAD_CALLS = f"""
     SELECT {_CALL_SUMMARY_COLUMNS} FROM calls c {_CALL_NAMES}
-    WHERE c.org_id = $1 AND c.lead_id = $2
+    WHERE c.org_id = $1 AND c.lead_id = $2 AND NOT c.deleted
     ORDER BY c.created_at DESC, c.id DESC
     LIMIT $3"""  # noqa: S608
 

@@ -36,6 +36,7 @@ from api.sessions import Sessions
 from calltrail_common import (
     agencies,
     audit,
+    erasure,
     organizations,
     success_measures,
     time_zones,
@@ -562,6 +563,47 @@ async def get_lead(state: State, org_id: Org, lead_id: str,
     if found is None:
         raise NotFound("no such lead")
     return shapes.billed_lead(shapes.lead_detail(*found), costs)
+
+
+@router.post("/leads/{lead_id}/erase", response_model=shapes.Erased, tags=["leads"])
+async def erase_lead(state: State, who: Who, lead_id: str) -> shapes.Erased:
+    """Erase this caller: the lead's number, name and email, and in every call of that
+    number its transcript, summary, structured data, recordings and archived raw events.
+    Counts, minutes and costs stay; the audit log records the lead's id, never the number.
+    A later call from the number makes a new lead (decision 44). Idempotent."""
+    return await erase_caller(state, who, params.path_uuid(lead_id))
+
+
+async def erase_caller(state: ApiState, who: Caller, lead_id: uuid.UUID) -> shapes.Erased:
+    async with state.pool.acquire() as connection:
+        done = await erasure.erase_caller(connection, who.org_id, who.actor, lead_id=lead_id)
+    if done is None or done.lead_id is None:
+        raise NotFound("no such lead")
+    log.info("caller_erased", org_id=str(who.org_id), lead_id=str(done.lead_id),
+             calls=done.calls)
+    return shapes.Erased(lead_id=done.lead_id, erased_calls=done.calls)
+
+
+@router.get("/retention", response_model=shapes.Retention, tags=["settings"])
+async def get_retention(state: State, org_id: Org) -> shapes.Retention:
+    """How long call content is kept (default: forever)."""
+    return shapes.Retention(
+        content_retention_days=await erasure.content_retention(state.pool, org_id))
+
+
+@router.put("/retention", response_model=shapes.Retention, tags=["settings"])
+async def set_retention(state: State, who: Who, body: shapes.Retention) -> shapes.Retention:
+    """Keep transcripts, recordings and archived raw events this many days (null: forever);
+    older ones are purged nightly, the figures stay."""
+    return await choose_retention(state, who, body.content_retention_days)
+
+
+async def choose_retention(state: ApiState, who: Caller, days: int | None
+                           ) -> shapes.Retention:
+    async with state.pool.acquire() as connection:
+        await erasure.set_content_retention(connection, who.org_id, days, who.actor)
+    log.info("retention_set", org_id=str(who.org_id), days=days)
+    return shapes.Retention(content_retention_days=days)
 
 
 # --- an agency's clients ----------------------------------------------------------------

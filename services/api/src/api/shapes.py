@@ -145,6 +145,19 @@ class SuccessMeasureShape(Shape):
                                     "output")
 
 
+class Erased(Shape):
+    """What erasing a caller did (decision 44): the lead, now anonymous, and how many of
+    its calls lost their personal data; their counts, minutes and costs stay."""
+    lead_id: uuid.UUID
+    erased_calls: int
+
+
+class Retention(Shape):
+    """How long transcripts, recordings and archived raw events are kept, in days; null:
+    forever. The figures are kept whatever this says."""
+    content_retention_days: int | None = Field(default=None, ge=1, le=36500)
+
+
 class SuccessMeasureRequest(Shape):
     kind: Literal["output", "scorecard"]
     source_id: str = Field(min_length=1, max_length=255)

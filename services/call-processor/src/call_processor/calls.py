@@ -10,6 +10,11 @@ A call's state converges whatever order events arrive in, and however often:
 - status is a max-register on `status_rank`: it only moves forward, `ended` is final, an
   unknown status never moves it, and an end-of-call-report alone ends a call.
 - a field an event does not carry never erases a value.
+- a deleted call (`call.deleted`) is a tombstone: it absorbs every later or earlier event
+  (the lattice's top), holds no field and counts in no figure.
+- a call's `withheld` fields (erased personal data, purged content:
+  `calltrail_common.erasure`) are never filled again; of the structured outputs of an
+  erased call only the anonymous part is taken (`anonymous_outputs`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from calltrail_common.erasure import REDACTED_FIELDS, anonymous_outputs
 from calltrail_common.time_zones import local_day
 
 SNAPSHOT = 1  # what a call object says: a status-update, any event's call, a call-snapshot
@@ -67,6 +73,7 @@ class Observation:
     status: str | None
     is_report: bool
     values: Mapping[str, tuple[Any, int]]  # field -> (value, authority)
+    deletes: bool = False  # call.deleted: the call is gone for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class CallState:
     last_event_ms: int = 0
     values: Mapping[str, Any] = field(default_factory=dict)
     versions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    deleted: bool = False  # a tombstone: Vapi deleted the call
+    withheld: frozenset[str] = frozenset()  # fields never filled again (erased, purged)
 
     def get(self, name: str) -> Any:
         return self.values.get(name)
@@ -113,13 +122,29 @@ def _wins(state: CallState, name: str, value: Any, authority: int, event_ms: int
     return (authority, event_ms, canonical(value)) > current
 
 
+def tombstone(call_id: str) -> CallState:
+    """A deleted call: nothing of it is kept, nothing brings it back."""
+    return CallState(call_id=call_id, deleted=True)
+
+
+def _taken(state: CallState, name: str, value: Any) -> Any:
+    """`value` as the call takes it: None (not at all) for a withheld field, its anonymous
+    part for a redacted one."""
+    if value is None or name not in state.withheld:
+        return value
+    return anonymous_outputs(value) if name in REDACTED_FIELDS else None
+
+
 def merge(state: CallState, observation: Observation) -> CallState:
     """The state after also knowing `observation` (order-free, duplicate-free)."""
+    if state.deleted or observation.deletes:
+        return tombstone(state.call_id)
     values = dict(state.values)
     versions = dict(state.versions)
-    for name, (value, authority) in observation.values.items():
+    for name, (said, authority) in observation.values.items():
+        value = _taken(state, name, said)
         if value is None:
-            continue  # absent: never erases
+            continue  # absent or withheld: never erases
         if _wins(state, name, value, authority, observation.event_ms):
             values[name] = value
             versions[name] = (authority, observation.event_ms)
@@ -140,11 +165,14 @@ def merge(state: CallState, observation: Observation) -> CallState:
 def combine(state: CallState, other: CallState) -> CallState:
     """The state knowing what both know: `merge` of every observation behind either, in any
     grouping (each field, the status and the rest are joins), so a batch's observations can
-    be merged before the stored state is read."""
+    be merged before the stored state is read. `state` is the stored one: its `withheld`
+    fields stay as they are (an observed state has none)."""
+    if state.deleted or other.deleted:
+        return tombstone(state.call_id)
     values = dict(state.values)
     versions = dict(state.versions)
     for name, (authority, event_ms) in other.versions.items():
-        value = other.values.get(name)
+        value = _taken(state, name, other.values.get(name))
         if value is not None and _wins(state, name, value, authority, event_ms):
             values[name] = value
             versions[name] = (authority, event_ms)
@@ -195,8 +223,9 @@ def stats_day(state: CallState) -> dt.date | None:
 
 def contribution(state: CallState | None, where: dt.tzinfo = dt.UTC) -> DayContribution | None:
     """What `state` adds to the figures of its organization, whose zone is `where`: on the
-    organization's day of `counted_at` (decision 45)."""
-    if state is None:
+    organization's day of `counted_at` (decision 45); None for none (a deleted call:
+    none, decision 44)."""
+    if state is None or state.deleted:
         return None
     at = counted_at(state)
     if at is None:

@@ -17,6 +17,7 @@ from call_processor.calls import CALL_FIELDS, CallState, combine, is_inbound, me
 from call_processor.deliveries import BatchOutcome, Parsed, PreparedBatch
 from call_processor.figures import DailyFigures
 from calltrail_common.attribution import NO_MATCH
+from calltrail_common.erasure import ERASED_NUMBER_PREFIX
 
 Caller = tuple[uuid.UUID, str]  # (organization, E.164 number)
 
@@ -73,11 +74,16 @@ class BatchWrite:
     figures: DailyFigures
     shard: int
     orgs: Sequence[uuid.UUID] = ()  # the organizations of its calls (outbound.Subscriptions)
+    # Calls deleted by this batch: their archived events and outbound events go.
+    gone_calls: Sequence[tuple[uuid.UUID, str]] = ()
 
 
 def caller_number(state: CallState | None) -> str | None:
+    """The number of the call's caller (E.164), or the pseudonym of an erased caller's lead
+    (`calltrail_common.erasure`), which keeps the call linked to that lead."""
     number = state.get("customer_number") if state is not None else None
-    return number if isinstance(number, str) and number.startswith("+") else None
+    return number if isinstance(number, str) and number.startswith(("+", ERASED_NUMBER_PREFIX)) \
+        else None
 
 
 def observed_calls(batch: PreparedBatch, orgs: Mapping[str, uuid.UUID | None]
@@ -138,12 +144,21 @@ def foreign_calls(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None]
     return foreign
 
 
+def unarchived_calls(changes: Mapping[str, CallChange]) -> frozenset[str]:
+    """The calls whose events the archive no longer keeps: deleted ones, and those whose
+    caller was erased (their raw events hold what was erased)."""
+    return frozenset(call_id for call_id, change in changes.items()
+                     if change.after.deleted or "customer_number" in change.after.withheld)
+
+
 def archive_events(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None],
-                   outcome: BatchOutcome, reasons: Mapping[str, str] | None = None
+                   outcome: BatchOutcome, reasons: Mapping[str, str] | None = None,
+                   unarchived: frozenset[str] = frozenset()
                    ) -> tuple[dict[str, ArchivedEvent], list[UnassignedEvent]]:
     """Every event not dead-lettered, once per message id (a redelivery is one event), and
     those without an organization, to keep aside with the reason (`reasons`, by message
-    id); the outcome of each delivery."""
+    id); the outcome of each delivery. An event of one of the `unarchived` calls of its
+    organization is applied and not archived."""
     archived: dict[str, ArchivedEvent] = {}
     unassigned: list[UnassignedEvent] = []
     for p in parsed:
@@ -152,7 +167,7 @@ def archive_events(parsed: Sequence[Parsed], orgs: Mapping[str, uuid.UUID | None
             continue
         org = orgs[message_id]
         (outcome.applied if org is not None else outcome.unassigned).append(p.delivery.tag)
-        if message_id in archived:
+        if message_id in archived or (org is not None and p.event.call_id in unarchived):
             continue
         envelope = p.delivery.envelope
         archived[message_id] = ArchivedEvent(
@@ -179,7 +194,8 @@ def _replaced(before: CallState, after: CallState, names: Iterable[str]) -> bool
 
 def is_unchanged(before: CallState, after: CallState) -> bool:
     """Whether the batch left the call as it was stored (it is then not written)."""
-    return (before.status == after.status and before.report_received == after.report_received
+    return (before.deleted == after.deleted and before.status == after.status
+            and before.report_received == after.report_received
             and before.last_event_ms == after.last_event_ms
             and before.versions == after.versions and not _replaced(before, after, after.values))
 
@@ -236,4 +252,6 @@ def batch_write(changes: Mapping[str, CallChange], archived: Mapping[str, Archiv
         figures=figures,
         shard=shard,
         orgs=sorted({c.org_id for c in changes.values()}),
+        gone_calls=sorted((c.org_id, c.after.call_id) for c in changes.values()
+                          if c.after.deleted and (c.before is None or not c.before.deleted)),
     )

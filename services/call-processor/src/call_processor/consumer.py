@@ -68,6 +68,7 @@ from call_processor.repository import heartbeat, leave, prune_events, prune_outb
 from calltrail_common.broker import BrokerLink, LinkSession
 from calltrail_common.db import TRANSIENT_ERRORS, create_pool
 from calltrail_common.envelope import HEADER_RECEIVED_AT
+from calltrail_common.erasure import purge_expired_content
 from calltrail_common.logging import get_logger
 from calltrail_common.settlement import (
     BROKER_CALL_TIMEOUT_SECONDS,
@@ -85,6 +86,10 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 # Pauses stay short so that processing resumes within seconds of an outage's end.
 _PAUSE_MAX_SECONDS = 5.0
 _PRUNE_EVERY_SECONDS = 3600.0
+# Each organization's retention of call content (calltrail_common.erasure): once a day,
+# and at start, in batches of this many rows per statement.
+_PURGE_CONTENT_EVERY_SECONDS = 86_400.0
+_PURGE_CONTENT_BATCH = 1000
 _CLOSE_DAYS_EVERY_SECONDS = 300.0  # a day closes within 5 minutes of its grace's end
 _REBUILD_EVERY_SECONDS = 5.0  # a new time zone's figures start rebuilding within seconds
 _PREPARE_CHUNK = 25  # deliveries parsed between two chances for the other batches to go on
@@ -228,8 +233,10 @@ class CallProcessor:
 
     async def _prune_forever(self) -> None:
         """The periodic job: close the days outbound endpoints want closed (every few
-        minutes), and prune the archive and the delivered outbox (every hour)."""
+        minutes), prune the archive and the delivered outbox (every hour), and purge the
+        call content past each organization's retention (every day)."""
         pruned_at: float | None = None
+        purged_at: float | None = None
         while True:
             try:
                 pool = await self._database()
@@ -244,6 +251,13 @@ class CallProcessor:
                         pruned_at = time.monotonic()
                         if deleted or outbox:
                             log.info("events_pruned", deleted=deleted, outbox_deleted=outbox)
+                    if purged_at is None or \
+                            time.monotonic() - purged_at >= _PURGE_CONTENT_EVERY_SECONDS:
+                        calls, events = await purge_expired_content(
+                            connection, _PURGE_CONTENT_BATCH)
+                        purged_at = time.monotonic()
+                        if calls or events:
+                            log.info("content_purged", calls=calls, events=events)
             except TRANSIENT_ERRORS as error:
                 log.warning("housekeeping_failed", error=type(error).__name__)
             await asyncio.sleep(_CLOSE_DAYS_EVERY_SECONDS)

@@ -28,7 +28,9 @@ from calltrail_common.snapshots import CALL_SNAPSHOT, CALL_SNAPSHOTS
 
 log = get_logger("call_processor")
 
-CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT})
+CALL_DELETED = "call.deleted"  # the SDK's ServerMessageCallDeleted: the call is gone
+CALL_EVENT_TYPES = frozenset({"status-update", "end-of-call-report", CALL_SNAPSHOT,
+                              CALL_DELETED})
 
 # What Postgres cannot hold is left out here, as if the event did not carry it, rather than
 # failing the whole batch in the database; the raw event (bytea) keeps every byte of it.
@@ -364,5 +366,8 @@ def _event(message: Mapping[str, Any], *, route: bool) -> WebhookEvent:
             if _text(call.get("id")) is not None:
                 raise PoisonMessage(f"{message_type} with an unusable call.id")
             raise PoisonMessage(f"{message_type} without call.id")
-        observation = _observation(message_type, message, call, call_id)
+        observation = _observation(message_type, message, call, call_id) \
+            if message_type != CALL_DELETED else \
+            Observation(call_id=call_id, event_ms=_epoch_ms(message.get("timestamp")),
+                        status=None, is_report=False, values={}, deletes=True)
     return WebhookEvent(message_type, routing, observation, call_id)

@@ -35,6 +35,7 @@ from call_processor.changes import (
     foreign_calls,
     lead_callers,
     observed_calls,
+    unarchived_calls,
 )
 from call_processor.deliveries import (
     BatchOutcome,
@@ -109,7 +110,8 @@ async def _apply(repo: CallRepository, batch: PreparedBatch, shard: int,
     _refuse_foreign_calls(batch.parsed, orgs, changes, outcome)
     archived, unassigned = archive_events(
         batch.parsed, orgs, outcome,
-        {message_id: a.reason for message_id, a in found.items() if a.reason is not None})
+        {message_id: a.reason for message_id, a in found.items() if a.reason is not None},
+        unarchived_calls(changes))
     new_inbound, callers = lead_callers(changes.values())
     zones = await repo.figures_zones(c.org_id for c in changes.values())
     wanted = await repo.write(batch_write(changes, archived, unassigned, new_inbound, shard,

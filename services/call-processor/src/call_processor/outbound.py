@@ -227,8 +227,8 @@ def call_events(changes: Iterable[CallChange], subscriptions: Subscriptions
     events = []
     for change in changes:
         org = change.org_id
-        if org not in subscriptions.types:
-            continue
+        if org not in subscriptions.types or change.after.deleted:
+            continue  # a deleted call's events go with it (changes.BatchWrite.gone_calls)
         kind = call_event_type(change.before, change.after)
         if kind is None or not subscriptions.wants(org, kind):
             continue

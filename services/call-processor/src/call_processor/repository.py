@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from decimal import Decimal
@@ -58,21 +57,16 @@ from call_processor.outbound import (
     Subscriptions,
 )
 from calltrail_common.attribution import Known, Routing
+from calltrail_common.caller_locks import NUMBER_LOCK_CLASS, number_lock_key
+from calltrail_common.erasure import withheld_fields
 from calltrail_common.phone_numbers import ASSIGNMENT_LOCK_KEY, known_for
 from calltrail_common.structured_outputs import contact
 from calltrail_common.time_zones import zone
 
 # Advisory lock classes (the first key of pg_advisory_xact_lock(int, int)); "ct" in front so
-# no other user of the database picks the same by chance.
+# no other user of the database picks the same by chance. A caller's number lock is
+# libs/common's: erasing a caller (calltrail_common.erasure) takes it too.
 SHARD_LOCK_CLASS = 0x63740001
-NUMBER_LOCK_CLASS = 0x63740002
-
-
-def number_lock_key(number: str) -> int:
-    """The lock key of a caller's number (two numbers may share one: they then wait on
-    each other, which is all a collision costs)."""
-    digest = hashlib.md5(number.encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
 
 
 def begin_with_locks(shard: int, numbers: Iterable[str]) -> str:
@@ -111,7 +105,7 @@ _FIELD_TYPES = {
 _COLUMN_TYPES = {**{name: _FIELD_TYPES[name] for name in CALL_FIELDS},
                  "status": "text", "duration_seconds": "numeric", "report_received": "boolean",
                  "last_event_at": "timestamptz", "stats_day": "date", "field_versions": "jsonb",
-                 "output_name": "text", "output_email": "text"}
+                 "output_name": "text", "output_email": "text", "deleted": "boolean"}
 _COLUMNS = tuple(_COLUMN_TYPES)
 _JSONB_COLUMNS = frozenset(c for c, t in _COLUMN_TYPES.items() if t == "jsonb")
 _NUMBER_BIT = 1 << CALL_FIELDS.index("customer_number")
@@ -129,7 +123,7 @@ def _given(column: str) -> str:
 
 
 LOCK_CALLS = (
-    "SELECT id, org_id, "  # noqa: S608 - column names are code constants
+    "SELECT id, org_id, erased_at, content_purged_at, "  # noqa: S608 - code constants
     + ", ".join(_COLUMNS) + " FROM calls WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE")
 
 # The markup an organization's own token sees (calltrail_common.organizations): a client's.
@@ -149,6 +143,7 @@ _P_OUTCOMES = _P_STATS + 8  # 5 arrays
 _P_ASSISTANTS = _P_OUTCOMES + 5  # 6 arrays
 _P_SIGNALS = _P_ASSISTANTS + 6  # 7 arrays
 _P_OUTBOUND_ORGS = _P_SIGNALS + 7
+_P_GONE = _P_OUTBOUND_ORGS + 1  # 2 arrays
 
 # One statement; its parts cannot see each other's rows except through RETURNING, which is
 # why a call is linked through `lead_of` (the leads created now, and those that exist).
@@ -206,12 +201,18 @@ WITH created_leads AS (
       AND c.lead_id IS DISTINCT FROM created_leads.id
       AND c.id <> ALL(${_P_SAVED_IDS}::text[])
 ), archived AS (
+    -- Not the events of a call stored as deleted or erased (decision 44): chatter about one
+    -- names no call this batch changes (changes.unarchived_calls covers those).
     INSERT INTO events (message_id, org_id, received_at, message_type, call_id, dedupe_key,
                         endpoint_id, body)
     SELECT * FROM unnest(${_P_ARCHIVE}::text[], ${_P_ARCHIVE + 1}::uuid[],
                          ${_P_ARCHIVE + 2}::timestamptz[], ${_P_ARCHIVE + 3}::text[],
                          ${_P_ARCHIVE + 4}::text[], ${_P_ARCHIVE + 5}::text[],
                          ${_P_ARCHIVE + 6}::text[], ${_P_ARCHIVE + 7}::bytea[])
+         AS a (message_id, org_id, received_at, message_type, call_id, dedupe_key,
+               endpoint_id, body)
+    WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = a.call_id AND c.org_id = a.org_id
+                      AND (c.deleted OR c.erased_at IS NOT NULL))
     ON CONFLICT (message_id) DO UPDATE SET org_id = EXCLUDED.org_id
         WHERE events.org_id IS NULL AND EXCLUDED.org_id IS NOT NULL
 ), kept_aside AS (
@@ -288,6 +289,14 @@ WITH created_leads AS (
          AS d (org_id, day, kind, source_id, value, success_evaluation, calls)
     ORDER BY 1, 2, 4
     ON CONFLICT (org_id, day, signal_key, shard) DO UPDATE SET calls = g.calls + EXCLUDED.calls
+), gone AS (
+    SELECT * FROM unnest(${_P_GONE}::uuid[], ${_P_GONE + 1}::text[]) AS g (org_id, call_id)
+), unarchived AS (
+    -- A call Vapi deleted leaves the archive (decision 44), and the outbox.
+    DELETE FROM events e USING gone g WHERE e.org_id = g.org_id AND e.call_id = g.call_id
+), unsent AS (
+    DELETE FROM outbound_events o USING gone g
+    WHERE o.org_id = g.org_id AND o.type LIKE 'call.%' AND o.data ->> 'id' = g.call_id
 )
 SELECT array(SELECT id FROM inserted) AS inserted,
        -- What the enabled outbound endpoints of the batch's organizations want, and the
@@ -305,8 +314,9 @@ SELECT array(SELECT id FROM inserted) AS inserted,
 # call that has them (customer object first, then what its structured outputs carry:
 # `output_name`/`output_email`, from calltrail_common.structured_outputs.contact; then the
 # analysis' structured data). A lead exists while an inbound call has its number: one whose
-# last inbound call changed number goes (its calls are unlinked by the foreign key). Its
-# first inbound call's day, before and after, is what the daily figures count as a new lead.
+# last inbound call changed number or was deleted goes (its calls are unlinked by the
+# foreign key), with its outbound events. Its first inbound call's day, before and after,
+# is what the daily figures count as a new lead.
 # The leads kept of the organizations in $4 come back, with their name and email before
 # (outbound.RefreshedLead): a lead without a first inbound call before was created by this
 # transaction (every lead has one once its transaction commits).
@@ -360,6 +370,12 @@ WITH target AS (
               l.last_call_at, l.call_count, l.created_at
 ), dropped AS (
     DELETE FROM leads l USING recomputed r WHERE l.id = r.id AND r.first_inbound_at IS NULL
+    RETURNING l.id, l.org_id
+), unsent AS (
+    -- A lead that is gone (its last inbound call deleted in Vapi, or now another
+    -- caller's) leaves no outbound event holding its number behind (decision 44).
+    DELETE FROM outbound_events o USING dropped d
+    WHERE o.org_id = d.org_id AND o.type LIKE 'lead.%' AND o.data ->> 'id' = d.id::text
 ), new_leads AS (
     -- On the organization's day, in the zone its figures count by (step 3 locked it).
     SELECT moved.org_id, moved.day, sum(moved.delta)::integer AS delta FROM (
@@ -566,7 +582,7 @@ def _columns(states: Iterable[CallState], changed: Sequence[int] | None = None
         derived = (state.status, state.duration_seconds, state.report_received,
                    state.last_event_at, stats_day(state),
                    _json({name: list(v) for name, v in state.versions.items()}),
-                   carried.name, carried.email)
+                   carried.name, carried.email, state.deleted)
         for offset, value in enumerate(derived, start=len(CALL_FIELDS)):
             columns[offset].append(value)
     return columns
@@ -595,6 +611,9 @@ def _state_from_row(row: asyncpg.Record) -> CallState:
         else 0,
         values={name: row[name] for name in versions},
         versions=versions,
+        deleted=row["deleted"],
+        withheld=withheld_fields(row["erased_at"] is not None,
+                                 row["content_purged_at"] is not None),
     )
 
 
@@ -679,7 +698,8 @@ class CallRepository:
             [c.after.call_id for c in batch.saved_calls], changed,
             *_columns((c.after for c in batch.saved_calls), changed),
             *archived, *unassigned, list(batch.assigned), batch.shard,
-            *stats, *outcomes, *assistants, *signals, sorted(set(batch.orgs)))
+            *stats, *outcomes, *assistants, *signals, sorted(set(batch.orgs)),
+            *_transposed(list(batch.gone_calls), 2))
         if len(row["inserted"]) != len(new_ids):
             raise CallsInsertedMeanwhile
         return _subscriptions(row["outbound"])

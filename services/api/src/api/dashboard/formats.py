@@ -64,5 +64,14 @@ def short_id(value: str | None) -> str:
     return value if len(value) <= SHORT_ID_LENGTH + 1 else f"{value[:SHORT_ID_LENGTH]}…"
 
 
+def caller(value: str | None) -> str:
+    """A caller's number as people read it: an erased caller's pseudonym (decision 44)
+    reads "Erased caller"."""
+    if value is None:
+        return "—"
+    return "Erased caller" if value.startswith("erased:") else value
+
+
 FILTERS = {"money": money, "number": number, "percent": percent, "duration": duration,
-           "instant": instant, "moment": moment, "label": label, "short_id": short_id}
+           "instant": instant, "moment": moment, "label": label, "short_id": short_id,
+           "caller": caller}

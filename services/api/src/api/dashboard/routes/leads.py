@@ -1,4 +1,5 @@
-"""Leads, searched by name, email or number, and one lead with its calls."""
+"""Leads, searched by name, email or number, and one lead with its calls; "Erase this
+caller" (owners and admins, confirmed on the form: decision 44)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from api import params, shapes
 from api import routes as json_api
 from api.dashboard.page import (
     PAGE_SIZE,
+    Session,
     api_state,
     caller,
     open_page,
+    posted_form,
+    redirect,
     render,
     render_missing,
     require,
+    signed_in,
 )
 from api.errors import ApiError, NotFound
 from calltrail_common.access import Action
+from calltrail_common.erasure import ERASED_NUMBER_PREFIX
 
 router = APIRouter()
 
@@ -63,5 +69,33 @@ async def lead_page(request: Request, lead_id: str) -> Response:
         lead = await json_api.get_lead(api_state(request), current.org_id, lead_id)
     except NotFound:
         return render_missing(request, current, what="lead", back="/leads")
-    return render(request, "lead.html", {"title": lead.name or lead.phone_number,
-                                         "nav": "leads", "lead": lead}, current=current)
+    return await _lead(request, current, lead)
+
+
+async def _lead(request: Request, current: Session, lead: shapes.LeadDetail, *,
+                error: str | None = None, status: int = 200) -> Response:
+    erased = lead.phone_number.startswith(ERASED_NUMBER_PREFIX)
+    notice = "This caller was erased: the calls keep only their counts, minutes and costs." \
+        if erased else None
+    return render(request, "lead.html", {
+        "title": "Erased caller" if erased else lead.name or lead.phone_number,
+        "nav": "leads", "lead": lead, "erased": erased, "notice": notice, "error": error},
+        current=current, status=status)
+
+
+@router.post("/leads/{lead_id}/erase")
+async def erase(request: Request, lead_id: str) -> Response:
+    """Erase the lead's caller; the form's `confirm` box must be ticked."""
+    current = await signed_in(request)
+    form = await posted_form(request, current)
+    require(current, Action.ERASE_PERSONAL_DATA)
+    state = api_state(request)
+    try:
+        lead = await json_api.get_lead(state, current.org_id, lead_id)
+    except NotFound:
+        return render_missing(request, current, what="lead", back="/leads")
+    if form.get("confirm") != "erase":
+        return await _lead(request, current, lead, status=400,
+                           error="Tick the box to confirm: erasing cannot be undone.")
+    await json_api.erase_caller(state, caller(current), lead.id)
+    return redirect(f"/leads/{lead.id}")

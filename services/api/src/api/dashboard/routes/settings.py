@@ -30,7 +30,7 @@ from api.errors import (
     NotFound,
     VapiUnavailable,
 )
-from calltrail_common import audit, outbound_endpoints, phone_numbers
+from calltrail_common import audit, erasure, outbound_endpoints, phone_numbers
 from calltrail_common.access import Action, may
 from calltrail_common.organizations import webhook_url
 
@@ -41,7 +41,8 @@ router = APIRouter()
 _NOTICES = {"connected": "Vapi account connected. Its first sync shows under Latest run.",
             "disconnected": "Vapi account disconnected; its key is deleted.",
             "time-zone": "Time zone saved. The figures are rebuilt for it in the background.",
-            "sync": "Sync requested."}
+            "sync": "Sync requested.",
+            "retention": "Saved: older content is purged within a day; the figures stay."}
 
 
 def _actor(current: Session) -> audit.Actor:
@@ -77,6 +78,8 @@ async def _settings_page(request: Request, current: Session, *, error: str | Non
         "webhook_url": None if endpoint is None else webhook_url(
             state.settings.public_base_url, endpoint["id"]),
         "number_conflicts": number_conflicts, "failing_endpoints": failing, "zone": zone,
+        "retention": (await json_api.get_retention(state, current.org_id))
+        .content_retention_days,
         "notice": _NOTICES.get(request.query_params.get("notice") or ""), "error": error},
         current=current, status=status)
 
@@ -145,3 +148,19 @@ async def set_time_zone(request: Request) -> Response:
     except InvalidParameter as problem:
         return await _settings_page(request, current, status=400, error=problem.message)
     return redirect("/settings?notice=time-zone")
+
+
+@router.post("/settings/retention")
+async def retention(request: Request) -> Response:
+    """How long transcripts, recordings and archived raw events are kept: `days`, empty for
+    forever (decision 44)."""
+    current = await signed_in(request)
+    form = await posted_form(request, current)
+    require(current, Action.ERASE_PERSONAL_DATA)
+    try:
+        days = erasure.parse_retention(form.get("days"))
+    except ValueError as problem:
+        return await _settings_page(request, current, status=400,
+                                    error=f"{str(problem).capitalize()}.")
+    await json_api.choose_retention(api_state(request), caller(current), days)
+    return redirect("/settings?notice=retention")
