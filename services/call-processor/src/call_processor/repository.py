@@ -440,7 +440,7 @@ LOCK_ORG_FOR_REBUILD = """
     SELECT time_zone, figures_time_zone FROM organizations WHERE id = $1 FOR UPDATE"""
 _NOT_COUNTED = frozenset({"transcript", "summary"})
 CALLS_TO_COUNT = (
-    "SELECT id, "  # noqa: S608 - column names are code constants
+    "SELECT id, erased_at, content_purged_at, "  # noqa: S608 - column names are code constants
     + ", ".join(f"NULL::{_COLUMN_TYPES[c]} AS {c}" if c in _NOT_COUNTED else c
                 for c in _COLUMNS)
     + " FROM calls WHERE org_id = $1")
