@@ -80,7 +80,7 @@ async def test_a_wired_account_delivers_calls_that_are_stored_and_unwiring_resto
                                                  public_base_url=public_base_url,
                                                  actor=audit.CLI_ACTOR, only=[assistant_id])
                 assert [(c.vapi_id, c.added_messages) for c in changes] == [
-                    (assistant_id, ("status-update", "end-of-call-report"))]
+                    (assistant_id, ("status-update", "end-of-call-report", "call.deleted"))]
                 server = account.assistant(assistant_id)["server"]
                 assert server["url"] == f"{public_base_url}/webhooks/vapi/{org.endpoint_id}"
                 plan = account.credentials[server["credentialId"]]["authenticationPlan"]

@@ -41,20 +41,24 @@ async def test_wire_one_then_all_then_unwire_puts_everything_back(
 
     listed = (await tenant.client.get("/api/vapi/wiring")).json()
     assert listed["endpointUrl"] == endpoint_url
-    assert listed["neededMessages"] == ["status-update", "end-of-call-report"]
+    assert listed["neededMessages"] == ["status-update", "end-of-call-report",
+                                        "call.deleted"]
     by_id = {item["id"]: item for item in listed["items"]}
     assert set(by_id) == {first, second, *(p["id"] for p in account.phone_numbers)}
     assert by_id[first]["points"] == "elsewhere"
     assert by_id[first]["serverUrl"] == ELSEWHERE["url"]
-    assert by_id[first]["missingMessages"] == ["end-of-call-report"]
-    assert by_id[second]["points"] == "nowhere" and by_id[second]["missingMessages"] == []
+    assert by_id[first]["missingMessages"] == ["end-of-call-report", "call.deleted"]
+    # Vapi's defaults (no serverMessages) carry the two that build calls, not deletions.
+    assert by_id[second]["points"] == "nowhere"
+    assert by_id[second]["missingMessages"] == ["call.deleted"]
     assert by_id[account.phone_numbers[0]["id"]]["number"] == account.phone_numbers[0]["number"]
     assert not any(item["complete"] or item["wiredByCalltrail"] for item in listed["items"])
 
     wired = await tenant.client.post("/api/vapi/wiring/wire", json={"ids": [first]})
     assert wired.status_code == 200, wired.text
     assert wired.json() == {"changed": [{"kind": "assistant", "id": first,
-                                         "addedMessages": ["end-of-call-report"]}]}
+                                         "addedMessages": ["end-of-call-report",
+                                                           "call.deleted"]}]}
     # Vapi now holds the endpoint, a credential signing with the org's secret, and the union.
     server = account.assistant(first)["server"]
     assert server["url"] == endpoint_url and server["timeoutSeconds"] == 12
@@ -63,7 +67,7 @@ async def test_wire_one_then_all_then_unwire_puts_everything_back(
     assert credential["authenticationPlan"]["type"] == "hmac"
     assert credential["authenticationPlan"]["secretKey"] == secret
     assert account.assistant(first)["serverMessages"] == [
-        "transcript", "status-update", "end-of-call-report"]
+        "transcript", "status-update", "end-of-call-report", "call.deleted"]
     assert "server" not in account.assistant(second)
 
     everything = (await tenant.client.post("/api/vapi/wiring/wire")).json()["changed"]

@@ -39,16 +39,17 @@ def test_an_assistant_without_server_messages_sends_vapis_defaults() -> None:
     target = assistant()
     assert target.server_messages is None
     state = assess(target, HERE, None, set())
-    assert state.points == "nowhere" and state.missing_messages == ()
-    # The defaults already hold both: wiring keeps them as they are, explicitly.
-    assert wired_messages(target) == list(DEFAULT_SERVER_MESSAGES)
+    # The defaults hold the two that build calls, not the deletions (decision 44).
+    assert state.points == "nowhere" and state.missing_messages == ("call.deleted",)
+    assert wired_messages(target) == [*DEFAULT_SERVER_MESSAGES, "call.deleted"]
 
 
 def test_missing_messages_are_added_and_the_business_ones_kept() -> None:
     target = assistant(serverMessages=["transcript", "status-update", "tool-calls"])
-    assert assess(target, HERE, None, set()).missing_messages == ("end-of-call-report",)
+    assert assess(target, HERE, None, set()).missing_messages == ("end-of-call-report",
+                                                                  "call.deleted")
     assert wired_messages(target) == ["transcript", "status-update", "tool-calls",
-                                      "end-of-call-report"]
+                                      "end-of-call-report", "call.deleted"]
     assert assess(assistant(serverMessages=[]), HERE, None, set()).missing_messages \
         == NEEDED_MESSAGES
 
@@ -59,7 +60,8 @@ def test_where_a_target_points_and_with_which_credential() -> None:
     assert (state.points, state.credential_id, state.credential_current) == (
         "elsewhere", "c9", False)
     assert not state.complete
-    here = assistant(server={"url": HERE + "/", "credentialId": "c1"})
+    here = assistant(server={"url": HERE + "/", "credentialId": "c1"},
+                     serverMessages=list(NEEDED_MESSAGES))
     state = assess(here, HERE, "c1", {("assistant", "a1")})
     assert state.points == "here" and state.credential_current and state.wired_by_calltrail
     assert state.complete
@@ -77,7 +79,7 @@ def test_wire_body_keeps_delivery_choices_and_drops_headers() -> None:
                        serverMessages=["hang"])
     assert wire_body(target, HERE, "c1") == {
         "server": {"timeoutSeconds": 10, "url": HERE, "credentialId": "c1"},
-        "serverMessages": ["hang", "status-update", "end-of-call-report"]}
+        "serverMessages": ["hang", "status-update", "end-of-call-report", "call.deleted"]}
 
 
 def test_a_phone_number_is_patched_with_its_provider_and_no_messages() -> None:

@@ -48,7 +48,7 @@ async def test_an_owner_wires_all_then_unwires_one(dashboard: Dashboard, page: P
         text = await page.locator(f"#item-{item['id']}").inner_text()
         assert "Sends here" in text and "Calltrail's" in text, text
     assert account.assistant(first)["serverMessages"] == [
-        "transcript", "status-update", "end-of-call-report"]
+        "transcript", "status-update", "end-of-call-report", "call.deleted"]
     await screenshot(page, "vapi-wiring")
     await screenshot(page, "vapi-wiring-mobile", viewport=PHONE)
 

@@ -3,8 +3,9 @@ numbers, whether each sends its calls to the organization's ingest endpoint, and
 "Unwire" through Vapi's API with the connected key. Owns `vapi_wiring` and
 `vapi_wiring_credentials` (migration 0019).
 
-- Calltrail reads `status-update` and `end-of-call-report` (`NEEDED_MESSAGES`): the
-  processor builds calls from those two and only archives the rest; the transcript, summary
+- Calltrail reads `status-update`, `end-of-call-report` and `call.deleted`
+  (`NEEDED_MESSAGES`): the processor builds calls from the first two, removes a call on the
+  third (decision 44), and only archives the rest; the transcript, summary
   and recordings come in the report. Wiring adds them to what the assistant already sends
   (Vapi's defaults when it sets none) and removes nothing.
 - The server carries a webhook credential Calltrail makes in Vapi for the organization: HMAC
@@ -44,7 +45,7 @@ KINDS: tuple[Kind, ...] = ("assistant", "phone-number")
 
 # What the processor reads (call_processor.events.CALL_EVENT_TYPES, without the snapshots
 # metrics-sync makes itself).
-NEEDED_MESSAGES: tuple[str, ...] = ("status-update", "end-of-call-report")
+NEEDED_MESSAGES: tuple[str, ...] = ("status-update", "end-of-call-report", "call.deleted")
 # What an assistant sends when it sets no serverMessages (vapi.md, "Default serverMessages").
 DEFAULT_SERVER_MESSAGES: tuple[str, ...] = (
     "conversation-update", "end-of-call-report", "function-call", "hang", "speech-update",
