@@ -240,6 +240,7 @@ async def test_a_slow_board_is_dropped_and_slows_no_other() -> None:
     reading = asyncio.create_task(read_quickly())
     for index in range(BOARD_OUTBOX + 10):
         await hub.changed([(org, f"call-{index}")])
+        hub.flush()  # one event each (the hub would merge changes read within FLUSH_SECONDS)
         await asyncio.sleep(0)  # the quick board reads as events come
     await asyncio.wait_for(reading, 5)
     assert slow.dropped and not quick.dropped
