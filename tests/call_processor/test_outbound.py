@@ -29,11 +29,13 @@ from call_processor.outbound import (
     call_events,
     candidate_days,
     day_closed_event,
+    day_end,
     days_to_close,
     instant,
     lead_data,
     lead_events,
 )
+from calltrail_common.time_zones import zone
 
 ORG = uuid.UUID("11111111-1111-1111-1111-111111111111")
 OTHER = uuid.UUID("22222222-2222-2222-2222-222222222222")
@@ -276,3 +278,57 @@ def test_instants_are_utc_whatever_the_local_zone(local_time_not_utc: None) -> N
 def test_a_day_that_ended_exactly_at_the_lookback_is_not_closed() -> None:
     now = MIDNIGHT + dt.timedelta(days=1)  # Monday the 2nd ended exactly three days before
     assert days_to_close(LONG_AGO, now) == [dt.date(2026, 11, 3), dt.date(2026, 11, 4)]
+
+
+# --- an organization's own days (decision 45), its leads and deleted calls ------------------
+
+LOS_ANGELES = zone("America/Los_Angeles")
+
+
+def test_a_day_ends_at_the_organizations_midnight_in_utc() -> None:
+    assert day_end(dt.date(2026, 11, 4), LOS_ANGELES) == dt.datetime(
+        2026, 11, 5, 8, tzinfo=dt.UTC)  # PST, UTC-8
+    assert day_end(dt.date(2026, 3, 7), LOS_ANGELES) == dt.datetime(
+        2026, 3, 8, 8, tzinfo=dt.UTC)  # the 8th begins before the clocks go forward
+    assert day_end(dt.date(2026, 11, 4)) == MIDNIGHT
+
+
+def test_days_close_by_the_organizations_zone(local_time_not_utc: None) -> None:
+    # 07:00 UTC on Thursday the 5th is still Wednesday the 4th in Los Angeles (23:00).
+    now = MIDNIGHT + dt.timedelta(hours=7)
+    assert days_to_close(LONG_AGO, now, LOS_ANGELES)[-1] == dt.date(2026, 11, 3)
+    assert days_to_close(LONG_AGO, now + dt.timedelta(hours=2), LOS_ANGELES)[-1] == \
+        dt.date(2026, 11, 4)
+    # Only days that ended (in Los Angeles) after the endpoint was created, within 3 days.
+    assert days_to_close(dt.datetime(2026, 11, 4, 8, 30, tzinfo=dt.UTC),
+                         now + dt.timedelta(hours=2), LOS_ANGELES) == [dt.date(2026, 11, 4)]
+    assert days_to_close(LONG_AGO, dt.datetime(2026, 11, 6, 8, tzinfo=dt.UTC) + DAY_CLOSE_GRACE,
+                         LOS_ANGELES) == [dt.date(2026, 11, 3), dt.date(2026, 11, 4),
+                                          dt.date(2026, 11, 5)]
+    event = day_closed_event(ORG, dt.date(2026, 11, 4), DayFigures(), where=LOS_ANGELES)
+    assert event.occurred_at == dt.datetime(2026, 11, 5, 8, tzinfo=dt.UTC)
+
+
+def test_candidate_days_follow_each_organizations_zone() -> None:
+    now = MIDNIGHT + dt.timedelta(hours=7, minutes=30)  # Wednesday ended in UTC only
+    days = candidate_days({ORG: MIDNIGHT - dt.timedelta(hours=12),
+                           OTHER: MIDNIGHT - dt.timedelta(hours=12)}, now,
+                          {OTHER: LOS_ANGELES})
+    assert [(org, day) for _, org, day in days] == [(ORG, dt.date(2026, 11, 4))]
+    later = candidate_days({OTHER: MIDNIGHT - dt.timedelta(hours=12)},
+                           now + dt.timedelta(hours=1), {OTHER: LOS_ANGELES})
+    assert [(org, day) for _, org, day in later] == [(OTHER, dt.date(2026, 11, 4))]
+
+
+def test_lead_events_carry_their_organization_and_data_and_skip_only_the_unwanted() -> None:
+    unwanted, wanted = lead(created=True, org=OTHER), lead(created=True)
+    [event] = lead_events([unwanted, lead(), wanted], every())  # the middle one: no change
+    assert (event.org_id, event.type) == (ORG, LEAD_CREATED)
+    assert event.data == lead_data(wanted)
+
+
+def test_a_deleted_call_makes_no_event_and_a_calls_data_names_its_organization() -> None:
+    deleted = replace(state(None), deleted=True)
+    assert call_events([CallChange(ORG, state("in-progress"), deleted)], every()) == []
+    [ended] = call_events([CallChange(ORG, state("in-progress"), state("ended"))], every())
+    assert ended.data["orgId"] == str(ORG)
