@@ -305,7 +305,7 @@ def test_days_close_by_the_organizations_zone(local_time_not_utc: None) -> None:
     assert days_to_close(LONG_AGO, dt.datetime(2026, 11, 6, 8, tzinfo=dt.UTC) + DAY_CLOSE_GRACE,
                          LOS_ANGELES) == [dt.date(2026, 11, 3), dt.date(2026, 11, 4),
                                           dt.date(2026, 11, 5)]
-    # Wednesday the 3rd ended at 08:00 UTC in Los Angeles, after an endpoint made at 06:00.
+    # Tuesday the 3rd ended at 08:00 UTC in Los Angeles, after an endpoint made at 06:00.
     assert days_to_close(dt.datetime(2026, 11, 4, 6, tzinfo=dt.UTC),
                          now + dt.timedelta(hours=2), LOS_ANGELES) == [dt.date(2026, 11, 3),
                                                                         dt.date(2026, 11, 4)]
