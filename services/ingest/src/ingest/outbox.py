@@ -34,6 +34,9 @@ _REPLAY_BATCH = 256
 _REPLAY_BATCHES_IN_FLIGHT = 4
 _REPLAY_IDLE_SECONDS = 1.0
 _ORPHAN_SCAN_SECONDS = 10.0
+# On stop, how long the spool may take to reach a connected broker (within the grace a
+# process is given: Kubernetes' 30 s, uvicorn's own drain first).
+_CLOSE_DRAIN_SECONDS = 5.0
 
 
 class Kept(enum.Enum):
@@ -92,7 +95,19 @@ class Outbox:
     def start(self) -> None:
         self._task = asyncio.create_task(self._replay_forever(), name="spool-replay")
 
-    async def close(self) -> None:
+    async def close(self, drain_seconds: float = _CLOSE_DRAIN_SECONDS) -> None:
+        """Stop replaying. First, while the broker is connected, give the spool up to
+        `drain_seconds` to reach it: a replica stopped under load (events spooled when a
+        confirm was late) leaves nothing behind when it can. What remains stays on disk for
+        the next process on this slot, or for another replica's adoption."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_seconds
+        while (self._task is not None and not self._task.done() and self._spool.backlog
+               and self._broker.connected and loop.time() < deadline):
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        if self._spool.backlog:
+            log.info("spool_left_for_next_start", backlog=self._spool.backlog)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
