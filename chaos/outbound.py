@@ -93,7 +93,8 @@ from calltrail_testkit.rabbit_node import RabbitNode
 from calltrail_testkit.samples import SAMPLES_DIR
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.webhook_receiver import WebhookReceiver
-from chaos.rig import READY_TIMEOUT_SECONDS, SEED, World, load_events, sleep_until
+from chaos.rig import (READY_TIMEOUT_SECONDS, SEED, World, body_digest, load_events,
+                       sleep_until)
 from chaos.verdict import RESUME_GOAL_SECONDS, fmt
 
 EVENT_TYPES = ("call.ended", "lead.created")
@@ -268,14 +269,21 @@ class OutboundRig(World):
             await asyncio.sleep(0.05)
         return None
 
-    async def settled(self, connection: asyncpg.Connection, limit: float) -> bool:
-        """Until the processors' queue is empty and every delivery succeeded (bounded)."""
+    async def settled(self, connection: asyncpg.Connection, published: set[str],
+                      limit: float) -> bool:
+        """Until every event published (`published`: digests of their bodies) is archived,
+        so its batch's outbox rows are committed, and every delivery succeeded (bounded).
+        An empty queue alone is not enough: a batch taken but not yet committed is in no
+        queue's ready count, and its deliveries would be recorded after the look."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                if await self.stack.queue_depth() == 0 and not await connection.fetchval(
-                        "SELECT count(*) FROM outbound_deliveries"
-                        " WHERE state <> 'succeeded'"):
+                if await self.stack.queue_depth() == 0 and published <= {
+                        r[0] for r in await connection.fetch(
+                            "SELECT DISTINCT md5(body) FROM events")} \
+                        and not await connection.fetchval(
+                            "SELECT count(*) FROM outbound_deliveries"
+                            " WHERE state <> 'succeeded'"):
                     return True
             await asyncio.sleep(0.5)
         return False
@@ -399,7 +407,8 @@ async def run_outbound_fault(name: str, plan: OutboundPlan, node: RabbitNode,
                 load.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await load
-            settled = await rig.settled(connection, plan.settle_timeout)
+            published = {body_digest(e.body) for e in (*events, *probe.events)}
+            settled = await rig.settled(connection, published, plan.settle_timeout)
             orgs = [uuid.UUID(o.org_id) for o in rig.organizations]
             expected = await connection.fetchrow(EXPECTED, orgs)
             not_recorded = await connection.fetchrow(NOT_RECORDED, orgs)
