@@ -93,8 +93,7 @@ from calltrail_testkit.rabbit_node import RabbitNode
 from calltrail_testkit.samples import SAMPLES_DIR
 from calltrail_testkit.stack import Stack
 from calltrail_testkit.webhook_receiver import WebhookReceiver
-from chaos.rig import (READY_TIMEOUT_SECONDS, SEED, World, body_digest, load_events,
-                       sleep_until)
+from chaos.rig import READY_TIMEOUT_SECONDS, SEED, World, body_digest, load_events, sleep_until
 from chaos.verdict import RESUME_GOAL_SECONDS, fmt
 
 EVENT_TYPES = ("call.ended", "lead.created")
