@@ -260,7 +260,10 @@ async def test_event_ids_and_resume_rules() -> None:
     for other in (None, "", "abd.12", "abc.", "abc.-1", "abc.1e3", "abc.9" * 10):
         assert parse_event_id(other, "abc") is None
     board, missed, snapshot_id = hub.open(uuid.uuid4(), "abc.0")
-    assert missed == [] and snapshot_id == "abc.0"  # nothing happened since: nothing missed
+    # Nothing was kept for that organization (it was not watched): a snapshot.
+    assert missed is None and snapshot_id == "abc.0"
+    _, missed, _ = hub.open(board.org_id, snapshot_id)
+    assert missed == []  # nothing happened since: nothing missed
     later, missed, _ = hub.open(board.org_id, "abc.5")  # an id from the future: resync
     assert missed is None
     # After a resync (the feed may have missed changes) even the latest id reads a snapshot,

@@ -199,13 +199,16 @@ class LiveHub:
         if ring is not None and ring.idle_since is not None \
                 and time.monotonic() - ring.idle_since > RESUME_GRACE_SECONDS:
             ring = None
+        # A ring begun now knows nothing of what changed before: the organization's changes
+        # were not read while nothing watched it, so no id resumes (even the latest one).
+        fresh = ring is None
         if ring is None:
             ring = self._rings[org_id] = _Ring(since=self.seq)
         ring.idle_since = None
         self._count_boards()
         last = parse_event_id(last_event_id, self.epoch)
         missed = None
-        if last is not None and ring.since <= last <= self.seq:
+        if last is not None and not fresh and ring.since <= last <= self.seq:
             missed = [chunk for seq, chunk in ring.events if seq > last]
         return board, missed, self.event_id(self.seq)
 
