@@ -18,7 +18,13 @@ from call_processor.outbound import (
     day_end,
     days_to_close,
 )
-from calltrail_common.time_zones import InvalidTimeZone, OrganizationZone, local_day, zone
+from calltrail_common.time_zones import (
+    InvalidTimeZone,
+    OrganizationZone,
+    local_day,
+    today,
+    zone,
+)
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 
@@ -124,3 +130,12 @@ def test_a_day_closes_after_its_local_midnight_and_grace() -> None:
     org = uuid.uuid4()
     assert candidate_days({org: long_ago}, local_midnight + DAY_CLOSE_GRACE,
                           {org: LOS_ANGELES})[-1][1:] == (org, dt.date(2026, 11, 1))
+
+
+def test_today_is_the_local_date_now_or_at_the_moment_given() -> None:
+    evening = dt.datetime(2026, 12, 5, 20, 0, tzinfo=dt.UTC)  # 01:30 on the 6th in Kolkata
+    assert today(zone("Asia/Kolkata"), evening) == dt.date(2026, 12, 6)
+    assert today(LOS_ANGELES, evening) == dt.date(2026, 12, 5)
+    before = dt.datetime.now(dt.UTC).astimezone(LOS_ANGELES).date()
+    found = today(LOS_ANGELES)
+    assert found in {before, dt.datetime.now(dt.UTC).astimezone(LOS_ANGELES).date()}

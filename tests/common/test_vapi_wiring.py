@@ -7,11 +7,13 @@ import hashlib
 import hmac
 
 from calltrail_common.vapi_wiring import (
+    CREDENTIAL_NAME,
     DEFAULT_SERVER_MESSAGES,
     NEEDED_MESSAGES,
     Target,
     assess,
     credential_body,
+    same_url,
     target_of,
     unwire_body,
     wire_body,
@@ -119,3 +121,54 @@ def test_the_credential_signs_as_ingest_verifies() -> None:
     headers = {plan["signatureHeader"]: signature, plan["timestampHeader"]: timestamp}
     verify_credentials(headers, body, [secret.encode()], now=1700000001,
                        require_timestamp=True)
+
+
+def test_a_target_keeps_what_vapi_lists_and_drops_what_is_not_its_shape() -> None:
+    sip = target_of("phone-number", {"id": "p2", "name": "Front desk",
+                                      "sipUri": "sip:desk@example.sip.vapi.ai"})
+    assert sip is not None
+    assert (sip.name, sip.label, sip.provider, sip.server) == (
+        "Front desk", "sip:desk@example.sip.vapi.ai", None, None)
+    odd = target_of("phone-number", {"id": "p3", "name": 7, "number": 16505550100,
+                                      "provider": ["twilio"], "server": "https://x"})
+    assert odd is not None
+    assert (odd.name, odd.label, odd.provider, odd.server) == (None, None, None, None)
+    assert assistant().name == "Receptionist"
+    assert assistant(serverMessages="status-update").server_messages is None
+    assert assistant(serverMessages=["status-update", 3]).server_messages == ("status-update",)
+
+
+def test_the_same_url_ignores_surrounding_space_and_a_trailing_slash_only() -> None:
+    assert same_url(f"  {HERE}/ ", HERE) and same_url(HERE, HERE + "/")
+    assert not same_url(None, HERE)
+    assert not same_url(HERE + "X", HERE) and not same_url(HERE, HERE + "X")
+    assert not same_url(HERE + "/more", HERE)
+
+
+def test_a_server_of_another_shape_points_nowhere_without_a_credential() -> None:
+    state = assess(assistant(server={"url": 5, "credentialId": 7}), HERE, "7", set())
+    assert (state.points, state.server_url, state.credential_id) == ("nowhere", None, None)
+    assert not state.credential_current
+    blank = assess(assistant(server={"url": HERE, "credentialId": ""}), HERE, "", set())
+    assert (blank.credential_id, blank.credential_current) == (None, False)
+    target = assistant(server={"url": "https://crm.example.com/vapi"})
+    state = assess(target, HERE, None, {("phone-number", "a1")})
+    assert state.target is target and state.server_url == "https://crm.example.com/vapi"
+    assert not state.wired_by_calltrail  # wired as another kind
+
+
+def test_a_number_without_a_provider_is_patched_without_one() -> None:
+    number = target_of("phone-number", {"id": "p1", "number": "+16505550100"})
+    assert number is not None
+    assert wire_body(number, HERE, "c1") == {"server": {"url": HERE, "credentialId": "c1"}}
+    assert unwire_body("phone-number", None, {"url": "https://old"}, None) == {
+        "server": {"url": "https://old"}}
+
+
+def test_the_credential_is_the_webhook_hmac_plan_vapi_documents() -> None:
+    assert credential_body("s3cret") == {
+        "provider": "webhook", "name": CREDENTIAL_NAME, "authenticationPlan": {
+            "type": "hmac", "secretKey": "s3cret", "algorithm": "sha256",
+            "signatureHeader": "x-signature", "timestampHeader": "x-timestamp",
+            "includeTimestamp": True, "payloadFormat": "{timestamp}.{body}",
+            "signatureEncoding": "hex"}}
