@@ -4,6 +4,7 @@ changes are merged into one event per organization."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -11,9 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from api import live
-from api.live import BOARD_OUTBOX, RING, Board, LiveHub, board_call, sse
+from api.live import BOARD_OUTBOX, RING, Board, LiveHub, board_call, sse, stream
 from api.metrics import ApiMetrics
 from calltrail_common.live import ChangedCall
 
@@ -35,6 +37,20 @@ def row(org: uuid.UUID, call_id: str, status: str = "ringing") -> dict[str, Any]
             "ended_reason": None, "success_evaluation": None, "created_at": None,
             "started_at": None, "ended_at": None, "customer_number": "+14155550100",
             "assistant_id": "a1", "caller_name": None}
+
+
+class Clock:
+    """The hub's monotonic clock, set by the test (the event loop keeps its own)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr(live, "time", self)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
 
 
 def events(chunk: bytes) -> list[tuple[str | None, str, Any]]:
@@ -109,20 +125,19 @@ async def test_changes_are_flushed_on_their_own_within_the_flush_interval(
 
 async def test_an_organization_left_without_boards_is_read_until_its_grace_ends(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    clock = Clock(monkeypatch)
     rows, org = Rows(), uuid.uuid4()
     hub = LiveHub(rows, epoch="e1")  # type: ignore[arg-type]
     board, _, _ = hub.open(org, None)
     hub.close(board)
-    clock[0] += live.RESUME_GRACE_SECONDS  # still within the grace: kept for a resume
+    clock.now += live.RESUME_GRACE_SECONDS  # still within the grace: kept for a resume
     await hub.changed([(org, "c1")])
     hub.flush()
     assert len(rows.asked) == 1
     _, missed, _ = hub.open(org, "e1.0")
     assert missed is not None and len(missed) == 1  # the event sent while it was away
     hub.close(next(iter(hub._boards[org])))
-    clock[0] += live.RESUME_GRACE_SECONDS + 0.1  # past it: forgotten, no longer read
+    clock.now += live.RESUME_GRACE_SECONDS + 0.1  # past it: forgotten, no longer read
     await hub.changed([(org, "c2")])
     assert len(rows.asked) == 1
     _, missed, _ = hub.open(org, "e1.1")
@@ -166,3 +181,82 @@ async def test_boards_are_counted_and_a_stopping_hub_drops_new_ones() -> None:
     assert late.dropped
     hub.resync("test")
     assert second.dropped
+
+
+async def test_a_stream_sends_what_came_first_then_its_outbox_with_keepalives_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.01)
+    hub = LiveHub(Rows(), epoch="e1")  # type: ignore[arg-type]
+    board, _, _ = hub.open(uuid.uuid4(), None)
+    chunks = stream(hub, board, [b"clock;", b"snapshot;"])
+    assert await asyncio.wait_for(anext(chunks), 2) == b"clock;snapshot;"
+    for _ in range(2):  # idle: a keep-alive each time, and the stream goes on
+        assert await asyncio.wait_for(anext(chunks), 2) == live.KEEPALIVE
+    board.offer(b"one;")
+    board.offer(b"two;")
+    assert await asyncio.wait_for(anext(chunks), 2) == b"one;two;"
+    await chunks.aclose()
+    assert hub._boards == {}  # a stream that ends closes its board
+
+
+async def test_a_stream_ends_when_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.01)
+    hub = LiveHub(Rows(), epoch="e1")  # type: ignore[arg-type]
+    board, _, _ = hub.open(uuid.uuid4(), None)
+    chunks = stream(hub, board, [b"first"])
+    assert await asyncio.wait_for(anext(chunks), 2) == b"first"
+    assert await asyncio.wait_for(anext(chunks), 2) == live.KEEPALIVE  # its time starts
+    clock.now += live.STREAM_SECONDS - 0.5  # half a second left: still served
+    assert await asyncio.wait_for(anext(chunks), 2) == live.KEEPALIVE
+    clock.now += 0.5  # no time left: the stream ends (the browser reconnects)
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(chunks), 2)
+    assert hub._boards == {}
+
+
+def test_an_event_id_is_this_process_epoch_and_at_most_18_digits() -> None:
+    assert live.parse_event_id(" e1.7 ", "e1") == 7
+    assert live.parse_event_id("e1." + "1" * 18, "e1") == int("1" * 18)
+    assert live.parse_event_id("e1." + "1" * 19, "e1") is None
+    assert live.parse_event_id("e1.1.2", "e1") is None
+
+
+async def test_drops_are_counted_by_why_and_a_resync_takes_one_number() -> None:
+    metrics = ApiMetrics()
+    org = uuid.uuid4()
+    hub = LiveHub(Rows(), metrics, epoch="e1")  # type: ignore[arg-type]
+
+    def dropped(reason: str) -> float:
+        return metrics.live_dropped.labels(reason)._value.get()  # type: ignore[no-any-return]
+
+    slow, _, _ = hub.open(org, None)
+    quick, _, _ = hub.open(org, None)
+    for index in range(BOARD_OUTBOX + 1):
+        await hub.changed([(org, f"c{index}")])
+        hub.flush()
+        quick.outbox.clear()
+    assert slow.dropped and not quick.dropped
+    assert (dropped("slow"), dropped("resync")) == (1, 0)
+    seq = hub.seq
+    with capture_logs() as logs:
+        hub.resync("test")
+    assert quick.dropped and dropped("resync") == 2  # both boards still subscribed
+    assert logs == [{"event": "live_boards_resync", "reason": "test", "boards": 2,
+                     "log_level": "warning"}]
+    assert hub.seq == seq + 1
+    board, missed, snapshot_id = hub.open(org, f"e1.{seq}")
+    assert missed is None and snapshot_id == f"e1.{seq + 1}"
+    assert not board.dropped and not hub.stopping
+
+
+def test_a_ring_idle_past_its_grace_is_not_resumed_from_when_a_board_opens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(monkeypatch)
+    org = uuid.uuid4()
+    hub = LiveHub(Rows(), epoch="e1")  # type: ignore[arg-type]
+    board, _, snapshot_id = hub.open(org, None)
+    hub.close(board)
+    clock.now += live.RESUME_GRACE_SECONDS + 0.1
+    _, missed, _ = hub.open(org, snapshot_id)
+    assert missed is None

@@ -38,9 +38,13 @@ def test_a_retention_is_days_or_forever(written: str | int | None, days: int | N
     assert parse_retention(written) == days
 
 
+RANGE = "retention must be between 1 and 36500 days"
+NOT_DAYS = "retention must be a number of days or 'forever'"
+
+
 @pytest.mark.parametrize(("written", "message"), [
-    ("0", "between 1 and 36500"), ("36501", "between 1 and 36500"), (-5, "between"),
-    ("thirty", "a number of days or 'forever'"), ("1.5", "a number of days")])
+    ("0", RANGE), ("36501", RANGE), (-5, RANGE), ("thirty", NOT_DAYS), ("1.5", NOT_DAYS)])
 def test_any_other_retention_is_refused_with_why(written: str | int, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as refused:
         parse_retention(written)
+    assert str(refused.value) == message
