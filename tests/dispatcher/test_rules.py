@@ -212,16 +212,38 @@ async def test_an_endpoint_has_at_most_its_slots_and_a_late_one_gives_up() -> No
     assert slots._slots == {}  # nothing kept for endpoints with no attempts
 
 
-async def test_no_more_wait_for_an_endpoints_slots_than_it_has() -> None:
-    slots = EndpointSlots(2)
+async def test_no_more_wait_for_a_silent_endpoints_slots_than_it_has() -> None:
+    now = [100.0]
+    slots = EndpointSlots(2, clock=lambda: now[0])
     assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
     waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(2)]
     await asyncio.sleep(0.01)
+    now[0] += 5.01  # no slot came free for longer than a wait: it does not answer
     assert not await slots.acquire(ENDPOINT, 5)  # a third waiter is turned away at once
     slots.release(ENDPOINT)
     slots.release(ENDPOINT)
     assert await asyncio.gather(*waiting) == [True, True]
     assert await slots.acquire(uuid.uuid4(), 0)
+
+
+async def test_while_an_endpoint_answers_any_number_wait_for_its_slots() -> None:
+    now = [100.0]
+    slots = EndpointSlots(2, clock=lambda: now[0])
+    assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
+    now[0] += 3
+    slots.release(ENDPOINT)  # it answered, 3 s in
+    assert await slots.acquire(ENDPOINT, 0)
+    now[0] += 5  # a whole wait since it last answered, no longer: still answering
+    waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting)  # five wait for two slots
+    for _ in waiting:
+        slots.release(ENDPOINT)
+        await asyncio.sleep(0)
+    assert await asyncio.gather(*waiting) == [True] * 5
+    slots.release(ENDPOINT)
+    slots.release(ENDPOINT)
+    assert slots._slots == {}
 
 
 async def test_the_endpoint_cache_reads_once_per_ttl_and_shares_a_read() -> None:
