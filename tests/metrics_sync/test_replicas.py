@@ -165,3 +165,36 @@ async def test_a_run_the_reaper_thought_abandoned_ends_as_it_really_ended(
     run = (await fetch(database_url, "SELECT status, reason, calls_seen FROM sync_runs "
                        "WHERE id = $1", connected.sync_id))[0]
     assert (run["status"], run["reason"], run["calls_seen"]) == ("succeeded", None, 3)
+
+
+async def test_a_run_whose_end_was_lost_is_abandoned_when_its_account_is_leased_again(
+        database_url: str, topology: Topology, fake_vapi: tuple[FakeVapi, str]) -> None:
+    """A run failed while Postgres was away, so its end was never written, and the same
+    replica leases the account again before the reaper looks (its lease is then held by
+    that worker, out of the reaper's reach): the new lease fails the old run as
+    abandoned, and it does not stay 'running' for ever (the fault suite's
+    sync-postgres-cut found one)."""
+    fake, url = fake_vapi
+    settings = sync_settings(database_url, topology, url)
+    fake.add_account("key-lost-end", seed=12, calls=3, days=1)
+    org_id = await new_org(database_url)
+    connected = await connect(settings, org_id, "key-lost-end")
+    pool = await db.create_pool(database_url, max_size=2)
+    try:
+        repository = SyncRepository(pool, "replica-a", lease_seconds=30)
+        [(_, runs)] = await repository.claim_due(1)
+        assert runs == [connected.sync_id]
+        # Its end is lost; the account is due again and its lease has run out.
+        await pool.execute("UPDATE vapi_accounts SET lease_until = now() - interval '1 second',"
+                           " next_sync_at = now() WHERE org_id = $1", org_id)
+        [(_, again)] = await repository.claim_due(1)
+        assert again != runs
+        assert await repository.reap() == 0  # held by the same worker: nothing to reap
+    finally:
+        await pool.close()
+    old = (await fetch(database_url, "SELECT status, reason FROM sync_runs WHERE id = $1",
+                       connected.sync_id))[0]
+    assert old["status"] == "failed" and old["reason"].startswith("abandoned")
+    running = await fetch(database_url, "SELECT id FROM sync_runs WHERE org_id = $1"
+                          " AND status = 'running'", org_id)
+    assert [r["id"] for r in running] == again

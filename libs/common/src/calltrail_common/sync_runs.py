@@ -6,8 +6,9 @@ A run's life:
     queued ──(a replica leases its account)──> running ──> succeeded | failed
       │                                          ├──> queued again (the replica stops: `requeue`)
       └──> failed (account disconnected,         └──> failed "abandoned" (`reap`: its lease ran
-           replaced by a new connect,                 out; the replica whose run it was may
-           no connected account: `reap`)              still finish it with its true end)
+           replaced by a new connect,                 out; or `start`: the account is leased
+           no connected account: `reap`)              again; the replica whose run it was may
+                                                      still finish it with its true end)
 
 A sync request is a `queued` row plus a `sync-now` command on the broker; the row is what
 counts, so a lost command only delays the run to metrics-sync's next scheduling tick.
@@ -39,6 +40,12 @@ ENSURE_QUEUED = """
 FAIL_QUEUED = """
     UPDATE sync_runs SET status = 'failed', finished_at = now(), reason = $2
     WHERE org_id = $1 AND status = 'queued'"""
+# The account was just leased, so no run of it is still being run under a lease: one still
+# 'running' lost its end (its replica could not write it, Postgres being away) and would
+# stay so while the account is leased again and again, out of the reaper's reach.
+ABANDON_RUNNING = f"""
+    UPDATE sync_runs SET status = 'failed', finished_at = now(), reason = '{ABANDONED}'
+    WHERE org_id = $1 AND status = 'running'"""  # noqa: S608 - a constant
 START_QUEUED = """
     UPDATE sync_runs SET status = 'running', started_at = now(), worker = $2
     WHERE org_id = $1 AND status = 'queued'
@@ -122,7 +129,9 @@ async def fail_queued(connection: asyncpg.Connection, org_id: uuid.UUID, reason:
 async def start(connection: asyncpg.Connection, org_id: uuid.UUID, worker: str
                 ) -> list[uuid.UUID]:
     """Start the account's queued runs under `worker`, or one new scheduled run when none
-    was queued; their ids."""
+    was queued; their ids. Runs of it still 'running' are failed as abandoned first (the
+    account was just leased, in the same transaction)."""
+    await connection.execute(ABANDON_RUNNING, org_id)
     runs = [r["id"] for r in await connection.fetch(START_QUEUED, org_id, worker)]
     if runs:
         return runs
