@@ -218,7 +218,7 @@ async def test_no_more_wait_for_a_silent_endpoints_slots_than_it_has() -> None:
     assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
     waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(2)]
     await asyncio.sleep(0.01)
-    now[0] += 5.01  # no slot came free for longer than a wait: it does not answer
+    now[0] += 1  # a second in and no slot came free: nothing to serve more waiters with
     assert not await slots.acquire(ENDPOINT, 5)  # a third waiter is turned away at once
     slots.release(ENDPOINT)
     slots.release(ENDPOINT)
@@ -226,23 +226,51 @@ async def test_no_more_wait_for_a_silent_endpoints_slots_than_it_has() -> None:
     assert await slots.acquire(uuid.uuid4(), 0)
 
 
-async def test_while_an_endpoint_answers_any_number_wait_for_its_slots() -> None:
+async def test_as_many_wait_as_the_endpoint_served_in_the_last_second() -> None:
     now = [100.0]
     slots = EndpointSlots(2, clock=lambda: now[0])
     assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
-    now[0] += 3
-    slots.release(ENDPOINT)  # it answered, 3 s in
-    assert await slots.acquire(ENDPOINT, 0)
-    now[0] += 5  # a whole wait since it last answered, no longer: still answering
-    waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(5)]
+    for _ in range(6):  # it answers: 6 slots came free (and were taken again) this second
+        now[0] += 0.1
+        slots.release(ENDPOINT)
+        assert await slots.acquire(ENDPOINT, 0)
+    now[0] += 0.5  # the next second: the last one's pace holds
+    waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 0.5)) for _ in range(3)]
     await asyncio.sleep(0.01)
-    assert not any(w.done() for w in waiting)  # five wait for two slots
+    assert not any(w.done() for w in waiting)  # three wait for two slots
+    assert not await slots.acquire(ENDPOINT, 0.5)  # in half a second it serves only three
+    waiting += [asyncio.ensure_future(slots.acquire(ENDPOINT, 1)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting)  # in a second, six
+    assert not await slots.acquire(ENDPOINT, 1)  # a seventh is more than that
     for _ in waiting:
         slots.release(ENDPOINT)
         await asyncio.sleep(0)
+    assert await asyncio.gather(*waiting) == [True] * 6
+    now[0] += 2.5  # two quiet seconds: its pace is forgotten, back to its slots
+    third = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert [t.done() for t in third] == [False, False, True]
+    slots.release(ENDPOINT)
+    slots.release(ENDPOINT)
+    assert await asyncio.gather(*third) == [True, True, False]
+    slots.release(ENDPOINT)
+    slots.release(ENDPOINT)
+    assert slots._slots == {}
+
+
+async def test_any_number_wait_in_an_endpoints_first_second() -> None:
+    now = [100.0]
+    slots = EndpointSlots(2, clock=lambda: now[0])
+    assert await slots.acquire(ENDPOINT, 0) and await slots.acquire(ENDPOINT, 0)
+    now[0] += 0.99  # a burst to a new endpoint: nothing known of its pace yet
+    waiting = [asyncio.ensure_future(slots.acquire(ENDPOINT, 5)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiting)
+    for _ in range(7):
+        slots.release(ENDPOINT)
+        await asyncio.sleep(0)
     assert await asyncio.gather(*waiting) == [True] * 5
-    slots.release(ENDPOINT)
-    slots.release(ENDPOINT)
     assert slots._slots == {}
 
 

@@ -8,9 +8,9 @@ the delivery log (`recorder`) before its message is settled:
   after the last, marked dead and dead-lettered with the last error as its reason;
 - its endpoint disabled: marked skipped, acknowledged, not attempted;
 - its endpoint gone (deleted, with its deliveries): acknowledged, nothing to send;
-- no slot free for its endpoint within `SLOT_WAIT_SECONDS` (or, when no slot came free
-  for that long, as many waiting already as it has slots): deferred through the shortest
-  retry delay without counting an attempt, so a receiver that hangs holds at most
+- no slot free for its endpoint within `SLOT_WAIT_SECONDS` (or as many waiting already as
+  it can serve in that time: `EndpointSlots`): deferred through the shortest retry delay
+  without counting an attempt, so a receiver that hangs holds at most
   WEBHOOKS_ENDPOINT_CONCURRENCY requests of this replica (and as many messages waiting)
   and delays only its own deliveries;
 - names no delivery: dead-lettered with the reason;
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,8 @@ log = get_logger("dispatcher")
 # that a burst to a healthy receiver queues here instead of going round the retry queue
 # (its slots free up in milliseconds), short enough that a hanging one holds little.
 SLOT_WAIT_SECONDS = 1.0
+# How an endpoint's pace is measured: slots that came free per window.
+RATE_WINDOW_SECONDS = 1.0
 _PAUSE_MAX_SECONDS = 5.0
 
 
@@ -68,12 +71,15 @@ class SettlementFailed(Exception):
 
 class EndpointSlots:
     """At most `per_endpoint` attempts in flight to one endpoint, each delivery waiting at
-    most `wait_seconds` for one. While the endpoint answers (a slot came free within the
-    last `wait_seconds`) any number may wait: a busy, healthy receiver's deliveries queue
-    here, milliseconds each, rather than go round the retry delay (5 s), which at 500/s
-    was most of the p99 (bench.dispatch). While it does not (a receiver that hangs), at
-    most `per_endpoint` wait, so it holds no more than twice its share of the replica's
-    prefetched messages."""
+    most `wait_seconds` for one, and no more waiting than the endpoint can serve within a
+    wait: as many as it answered in the last second (scaled to the wait), at least
+    `per_endpoint`, and any number in the first second (nothing is known of it yet).
+
+    So a busy, healthy receiver's deliveries queue here, milliseconds each, instead of going
+    round the 5 s retry delay (which at 500/s was most of the p99: bench.dispatch), while a
+    slow receiver's, or one that hangs, are held to `per_endpoint` waiting and the rest are
+    deferred at once: it holds no more than twice its share of the replica's prefetched
+    messages."""
 
     def __init__(self, per_endpoint: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -83,19 +89,19 @@ class EndpointSlots:
 
     async def acquire(self, endpoint_id: uuid.UUID, wait_seconds: float) -> bool:
         """True with a slot held (give it back with `release`); False when none came free
-        within `wait_seconds`, or at once when enough wait for an endpoint that is not
-        answering."""
+        within `wait_seconds`, or at once when as many wait already as the endpoint can
+        serve."""
+        now = self._clock()
         slot = self._slots.get(endpoint_id)
         if slot is None:
-            slot = self._slots[endpoint_id] = _Slot(asyncio.Semaphore(self._per_endpoint),
-                                                    moved_at=self._clock())
+            slot = self._slots[endpoint_id] = _Slot(
+                asyncio.Semaphore(self._per_endpoint), since=now, window_start=now)
         if not slot.semaphore.locked():
             slot.users += 1
             await slot.semaphore.acquire()  # free: taken without waiting
             return True
-        answering = self._clock() - slot.moved_at <= wait_seconds
-        if slot.waiting >= self._per_endpoint and not answering:
-            return False  # enough wait already for one that does not answer
+        if slot.waiting >= self._wait_limit(slot, now, wait_seconds):
+            return False  # as many wait already as it can serve within a wait
         slot.users += 1
         slot.waiting += 1
         try:
@@ -112,9 +118,15 @@ class EndpointSlots:
 
     def release(self, endpoint_id: uuid.UUID) -> None:
         slot = self._slots[endpoint_id]
-        slot.moved_at = self._clock()
+        slot.count_freed(self._clock())
         slot.semaphore.release()
         self._leave(endpoint_id, slot)
+
+    def _wait_limit(self, slot: _Slot, now: float, wait_seconds: float) -> float:
+        if now - slot.since < RATE_WINDOW_SECONDS:
+            return math.inf
+        freed = slot.freed_per_window(now)
+        return max(self._per_endpoint, freed * wait_seconds / RATE_WINDOW_SECONDS)
 
     def _leave(self, endpoint_id: uuid.UUID, slot: _Slot) -> None:
         slot.users -= 1
@@ -125,9 +137,28 @@ class EndpointSlots:
 @dataclass(eq=False)
 class _Slot:
     semaphore: asyncio.Semaphore
-    moved_at: float  # when a slot last came free (or the first was taken)
+    since: float  # when its first slot was taken
+    window_start: float
+    freed: int = 0  # slots that came free since window_start
+    freed_before: int = 0  # in the window before it
     users: int = 0  # holding or waiting for a slot
     waiting: int = 0
+
+    def count_freed(self, now: float) -> None:
+        self._roll(now)
+        self.freed += 1
+
+    def freed_per_window(self, now: float) -> int:
+        """Slots freed in the last window (or this one, when more)."""
+        self._roll(now)
+        return max(self.freed, self.freed_before)
+
+    def _roll(self, now: float) -> None:
+        elapsed = now - self.window_start
+        if elapsed >= RATE_WINDOW_SECONDS:
+            self.freed_before = self.freed if elapsed < 2 * RATE_WINDOW_SECONDS else 0
+            self.freed = 0
+            self.window_start = now
 
 
 @dataclass(eq=False)
